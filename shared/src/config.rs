@@ -1,0 +1,575 @@
+//! `slipway.toml`: the pipelines, their environments, and where notifications go.
+//!
+//! Parsed into typed values once at start-up. Ids validate while parsing, unknown keys are
+//! refused, and [`Config::validate`] checks what types cannot; every error names the key
+//! and the problem, so an invalid file stops start-up with a message a person can act on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use jiff::SignedDuration;
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::{ApproverId, BranchName, EnvName, EnvPlan, Mode, ParamName, PipelineName, Plan, RepoName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address people reach slipway at; approval links are built from it.
+    #[serde(default)]
+    pub public_url: Option<url::Url>,
+    #[serde(default)]
+    pub github: Option<GithubConfig>,
+    pub approvals: ApprovalsConfig,
+    /// Channels every notification goes to.
+    #[serde(default)]
+    pub notify: Vec<ChannelConfig>,
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// The parameter holding the secret of the GitHub webhook.
+    pub webhook_secret: ParamName,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// The parameter holding the key that signs approval links.
+    pub signing_key: ParamName,
+}
+
+/// Where notifications go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelConfig {
+    /// A human-readable line on standard output.
+    Stdout,
+    /// One JSON object per line, appended to `path`.
+    File { path: PathBuf },
+    /// Block Kit messages posted to a Slack incoming webhook, whose URL is a secret.
+    Slack { webhook_url: ParamName },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub name: PipelineName,
+    pub repo: RepoName,
+    #[serde(default = "default_branch")]
+    pub branch: BranchName,
+    pub mode: Mode,
+    /// The parameter holding the secret CI signs its result callbacks with.
+    pub ci_secret: ParamName,
+    #[serde(default = "default_expiry", deserialize_with = "duration")]
+    pub approval_expiry: SignedDuration,
+    /// May the commit's author approve their own commit?
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    #[serde(default)]
+    pub approvers: Vec<ApproverConfig>,
+    pub environments: Vec<EnvironmentConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    /// Matches the commit author's login on the git host.
+    pub id: ApproverId,
+    /// Where to reach them: an email address or a chat handle.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    pub name: EnvName,
+    /// Require an approval before this environment. Default: in `delivery` mode, the last
+    /// environment only; in `deployment` mode, none (and `true` is refused).
+    #[serde(default)]
+    pub approval: Option<bool>,
+    pub deploy: DeployTargetConfig,
+    #[serde(default)]
+    pub smoke: Vec<SmokeCheckConfig>,
+}
+
+/// How an environment is deployed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeployTargetConfig {
+    /// Runs a program with no stdin and a timeout. It gets `SLIPWAY_REPO`, `SLIPWAY_SHA`,
+    /// `SLIPWAY_ENV`, `SLIPWAY_RUN` and `SLIPWAY_ARTIFACT`, plus each of `secrets` resolved
+    /// from the secret store under its variable name.
+    Command {
+        /// The program and its arguments; no shell is involved.
+        command: Vec<String>,
+        #[serde(default)]
+        working_dir: Option<PathBuf>,
+        #[serde(default = "default_deploy_timeout", deserialize_with = "duration")]
+        timeout: SignedDuration,
+        /// Variable name → secret parameter.
+        #[serde(default)]
+        secrets: BTreeMap<String, ParamName>,
+        /// Plain (non-secret) variables.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+}
+
+impl DeployTargetConfig {
+    /// The secrets this target needs, by variable name.
+    pub fn secrets(&self) -> &BTreeMap<String, ParamName> {
+        match self {
+            DeployTargetConfig::Command { secrets, .. } => secrets,
+        }
+    }
+
+    /// How long a deploy may take before it is stopped.
+    pub fn timeout(&self) -> SignedDuration {
+        match self {
+            DeployTargetConfig::Command { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// One smoke check: an HTTP request and what its answer must look like. `{sha}` in `url`,
+/// `body_contains` and `json` values is replaced by the deployed commit's SHA, so a check
+/// can prove the new version is the one answering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeCheckConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// JSON pointer → the value expected there (`"/checks/database" = "ok"`).
+    #[serde(default)]
+    pub json: BTreeMap<String, toml::Value>,
+    /// How long one request may take.
+    #[serde(default = "default_check_timeout", deserialize_with = "duration")]
+    pub timeout: SignedDuration,
+    /// Keep retrying a failing check until this long after the first attempt.
+    #[serde(default = "default_check_deadline", deserialize_with = "duration")]
+    pub deadline: SignedDuration,
+    /// The first wait between attempts; it doubles each time, up to 30 s.
+    #[serde(default = "default_backoff", deserialize_with = "duration")]
+    pub backoff: SignedDuration,
+}
+
+fn default_branch() -> BranchName {
+    BranchName::parse("main").expect("valid")
+}
+fn default_expiry() -> SignedDuration {
+    SignedDuration::from_hours(24)
+}
+fn default_deploy_timeout() -> SignedDuration {
+    SignedDuration::from_mins(15)
+}
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_check_timeout() -> SignedDuration {
+    SignedDuration::from_secs(10)
+}
+fn default_check_deadline() -> SignedDuration {
+    SignedDuration::from_mins(2)
+}
+fn default_backoff() -> SignedDuration {
+    SignedDuration::from_secs(2)
+}
+
+/// `"24h"`, `"10m"`, `"1h 30m"`, `"PT5S"`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error> {
+    let raw = String::deserialize(d)?;
+    let parsed: SignedDuration = raw.parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{raw:?} is not a duration like \"30s\", \"10m\" or \"24h\": {e}"
+        ))
+    })?;
+    if parsed.is_negative() {
+        return Err(serde::de::Error::custom(format!("{raw:?} is negative")));
+    }
+    Ok(parsed)
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, problem: String| ConfigError::Invalid {
+            path: path.into(),
+            key,
+            problem,
+        };
+        if self.pipelines.is_empty() {
+            return Err(invalid("pipelines".into(), "declare at least one [[pipelines]]".into()));
+        }
+        if let Some(url) = &self.public_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(invalid("public_url".into(), format!("{url} is not an http(s) URL")));
+        }
+        let mut names = HashSet::new();
+        let mut branches = HashSet::new();
+        for (p, pipeline) in self.pipelines.iter().enumerate() {
+            let at = |key: &str| format!("pipelines[{p}] ({}).{key}", pipeline.name);
+            if !names.insert(&pipeline.name) {
+                return Err(invalid(
+                    at("name"),
+                    format!("another pipeline is already named {:?}", pipeline.name.as_str()),
+                ));
+            }
+            if !branches.insert((&pipeline.repo, &pipeline.branch)) {
+                return Err(invalid(
+                    at("branch"),
+                    format!("another pipeline already follows {} {}", pipeline.repo, pipeline.branch),
+                ));
+            }
+            if pipeline.approval_expiry < SignedDuration::from_mins(1) {
+                return Err(invalid(at("approval_expiry"), "must be at least 1m".into()));
+            }
+            if pipeline.environments.is_empty() {
+                return Err(invalid(at("environments"), "declare at least one environment".into()));
+            }
+            let mut approvers = HashSet::new();
+            for (a, approver) in pipeline.approvers.iter().enumerate() {
+                if !approvers.insert(approver.id.as_str().to_ascii_lowercase()) {
+                    return Err(invalid(
+                        at(&format!("approvers[{a}].id")),
+                        format!("{} is listed twice", approver.id),
+                    ));
+                }
+            }
+            let mut envs = HashSet::new();
+            for (e, env) in pipeline.environments.iter().enumerate() {
+                let at = |key: &str| at(&format!("environments[{e}] ({}).{key}", env.name));
+                if !envs.insert(&env.name) {
+                    return Err(invalid(at("name"), "environment names must be unique".into()));
+                }
+                if pipeline.mode == Mode::Deployment && env.approval == Some(true) {
+                    return Err(invalid(
+                        at("approval"),
+                        "mode = \"deployment\" deploys without approvals; use mode = \"delivery\"".into(),
+                    ));
+                }
+                let DeployTargetConfig::Command { command, timeout, .. } = &env.deploy;
+                if command.is_empty() || command[0].trim().is_empty() {
+                    return Err(invalid(
+                        at("deploy.command"),
+                        "give the program to run and its arguments".into(),
+                    ));
+                }
+                if timeout.is_zero() {
+                    return Err(invalid(at("deploy.timeout"), "must be more than 0s".into()));
+                }
+                for (var, _) in env.deploy.secrets() {
+                    if var.is_empty()
+                        || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        || var.starts_with("SLIPWAY_")
+                    {
+                        return Err(invalid(
+                            at(&format!("deploy.secrets.{var}")),
+                            "variable names are A-Z 0-9 _ and may not start with SLIPWAY_".into(),
+                        ));
+                    }
+                }
+                for (c, check) in env.smoke.iter().enumerate() {
+                    let at = |key: &str| at(&format!("smoke[{c}] ({}).{key}", check.name));
+                    let url = check.url.replace("{sha}", "0");
+                    match url::Url::parse(&url) {
+                        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                        _ => return Err(invalid(at("url"), format!("{:?} is not an http(s) URL", check.url))),
+                    }
+                    if http::Method::from_bytes(check.method.as_bytes()).is_err() {
+                        return Err(invalid(
+                            at("method"),
+                            format!("{:?} is not an HTTP method", check.method),
+                        ));
+                    }
+                    if !(100..=599).contains(&check.expect_status) {
+                        return Err(invalid(
+                            at("expect_status"),
+                            format!("{} is not an HTTP status", check.expect_status),
+                        ));
+                    }
+                    for pointer in check.json.keys() {
+                        if !(pointer.is_empty() || pointer.starts_with('/')) {
+                            return Err(invalid(
+                                at(&format!("json.{pointer:?}")),
+                                "a JSON pointer starts with / (like \"/checks/database\")".into(),
+                            ));
+                        }
+                    }
+                    if check.timeout.is_zero() || check.deadline < check.timeout {
+                        return Err(invalid(
+                            at("deadline"),
+                            "timeout must be more than 0s and deadline at least as long as timeout".into(),
+                        ));
+                    }
+                }
+            }
+            if pipeline.mode == Mode::Delivery && pipeline.approvers.is_empty() {
+                return Err(invalid(
+                    at("approvers"),
+                    "mode = \"delivery\" needs at least one approver".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pipeline(&self, name: &PipelineName) -> Option<&PipelineConfig> {
+        self.pipelines.iter().find(|p| &p.name == name)
+    }
+
+    /// The pipeline that follows `repo`'s `branch`, if any.
+    pub fn pipeline_for(&self, repo: &RepoName, branch: &BranchName) -> Option<&PipelineConfig> {
+        self.pipelines
+            .iter()
+            .find(|p| p.repo.as_str().eq_ignore_ascii_case(repo.as_str()) && &p.branch == branch)
+    }
+}
+
+impl PipelineConfig {
+    /// The plan every new run of this pipeline follows.
+    pub fn plan(&self) -> Plan {
+        let last = self.environments.len() - 1;
+        Plan {
+            mode: self.mode,
+            approval_ttl: self.approval_expiry,
+            environments: self
+                .environments
+                .iter()
+                .enumerate()
+                .map(|(i, env)| EnvPlan {
+                    name: env.name.clone(),
+                    approval: match self.mode {
+                        Mode::Deployment => false,
+                        Mode::Delivery => env.approval.unwrap_or(i == last),
+                    },
+                    smoke: !env.smoke.is_empty(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn environment(&self, name: &EnvName) -> Option<&EnvironmentConfig> {
+        self.environments.iter().find(|e| &e.name == name)
+    }
+
+    pub fn approver(&self, id: &ApproverId) -> Option<&ApproverConfig> {
+        self.approvers
+            .iter()
+            .find(|a| a.id.as_str().eq_ignore_ascii_case(id.as_str()))
+    }
+
+    /// Every secret parameter this pipeline needs, so start-up can check they exist.
+    pub fn secret_params(&self) -> impl Iterator<Item = &ParamName> {
+        std::iter::once(&self.ci_secret).chain(self.environments.iter().flat_map(|e| e.deploy.secrets().values()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+public_url = "http://127.0.0.1:8080"
+
+[github]
+webhook_secret = "/slipway/github/webhook-secret"
+
+[approvals]
+signing_key = "/slipway/approvals/signing-key"
+
+[[notify]]
+type = "stdout"
+
+[[notify]]
+type = "file"
+path = "notifications.jsonl"
+
+[[pipelines]]
+name = "shop"
+repo = "acme/shop"
+mode = "delivery"
+ci_secret = "/slipway/shop/ci-secret"
+approval_expiry = "12h"
+
+[[pipelines.approvers]]
+id = "alice"
+address = "alice@example.com"
+
+[[pipelines.environments]]
+name = "staging"
+deploy = { type = "command", command = ["./deploy.sh"], timeout = "5m", secrets = { DATABASE_URL = "/slipway/shop/staging/database-url" } }
+
+[[pipelines.environments.smoke]]
+name = "health"
+url = "http://127.0.0.1:9000/health"
+body_contains = "{sha}"
+json = { "/database" = "ok" }
+
+[[pipelines.environments]]
+name = "production"
+deploy = { type = "command", command = ["./deploy.sh"] }
+"#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("slipway.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_example_parses_with_defaults() {
+        let config = parse(EXAMPLE).unwrap();
+        let p = &config.pipelines[0];
+        assert_eq!(p.branch.as_str(), "main");
+        assert_eq!(p.approval_expiry, SignedDuration::from_hours(12));
+        assert!(!p.allow_self_approval);
+        let plan = p.plan();
+        assert_eq!(
+            plan.environments
+                .iter()
+                .map(|e| (e.name.as_str(), e.approval, e.smoke))
+                .collect::<Vec<_>>(),
+            [("staging", false, true), ("production", true, false)]
+        );
+        assert_eq!(p.environments[1].deploy.timeout(), SignedDuration::from_mins(15));
+        let check = &p.environments[0].smoke[0];
+        assert_eq!((check.method.as_str(), check.expect_status), ("GET", 200));
+        assert_eq!(
+            p.secret_params().map(|s| s.as_str()).collect::<Vec<_>>(),
+            ["/slipway/shop/ci-secret", "/slipway/shop/staging/database-url"]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        let cases = [
+            (
+                EXAMPLE.replace("repo = \"acme/shop\"", "repo = \"acme\""),
+                "invalid repository \"acme\": expected owner/name",
+            ),
+            (
+                EXAMPLE.replace("mode = \"delivery\"", "mode = \"yolo\""),
+                "unknown variant `yolo`",
+            ),
+            (
+                EXAMPLE.replace("approval_expiry = \"12h\"", "approval_expiry = \"soon\""),
+                "\"soon\" is not a duration",
+            ),
+            (
+                EXAMPLE.replace("name = \"production\"", "name = \"staging\""),
+                "pipelines[0] (shop).environments[1] (staging).name: environment names must be unique",
+            ),
+            (
+                EXAMPLE.replace("command = [\"./deploy.sh\"] }", "command = [] }"),
+                "environments[1] (production).deploy.command: give the program",
+            ),
+            (
+                EXAMPLE.replace("url = \"http://127.0.0.1:9000/health\"", "url = \"ftp://x\""),
+                "smoke[0] (health).url: \"ftp://x\" is not an http(s) URL",
+            ),
+            (
+                EXAMPLE.replace("\"/database\"", "\"database\""),
+                "a JSON pointer starts with /",
+            ),
+            (
+                EXAMPLE.replace(
+                    "[[pipelines.approvers]]\nid = \"alice\"\naddress = \"alice@example.com\"",
+                    "",
+                ),
+                "pipelines[0] (shop).approvers: mode = \"delivery\" needs at least one approver",
+            ),
+            (
+                EXAMPLE
+                    .replace("mode = \"delivery\"", "mode = \"deployment\"")
+                    .replace("name = \"production\"", "name = \"production\"\napproval = true"),
+                "deploys without approvals",
+            ),
+            (
+                EXAMPLE.replace(
+                    "ci_secret = \"/slipway/shop/ci-secret\"",
+                    "ci_secret = \"/slipway/shop/ci-secret\"\ncolour = \"blue\"",
+                ),
+                "unknown field `colour`",
+            ),
+            (
+                EXAMPLE.replace("DATABASE_URL", "SLIPWAY_SHA"),
+                "deploy.secrets.SLIPWAY_SHA: variable names",
+            ),
+            (
+                format!(
+                    "{EXAMPLE}\n[[pipelines]]\nname = \"shop\"\nrepo = \"acme/other\"\nmode = \"deployment\"\nci_secret = \"/x\"\nenvironments = [{{ name = \"prod\", deploy = {{ type = \"command\", command = [\"x\"] }} }}]\n"
+                ),
+                "pipelines[1] (shop).name: another pipeline is already named",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(expected);
+            assert!(err.starts_with("slipway.toml"), "{err}");
+            assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn deployment_mode_has_no_approvals() {
+        let config = parse(&EXAMPLE.replace("mode = \"delivery\"", "mode = \"deployment\"")).unwrap();
+        assert!(config.pipelines[0].plan().environments.iter().all(|e| !e.approval));
+    }
+
+    #[test]
+    fn pipelines_are_found_by_repo_and_branch() {
+        let config = parse(EXAMPLE).unwrap();
+        let repo = RepoName::parse("Acme/Shop").unwrap();
+        assert!(
+            config
+                .pipeline_for(&repo, &BranchName::parse("main").unwrap())
+                .is_some()
+        );
+        assert!(config.pipeline_for(&repo, &BranchName::parse("dev").unwrap()).is_none());
+    }
+}

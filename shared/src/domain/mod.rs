@@ -1,0 +1,14 @@
+//! The pipeline's domain: identifiers, runs and the pure state machine. No I/O lives here.
+
+pub mod ids;
+pub mod run;
+pub mod transition;
+
+pub use ids::{ApproverId, BranchName, CommitSha, EnvName, IdError, ParamName, PipelineName, RepoName, RunId};
+pub use run::{
+    Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Plan, Run,
+    RunStatus, Stage, StageKind, StageStatus,
+};
+pub use transition::{
+    Command, Event, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, outstanding_commands,
+};

@@ -1,0 +1,521 @@
+//! The pipeline as a pure state machine: `(Run, Input) → (Run, Vec<Command>)`.
+//!
+//! No I/O happens here. Callers load a run, call [`apply`], write the new run back with a
+//! conditional write, and only then send the commands. Because the function is pure and
+//! ignores duplicate and stale events, the same event delivered twice, late or out of order
+//! never causes a second deploy.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::ids::{ApproverId, BranchName, CommitSha, EnvName, PipelineName, RepoName, RunId};
+use super::run::{
+    Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, HistoryEntry, Plan, Run, RunStatus, Stage,
+    StageKind, StageStatus,
+};
+
+/// Everything needed to open a run for a pushed commit.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub pipeline: PipelineName,
+    pub repo: RepoName,
+    pub branch: BranchName,
+    pub sha: CommitSha,
+    pub commit: CommitInfo,
+    pub plan: Plan,
+}
+
+/// Something that happened to a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// CI reported on the commit.
+    BuildFinished { status: BuildStatus, build: BuildInfo },
+    /// A worker claims a queued deploy. Ignored unless the deploy is still queued, which is
+    /// what stops a redelivered message from deploying twice.
+    DeployStarted { env: EnvName },
+    /// The claimed deploy ended: `Ok(output)` or `Err(reason)`.
+    DeployFinished {
+        env: EnvName,
+        output: String,
+        result: Result<(), String>,
+    },
+    /// A worker claims queued smoke checks.
+    SmokeStarted { env: EnvName },
+    /// The smoke checks ended; they passed if every check passed.
+    SmokeFinished { env: EnvName, checks: Vec<CheckResult> },
+    /// An approver decided. Ignored once a decision stands or after the deadline.
+    ApprovalDecided {
+        env: EnvName,
+        approver: ApproverId,
+        approve: bool,
+        comment: Option<String>,
+    },
+    /// The approval's deadline passed with no decision.
+    ApprovalExpired { env: EnvName },
+    /// A claimed stage's worker vanished and its deadline passed: the outcome is unknown.
+    StageAbandoned {
+        kind: StageKind,
+        env: EnvName,
+        reason: String,
+    },
+}
+
+/// An event with when it happened and who caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub event: Event,
+}
+
+/// Work the caller must do after it has stored the new run. Each is one queue message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    Deploy { run: RunId, env: EnvName },
+    Smoke { run: RunId, env: EnvName },
+    Notify(Notice),
+}
+
+/// A notification to send. `seq` is the index of the history entry that caused it, so
+/// `(run, seq)` names it uniquely and a redelivered notice is recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub run: RunId,
+    pub seq: usize,
+    pub kind: NoticeKind,
+}
+
+impl Notice {
+    /// A stable, key-safe id: `<run>.<seq>`.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.run, self.seq)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// Approvers are asked to approve or reject promotion to `env` before `expires_at`.
+    ApprovalRequested { env: EnvName, expires_at: Timestamp },
+    /// The run reached the end of its plan: `env` (the last environment) runs the commit.
+    Released { env: EnvName },
+    /// A stage failed and the run stopped. `red_main` marks a failed build of the pipeline's
+    /// branch: the team's first job is to fix it.
+    Failed {
+        stage: String,
+        reason: String,
+        red_main: bool,
+    },
+    /// An approver rejected promotion.
+    Rejected {
+        env: EnvName,
+        by: ApproverId,
+        comment: Option<String>,
+    },
+    /// Nobody decided in time.
+    ApprovalExpired { env: EnvName },
+}
+
+/// Why an event changed nothing. Callers map these to their own answers (HTTP 409, an acked
+/// duplicate message, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    #[error("this run has no {0} stage")]
+    NoSuchStage(String),
+    #[error("{stage} is not reached yet")]
+    NotReached { stage: String },
+    #[error("{stage} is already {status:?}")]
+    AlreadyDone { stage: String, status: StageStatus },
+    #[error("the run has already ended ({0:?})")]
+    RunEnded(RunStatus),
+    #[error("the approval for {env} expired at {expires_at}")]
+    ApprovalExpired { env: EnvName, expires_at: Timestamp },
+    #[error("the approval for {env} does not expire until {expires_at}")]
+    NotDueYet { env: EnvName, expires_at: Timestamp },
+}
+
+/// What [`apply`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The run changed; store it, then carry out the commands.
+    Applied { run: Run, commands: Vec<Command> },
+    /// Nothing changed.
+    Ignored(Ignored),
+}
+
+/// Opens a run for a pushed commit. The build stage waits for CI; nothing is queued yet.
+pub fn open(new: NewRun, at: Timestamp) -> Run {
+    let mut stages = vec![Stage::new(StageKind::Build, None)];
+    for env in &new.plan.environments {
+        if env.approval {
+            stages.push(Stage::new(StageKind::Approval, Some(env.name.clone())));
+        }
+        stages.push(Stage::new(StageKind::Deploy, Some(env.name.clone())));
+        if env.smoke {
+            stages.push(Stage::new(StageKind::Smoke, Some(env.name.clone())));
+        }
+    }
+    stages[0].status = StageStatus::Waiting;
+    stages[0].started_at = Some(at);
+    let what = format!(
+        "run opened for {} on {} ({}), waiting for CI",
+        new.sha.short(),
+        new.branch,
+        first_line(&new.commit.message)
+    );
+    let actor = Actor::GitHost(new.commit.pushed_by.clone());
+    Run {
+        id: RunId::new(&new.pipeline, &new.sha),
+        pipeline: new.pipeline,
+        repo: new.repo,
+        branch: new.branch,
+        sha: new.sha,
+        commit: new.commit,
+        plan: new.plan,
+        build: BuildInfo::default(),
+        stages,
+        created_at: at,
+        updated_at: at,
+        history: vec![HistoryEntry { at, actor, what }],
+    }
+}
+
+/// Applies one event to a run. Pure: the same run and input always give the same outcome.
+pub fn apply(run: &Run, input: &Input) -> Outcome {
+    let mut next = run.clone();
+    let mut tx = Tx {
+        run: &mut next,
+        input,
+        commands: Vec::new(),
+    };
+    match tx.step() {
+        Ok(()) => {
+            let commands = tx.commands;
+            next.updated_at = input.at;
+            Outcome::Applied { run: next, commands }
+        }
+        Err(ignored) => Outcome::Ignored(ignored),
+    }
+}
+
+/// The commands a run's current state still implies: a queued deploy or smoke stage whose
+/// message may have been lost between the state write and the queue send. Sending them again
+/// is safe because workers claim a stage before acting on it.
+pub fn outstanding_commands(run: &Run) -> Vec<Command> {
+    run.stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Queued)
+        .filter_map(|s| {
+            let env = s.env.clone()?;
+            let run = run.id.clone();
+            match s.kind {
+                StageKind::Deploy => Some(Command::Deploy { run, env }),
+                StageKind::Smoke => Some(Command::Smoke { run, env }),
+                StageKind::Build | StageKind::Approval => None,
+            }
+        })
+        .collect()
+}
+
+struct Tx<'a> {
+    run: &'a mut Run,
+    input: &'a Input,
+    commands: Vec<Command>,
+}
+
+impl Tx<'_> {
+    fn step(&mut self) -> Result<(), Ignored> {
+        let at = self.input.at;
+        match &self.input.event {
+            Event::BuildFinished { status, build } => self.build_finished(*status, build),
+            Event::DeployStarted { env } => self.claim(StageKind::Deploy, env),
+            Event::SmokeStarted { env } => self.claim(StageKind::Smoke, env),
+            Event::DeployFinished { env, output, result } => {
+                let i = self.running(StageKind::Deploy, env)?;
+                self.run.stages[i].output = Some(output.clone());
+                match result {
+                    Ok(()) => self.succeed(i, format!("deployed {} to {env}", self.run.sha.short())),
+                    Err(reason) => self.fail(i, reason.clone()),
+                }
+                Ok(())
+            }
+            Event::SmokeFinished { env, checks } => {
+                let i = self.running(StageKind::Smoke, env)?;
+                self.run.stages[i].checks = checks.clone();
+                let failed: Vec<&CheckResult> = checks.iter().filter(|c| !c.passed).collect();
+                if failed.is_empty() {
+                    self.succeed(i, format!("{} smoke check(s) passed on {env}", checks.len()));
+                } else {
+                    let reason = failed
+                        .iter()
+                        .map(|c| format!("{}: {}", c.name, c.detail))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    self.fail(i, format!("smoke checks failed on {env}: {reason}"));
+                }
+                Ok(())
+            }
+            Event::ApprovalDecided {
+                env,
+                approver,
+                approve,
+                comment,
+            } => {
+                let i = self.waiting_approval(env)?;
+                let expires_at = self.approval_deadline(i);
+                if at >= expires_at {
+                    return Err(Ignored::ApprovalExpired {
+                        env: env.clone(),
+                        expires_at,
+                    });
+                }
+                let stage = &mut self.run.stages[i];
+                if let Some(info) = stage.approval.as_mut() {
+                    info.decided_by = Some(approver.clone());
+                    info.comment = comment.clone();
+                }
+                let note = comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+                if *approve {
+                    self.succeed(i, format!("{approver} approved promotion to {env}{note}"));
+                } else {
+                    let what = format!("{approver} rejected promotion to {env}{note}");
+                    self.finish(i, StageStatus::Rejected, what);
+                    self.notify(NoticeKind::Rejected {
+                        env: env.clone(),
+                        by: approver.clone(),
+                        comment: comment.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Event::ApprovalExpired { env } => {
+                let i = self.waiting_approval(env)?;
+                let expires_at = self.approval_deadline(i);
+                if at < expires_at {
+                    return Err(Ignored::NotDueYet {
+                        env: env.clone(),
+                        expires_at,
+                    });
+                }
+                let what = format!("nobody decided on promotion to {env} before {expires_at}");
+                self.finish(i, StageStatus::Expired, what);
+                self.notify(NoticeKind::ApprovalExpired { env: env.clone() });
+                Ok(())
+            }
+            Event::StageAbandoned { kind, env, reason } => {
+                let i = self.running(*kind, env)?;
+                self.fail(i, reason.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn build_finished(&mut self, status: BuildStatus, build: &BuildInfo) -> Result<(), Ignored> {
+        let i = self
+            .run
+            .stage_index(StageKind::Build, None)
+            .ok_or_else(|| Ignored::NoSuchStage("build".into()))?;
+        let current = self.run.stages[i].status;
+        // A failed build that CI re-runs green may still go on, as long as nothing after it
+        // has started; a result never moves a run backwards.
+        let rerun_green = current == StageStatus::Failed
+            && status == BuildStatus::Success
+            && self.run.stages[i + 1..]
+                .iter()
+                .all(|s| s.status == StageStatus::Skipped);
+        if current != StageStatus::Waiting && !rerun_green {
+            return Err(self.not_applicable(i));
+        }
+        if rerun_green {
+            for stage in &mut self.run.stages[i + 1..] {
+                stage.status = StageStatus::Pending;
+                stage.finished_at = None;
+                stage.summary = None;
+            }
+        }
+        self.run.build = build.clone();
+        let via = build.url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default();
+        match status {
+            BuildStatus::Success => {
+                let what = if rerun_green {
+                    format!("CI re-ran the build and it passed{via}")
+                } else {
+                    format!("CI build passed{via}")
+                };
+                self.succeed(i, what);
+            }
+            BuildStatus::Failure | BuildStatus::Error => {
+                let word = if status == BuildStatus::Failure {
+                    "failed"
+                } else {
+                    "errored"
+                };
+                self.fail(i, format!("CI build {word}{via}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A worker claims a queued stage.
+    fn claim(&mut self, kind: StageKind, env: &EnvName) -> Result<(), Ignored> {
+        let i = self.index(kind, env)?;
+        if self.run.stages[i].status != StageStatus::Queued {
+            return Err(self.not_applicable(i));
+        }
+        let at = self.input.at;
+        let stage = &mut self.run.stages[i];
+        stage.status = StageStatus::Running;
+        stage.attempts += 1;
+        stage.started_at = Some(at);
+        let what = format!("{} started", stage.label());
+        self.log(what);
+        Ok(())
+    }
+
+    fn index(&self, kind: StageKind, env: &EnvName) -> Result<usize, Ignored> {
+        self.run
+            .stage_index(kind, Some(env))
+            .ok_or_else(|| Ignored::NoSuchStage(format!("{}:{env}", kind.label())))
+    }
+
+    fn running(&self, kind: StageKind, env: &EnvName) -> Result<usize, Ignored> {
+        let i = self.index(kind, env)?;
+        if self.run.stages[i].status != StageStatus::Running {
+            return Err(self.not_applicable(i));
+        }
+        Ok(i)
+    }
+
+    fn waiting_approval(&self, env: &EnvName) -> Result<usize, Ignored> {
+        let i = self.index(StageKind::Approval, env)?;
+        if self.run.stages[i].status != StageStatus::Waiting {
+            return Err(self.not_applicable(i));
+        }
+        Ok(i)
+    }
+
+    fn approval_deadline(&self, i: usize) -> Timestamp {
+        self.run.stages[i]
+            .approval
+            .as_ref()
+            .map(|a| a.expires_at)
+            .unwrap_or(Timestamp::MAX)
+    }
+
+    /// Why an event about stage `i` does not apply in the stage's current status.
+    fn not_applicable(&self, i: usize) -> Ignored {
+        let stage = &self.run.stages[i];
+        let status = self.run.status();
+        if stage.status == StageStatus::Pending && status.is_finished() || stage.status == StageStatus::Skipped {
+            return Ignored::RunEnded(status);
+        }
+        if stage.status == StageStatus::Pending {
+            return Ignored::NotReached { stage: stage.label() };
+        }
+        Ignored::AlreadyDone {
+            stage: stage.label(),
+            status: stage.status,
+        }
+    }
+
+    fn log(&mut self, what: String) {
+        self.run.history.push(HistoryEntry {
+            at: self.input.at,
+            actor: self.input.actor.clone(),
+            what,
+        });
+    }
+
+    fn notify(&mut self, kind: NoticeKind) {
+        let notice = Notice {
+            run: self.run.id.clone(),
+            seq: self.run.history.len() - 1,
+            kind,
+        };
+        self.commands.push(Command::Notify(notice));
+    }
+
+    fn finish(&mut self, i: usize, status: StageStatus, what: String) {
+        let at = self.input.at;
+        let stage = &mut self.run.stages[i];
+        stage.status = status;
+        stage.finished_at = Some(at);
+        stage.summary = Some(what.clone());
+        self.log(what);
+        if status != StageStatus::Succeeded {
+            for later in &mut self.run.stages[i + 1..] {
+                if !later.status.is_terminal() {
+                    later.status = StageStatus::Skipped;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, i: usize, reason: String) {
+        let stage = self.run.stages[i].label();
+        let red_main = self.run.stages[i].kind == StageKind::Build;
+        self.finish(i, StageStatus::Failed, format!("{stage} failed: {reason}"));
+        self.notify(NoticeKind::Failed {
+            stage,
+            reason,
+            red_main,
+        });
+    }
+
+    fn succeed(&mut self, i: usize, what: String) {
+        self.finish(i, StageStatus::Succeeded, what);
+        self.advance(i + 1);
+    }
+
+    /// Starts stage `i`, or releases the run when there is none.
+    fn advance(&mut self, i: usize) {
+        let at = self.input.at;
+        let run_id = self.run.id.clone();
+        let Some(stage) = self.run.stages.get_mut(i) else {
+            let env = self
+                .run
+                .plan
+                .environments
+                .last()
+                .map(|e| e.name.clone())
+                .expect("a plan has at least one environment");
+            self.log(format!("released {} to {env}", self.run.sha.short()));
+            self.notify(NoticeKind::Released { env });
+            return;
+        };
+        let env = stage.env.clone().expect("only the build has no environment");
+        match stage.kind {
+            StageKind::Build => unreachable!("the build is always the first stage"),
+            StageKind::Deploy => {
+                stage.status = StageStatus::Queued;
+                self.commands.push(Command::Deploy { run: run_id, env });
+            }
+            StageKind::Smoke => {
+                stage.status = StageStatus::Queued;
+                self.commands.push(Command::Smoke { run: run_id, env });
+            }
+            StageKind::Approval => {
+                let expires_at = at.checked_add(self.run.plan.approval_ttl).unwrap_or(Timestamp::MAX);
+                stage.status = StageStatus::Waiting;
+                stage.started_at = Some(at);
+                stage.approval = Some(ApprovalInfo {
+                    requested_at: at,
+                    expires_at,
+                    decided_by: None,
+                    comment: None,
+                });
+                self.log(format!("waiting for approval to promote to {env} (until {expires_at})"));
+                self.notify(NoticeKind::ApprovalRequested { env, expires_at });
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+#[cfg(test)]
+#[path = "transition_tests.rs"]
+mod tests;

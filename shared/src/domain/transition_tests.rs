@@ -1,0 +1,820 @@
+//! Table tests of every transition: each row starts from a run driven through some events,
+//! applies one more, and states the stages and commands that must result — or why it is
+//! ignored.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::domain::run::{EnvPlan, Mode};
+
+const SHA: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
+
+fn env(name: &str) -> EnvName {
+    EnvName::parse(name).unwrap()
+}
+
+fn plan(mode: Mode) -> Plan {
+    Plan {
+        mode,
+        approval_ttl: SignedDuration::from_hours(24),
+        environments: vec![
+            EnvPlan {
+                name: env("staging"),
+                approval: false,
+                smoke: true,
+            },
+            EnvPlan {
+                name: env("production"),
+                approval: mode == Mode::Delivery,
+                smoke: true,
+            },
+        ],
+    }
+}
+
+fn new_run(mode: Mode) -> Run {
+    open(
+        NewRun {
+            pipeline: PipelineName::parse("shop").unwrap(),
+            repo: RepoName::parse("acme/shop").unwrap(),
+            branch: BranchName::parse("main").unwrap(),
+            sha: CommitSha::parse(SHA).unwrap(),
+            commit: CommitInfo {
+                message: "Add basket\n\nLonger text".into(),
+                author_login: Some("dev".into()),
+                author_name: "Dee Veloper".into(),
+                author_email: Some("dev@example.com".into()),
+                url: None,
+                pushed_by: "dev".into(),
+            },
+            plan: plan(mode),
+        },
+        minute(0),
+    )
+}
+
+/// Minutes after the run opened.
+fn minute(m: i64) -> Timestamp {
+    "2026-11-21T10:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(m)
+}
+
+fn green() -> Event {
+    Event::BuildFinished {
+        status: BuildStatus::Success,
+        build: BuildInfo::default(),
+    }
+}
+fn red() -> Event {
+    Event::BuildFinished {
+        status: BuildStatus::Failure,
+        build: BuildInfo::default(),
+    }
+}
+fn errored() -> Event {
+    Event::BuildFinished {
+        status: BuildStatus::Error,
+        build: BuildInfo::default(),
+    }
+}
+fn deploy_started(e: &str) -> Event {
+    Event::DeployStarted { env: env(e) }
+}
+fn deployed(e: &str) -> Event {
+    Event::DeployFinished {
+        env: env(e),
+        output: "ok".into(),
+        result: Ok(()),
+    }
+}
+fn deploy_failed(e: &str) -> Event {
+    Event::DeployFinished {
+        env: env(e),
+        output: "boom".into(),
+        result: Err("exit status 1".into()),
+    }
+}
+fn smoke_started(e: &str) -> Event {
+    Event::SmokeStarted { env: env(e) }
+}
+fn smoke(e: &str, passed: bool) -> Event {
+    Event::SmokeFinished {
+        env: env(e),
+        checks: vec![CheckResult {
+            name: "health".into(),
+            passed,
+            attempts: 3,
+            detail: if passed {
+                "200".into()
+            } else {
+                "expected status 200, got 503".into()
+            },
+        }],
+    }
+}
+fn decide(approve: bool) -> Event {
+    Event::ApprovalDecided {
+        env: env("production"),
+        approver: ApproverId::parse("alice").unwrap(),
+        approve,
+        comment: None,
+    }
+}
+fn expire() -> Event {
+    Event::ApprovalExpired { env: env("production") }
+}
+
+/// Everything up to an approval request, at minutes 1..=5.
+fn to_approval() -> Vec<Event> {
+    vec![
+        green(),
+        deploy_started("staging"),
+        deployed("staging"),
+        smoke_started("staging"),
+        smoke("staging", true),
+    ]
+}
+
+fn with(mut base: Vec<Event>, more: impl IntoIterator<Item = Event>) -> Vec<Event> {
+    base.extend(more);
+    base
+}
+
+fn input(minute_at: i64, event: Event) -> Input {
+    Input {
+        at: minute(minute_at),
+        actor: Actor::Slipway,
+        event,
+    }
+}
+
+/// Applies `events` one a minute from minute 1; every one must apply.
+fn drive(mode: Mode, events: &[Event]) -> Run {
+    let mut run = new_run(mode);
+    for (i, event) in events.iter().enumerate() {
+        match apply(&run, &input(i as i64 + 1, event.clone())) {
+            Outcome::Applied { run: next, .. } => run = next,
+            Outcome::Ignored(why) => panic!("setup event {event:?} was ignored: {why}"),
+        }
+    }
+    run
+}
+
+fn statuses(run: &Run) -> String {
+    run.stages
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                s.label(),
+                serde_json::to_value(s.status).unwrap().as_str().unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn describe(commands: &[Command]) -> Vec<String> {
+    commands
+        .iter()
+        .map(|c| match c {
+            Command::Deploy { env, .. } => format!("deploy {env}"),
+            Command::Smoke { env, .. } => format!("smoke {env}"),
+            Command::Notify(n) => match &n.kind {
+                NoticeKind::ApprovalRequested { env, .. } => format!("notify approval_requested {env}"),
+                NoticeKind::Released { env } => format!("notify released {env}"),
+                NoticeKind::Failed { stage, red_main, .. } => format!("notify failed {stage} red_main={red_main}"),
+                NoticeKind::Rejected { env, by, .. } => format!("notify rejected {env} by {by}"),
+                NoticeKind::ApprovalExpired { env } => format!("notify expired {env}"),
+            },
+        })
+        .collect()
+}
+
+enum Expect {
+    Applied {
+        stages: &'static str,
+        commands: &'static [&'static str],
+        status: RunStatus,
+    },
+    Ignored(fn(&Ignored) -> bool),
+}
+
+struct Case {
+    name: &'static str,
+    mode: Mode,
+    before: Vec<Event>,
+    /// Minutes after the run opened; `None` = one minute after the last setup event.
+    at: Option<i64>,
+    event: Event,
+    expect: Expect,
+}
+
+fn case(name: &'static str, before: Vec<Event>, event: Event, expect: Expect) -> Case {
+    Case {
+        name,
+        mode: Mode::Delivery,
+        before,
+        at: None,
+        event,
+        expect,
+    }
+}
+
+#[test]
+fn a_new_run_waits_for_ci_and_queues_nothing() {
+    let run = new_run(Mode::Delivery);
+    assert_eq!(
+        statuses(&run),
+        // Stages are listed in plan order; the approval belongs to production.
+        "build=waiting deploy:staging=pending smoke:staging=pending approval:production=pending deploy:production=pending smoke:production=pending"
+    );
+    assert_eq!(run.status(), RunStatus::InProgress);
+    assert_eq!(run.history.len(), 1);
+    assert!(
+        run.history[0].what.contains("a1b2c3d4e5f6 on main (Add basket)"),
+        "{}",
+        run.history[0].what
+    );
+    assert!(outstanding_commands(&run).is_empty());
+}
+
+#[test]
+fn transition_table() {
+    use RunStatus::*;
+    let cases = vec![
+        // ---- build
+        case(
+            "green build queues the staging deploy",
+            vec![],
+            green(),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=queued smoke:staging=pending approval:production=pending deploy:production=pending smoke:production=pending",
+                commands: &["deploy staging"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "red build stops the run and raises a red-main alert",
+            vec![],
+            red(),
+            Expect::Applied {
+                stages: "build=failed deploy:staging=skipped smoke:staging=skipped approval:production=skipped deploy:production=skipped smoke:production=skipped",
+                commands: &["notify failed build red_main=true"],
+                status: Failed,
+            },
+        ),
+        case(
+            "errored build stops the run too",
+            vec![],
+            errored(),
+            Expect::Applied {
+                stages: "build=failed deploy:staging=skipped smoke:staging=skipped approval:production=skipped deploy:production=skipped smoke:production=skipped",
+                commands: &["notify failed build red_main=true"],
+                status: Failed,
+            },
+        ),
+        case(
+            "duplicate green result is ignored",
+            vec![green()],
+            green(),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Succeeded,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "red after green never moves the run backwards",
+            vec![green()],
+            red(),
+            Expect::Ignored(|i| matches!(i, Ignored::AlreadyDone { .. })),
+        ),
+        case(
+            "CI re-run going green after red resumes the run",
+            vec![red()],
+            green(),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=queued smoke:staging=pending approval:production=pending deploy:production=pending smoke:production=pending",
+                commands: &["deploy staging"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "a second red result is ignored",
+            vec![red()],
+            red(),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Failed,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "a CI result for a released run is ignored",
+            with(
+                to_approval(),
+                [
+                    decide(true),
+                    deploy_started("production"),
+                    deployed("production"),
+                    smoke_started("production"),
+                    smoke("production", true),
+                ],
+            ),
+            red(),
+            Expect::Ignored(|i| matches!(i, Ignored::AlreadyDone { .. })),
+        ),
+        // ---- deploy
+        case(
+            "a worker claims the queued deploy",
+            vec![green()],
+            deploy_started("staging"),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=running smoke:staging=pending approval:production=pending deploy:production=pending smoke:production=pending",
+                commands: &[],
+                status: InProgress,
+            },
+        ),
+        case(
+            "a redelivered deploy message cannot claim twice",
+            vec![green(), deploy_started("staging")],
+            deploy_started("staging"),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Running,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "a deploy message after the deploy finished is ignored",
+            vec![green(), deploy_started("staging"), deployed("staging")],
+            deploy_started("staging"),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Succeeded,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "a deploy for an environment not reached yet is refused",
+            vec![green()],
+            deploy_started("production"),
+            Expect::Ignored(|i| matches!(i, Ignored::NotReached { .. })),
+        ),
+        case(
+            "a deploy for an unknown environment is refused",
+            vec![green()],
+            deploy_started("qa"),
+            Expect::Ignored(|i| matches!(i, Ignored::NoSuchStage(s) if s == "deploy:qa")),
+        ),
+        case(
+            "a finished deploy queues the smoke checks",
+            vec![green(), deploy_started("staging")],
+            deployed("staging"),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=queued approval:production=pending deploy:production=pending smoke:production=pending",
+                commands: &["smoke staging"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "a failed deploy stops the run and notifies",
+            vec![green(), deploy_started("staging")],
+            deploy_failed("staging"),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=failed smoke:staging=skipped approval:production=skipped deploy:production=skipped smoke:production=skipped",
+                commands: &["notify failed deploy:staging red_main=false"],
+                status: Failed,
+            },
+        ),
+        case(
+            "a deploy result without a claim is ignored",
+            vec![green()],
+            deployed("staging"),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Queued,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "a claimed deploy whose worker vanished fails loudly",
+            vec![green(), deploy_started("staging")],
+            Event::StageAbandoned {
+                kind: StageKind::Deploy,
+                env: env("staging"),
+                reason: "outcome unknown".into(),
+            },
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=failed smoke:staging=skipped approval:production=skipped deploy:production=skipped smoke:production=skipped",
+                commands: &["notify failed deploy:staging red_main=false"],
+                status: Failed,
+            },
+        ),
+        // ---- smoke
+        case(
+            "a duplicate smoke claim is ignored",
+            vec![
+                green(),
+                deploy_started("staging"),
+                deployed("staging"),
+                smoke_started("staging"),
+            ],
+            smoke_started("staging"),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Running,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "green staging smoke asks for approval",
+            vec![
+                green(),
+                deploy_started("staging"),
+                deployed("staging"),
+                smoke_started("staging"),
+            ],
+            smoke("staging", true),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=waiting deploy:production=pending smoke:production=pending",
+                commands: &["notify approval_requested production"],
+                status: AwaitingApproval,
+            },
+        ),
+        case(
+            "red staging smoke stops the run and notifies",
+            vec![
+                green(),
+                deploy_started("staging"),
+                deployed("staging"),
+                smoke_started("staging"),
+            ],
+            smoke("staging", false),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=failed approval:production=skipped deploy:production=skipped smoke:production=skipped",
+                commands: &["notify failed smoke:staging red_main=false"],
+                status: Failed,
+            },
+        ),
+        // ---- approval
+        case(
+            "approve queues the production deploy",
+            to_approval(),
+            decide(true),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=succeeded deploy:production=queued smoke:production=pending",
+                commands: &["deploy production"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "reject ends the run and notifies",
+            to_approval(),
+            decide(false),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=rejected deploy:production=skipped smoke:production=skipped",
+                commands: &["notify rejected production by alice"],
+                status: Rejected,
+            },
+        ),
+        case(
+            "a second decision is ignored",
+            with(to_approval(), [decide(false)]),
+            decide(true),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Rejected,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "a replayed approval is ignored",
+            with(to_approval(), [decide(true)]),
+            decide(true),
+            Expect::Ignored(|i| {
+                matches!(
+                    i,
+                    Ignored::AlreadyDone {
+                        status: StageStatus::Succeeded,
+                        ..
+                    }
+                )
+            }),
+        ),
+        case(
+            "an approval before the gate is reached is refused",
+            vec![green()],
+            decide(true),
+            Expect::Ignored(|i| matches!(i, Ignored::NotReached { .. })),
+        ),
+        Case {
+            at: Some(5 + 24 * 60),
+            ..case(
+                "a decision at the deadline is refused",
+                to_approval(),
+                decide(true),
+                Expect::Ignored(|i| matches!(i, Ignored::ApprovalExpired { .. })),
+            )
+        },
+        Case {
+            at: Some(60),
+            ..case(
+                "expiry before the deadline is ignored",
+                to_approval(),
+                expire(),
+                Expect::Ignored(|i| matches!(i, Ignored::NotDueYet { .. })),
+            )
+        },
+        Case {
+            at: Some(5 + 24 * 60),
+            ..case(
+                "expiry at the deadline ends the run and notifies",
+                to_approval(),
+                expire(),
+                Expect::Applied {
+                    stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=expired deploy:production=skipped smoke:production=skipped",
+                    commands: &["notify expired production"],
+                    status: Expired,
+                },
+            )
+        },
+        case(
+            "expiry after a decision is ignored",
+            with(to_approval(), [decide(true)]),
+            expire(),
+            Expect::Ignored(|i| matches!(i, Ignored::AlreadyDone { .. })),
+        ),
+        // ---- production
+        case(
+            "green production smoke releases the run",
+            with(
+                to_approval(),
+                [
+                    decide(true),
+                    deploy_started("production"),
+                    deployed("production"),
+                    smoke_started("production"),
+                ],
+            ),
+            smoke("production", true),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=succeeded deploy:production=succeeded smoke:production=succeeded",
+                commands: &["notify released production"],
+                status: Released,
+            },
+        ),
+        case(
+            "red production smoke fails the run",
+            with(
+                to_approval(),
+                [
+                    decide(true),
+                    deploy_started("production"),
+                    deployed("production"),
+                    smoke_started("production"),
+                ],
+            ),
+            smoke("production", false),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=succeeded deploy:production=succeeded smoke:production=failed",
+                commands: &["notify failed smoke:production red_main=false"],
+                status: Failed,
+            },
+        ),
+        case(
+            "events after a failure are ignored",
+            vec![red()],
+            deploy_started("staging"),
+            Expect::Ignored(|i| matches!(i, Ignored::RunEnded(RunStatus::Failed))),
+        ),
+        // ---- continuous deployment
+        Case {
+            mode: Mode::Deployment,
+            ..case(
+                "continuous deployment: green staging goes straight to production",
+                vec![
+                    green(),
+                    deploy_started("staging"),
+                    deployed("staging"),
+                    smoke_started("staging"),
+                ],
+                smoke("staging", true),
+                Expect::Applied {
+                    stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded deploy:production=queued smoke:production=pending",
+                    commands: &["deploy production"],
+                    status: InProgress,
+                },
+            )
+        },
+        Case {
+            mode: Mode::Deployment,
+            ..case(
+                "continuous deployment has no approval to decide",
+                vec![green()],
+                decide(true),
+                Expect::Ignored(|i| matches!(i, Ignored::NoSuchStage(_))),
+            )
+        },
+    ];
+
+    let mut failures = Vec::new();
+    for c in cases {
+        let run = drive(c.mode, &c.before);
+        let at = c.at.unwrap_or(c.before.len() as i64 + 1);
+        let outcome = apply(&run, &input(at, c.event.clone()));
+        // Purity: the same input gives the same outcome.
+        assert_eq!(
+            outcome,
+            apply(&run, &input(at, c.event.clone())),
+            "{}: not deterministic",
+            c.name
+        );
+        match (&c.expect, outcome) {
+            (
+                Expect::Applied {
+                    stages,
+                    commands,
+                    status,
+                },
+                Outcome::Applied {
+                    run: next,
+                    commands: got,
+                },
+            ) => {
+                if statuses(&next) != *stages || describe(&got) != *commands || next.status() != *status {
+                    failures.push(format!(
+                        "{}:\n  stages   {}\n  commands {:?}\n  status   {:?}",
+                        c.name,
+                        statuses(&next),
+                        describe(&got),
+                        next.status()
+                    ));
+                }
+                // History is append-only: the old history is a prefix of the new one.
+                assert!(next.history.len() > run.history.len(), "{}: nothing recorded", c.name);
+                assert_eq!(
+                    next.history[..run.history.len()],
+                    run.history[..],
+                    "{}: history rewritten",
+                    c.name
+                );
+                assert_eq!(next.updated_at, minute(at));
+            }
+            (Expect::Ignored(check), Outcome::Ignored(why)) => {
+                if !check(&why) {
+                    failures.push(format!("{}: ignored for the wrong reason: {why:?}", c.name));
+                }
+            }
+            (Expect::Applied { .. }, Outcome::Ignored(why)) => failures.push(format!("{}: ignored: {why}", c.name)),
+            (Expect::Ignored(_), Outcome::Applied { run, commands }) => failures.push(format!(
+                "{}: applied: {} {:?}",
+                c.name,
+                statuses(&run),
+                describe(&commands)
+            )),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn approval_requests_carry_their_deadline_and_notices_name_their_history_entry() {
+    let run = drive(Mode::Delivery, &to_approval()[..4]);
+    let Outcome::Applied { run, commands } = apply(&run, &input(5, smoke("staging", true))) else {
+        panic!("ignored")
+    };
+    let approval = run.stage(StageKind::Approval, Some(&env("production"))).unwrap();
+    let info = approval.approval.as_ref().unwrap();
+    assert_eq!(info.expires_at, minute(5) + SignedDuration::from_hours(24));
+    let [Command::Notify(notice)] = commands.as_slice() else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(
+        notice.kind,
+        NoticeKind::ApprovalRequested {
+            env: env("production"),
+            expires_at: info.expires_at
+        }
+    );
+    assert_eq!(notice.seq, run.history.len() - 1);
+    assert!(run.history[notice.seq].what.contains("waiting for approval"));
+    assert_eq!(notice.id(), format!("shop-{SHA}.{}", notice.seq));
+}
+
+#[test]
+fn decisions_record_who_decided_and_why() {
+    let run = drive(Mode::Delivery, &to_approval());
+    let event = Event::ApprovalDecided {
+        env: env("production"),
+        approver: ApproverId::parse("bob").unwrap(),
+        approve: false,
+        comment: Some("wait for the sale to end".into()),
+    };
+    let Outcome::Applied { run, .. } = apply(
+        &run,
+        &Input {
+            at: minute(9),
+            actor: Actor::Approver(ApproverId::parse("bob").unwrap()),
+            event,
+        },
+    ) else {
+        panic!("ignored")
+    };
+    let stage = run.stage(StageKind::Approval, Some(&env("production"))).unwrap();
+    assert_eq!(
+        stage.approval.as_ref().unwrap().decided_by.as_ref().unwrap().as_str(),
+        "bob"
+    );
+    let last = run.history.last().unwrap();
+    assert_eq!(
+        last.what,
+        "bob rejected promotion to production: wait for the sale to end"
+    );
+    assert_eq!(last.actor, Actor::Approver(ApproverId::parse("bob").unwrap()));
+}
+
+#[test]
+fn failed_deploys_keep_their_output_and_reason() {
+    let run = drive(
+        Mode::Delivery,
+        &[green(), deploy_started("staging"), deploy_failed("staging")],
+    );
+    let stage = run.stage(StageKind::Deploy, Some(&env("staging"))).unwrap();
+    assert_eq!(stage.output.as_deref(), Some("boom"));
+    assert_eq!(stage.summary.as_deref(), Some("deploy:staging failed: exit status 1"));
+    assert_eq!(stage.attempts, 1);
+}
+
+#[test]
+fn outstanding_commands_resend_only_queued_work() {
+    assert_eq!(
+        describe(&outstanding_commands(&drive(Mode::Delivery, &[green()]))),
+        ["deploy staging"]
+    );
+    let claimed = drive(Mode::Delivery, &[green(), deploy_started("staging")]);
+    assert!(outstanding_commands(&claimed).is_empty());
+    let smoke_queued = drive(
+        Mode::Delivery,
+        &[green(), deploy_started("staging"), deployed("staging")],
+    );
+    assert_eq!(describe(&outstanding_commands(&smoke_queued)), ["smoke staging"]);
+    assert!(outstanding_commands(&drive(Mode::Delivery, &to_approval())).is_empty());
+}
+
+#[test]
+fn runs_round_trip_through_json() {
+    let run = drive(Mode::Delivery, &to_approval());
+    let json = serde_json::to_string(&run).unwrap();
+    let back: Run = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, run);
+}
+
+#[test]
+fn commands_are_tagged_queue_messages() {
+    let cmd = Command::Deploy {
+        run: RunId::parse(&format!("shop-{SHA}")).unwrap(),
+        env: env("staging"),
+    };
+    let json = serde_json::to_value(&cmd).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"type": "deploy", "run": format!("shop-{SHA}"), "env": "staging"})
+    );
+    let bad: Result<Command, _> =
+        serde_json::from_value(serde_json::json!({"type": "deploy", "run": "../etc", "env": "staging"}));
+    assert!(bad.is_err());
+}

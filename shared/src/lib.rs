@@ -1,0 +1,14 @@
+//! slipway: a continuous-delivery pipeline as small event-driven functions.
+//!
+//! The [`domain`] is a pure state machine; [`ports`] name what it needs from the world in
+//! slipway's own words; `adapters` implement those ports (embedded SQLite, in memory, and —
+//! later — AWS); [`http`] is the one router every front end serves; [`handlers`] process
+//! queue messages.
+
+pub mod adapters;
+pub mod config;
+pub mod domain;
+pub mod ports;
+pub mod providers;
+pub mod signature;
+pub mod smoke;

@@ -1,0 +1,374 @@
+//! What slipway needs from the world, in slipway's own words.
+//!
+//! Each port has an embedded implementation (`adapters::local`), an in-memory one for tests
+//! (`adapters::memory`), and — from the AWS issue on — an AWS one. Nothing here mentions a
+//! cloud SDK; adapters convert at the edge.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use jiff::Timestamp;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ParamName, RunId};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+// ---------------------------------------------------------------------------------------
+// State store
+// ---------------------------------------------------------------------------------------
+
+/// A key in the state store. Built only from validated ids, so no request can name an
+/// arbitrary object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey(String);
+
+impl StoreKey {
+    /// Where a run lives: `runs/<run id>.json`.
+    pub fn run(id: &RunId) -> Self {
+        Self(format!("{}{id}.json", Self::RUNS))
+    }
+
+    /// A marker that notice `notice_id` was delivered to channel `channel`.
+    pub fn notice_sent(notice_id: &str, channel: usize) -> Self {
+        debug_assert!(
+            notice_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        );
+        Self(format!("notices/{notice_id}/{channel}"))
+    }
+
+    /// The prefix under which all runs live.
+    pub const RUNS: &'static str = "runs/";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Rebuilds a key an adapter listed. Only keys under known prefixes are accepted.
+    pub fn from_listed(raw: &str) -> Option<Self> {
+        let known = raw.starts_with(Self::RUNS) || raw.starts_with("notices/");
+        let clean = !raw.contains("..") && !raw.starts_with('/');
+        (known && clean).then(|| Self(raw.to_owned()))
+    }
+
+    /// The run id of a `runs/<id>.json` key.
+    pub fn run_id(&self) -> Option<RunId> {
+        let id = self.0.strip_prefix(Self::RUNS)?.strip_suffix(".json")?;
+        RunId::parse(id).ok()
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An opaque version of a stored object: an S3 ETag, a SQLite row version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Version(pub String);
+
+/// A value with the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: Version,
+}
+
+/// State-store failures, by what the caller does about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `create` found something already there: someone else created it first.
+    #[error("{0} already exists")]
+    AlreadyExists(StoreKey),
+    /// `replace` found another version (or nothing): someone else wrote first. Re-read,
+    /// re-decide, retry.
+    #[error("{0} was changed by someone else")]
+    Conflict(StoreKey),
+    /// The store could not be reached or refused for a transient reason. Retry later.
+    #[error("the state store is unavailable")]
+    Unavailable(#[source] BoxError),
+}
+
+/// Durable, versioned key-value storage with conditional writes — exactly the semantics of
+/// S3 `If-None-Match: *` and `If-Match: <etag>`.
+#[async_trait]
+pub trait StateStore: Send + Sync + fmt::Debug {
+    /// The object at `key` with its current version, or `None` if there is none.
+    async fn get(&self, key: &StoreKey) -> Result<Option<Versioned<Bytes>>, StoreError>;
+
+    /// Stores `value` at `key` only if nothing is there yet. Never overwrites: if an object
+    /// exists, fails with [`StoreError::AlreadyExists`] and changes nothing.
+    async fn create(&self, key: &StoreKey, value: Bytes) -> Result<Version, StoreError>;
+
+    /// Replaces the object at `key` only if its version is still `expected`. If another
+    /// writer got there first (or the object is gone), fails with [`StoreError::Conflict`]
+    /// and changes nothing: concurrent writers are detected, never lost.
+    async fn replace(&self, key: &StoreKey, value: Bytes, expected: &Version) -> Result<Version, StoreError>;
+
+    /// Every key that starts with `prefix`, in lexical order.
+    async fn list(&self, prefix: &str) -> Result<Vec<StoreKey>, StoreError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Queues
+// ---------------------------------------------------------------------------------------
+
+/// The work queues that chain slipway's handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueName {
+    Deploy,
+    Smoke,
+    Notify,
+}
+
+impl QueueName {
+    pub const ALL: [QueueName; 3] = [QueueName::Deploy, QueueName::Smoke, QueueName::Notify];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Deploy => "deploy",
+            QueueName::Smoke => "smoke",
+            QueueName::Notify => "notify",
+        }
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A handle to one receipt of one message, used to ack or release it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt(pub String);
+
+/// A message handed to a consumer. It stays invisible to other consumers until its
+/// visibility timeout runs out; unless acked by then, it is delivered again.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    pub receipt: Receipt,
+    pub body: String,
+    /// How many times this message has been delivered, this time included.
+    pub receive_count: u32,
+}
+
+/// A message that was delivered the maximum number of times without being acked.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub queue: QueueName,
+    pub body: String,
+    pub receive_count: u32,
+    pub sent_at: Timestamp,
+    pub dead_at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue could not be reached. Retry later.
+    #[error("the {0} queue is unavailable")]
+    Unavailable(QueueName, #[source] BoxError),
+    /// The receipt is unknown or expired (the message was redelivered to someone else).
+    #[error("receipt for a {0} message is no longer valid")]
+    StaleReceipt(QueueName),
+}
+
+/// At-least-once work queues with visibility timeouts and dead-lettering, like SQS with a
+/// redrive policy.
+#[async_trait]
+pub trait Queue: Send + Sync + fmt::Debug {
+    /// Enqueues `body`; it becomes visible after `delay`.
+    async fn send(&self, queue: QueueName, body: &str, delay: Duration) -> Result<(), QueueError>;
+
+    /// Takes up to `max` visible messages, hiding each for `visibility`. A message already
+    /// delivered the adapter's maximum number of times moves to the dead-letter store instead
+    /// of being delivered again.
+    async fn receive(&self, queue: QueueName, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Deletes a delivered message: it is done.
+    async fn ack(&self, queue: QueueName, receipt: &Receipt) -> Result<(), QueueError>;
+
+    /// Makes a delivered message visible again after `delay` (it counts as a failed attempt).
+    async fn release(&self, queue: QueueName, receipt: &Receipt, delay: Duration) -> Result<(), QueueError>;
+
+    /// Messages that exhausted their deliveries, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// No parameter of that name: a configuration mistake. Tell an operator.
+    #[error("secret parameter {0} does not exist")]
+    NotFound(ParamName),
+    /// The parameter store could not be reached. Retry later (HTTP callers answer 503).
+    #[error("the secret store is unavailable while reading {0}")]
+    Unavailable(ParamName, #[source] BoxError),
+}
+
+/// Named secrets, shaped like SSM Parameter Store paths. Values are only ever handled as
+/// [`SecretString`], which neither prints nor logs.
+#[async_trait]
+pub trait SecretStore: Send + Sync + fmt::Debug {
+    async fn get(&self, name: &ParamName) -> Result<SecretString, SecretError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Clock
+// ---------------------------------------------------------------------------------------
+
+/// The current time. Everything time-dependent asks this, so tests can move time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now(&self) -> Timestamp;
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifier
+// ---------------------------------------------------------------------------------------
+
+/// One notification, rendered for one recipient. The `file` channel writes exactly this
+/// object as one JSON line; other channels format it their own way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// `approval_requested`, `released`, `failed`, `rejected` or `approval_expired`.
+    pub kind: String,
+    /// Unique per notice and recipient, stable across redeliveries.
+    pub id: String,
+    pub run_id: RunId,
+    pub pipeline: String,
+    pub repo: String,
+    pub sha: String,
+    pub branch: String,
+    pub commit_message: String,
+    pub author: String,
+    pub environment: Option<String>,
+    /// One line a person reads first.
+    pub title: String,
+    /// More detail: why it failed, who decided.
+    pub text: String,
+    /// The failed stage, for `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// `true` when the pipeline's own branch is red: fixing it comes first.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub alert: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// Where to reach the approver (an email address, a chat handle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    pub run_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth trying again later (network error, 5xx, secret store down).
+    #[error("notification channel {channel} failed, will retry")]
+    Transient {
+        channel: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Trying again will not help (bad configuration, 4xx).
+    #[error("notification channel {channel} refused the message")]
+    Permanent {
+        channel: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// A channel that delivers notifications to people.
+#[async_trait]
+pub trait Notifier: Send + Sync + fmt::Debug {
+    /// A short name for logs: `stdout`, `file:/path`, `slack`.
+    fn name(&self) -> String;
+    async fn deliver(&self, notification: &Notification) -> Result<(), NotifyError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Deploy target
+// ---------------------------------------------------------------------------------------
+
+/// Everything a deploy target needs to release one artifact to one environment.
+#[derive(Debug)]
+pub struct DeployRequest<'a> {
+    pub run: &'a RunId,
+    pub repo: &'a str,
+    pub sha: &'a str,
+    pub env: &'a str,
+    pub artifact: Option<&'a str>,
+    /// The environment's secrets, resolved from the secret store, by the variable name the
+    /// target expects them under.
+    pub secrets: Vec<(String, SecretString)>,
+    pub target: &'a crate::config::DeployTargetConfig,
+}
+
+/// What a finished deploy printed, secrets masked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployReport {
+    pub output: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The deploy ran and failed. `output` is what it printed, secrets masked.
+    #[error("{reason}")]
+    Failed { reason: String, output: String },
+    /// The deploy could not even start (missing program, permission denied).
+    #[error("the deploy could not start: {reason}")]
+    CouldNotStart { reason: String },
+}
+
+/// Releases an artifact to an environment.
+#[async_trait]
+pub trait DeployTarget: Send + Sync + fmt::Debug {
+    async fn deploy(&self, request: DeployRequest<'_>) -> Result<DeployReport, DeployError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP checker
+// ---------------------------------------------------------------------------------------
+
+/// One HTTP request a smoke check makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResponse {
+    pub status: u16,
+    /// The body as text, cut to at most 64 KiB.
+    pub body: String,
+}
+
+/// Makes the HTTP requests smoke checks need. One call, one request: retries and
+/// assertions belong to the smoke handler.
+#[async_trait]
+pub trait HttpChecker: Send + Sync + fmt::Debug {
+    /// The response, or why there was none (refused, timed out, TLS failure), in words.
+    async fn fetch(&self, probe: &Probe) -> Result<ProbeResponse, String>;
+}
