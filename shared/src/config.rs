@@ -305,7 +305,7 @@ impl Config {
                 if timeout.is_zero() {
                     return Err(invalid(at("deploy.timeout"), "must be more than 0s".into()));
                 }
-                for (var, _) in env.deploy.secrets() {
+                for var in env.deploy.secrets().keys() {
                     if var.is_empty()
                         || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                         || var.starts_with("SLIPWAY_")

@@ -139,7 +139,7 @@ pub enum Ignored {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The run changed; store it, then carry out the commands.
-    Applied { run: Run, commands: Vec<Command> },
+    Applied { run: Box<Run>, commands: Vec<Command> },
     /// Nothing changed.
     Ignored(Ignored),
 }
@@ -193,7 +193,10 @@ pub fn apply(run: &Run, input: &Input) -> Outcome {
         Ok(()) => {
             let commands = tx.commands;
             next.updated_at = input.at;
-            Outcome::Applied { run: next, commands }
+            Outcome::Applied {
+                run: Box::new(next),
+                commands,
+            }
         }
         Err(ignored) => Outcome::Ignored(ignored),
     }

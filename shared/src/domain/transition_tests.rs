@@ -152,7 +152,7 @@ fn drive(mode: Mode, events: &[Event]) -> Run {
     let mut run = new_run(mode);
     for (i, event) in events.iter().enumerate() {
         match apply(&run, &input(i as i64 + 1, event.clone())) {
-            Outcome::Applied { run: next, .. } => run = next,
+            Outcome::Applied { run: next, .. } => run = *next,
             Outcome::Ignored(why) => panic!("setup event {event:?} was ignored: {why}"),
         }
     }

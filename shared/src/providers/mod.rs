@@ -12,7 +12,7 @@ pub enum HostEvent {
     /// The host checks the hook works (GitHub `ping`).
     Ping,
     /// Commits were pushed to, or a ref was created or deleted.
-    Push(Push),
+    Push(Box<Push>),
     /// An event slipway does not act on; answered 2xx and logged.
     Ignored { event: String },
 }
