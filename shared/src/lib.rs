@@ -6,9 +6,15 @@
 //! queue messages.
 
 pub mod adapters;
+pub mod app;
+pub mod approvals;
 pub mod config;
 pub mod domain;
+pub mod handlers;
+pub mod http;
 pub mod ports;
 pub mod providers;
 pub mod signature;
 pub mod smoke;
+pub mod telemetry;
+pub mod worker;

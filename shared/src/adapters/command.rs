@@ -1,1 +1,633 @@
-//! (being written)
+//! The `command` deploy target: runs a program, with no shell, no stdin and a timeout.
+//!
+//! The program gets `SLIPWAY_REPO`, `SLIPWAY_SHA`, `SLIPWAY_ENV`, `SLIPWAY_RUN` and
+//! `SLIPWAY_ARTIFACT`, the target's plain `env` variables, and the environment's secrets under
+//! their variable names — in the child's environment only, never in slipway's own or in a log.
+//! Its stdout and stderr are merged into one output, every secret value is masked as `***`
+//! before anything else sees it, and only the last 64 KiB are kept.
+//!
+//! The program runs in its own process group, so when it runs out of time the whole group is
+//! killed: a deploy script's children (`sleep`, `terraform`, …) die with it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::task::JoinSet;
+
+use crate::config::DeployTargetConfig;
+use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget};
+
+/// How much of a deploy's output is kept: its last 64 KiB.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// What replaces a secret value in captured output.
+pub const MASK: &str = "***";
+
+/// The marker put before output that lost its beginning.
+const TRIMMED_MARKER: &str = "…(earlier output trimmed)\n";
+
+/// Raw output kept in memory while a deploy runs. Far more than [`OUTPUT_LIMIT`], so a
+/// secret cut at this boundary still ends up outside the kept tail.
+const RAW_KEEP: usize = 1024 * 1024;
+
+/// A line longer than this is passed on without waiting for its end.
+const LONG_LINE: usize = 8 * 1024;
+
+/// How long to keep reading output after the program exited, in case a background process it
+/// left behind still holds the pipes open.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to wait for a killed program to be reaped.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Deploys by running the configured program. See the [module docs](self).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommandTarget;
+
+impl CommandTarget {
+    /// A command deploy target.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+#[async_trait]
+impl DeployTarget for CommandTarget {
+    async fn deploy(&self, request: DeployRequest<'_>) -> Result<DeployReport, DeployError> {
+        let DeployTargetConfig::Command {
+            command,
+            working_dir,
+            timeout,
+            env,
+            ..
+        } = request.target;
+        let Some((program, args)) = command.split_first() else {
+            return Err(DeployError::CouldNotStart {
+                reason: "no command is configured".into(),
+            });
+        };
+        if let Some(dir) = working_dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(DeployError::CouldNotStart {
+                reason: format!("working directory {}: No such directory", dir.display()),
+            });
+        }
+
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .envs(env);
+        for (name, value) in &request.secrets {
+            cmd.env(name, value.expose_secret());
+        }
+        // Last, so neither `env` nor a secret can pretend to be another commit.
+        cmd.env("SLIPWAY_REPO", request.repo)
+            .env("SLIPWAY_SHA", request.sha)
+            .env("SLIPWAY_ENV", request.env)
+            .env("SLIPWAY_RUN", request.run.as_str())
+            .env("SLIPWAY_ARTIFACT", request.artifact.unwrap_or_default());
+        #[cfg(unix)]
+        cmd.process_group(0);
+        if let Some(dir) = working_dir {
+            cmd.current_dir(dir);
+        }
+
+        let secrets: Vec<&str> = request.secrets.iter().map(|(_, v)| v.expose_secret()).collect();
+        let limit = timeout.unsigned_abs();
+        let started = Instant::now();
+        tracing::info!(
+            repo = request.repo,
+            sha = request.sha,
+            env = request.env,
+            run = %request.run,
+            program = %program,
+            timeout = %format_args!("{timeout:#}"),
+            "deploy started"
+        );
+
+        let mut child = cmd.spawn().map_err(|e| DeployError::CouldNotStart {
+            reason: format!("{program}: {}", os_error(&e)),
+        })?;
+        let mut group = GroupGuard(child.id());
+
+        let sink = Arc::new(Mutex::new(Sink::default()));
+        let mut pumps = JoinSet::new();
+        if let Some(stdout) = child.stdout.take() {
+            pumps.spawn(pump(stdout, Arc::clone(&sink)));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            pumps.spawn(pump(stderr, Arc::clone(&sink)));
+        }
+
+        let deadline = tokio::time::Instant::now() + limit;
+        let outcome = match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(Ok(status)) => {
+                group.disarm();
+                // Leftover background processes may hold the pipes open: read what is there,
+                // but do not wait for them.
+                let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut pumps)).await;
+                match exit_problem(status) {
+                    None => Ok(()),
+                    Some(reason) => Err(reason),
+                }
+            }
+            Ok(Err(e)) => {
+                group.kill();
+                let _ = child.start_kill();
+                Err(format!("lost track of {program}: {}", os_error(&e)))
+            }
+            Err(_) => {
+                group.kill();
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+                let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut pumps)).await;
+                Err(format!("timed out after {timeout:#}"))
+            }
+        };
+        pumps.abort_all();
+
+        let raw = std::mem::take(&mut *sink.lock().unwrap_or_else(PoisonError::into_inner));
+        let output = finish_output(&raw, &secrets);
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(()) => {
+                tracing::info!(
+                    repo = request.repo,
+                    sha = request.sha,
+                    env = request.env,
+                    run = %request.run,
+                    duration_ms,
+                    "deploy succeeded"
+                );
+                Ok(DeployReport { output })
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    repo = request.repo,
+                    sha = request.sha,
+                    env = request.env,
+                    run = %request.run,
+                    duration_ms,
+                    reason = %reason,
+                    "deploy failed"
+                );
+                Err(DeployError::Failed { reason, output })
+            }
+        }
+    }
+}
+
+/// Replaces every non-empty secret value in `output` with `***`, longest secrets first so a
+/// secret that contains another is masked whole.
+pub fn mask(output: &str, secrets: &[&str]) -> String {
+    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let mut masked = output.to_owned();
+    for secret in secrets {
+        if masked.contains(secret) {
+            masked = masked.replace(secret, MASK);
+        }
+    }
+    masked
+}
+
+/// Cuts `output` to its last [`OUTPUT_LIMIT`] bytes on a char boundary, marking the cut. With
+/// `already_cut`, the marker is added even if what is left fits.
+fn trim_tail(output: &str, already_cut: bool) -> String {
+    if output.len() <= OUTPUT_LIMIT && !already_cut {
+        return output.to_owned();
+    }
+    let mut start = output.len().saturating_sub(OUTPUT_LIMIT);
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{TRIMMED_MARKER}{}", &output[start..])
+}
+
+/// Masks, then trims, the raw captured output.
+fn finish_output(raw: &Sink, secrets: &[&str]) -> String {
+    let text = String::from_utf8_lossy(&raw.bytes);
+    trim_tail(&mask(&text, secrets), raw.dropped)
+}
+
+/// Why an exit status is a failure, or `None` for success.
+fn exit_problem(status: std::process::ExitStatus) -> Option<String> {
+    if status.success() {
+        return None;
+    }
+    if let Some(code) = status.code() {
+        return Some(format!("exited with status {code}"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return Some(format!("killed by signal {signal}"));
+        }
+    }
+    Some(format!("ended abnormally ({status})"))
+}
+
+/// An OS error in words, without Rust's `(os error 2)` suffix.
+fn os_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// The merged output, in arrival order, bounded to the last [`RAW_KEEP`] bytes or so.
+#[derive(Debug, Default)]
+struct Sink {
+    bytes: Vec<u8>,
+    /// Some of the beginning was dropped.
+    dropped: bool,
+}
+
+impl Sink {
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > 2 * RAW_KEEP {
+            let cut = self.bytes.len() - RAW_KEEP;
+            self.bytes.drain(..cut);
+            self.dropped = true;
+        }
+    }
+}
+
+/// Copies one stream into the sink a whole line at a time, so lines from stdout and stderr
+/// interleave but do not tear.
+async fn pump<R: AsyncRead + Unpin>(mut reader: R, sink: Arc<Mutex<Sink>>) {
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let complete = match pending.iter().rposition(|&b| b == b'\n') {
+            Some(at) => at + 1,
+            None if pending.len() >= LONG_LINE => pending.len(),
+            None => continue,
+        };
+        let rest = pending.split_off(complete);
+        sink.lock().unwrap_or_else(PoisonError::into_inner).push(&pending);
+        pending = rest;
+    }
+    if !pending.is_empty() {
+        sink.lock().unwrap_or_else(PoisonError::into_inner).push(&pending);
+    }
+}
+
+/// Waits for every pump to finish.
+async fn drain(pumps: &mut JoinSet<()>) {
+    while pumps.join_next().await.is_some() {}
+}
+
+/// Kills the deploy's process group unless disarmed: on timeout, and if the deploy is
+/// cancelled while the program still runs.
+#[derive(Debug)]
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+
+    /// Sends SIGKILL to the whole process group (its id is the leader's pid, thanks to
+    /// `process_group(0)`). `unsafe` is forbidden here and `libc` is not a dependency, so
+    /// this asks `kill(1)`.
+    fn kill(&mut self) {
+        let Some(pgid) = self.0.take() else { return };
+        let group = format!("-{pgid}");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !killed {
+            // Fall back to the shell's builtin `kill`.
+            let _ = std::process::Command::new("/bin/sh")
+                .args(["-c", "kill -KILL -- \"$0\"", &group])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use jiff::SignedDuration;
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::domain::RunId;
+
+    const SHA: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
+
+    fn run_id() -> RunId {
+        RunId::parse(&format!("shop-{SHA}")).unwrap()
+    }
+
+    /// Writes an executable `#!/bin/sh` script into `dir`.
+    fn script(dir: &Path, name: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    fn target(command: Vec<String>, timeout: SignedDuration) -> DeployTargetConfig {
+        DeployTargetConfig::Command {
+            command,
+            working_dir: None,
+            timeout,
+            secrets: BTreeMap::new(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    async fn deploy(
+        target: &DeployTargetConfig,
+        secrets: &[(&str, &str)],
+        artifact: Option<&str>,
+    ) -> Result<DeployReport, DeployError> {
+        let run = run_id();
+        // Another test thread forking while this one wrote a script can leave the script
+        // briefly "busy"; that is a test artefact, so try again.
+        for _ in 0..20 {
+            let request = DeployRequest {
+                run: &run,
+                repo: "acme/shop",
+                sha: SHA,
+                env: "staging",
+                artifact,
+                secrets: secrets
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), SecretString::from(*v)))
+                    .collect(),
+                target,
+            };
+            match CommandTarget.deploy(request).await {
+                Err(DeployError::CouldNotStart { reason }) if reason.contains("busy") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+        panic!("script stayed busy");
+    }
+
+    #[tokio::test]
+    async fn passes_slipway_variables_plain_env_and_runs_in_the_working_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        script(
+            dir.path(),
+            "deploy.sh",
+            r#"echo "repo=$SLIPWAY_REPO sha=$SLIPWAY_SHA env=$SLIPWAY_ENV"
+echo "run=$SLIPWAY_RUN artifact=[$SLIPWAY_ARTIFACT] region=$REGION"
+echo "pwd=$(pwd)"
+echo "to stderr" >&2"#,
+        );
+        let mut config = target(vec!["./deploy.sh".into()], SignedDuration::from_secs(10));
+        let DeployTargetConfig::Command { working_dir, env, .. } = &mut config;
+        *working_dir = Some(dir.path().to_owned());
+        env.insert("REGION".into(), "eu-west-1".into());
+
+        let report = deploy(&config, &[], None).await.unwrap();
+        let out = report.output;
+        assert!(out.contains(&format!("repo=acme/shop sha={SHA} env=staging")), "{out}");
+        assert!(
+            out.contains(&format!("run=shop-{SHA} artifact=[] region=eu-west-1")),
+            "{out}"
+        );
+        let real_dir = dir.path().canonicalize().unwrap();
+        assert!(out.contains(&format!("pwd={}", real_dir.display())), "{out}");
+        assert!(out.contains("to stderr"), "{out}");
+
+        let with_artifact = deploy(&config, &[], Some("s3://bucket/shop.zip")).await.unwrap();
+        assert!(with_artifact.output.contains("artifact=[s3://bucket/shop.zip]"));
+    }
+
+    #[tokio::test]
+    async fn secrets_reach_the_program_but_are_masked_in_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(
+            dir.path(),
+            "deploy.sh",
+            r#"echo "db=$DATABASE_URL"
+echo "token=$API_TOKEN" >&2
+test "$DATABASE_URL" = "postgres://u:hunter2@db/shop" && echo "db ok""#,
+        );
+        let config = target(vec![path], SignedDuration::from_secs(10));
+        let report = deploy(
+            &config,
+            &[
+                ("DATABASE_URL", "postgres://u:hunter2@db/shop"),
+                ("API_TOKEN", "hunter2"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(report.output.contains("db=***"), "{}", report.output);
+        assert!(report.output.contains("token=***"), "{}", report.output);
+        assert!(report.output.contains("db ok"), "{}", report.output);
+        assert!(!report.output.contains("hunter2"), "{}", report.output);
+    }
+
+    #[tokio::test]
+    async fn a_non_zero_exit_fails_with_the_status_and_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "deploy.sh", "echo 'migrating'\necho 'boom' >&2\nexit 3");
+        let err = deploy(&target(vec![path], SignedDuration::from_secs(10)), &[], None)
+            .await
+            .unwrap_err();
+        let DeployError::Failed { reason, output } = err else {
+            panic!("expected Failed, got {err:?}")
+        };
+        assert_eq!(reason, "exited with status 3");
+        assert!(output.contains("migrating") && output.contains("boom"), "{output}");
+    }
+
+    #[tokio::test]
+    async fn a_program_killed_by_a_signal_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "deploy.sh", "kill -9 $$");
+        let err = deploy(&target(vec![path], SignedDuration::from_secs(10)), &[], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "killed by signal 9");
+    }
+
+    #[tokio::test]
+    async fn arguments_are_passed_without_a_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "deploy.sh", r#"for a in "$@"; do echo "arg=[$a]"; done"#);
+        let config = target(
+            vec![path, "two words".into(), "$HOME".into(), "; rm -rf /".into()],
+            SignedDuration::from_secs(10),
+        );
+        let out = deploy(&config, &[], None).await.unwrap().output;
+        assert_eq!(out, "arg=[two words]\narg=[$HOME]\narg=[; rm -rf /]\n");
+    }
+
+    #[tokio::test]
+    async fn stdin_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(
+            dir.path(),
+            "deploy.sh",
+            r#"if read x; then echo "got [$x]"; else echo "eof"; fi"#,
+        );
+        let started = Instant::now();
+        let report = deploy(&target(vec![path], SignedDuration::from_secs(5)), &[], None)
+            .await
+            .unwrap();
+        assert_eq!(report.output, "eof\n");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("sleep.pid");
+        let path = script(
+            dir.path(),
+            "deploy.sh",
+            &format!("echo starting\nsleep 30 &\necho $! > '{}'\nwait", pid_file.display()),
+        );
+        let started = Instant::now();
+        let err = deploy(&target(vec![path], SignedDuration::from_secs(1)), &[], None)
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+        let DeployError::Failed { reason, output } = err else {
+            panic!("expected Failed, got {err:?}")
+        };
+        assert_eq!(reason, "timed out after 1s");
+        assert!(output.contains("starting"), "{output}");
+
+        // The background `sleep` died with its script (it may linger as a zombie if nothing
+        // reaps orphans in this container, but it no longer runs).
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let stat = Path::new("/proc").join(&pid).join("stat");
+        let mut alive = true;
+        for _ in 0..50 {
+            alive = match std::fs::read_to_string(&stat) {
+                Ok(s) => !matches!(
+                    s.rsplit(')').next().and_then(|r| r.trim().chars().next()),
+                    Some('Z' | 'X')
+                ),
+                Err(_) => false,
+            };
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive, "the background sleep {pid} survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_could_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = target(vec!["./deploy.sh".into()], SignedDuration::from_secs(5));
+        let DeployTargetConfig::Command { working_dir, .. } = &mut config;
+        *working_dir = Some(dir.path().to_owned());
+        let err = deploy(&config, &[], None).await.unwrap_err();
+        let DeployError::CouldNotStart { reason } = err else {
+            panic!("expected CouldNotStart, got {err:?}")
+        };
+        assert_eq!(reason, "./deploy.sh: No such file or directory");
+    }
+
+    #[tokio::test]
+    async fn a_missing_working_dir_could_not_start() {
+        let mut config = target(vec!["true".into()], SignedDuration::from_secs(5));
+        let DeployTargetConfig::Command { working_dir, .. } = &mut config;
+        *working_dir = Some("/nonexistent/slipway-deploy".into());
+        let err = deploy(&config, &[], None).await.unwrap_err();
+        assert!(matches!(err, DeployError::CouldNotStart { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/slipway-deploy"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn long_output_keeps_its_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        // About 200 KiB: 5000 lines of 40 bytes, numbered.
+        let path = script(
+            dir.path(),
+            "deploy.sh",
+            r#"i=0; while [ $i -lt 5000 ]; do printf 'line %05d %s\n' $i 'secret-value-xxxxxxxxxx'; i=$((i+1)); done
+echo "done""#,
+        );
+        let report = deploy(
+            &target(vec![path], SignedDuration::from_secs(30)),
+            &[("TOKEN", "secret-value")],
+            None,
+        )
+        .await
+        .unwrap();
+        let out = report.output;
+        assert!(out.starts_with(TRIMMED_MARKER), "{}", &out[..80]);
+        assert!(out.len() <= OUTPUT_LIMIT + TRIMMED_MARKER.len());
+        assert!(
+            out.ends_with("line 04999 ***-xxxxxxxxxx\ndone\n"),
+            "{}",
+            &out[out.len() - 80..]
+        );
+        assert!(!out.contains("line 00000"));
+        assert!(!out.contains("secret-value"));
+    }
+
+    #[test]
+    fn mask_replaces_longest_secrets_first_and_ignores_empty_ones() {
+        assert_eq!(
+            mask("token=abc123 short=abc", &["abc", "abc123", ""]),
+            "token=*** short=***"
+        );
+        assert_eq!(mask("nothing here", &[]), "nothing here");
+        assert_eq!(mask("a-b-a", &["a", "a"]), "***-b-***");
+    }
+
+    #[test]
+    fn trimming_cuts_on_a_char_boundary() {
+        let text = "é".repeat(OUTPUT_LIMIT); // 2 bytes each
+        let trimmed = trim_tail(&text, false);
+        let tail = trimmed.strip_prefix(TRIMMED_MARKER).unwrap();
+        assert_eq!(tail.len(), OUTPUT_LIMIT);
+        assert!(tail.chars().all(|c| c == 'é'));
+
+        let odd = format!("x{}", "é".repeat(OUTPUT_LIMIT / 2));
+        let tail = trim_tail(&odd, false);
+        assert_eq!(tail.strip_prefix(TRIMMED_MARKER).unwrap().len(), OUTPUT_LIMIT);
+
+        assert_eq!(trim_tail("short", false), "short");
+        assert_eq!(trim_tail("short", true), format!("{TRIMMED_MARKER}short"));
+    }
+}

@@ -9,6 +9,4 @@ pub use run::{
     Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Plan, Run,
     RunStatus, Stage, StageKind, StageStatus,
 };
-pub use transition::{
-    Command, Event, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, outstanding_commands,
-};
+pub use transition::{Command, Event, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable};

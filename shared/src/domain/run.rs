@@ -258,6 +258,12 @@ pub struct Run {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub history: Vec<HistoryEntry>,
+    /// The commands of the latest transition, stored in the same write as the state they
+    /// came from (a transactional outbox). Sending them is not atomic with that write, so a
+    /// caller that suspects an earlier send failed (a redelivered webhook or message) sends
+    /// them again; every command is idempotent, so that is always safe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<super::transition::Command>,
 }
 
 impl Run {

@@ -178,6 +178,7 @@ pub fn open(new: NewRun, at: Timestamp) -> Run {
         created_at: at,
         updated_at: at,
         history: vec![HistoryEntry { at, actor, what }],
+        outbox: Vec::new(),
     }
 }
 
@@ -193,6 +194,7 @@ pub fn apply(run: &Run, input: &Input) -> Outcome {
         Ok(()) => {
             let commands = tx.commands;
             next.updated_at = input.at;
+            next.outbox = commands.clone();
             Outcome::Applied {
                 run: Box::new(next),
                 commands,
@@ -202,23 +204,25 @@ pub fn apply(run: &Run, input: &Input) -> Outcome {
     }
 }
 
-/// The commands a run's current state still implies: a queued deploy or smoke stage whose
-/// message may have been lost between the state write and the queue send. Sending them again
-/// is safe because workers claim a stage before acting on it.
-pub fn outstanding_commands(run: &Run) -> Vec<Command> {
-    run.stages
+/// The outbox commands worth sending again after a suspected lost send: work for stages
+/// still queued (a worker will claim them) and notices (the notify handler skips what it
+/// already delivered). A claimed or finished stage's work is never re-sent, so re-sending
+/// cannot bounce between handlers.
+pub fn resendable(run: &Run) -> Vec<Command> {
+    run.outbox
         .iter()
-        .filter(|s| s.status == StageStatus::Queued)
-        .filter_map(|s| {
-            let env = s.env.clone()?;
-            let run = run.id.clone();
-            match s.kind {
-                StageKind::Deploy => Some(Command::Deploy { run, env }),
-                StageKind::Smoke => Some(Command::Smoke { run, env }),
-                StageKind::Build | StageKind::Approval => None,
-            }
+        .filter(|command| match command {
+            Command::Deploy { env, .. } => is_queued(run, StageKind::Deploy, env),
+            Command::Smoke { env, .. } => is_queued(run, StageKind::Smoke, env),
+            Command::Notify(_) => true,
         })
+        .cloned()
         .collect()
+}
+
+fn is_queued(run: &Run, kind: StageKind, env: &EnvName) -> bool {
+    run.stage(kind, Some(env))
+        .is_some_and(|s| s.status == StageStatus::Queued)
 }
 
 struct Tx<'a> {

@@ -235,7 +235,7 @@ fn a_new_run_waits_for_ci_and_queues_nothing() {
         "{}",
         run.history[0].what
     );
-    assert!(outstanding_commands(&run).is_empty());
+    assert!(run.outbox.is_empty());
 }
 
 #[test]
@@ -780,19 +780,28 @@ fn failed_deploys_keep_their_output_and_reason() {
 }
 
 #[test]
-fn outstanding_commands_resend_only_queued_work() {
-    assert_eq!(
-        describe(&outstanding_commands(&drive(Mode::Delivery, &[green()]))),
-        ["deploy staging"]
-    );
+fn the_outbox_holds_the_latest_transitions_commands() {
+    let run = drive(Mode::Delivery, &[green()]);
+    assert_eq!(describe(&run.outbox), ["deploy staging"]);
     let claimed = drive(Mode::Delivery, &[green(), deploy_started("staging")]);
-    assert!(outstanding_commands(&claimed).is_empty());
-    let smoke_queued = drive(
-        Mode::Delivery,
-        &[green(), deploy_started("staging"), deployed("staging")],
+    assert!(claimed.outbox.is_empty(), "a claim sends nothing");
+    let waiting = drive(Mode::Delivery, &to_approval());
+    assert_eq!(describe(&waiting.outbox), ["notify approval_requested production"]);
+}
+
+#[test]
+fn only_unclaimed_work_and_notices_are_resent() {
+    let queued = drive(Mode::Delivery, &[green()]);
+    assert_eq!(describe(&resendable(&queued)), ["deploy staging"]);
+    // Once claimed, the outbox still lists the deploy but it must not go out again.
+    let mut claimed = drive(Mode::Delivery, &[green(), deploy_started("staging")]);
+    claimed.outbox = queued.outbox.clone();
+    assert!(resendable(&claimed).is_empty());
+    let waiting = drive(Mode::Delivery, &to_approval());
+    assert_eq!(
+        describe(&resendable(&waiting)),
+        ["notify approval_requested production"]
     );
-    assert_eq!(describe(&outstanding_commands(&smoke_queued)), ["smoke staging"]);
-    assert!(outstanding_commands(&drive(Mode::Delivery, &to_approval())).is_empty());
 }
 
 #[test]

@@ -1,1 +1,466 @@
-//! (being written)
+//! GitHub webhooks: turn a delivery whose signature was already verified (see
+//! [`crate::signature`]) into a [`HostEvent`].
+//!
+//! Only `push` payloads are read; `ping` and every other event are recognised by the
+//! `X-GitHub-Event` header alone. The raw payload structs below hold only the fields slipway
+//! uses and never leave this module.
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::{Map, Value};
+
+use super::{GitRef, HostEvent, Push};
+use crate::domain::{BranchName, CommitInfo, CommitSha, IdError, RepoName};
+
+/// Why a GitHub payload was refused. The message names the field at fault, never repeats the
+/// payload, and is short enough to answer as an HTTP 400 body. Retrying the same bytes cannot
+/// succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The body is not a JSON object.
+    #[error("the payload is not a JSON object: {source}")]
+    Json {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field is missing or has the wrong shape.
+    #[error("the payload's `{field}` is wrong: {reason}")]
+    Field {
+        /// The field's path in the payload, such as `repository`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A field holds an identifier slipway refuses (a repository, branch or commit SHA).
+    #[error("the payload's `{field}` is not valid: {source}")]
+    InvalidId {
+        /// The field's path in the payload, such as `repository.full_name`.
+        field: &'static str,
+        #[source]
+        source: IdError,
+    },
+}
+
+/// Turns a GitHub webhook delivery into a [`HostEvent`].
+///
+/// `event` is the `X-GitHub-Event` header and `body` the raw request body, whose signature the
+/// caller has already verified. `ping` becomes [`HostEvent::Ping`], `push` a [`HostEvent::Push`],
+/// and any other event [`HostEvent::Ignored`] (its body is not read).
+pub fn parse(event: &str, body: &[u8]) -> Result<HostEvent, PayloadError> {
+    match event {
+        "ping" => Ok(HostEvent::Ping),
+        "push" => parse_push(body).map(|push| HostEvent::Push(Box::new(push))),
+        other => Ok(HostEvent::Ignored {
+            event: other.to_owned(),
+        }),
+    }
+}
+
+/// `repository` in any repository event; only its name is used.
+#[derive(Deserialize)]
+struct RawRepository {
+    full_name: String,
+}
+
+/// `head_commit` in a push.
+#[derive(Deserialize)]
+struct RawCommit {
+    message: String,
+    url: Option<String>,
+    author: RawCommitAuthor,
+}
+
+/// A commit's git author, with the GitHub login when GitHub could match the email.
+#[derive(Deserialize)]
+struct RawCommitAuthor {
+    name: String,
+    email: Option<String>,
+    username: Option<String>,
+}
+
+/// `pusher` in a push: a git identity, not necessarily a GitHub login.
+#[derive(Deserialize)]
+struct RawPusher {
+    name: Option<String>,
+}
+
+/// `sender`: the GitHub account that triggered the event.
+#[derive(Deserialize)]
+struct RawSender {
+    login: String,
+}
+
+/// The top-level fields of a push payload, each deserialised on its own so that an error can
+/// name the field at fault.
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    fn new(body: &[u8]) -> Result<Self, PayloadError> {
+        serde_json::from_slice(body)
+            .map(Self)
+            .map_err(|source| PayloadError::Json { source })
+    }
+
+    /// A required field.
+    fn required<T: DeserializeOwned>(&mut self, field: &'static str) -> Result<T, PayloadError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Err(PayloadError::Field {
+                field,
+                reason: "missing".to_owned(),
+            }),
+            Some(value) => decode(field, value),
+        }
+    }
+
+    /// A field that may be absent or `null`.
+    fn optional<T: DeserializeOwned>(&mut self, field: &'static str) -> Result<Option<T>, PayloadError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => decode(field, value).map(Some),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(field: &'static str, value: Value) -> Result<T, PayloadError> {
+    serde_json::from_value(value).map_err(|e| {
+        let mut reason = e.to_string();
+        // A type error quotes the value it found; keep an oversized one out of the response.
+        if reason.len() > 200 {
+            let mut end = 200;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
+        PayloadError::Field { field, reason }
+    })
+}
+
+fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
+    let mut fields = Fields::new(body)?;
+    let repository: RawRepository = fields.required("repository")?;
+    let git_ref: String = fields.required("ref")?;
+    let created = fields.optional("created")?.unwrap_or(false);
+    let deleted = fields.optional("deleted")?.unwrap_or(false);
+    let forced = fields.optional("forced")?.unwrap_or(false);
+    let commits: Option<Vec<IgnoredAny>> = fields.optional("commits")?;
+    let head_commit: Option<RawCommit> = fields.optional("head_commit")?;
+
+    let repo = RepoName::parse(&repository.full_name).map_err(|source| PayloadError::InvalidId {
+        field: "repository.full_name",
+        source,
+    })?;
+
+    let git_ref = git_ref_of(&git_ref)?;
+
+    let after = if deleted {
+        None
+    } else {
+        let after: String = fields.required("after")?;
+        let sha = CommitSha::parse(&after).map_err(|source| PayloadError::InvalidId { field: "after", source })?;
+        (!sha.is_zero()).then_some(sha)
+    };
+
+    let head_commit = match head_commit {
+        None => None,
+        Some(commit) => {
+            let pushed_by = pushed_by(&mut fields)?;
+            Some(CommitInfo {
+                message: commit.message,
+                author_login: commit.author.username,
+                author_name: commit.author.name,
+                author_email: commit.author.email,
+                url: commit.url,
+                pushed_by,
+            })
+        }
+    };
+
+    Ok(Push {
+        repo,
+        git_ref,
+        after,
+        created,
+        deleted,
+        forced,
+        commit_count: commits.map_or(0, |c| c.len()),
+        head_commit,
+    })
+}
+
+/// `refs/heads/X` is a branch, `refs/tags/X` a tag, anything else is kept whole.
+fn git_ref_of(full: &str) -> Result<GitRef, PayloadError> {
+    if let Some(branch) = full.strip_prefix("refs/heads/") {
+        let branch = BranchName::parse(branch).map_err(|source| PayloadError::InvalidId { field: "ref", source })?;
+        Ok(GitRef::Branch(branch))
+    } else if let Some(tag) = full.strip_prefix("refs/tags/")
+        && !tag.is_empty()
+    {
+        Ok(GitRef::Tag(tag.to_owned()))
+    } else {
+        Ok(GitRef::Other(full.to_owned()))
+    }
+}
+
+/// Who pushed: the pusher's git name, or else the sender's GitHub login.
+fn pushed_by(fields: &mut Fields) -> Result<String, PayloadError> {
+    let pusher: Option<RawPusher> = fields.optional("pusher")?;
+    if let Some(name) = pusher.and_then(|p| p.name).filter(|n| !n.is_empty()) {
+        return Ok(name);
+    }
+    let sender: Option<RawSender> = fields.optional("sender")?;
+    sender.map(|s| s.login).ok_or(PayloadError::Field {
+        field: "pusher.name",
+        reason: "missing (and no `sender.login` either)".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Real payloads from `@octokit/webhooks-examples` (see events/README.md), with the
+    /// `X-GitHub-Event` each was delivered with.
+    const FIXTURES: &[(&str, &str, &str)] = &[
+        ("ping.json", "ping", include_str!("../../../events/github/ping.json")),
+        (
+            "ping-organization.json",
+            "ping",
+            include_str!("../../../events/github/ping-organization.json"),
+        ),
+        ("push.json", "push", include_str!("../../../events/github/push.json")),
+        (
+            "push-tag-created.json",
+            "push",
+            include_str!("../../../events/github/push-tag-created.json"),
+        ),
+        (
+            "push-tag-deleted.json",
+            "push",
+            include_str!("../../../events/github/push-tag-deleted.json"),
+        ),
+    ];
+
+    const SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+
+    fn push_of(payload: &Value) -> Push {
+        let body = serde_json::to_vec(payload).unwrap();
+        match parse("push", &body).unwrap() {
+            HostEvent::Push(push) => *push,
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+
+    fn push_error(payload: &Value) -> String {
+        let body = serde_json::to_vec(payload).unwrap();
+        parse("push", &body).unwrap_err().to_string()
+    }
+
+    /// A minimal push payload with the fields slipway reads; tests override what they need.
+    fn payload(overrides: Value) -> Value {
+        let mut base = json!({
+            "ref": "refs/heads/main",
+            "before": "1111111111111111111111111111111111111111",
+            "after": SHA,
+            "created": false,
+            "deleted": false,
+            "forced": false,
+            "repository": { "full_name": "acme/shop" },
+            "pusher": { "name": "alice", "email": "alice@example.com" },
+            "sender": { "login": "alice-gh" },
+            "commits": [{ "id": SHA }],
+            "head_commit": {
+                "id": SHA,
+                "message": "Fix checkout",
+                "url": format!("https://github.com/acme/shop/commit/{SHA}"),
+                "author": { "name": "Alice", "email": "alice@example.com", "username": "alice-gh" }
+            }
+        });
+        if let (Value::Object(base), Value::Object(overrides)) = (&mut base, overrides) {
+            base.extend(overrides);
+        }
+        base
+    }
+
+    #[test]
+    fn fixtures_match_their_snapshots() {
+        for (file, event, body) in FIXTURES {
+            let parsed = parse(event, body.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let name = file.trim_end_matches(".json");
+            let description = format!("events/github/{file} as X-GitHub-Event: {event}");
+            insta::with_settings!({ description => description, omit_expression => true }, {
+                insta::assert_json_snapshot!(name, parsed);
+            });
+        }
+    }
+
+    #[test]
+    fn every_fixture_file_is_snapshotted() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/github");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".json"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = FIXTURES.iter().map(|(file, _, _)| (*file).to_owned()).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed, "add new files in events/github/ to FIXTURES");
+    }
+
+    #[test]
+    fn a_branch_push_carries_its_head_commit() {
+        let push = push_of(&payload(json!({})));
+        assert_eq!(push.repo.as_str(), "acme/shop");
+        assert_eq!(push.git_ref, GitRef::Branch(BranchName::parse("main").unwrap()));
+        assert_eq!(push.after.as_ref().map(CommitSha::as_str), Some(SHA));
+        assert!(!push.created && !push.deleted && !push.forced);
+        assert_eq!(push.commit_count, 1);
+        assert_eq!(
+            push.head_commit,
+            Some(CommitInfo {
+                message: "Fix checkout".to_owned(),
+                author_login: Some("alice-gh".to_owned()),
+                author_name: "Alice".to_owned(),
+                author_email: Some("alice@example.com".to_owned()),
+                url: Some(format!("https://github.com/acme/shop/commit/{SHA}")),
+                pushed_by: "alice".to_owned(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_deleted_branch_has_no_head() {
+        let push = push_of(&payload(json!({
+            "ref": "refs/heads/feature/old",
+            "before": SHA,
+            "after": ZERO,
+            "deleted": true,
+            "commits": [],
+            "head_commit": null,
+        })));
+        assert_eq!(push.git_ref, GitRef::Branch(BranchName::parse("feature/old").unwrap()));
+        assert!(push.deleted);
+        assert_eq!(push.after, None);
+        assert_eq!(push.commit_count, 0);
+        assert_eq!(push.head_commit, None);
+    }
+
+    #[test]
+    fn an_all_zero_after_is_no_head_even_without_deleted() {
+        let push = push_of(&payload(json!({ "after": ZERO, "head_commit": null })));
+        assert_eq!(push.after, None);
+    }
+
+    #[test]
+    fn a_tag_push_is_a_tag() {
+        let push = push_of(&payload(
+            json!({ "ref": "refs/tags/v1.2.0", "created": true, "commits": [] }),
+        ));
+        assert_eq!(push.git_ref, GitRef::Tag("v1.2.0".to_owned()));
+        assert!(push.created);
+        assert_eq!(push.commit_count, 0);
+        assert!(push.head_commit.is_some());
+    }
+
+    #[test]
+    fn other_refs_are_kept_whole() {
+        let push = push_of(&payload(json!({ "ref": "refs/notes/commits" })));
+        assert_eq!(push.git_ref, GitRef::Other("refs/notes/commits".to_owned()));
+    }
+
+    #[test]
+    fn a_forced_push_says_so() {
+        let push = push_of(&payload(json!({ "forced": true })));
+        assert!(push.forced);
+        assert_eq!(push.after.as_ref().map(CommitSha::as_str), Some(SHA));
+    }
+
+    #[test]
+    fn a_new_branch_is_created() {
+        let push = push_of(&payload(
+            json!({ "ref": "refs/heads/release/2.0", "before": ZERO, "created": true }),
+        ));
+        assert_eq!(push.git_ref, GitRef::Branch(BranchName::parse("release/2.0").unwrap()));
+        assert!(push.created);
+        assert!(push.after.is_some());
+    }
+
+    #[test]
+    fn pushed_by_falls_back_to_the_sender() {
+        let push = push_of(&payload(json!({ "pusher": null })));
+        assert_eq!(push.head_commit.unwrap().pushed_by, "alice-gh");
+        let error = push_error(&payload(json!({ "pusher": {}, "sender": null })));
+        assert!(error.contains("pusher.name"), "{error}");
+    }
+
+    #[test]
+    fn shas_are_lowercased() {
+        let push = push_of(&payload(json!({ "after": SHA.to_uppercase() })));
+        assert_eq!(push.after.as_ref().map(CommitSha::as_str), Some(SHA));
+    }
+
+    #[test]
+    fn ping_and_unknown_events() {
+        assert_eq!(parse("ping", b"{}").unwrap(), HostEvent::Ping);
+        assert_eq!(
+            parse("issues", b"not even json").unwrap(),
+            HostEvent::Ignored {
+                event: "issues".to_owned()
+            }
+        );
+        let push = include_str!("../../../events/github/push.json").as_bytes();
+        assert_eq!(
+            parse("pull_request", push).unwrap(),
+            HostEvent::Ignored {
+                event: "pull_request".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_refused() {
+        let error = parse("push", b"{\"ref\": ").unwrap_err();
+        assert!(matches!(error, PayloadError::Json { .. }), "{error:?}");
+        assert!(error.to_string().contains("not a JSON object"), "{error}");
+        let error = parse("push", b"[1, 2]").unwrap_err();
+        assert!(matches!(error, PayloadError::Json { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn an_invalid_repository_name_is_refused() {
+        let error = push_error(&payload(json!({ "repository": { "full_name": "../etc/passwd" } })));
+        assert!(error.contains("repository.full_name"), "{error}");
+        assert!(error.contains("invalid repository"), "{error}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (json!({ "ref": null }), "`ref`"),
+            (json!({ "ref": "refs/heads/a..b" }), "`ref`"),
+            (json!({ "after": "abc" }), "`after`"),
+            (json!({ "after": null }), "`after`"),
+            (json!({ "repository": {} }), "`repository`"),
+            (json!({ "forced": "yes" }), "`forced`"),
+            (json!({ "head_commit": { "message": 5 } }), "`head_commit`"),
+        ];
+        for (overrides, field) in cases {
+            let error = push_error(&payload(overrides.clone()));
+            assert!(error.contains(field), "{overrides}: {error}");
+        }
+    }
+
+    #[test]
+    fn errors_do_not_echo_big_values() {
+        let huge = "x".repeat(10_000);
+        let error = push_error(&payload(json!({ "forced": huge })));
+        assert!(error.len() < 300, "{error}");
+        let error = push_error(&payload(json!({ "repository": { "full_name": huge } })));
+        assert!(error.len() < 300, "{error}");
+    }
+}

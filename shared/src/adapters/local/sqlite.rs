@@ -1,1 +1,943 @@
-//! (being written)
+//! The embedded backend's state store and work queues, together in one SQLite file.
+//!
+//! Objects live in `objects(key, value, version)`; a conditional `UPDATE … WHERE version = ?`
+//! is what detects a concurrent writer, so the guarantees hold between processes sharing the
+//! file as much as between tasks sharing one [`SqliteBackend`]. Messages live in `messages`
+//! until acked; receiving happens inside one `BEGIN IMMEDIATE` transaction, so two processes
+//! never take the same delivery. Messages delivered too often move to `dead_letters`.
+//!
+//! Visibility uses the system clock (unix milliseconds), which all processes on one machine
+//! share. Every database call runs on tokio's blocking pool.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use jiff::Timestamp;
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::ports::{
+    BoxError, DeadLetter, Delivery, Queue, QueueError, QueueName, Receipt, StateStore, StoreError, StoreKey, Version,
+    Versioned,
+};
+
+/// The schema this code reads and writes, kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a call waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many deliveries a message gets before it is dead-lettered, unless configured.
+const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    key     TEXT PRIMARY KEY NOT NULL,
+    value   BLOB NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at, seq);
+CREATE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    dead_at       INTEGER NOT NULL
+);
+";
+
+/// Why the SQLite file could not be opened. Each variant names the file (or directory).
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteError {
+    /// The directory that should hold the database could not be created.
+    #[error("could not create the directory {} for the database", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite could not open, configure or initialise the file (not a database, locked for
+    /// too long, permission denied, …).
+    #[error("could not open the SQLite database {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer slipway whose schema this one does not understand.
+    #[error(
+        "the SQLite database {} has schema version {found}, newer than the {supported} this slipway understands",
+        path.display()
+    )]
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+}
+
+/// The embedded backend: a [`StateStore`] and a [`Queue`] in one SQLite file.
+///
+/// Clones share one connection. Several backends (in several processes) may open the same
+/// file: conditional writes and receives stay correct between them.
+#[derive(Clone)]
+pub struct SqliteBackend {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+    max_receives: u32,
+}
+
+impl fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteBackend")
+            .field("path", &self.path)
+            .field("max_receives", &self.max_receives)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteBackend {
+    /// Opens the database at `path`, creating the file and its parent directory if needed,
+    /// switching it to WAL mode and creating the schema if it is absent. Blocks while doing so
+    /// (call it at start-up).
+    ///
+    /// Messages are dead-lettered after 5 deliveries; see [`SqliteBackend::with_max_receives`].
+    pub fn open(path: &Path) -> Result<Self, SqliteError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SqliteError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let open_err = |source| SqliteError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        let found = initialise(&mut conn).map_err(open_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(SqliteError::NewerSchema {
+                path: path.to_owned(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path.to_owned()),
+            max_receives: DEFAULT_MAX_RECEIVES,
+        })
+    }
+
+    /// The same backend, dead-lettering a message once it has been delivered `n` times
+    /// without an ack (instead of the default 5). `n` of 0 is treated as 1.
+    pub fn with_max_receives(self, n: u32) -> Self {
+        Self {
+            max_receives: n.max(1),
+            ..self
+        }
+    }
+
+    /// The file this backend stores into.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, BoxError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let joined = tokio::task::spawn_blocking(move || {
+            // A panic elsewhere while holding the lock leaves no half-done work behind: any
+            // open transaction was rolled back when it was dropped during unwinding.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(Box::new(e)),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+}
+
+/// Configures the connection and creates the schema if absent; returns the schema version
+/// found (or created).
+fn initialise(conn: &mut Connection) -> rusqlite::Result<i64> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode; concurrent access will be slower");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Immediate, so that two processes opening a new file at once create the schema once.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found != 0 {
+        return Ok(found);
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(SCHEMA_VERSION)
+}
+
+/// Now, in unix milliseconds, from the system clock.
+fn now_ms() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `at` plus `delay`, in milliseconds, saturating.
+fn later(at: i64, delay: Duration) -> i64 {
+    at.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// 128 random bits as 32 hex digits: message ids and receipts.
+fn random_hex() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The version number a [`Version`] we issued stands for, or `None` if we never issued it.
+fn parse_version(version: &Version) -> Option<i64> {
+    let n: i64 = version.0.parse().ok()?;
+    (n > 0 && n.to_string() == version.0).then_some(n)
+}
+
+/// The smallest string greater than every string that starts with `prefix`, or `None` if
+/// there is none (an empty prefix, or one of only `char::MAX`). UTF-8 orders bytes like code
+/// points, so this bounds SQLite's byte-wise `BINARY` comparison too.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A queue name stored in the database that this code does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown queue name {0:?} in the database")]
+struct UnknownQueue(String);
+
+fn queue_column(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<QueueName> {
+    let raw: String = row.get(idx)?;
+    QueueName::ALL
+        .into_iter()
+        .find(|q| q.as_str() == raw)
+        .ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(UnknownQueue(raw))))
+}
+
+fn timestamp_column(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Timestamp> {
+    let ms: i64 = row.get(idx)?;
+    Timestamp::from_millisecond(ms)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, Box::new(e)))
+}
+
+#[async_trait]
+impl StateStore for SqliteBackend {
+    /// The object at `key` and its version (a decimal row version), or `None`.
+    async fn get(&self, key: &StoreKey) -> Result<Option<Versioned<Bytes>>, StoreError> {
+        let key = key.as_str().to_owned();
+        self.with_conn(move |conn| {
+            conn.prepare_cached("SELECT value, version FROM objects WHERE key = ?1")?
+                .query_row(params![key], |row| {
+                    Ok(Versioned {
+                        value: Bytes::from(row.get::<_, Vec<u8>>(0)?),
+                        version: Version(row.get::<_, i64>(1)?.to_string()),
+                    })
+                })
+                .optional()
+        })
+        .await
+        .map_err(StoreError::Unavailable)
+    }
+
+    /// Inserts `value` at version 1 only if `key` is absent; otherwise
+    /// [`StoreError::AlreadyExists`] and nothing changes.
+    async fn create(&self, key: &StoreKey, value: Bytes) -> Result<Version, StoreError> {
+        let raw = key.as_str().to_owned();
+        let inserted = self
+            .with_conn(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO objects (key, value, version) VALUES (?1, ?2, 1) ON CONFLICT (key) DO NOTHING",
+                )?
+                .execute(params![raw, &value[..]])
+            })
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists(key.clone()));
+        }
+        Ok(Version("1".to_owned()))
+    }
+
+    /// Replaces the object only if its version is still `expected`, in one conditional
+    /// `UPDATE`; otherwise (another writer, no object, a version we never issued)
+    /// [`StoreError::Conflict`] and nothing changes. The new version is one more.
+    async fn replace(&self, key: &StoreKey, value: Bytes, expected: &Version) -> Result<Version, StoreError> {
+        let conflict = || StoreError::Conflict(key.clone());
+        let expected = parse_version(expected).ok_or_else(conflict)?;
+        let next = expected.checked_add(1).ok_or_else(conflict)?;
+        let raw = key.as_str().to_owned();
+        let updated = self
+            .with_conn(move |conn| {
+                conn.prepare_cached("UPDATE objects SET value = ?3, version = ?4 WHERE key = ?1 AND version = ?2")?
+                    .execute(params![raw, expected, &value[..], next])
+            })
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if updated == 0 {
+            return Err(conflict());
+        }
+        Ok(Version(next.to_string()))
+    }
+
+    /// Every key starting with `prefix`, in byte-wise (= `str`) order, by a range query: no
+    /// `LIKE`, so `%` and `_` in a prefix are plain characters. Keys [`StoreKey::from_listed`]
+    /// refuses are skipped.
+    async fn list(&self, prefix: &str) -> Result<Vec<StoreKey>, StoreError> {
+        let lower = prefix.to_owned();
+        let upper = prefix_upper_bound(prefix);
+        let raw: Vec<String> = self
+            .with_conn(move |conn| match upper {
+                Some(upper) => conn
+                    .prepare_cached("SELECT key FROM objects WHERE key >= ?1 AND key < ?2 ORDER BY key")?
+                    .query_map(params![lower, upper], |row| row.get(0))?
+                    .collect(),
+                None => conn
+                    .prepare_cached("SELECT key FROM objects WHERE key >= ?1 ORDER BY key")?
+                    .query_map(params![lower], |row| row.get(0))?
+                    .collect(),
+            })
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(raw
+            .iter()
+            .filter(|k| k.starts_with(prefix))
+            .filter_map(|k| {
+                let key = StoreKey::from_listed(k);
+                if key.is_none() {
+                    tracing::warn!(key = %k, "skipping a stored key outside the known prefixes");
+                }
+                key
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteBackend {
+    /// Stores the message durably with a fresh random id; it becomes visible after `delay`.
+    async fn send(&self, queue: QueueName, body: &str, delay: Duration) -> Result<(), QueueError> {
+        let body = body.to_owned();
+        self.with_conn(move |conn| {
+            let now = now_ms();
+            conn.prepare_cached(
+                "INSERT INTO messages (id, queue, body, sent_at, visible_at, receive_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )?
+            .execute(params![random_hex(), queue.as_str(), body, now, later(now, delay)])
+        })
+        .await
+        .map(drop)
+        .map_err(|e| QueueError::Unavailable(queue, e))
+    }
+
+    /// In one `BEGIN IMMEDIATE` transaction (atomic across processes): moves every visible
+    /// message of `queue` already delivered the maximum number of times to the dead letters,
+    /// then takes up to `max` visible messages, oldest visibility first, giving each a fresh
+    /// receipt and hiding it for `visibility`.
+    async fn receive(&self, queue: QueueName, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let max_receives = self.max_receives;
+        let (deliveries, dead) = self
+            .with_conn(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = now_ms();
+                let q = queue.as_str();
+                let dead = tx
+                    .prepare_cached(
+                        "INSERT INTO dead_letters (id, queue, body, receive_count, sent_at, dead_at)
+                         SELECT id, queue, body, receive_count, sent_at, ?3 FROM messages
+                         WHERE queue = ?1 AND visible_at <= ?2 AND receive_count >= ?4
+                         ORDER BY visible_at, seq",
+                    )?
+                    .execute(params![q, now, now, max_receives])?;
+                if dead > 0 {
+                    tx.prepare_cached(
+                        "DELETE FROM messages WHERE queue = ?1 AND visible_at <= ?2 AND receive_count >= ?3",
+                    )?
+                    .execute(params![q, now, max_receives])?;
+                }
+                let candidates: Vec<(i64, String, String, u32)> = tx
+                    .prepare_cached(
+                        "SELECT seq, id, body, receive_count FROM messages
+                         WHERE queue = ?1 AND visible_at <= ?2
+                         ORDER BY visible_at, seq LIMIT ?3",
+                    )?
+                    .query_map(params![q, now, limit], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let hidden_until = later(now, visibility);
+                let mut deliveries = Vec::with_capacity(candidates.len());
+                {
+                    let mut update = tx.prepare_cached(
+                        "UPDATE messages SET receive_count = ?2, receipt = ?3, visible_at = ?4 WHERE seq = ?1",
+                    )?;
+                    for (seq, message_id, body, count) in candidates {
+                        let receive_count = count.saturating_add(1);
+                        let receipt = random_hex();
+                        update.execute(params![seq, receive_count, receipt, hidden_until])?;
+                        deliveries.push(Delivery {
+                            message_id,
+                            receipt: Receipt(receipt),
+                            body,
+                            receive_count,
+                        });
+                    }
+                }
+                tx.commit()?;
+                Ok((deliveries, dead))
+            })
+            .await
+            .map_err(|e| QueueError::Unavailable(queue, e))?;
+        if dead > 0 {
+            tracing::warn!(%queue, count = dead, max_receives, "moved messages to the dead letters");
+        }
+        Ok(deliveries)
+    }
+
+    /// Deletes the message only if `receipt` is its latest one; otherwise (redelivered to
+    /// someone else, released, already acked) [`QueueError::StaleReceipt`].
+    async fn ack(&self, queue: QueueName, receipt: &Receipt) -> Result<(), QueueError> {
+        let raw = receipt.0.clone();
+        let deleted = self
+            .with_conn(move |conn| {
+                conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")?
+                    .execute(params![queue.as_str(), raw])
+            })
+            .await
+            .map_err(|e| QueueError::Unavailable(queue, e))?;
+        if deleted == 0 {
+            return Err(QueueError::StaleReceipt(queue));
+        }
+        Ok(())
+    }
+
+    /// Makes the message visible again after `delay` and invalidates `receipt`, only if it
+    /// is still the latest one; otherwise [`QueueError::StaleReceipt`]. The delivery already
+    /// counted towards the maximum.
+    async fn release(&self, queue: QueueName, receipt: &Receipt, delay: Duration) -> Result<(), QueueError> {
+        let raw = receipt.0.clone();
+        let updated = self
+            .with_conn(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE messages SET visible_at = ?3, receipt = NULL WHERE queue = ?1 AND receipt = ?2",
+                )?
+                .execute(params![queue.as_str(), raw, later(now_ms(), delay)])
+            })
+            .await
+            .map_err(|e| QueueError::Unavailable(queue, e))?;
+        if updated == 0 {
+            return Err(QueueError::StaleReceipt(queue));
+        }
+        Ok(())
+    }
+
+    /// Every dead letter of every queue, in the order they died.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.with_conn(|conn| {
+            conn.prepare_cached(
+                "SELECT id, queue, body, receive_count, sent_at, dead_at FROM dead_letters ORDER BY dead_at, seq",
+            )?
+            .query_map([], |row| {
+                Ok(DeadLetter {
+                    message_id: row.get(0)?,
+                    queue: queue_column(row, 1)?,
+                    body: row.get(2)?,
+                    receive_count: row.get(3)?,
+                    sent_at: timestamp_column(row, 4)?,
+                    dead_at: timestamp_column(row, 5)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+        // The port's error names a queue; dead letters span all of them, so this names the
+        // first stage's queue.
+        .map_err(|e| QueueError::Unavailable(QueueName::Deploy, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn key(raw: &str) -> StoreKey {
+        StoreKey::from_listed(raw).unwrap()
+    }
+
+    fn temp_db() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested").join("slipway.db");
+        (dir, path)
+    }
+
+    fn counter(n: u64) -> Bytes {
+        Bytes::from(serde_json::to_vec(&serde_json::json!({ "n": n })).unwrap())
+    }
+
+    async fn increment(store: &dyn StateStore, key: &StoreKey) {
+        loop {
+            let current = store.get(key).await.unwrap().unwrap();
+            let value: serde_json::Value = serde_json::from_slice(&current.value).unwrap();
+            let n = value["n"].as_u64().unwrap();
+            tokio::task::yield_now().await;
+            match store.replace(key, counter(n + 1), &current.version).await {
+                Ok(_) => return,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => panic!("replace failed: {e:?}"),
+            }
+        }
+    }
+
+    async fn read_counter(store: &dyn StateStore, key: &StoreKey) -> u64 {
+        let current = store.get(key).await.unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&current.value).unwrap();
+        value["n"].as_u64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_never_overwrites() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let k = key(&format!("runs/shop-{SHA}.json"));
+
+        assert!(db.get(&k).await.unwrap().is_none());
+        let v1 = db.create(&k, Bytes::from_static(b"first")).await.unwrap();
+        let err = db.create(&k, Bytes::from_static(b"second")).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::AlreadyExists(existing) if *existing == k),
+            "{err:?}"
+        );
+
+        let got = db.get(&k).await.unwrap().unwrap();
+        assert_eq!(got.value, Bytes::from_static(b"first"));
+        assert_eq!(got.version, v1);
+    }
+
+    #[tokio::test]
+    async fn replace_with_a_stale_version_conflicts_and_changes_nothing() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let k = key("notices/n1/0");
+        let v1 = db.create(&k, Bytes::from_static(b"one")).await.unwrap();
+        let v2 = db.replace(&k, Bytes::from_static(b"two"), &v1).await.unwrap();
+        assert_ne!(v1, v2);
+
+        let err = db.replace(&k, Bytes::from_static(b"stale"), &v1).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        for bad in ["", "abc", "02", "-1", "2.0"] {
+            let err = db
+                .replace(&k, Bytes::from_static(b"bad"), &Version(bad.to_owned()))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{bad}: {err:?}");
+        }
+        let got = db.get(&k).await.unwrap().unwrap();
+        assert_eq!((got.value, got.version), (Bytes::from_static(b"two"), v2));
+
+        let missing = key("notices/absent/0");
+        let err = db.replace(&missing, Bytes::from_static(b"x"), &v1).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert!(db.get(&missing).await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_read_modify_write_loses_no_update() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let k = key("notices/counter/0");
+        db.create(&k, counter(0)).await.unwrap();
+
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (db, k) = (db.clone(), k.clone());
+                tokio::spawn(async move { increment(&db, &k).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(read_counter(&db, &k).await, 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_backends_on_one_file_lose_no_update() {
+        let (_dir, path) = temp_db();
+        let a: Arc<dyn StateStore> = Arc::new(SqliteBackend::open(&path).unwrap());
+        let b: Arc<dyn StateStore> = Arc::new(SqliteBackend::open(&path).unwrap());
+        let k = key("notices/counter/0");
+        a.create(&k, counter(0)).await.unwrap();
+
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+                let k = k.clone();
+                tokio::spawn(async move { increment(store.as_ref(), &k).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(read_counter(a.as_ref(), &k).await, 20);
+        assert_eq!(read_counter(b.as_ref(), &k).await, 20);
+    }
+
+    #[tokio::test]
+    async fn list_returns_only_the_prefix_in_order() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        for raw in [
+            "runs/b.json",
+            "notices/a_b/0",
+            "runs/a.json",
+            "notices/aXb/0",
+            "notices/a%c/1",
+            "notices/abc/1",
+            "runs/a/x",
+        ] {
+            db.create(&key(raw), Bytes::from_static(b"{}")).await.unwrap();
+        }
+        // A row no StoreKey could name (written by something else) is never listed.
+        db.with_conn(|conn| conn.execute("INSERT INTO objects VALUES ('runs/../etc', x'00', 1)", []))
+            .await
+            .unwrap();
+
+        let listed = |keys: Vec<StoreKey>| keys.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            listed(db.list("runs/").await.unwrap()),
+            ["runs/a.json", "runs/a/x", "runs/b.json"]
+        );
+        assert_eq!(
+            listed(db.list("notices/").await.unwrap()),
+            ["notices/a%c/1", "notices/aXb/0", "notices/a_b/0", "notices/abc/1"]
+        );
+        // With LIKE, `_` and `%` would be wildcards and match aXb / abc too.
+        assert_eq!(listed(db.list("notices/a_b/").await.unwrap()), ["notices/a_b/0"]);
+        assert_eq!(listed(db.list("notices/a%").await.unwrap()), ["notices/a%c/1"]);
+        assert!(db.list("runs/zzz").await.unwrap().is_empty());
+        assert_eq!(db.list("").await.unwrap().len(), 7);
+    }
+
+    #[test]
+    fn prefix_upper_bounds() {
+        assert_eq!(prefix_upper_bound("runs/").as_deref(), Some("runs0"));
+        assert_eq!(prefix_upper_bound("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound(""), None);
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    #[tokio::test]
+    async fn send_receive_ack() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        db.send(QueueName::Deploy, "first", Duration::ZERO).await.unwrap();
+        db.send(QueueName::Deploy, "second", Duration::ZERO).await.unwrap();
+        db.send(QueueName::Smoke, "other queue", Duration::ZERO).await.unwrap();
+
+        let got = db
+            .receive(QueueName::Deploy, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let bodies: Vec<&str> = got.iter().map(|d| d.body.as_str()).collect();
+        assert_eq!(bodies, ["first", "second"]);
+        assert!(got.iter().all(|d| d.receive_count == 1));
+        assert_ne!(got[0].message_id, got[1].message_id);
+
+        // Hidden while being worked on.
+        assert!(
+            db.receive(QueueName::Deploy, 10, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for d in &got {
+            db.ack(QueueName::Deploy, &d.receipt).await.unwrap();
+        }
+        let err = db.ack(QueueName::Deploy, &got[0].receipt).await.unwrap_err();
+        assert!(matches!(err, QueueError::StaleReceipt(QueueName::Deploy)), "{err:?}");
+
+        let smoke = db.receive(QueueName::Smoke, 1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(smoke.len(), 1);
+        assert_eq!(smoke[0].body, "other queue");
+        // A receipt only acks on its own queue.
+        let err = db.ack(QueueName::Notify, &smoke[0].receipt).await.unwrap_err();
+        assert!(matches!(err, QueueError::StaleReceipt(QueueName::Notify)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn receive_respects_max() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        for i in 0..3 {
+            db.send(QueueName::Notify, &format!("m{i}"), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        let first = db.receive(QueueName::Notify, 2, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(first.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["m0", "m1"]);
+        let rest = db.receive(QueueName::Notify, 2, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(rest.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["m2"]);
+        assert!(
+            db.receive(QueueName::Notify, 0, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// How long a message is hidden in the timing tests: long enough that a loaded machine
+    /// still checks "hidden" in time, short enough to keep each test well under a second.
+    const SHORT: Duration = Duration::from_millis(250);
+
+    /// Whether `queue` shows nothing right now. `None` if the check came too late to mean
+    /// anything (`since + SHORT` has passed on a very slow machine).
+    async fn hidden(db: &SqliteBackend, queue: QueueName, since: std::time::Instant) -> Option<bool> {
+        let got = db.receive(queue, 10, Duration::from_secs(30)).await.unwrap();
+        (since.elapsed() < SHORT).then_some(got.is_empty())
+    }
+
+    #[tokio::test]
+    async fn an_unacked_message_comes_back_after_its_visibility_timeout() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        db.send(QueueName::Smoke, "check", Duration::ZERO).await.unwrap();
+
+        let since = std::time::Instant::now();
+        let first = db.receive(QueueName::Smoke, 1, SHORT).await.unwrap();
+        assert_eq!(first.len(), 1);
+        let Some(hidden) = hidden(&db, QueueName::Smoke, since).await else {
+            return; // too slow to tell
+        };
+        assert!(hidden, "received again before its visibility timeout ran out");
+
+        tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+        let again = db.receive(QueueName::Smoke, 1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].message_id, first[0].message_id);
+        assert_eq!(again[0].body, "check");
+        assert_eq!(again[0].receive_count, 2);
+        assert_ne!(again[0].receipt, first[0].receipt);
+
+        // The first consumer's receipt no longer acks or releases it.
+        let err = db.ack(QueueName::Smoke, &first[0].receipt).await.unwrap_err();
+        assert!(matches!(err, QueueError::StaleReceipt(_)), "{err:?}");
+        let err = db
+            .release(QueueName::Smoke, &first[0].receipt, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueueError::StaleReceipt(_)), "{err:?}");
+        // The second one's does, for good.
+        db.ack(QueueName::Smoke, &again[0].receipt).await.unwrap();
+        db.release(QueueName::Smoke, &again[0].receipt, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(
+            db.receive(QueueName::Smoke, 1, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delayed_message_is_hidden_until_its_delay_passes() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let since = std::time::Instant::now();
+        db.send(QueueName::Deploy, "later", SHORT).await.unwrap();
+        let Some(hidden) = hidden(&db, QueueName::Deploy, since).await else {
+            return; // too slow to tell
+        };
+        assert!(hidden, "received before its delay passed");
+
+        tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+        let got = db.receive(QueueName::Deploy, 1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "later");
+    }
+
+    #[tokio::test]
+    async fn release_makes_it_visible_after_the_delay_and_spends_the_receipt() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        db.send(QueueName::Deploy, "retry me", Duration::ZERO).await.unwrap();
+        let got = db.receive(QueueName::Deploy, 1, Duration::from_secs(30)).await.unwrap();
+        let since = std::time::Instant::now();
+        db.release(QueueName::Deploy, &got[0].receipt, SHORT).await.unwrap();
+        let err = db.ack(QueueName::Deploy, &got[0].receipt).await.unwrap_err();
+        assert!(matches!(err, QueueError::StaleReceipt(_)), "{err:?}");
+        let Some(hidden) = hidden(&db, QueueName::Deploy, since).await else {
+            return; // too slow to tell
+        };
+        assert!(hidden, "received before the release delay passed");
+
+        tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+        let again = db.receive(QueueName::Deploy, 1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].receive_count, 2);
+    }
+
+    #[tokio::test]
+    async fn a_message_delivered_max_times_moves_to_dead_letters() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap().with_max_receives(3);
+        db.send(QueueName::Notify, "poison", Duration::ZERO).await.unwrap();
+
+        let mut poison_id = String::new();
+        for attempt in 1..=3 {
+            let got = db.receive(QueueName::Notify, 1, Duration::from_secs(30)).await.unwrap();
+            assert_eq!(got.len(), 1, "attempt {attempt}");
+            assert_eq!(got[0].body, "poison");
+            assert_eq!(got[0].receive_count, attempt);
+            poison_id.clone_from(&got[0].message_id);
+            db.release(QueueName::Notify, &got[0].receipt, Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        assert!(db.dead_letters().await.unwrap().is_empty());
+
+        db.send(QueueName::Notify, "healthy", Duration::ZERO).await.unwrap();
+        // The fourth receive dead-letters the poison message and still delivers the next one.
+        let got = db
+            .receive(QueueName::Notify, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["healthy"]);
+        assert_eq!(got[0].receive_count, 1);
+
+        let dead = db.dead_letters().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].message_id, poison_id);
+        assert_eq!(dead[0].queue, QueueName::Notify);
+        assert_eq!(dead[0].body, "poison");
+        assert_eq!(dead[0].receive_count, 3);
+        assert!(dead[0].sent_at <= dead[0].dead_at);
+        assert!(
+            db.receive(QueueName::Notify, 10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_backends_never_take_the_same_message() {
+        let (_dir, path) = temp_db();
+        let a = SqliteBackend::open(&path).unwrap();
+        let b = SqliteBackend::open(&path).unwrap();
+        for i in 0..30 {
+            a.send(QueueName::Deploy, &format!("m{i}"), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        let drain = |db: SqliteBackend| {
+            tokio::spawn(async move {
+                let mut taken = Vec::new();
+                loop {
+                    let got = db.receive(QueueName::Deploy, 3, Duration::from_secs(30)).await.unwrap();
+                    if got.is_empty() {
+                        return taken;
+                    }
+                    taken.extend(got.into_iter().map(|d| d.body));
+                }
+            })
+        };
+        let (from_a, from_b) = (drain(a), drain(b));
+        let mut all = from_a.await.unwrap();
+        all.extend(from_b.await.unwrap());
+        all.sort();
+        let mut expected: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+        expected.sort();
+        assert_eq!(all, expected);
+    }
+
+    #[tokio::test]
+    async fn queued_work_and_objects_survive_a_restart() {
+        let (_dir, path) = temp_db();
+        let k = key(&format!("runs/shop-{SHA}.json"));
+        {
+            let db = SqliteBackend::open(&path).unwrap();
+            db.send(QueueName::Deploy, "deploy shop", Duration::ZERO).await.unwrap();
+            db.create(&k, Bytes::from_static(b"{\"status\":\"running\"}"))
+                .await
+                .unwrap();
+        }
+        let db = SqliteBackend::open(&path).unwrap();
+        let got = db
+            .receive(QueueName::Deploy, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "deploy shop");
+        let stored = db.get(&k).await.unwrap().unwrap();
+        assert_eq!(stored.value, Bytes::from_static(b"{\"status\":\"running\"}"));
+        assert_eq!(db.list(StoreKey::RUNS).await.unwrap(), [k]);
+    }
+
+    #[test]
+    fn opening_something_that_is_not_a_database_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = SqliteBackend::open(&path).unwrap_err();
+        assert!(matches!(err, SqliteError::Open { .. }), "{err:?}");
+        assert!(err.to_string().contains("garbage.db"), "{err}");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let (_dir, path) = temp_db();
+        drop(SqliteBackend::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = SqliteBackend::open(&path).unwrap_err();
+        assert!(matches!(err, SqliteError::NewerSchema { found: 2, .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,236 @@
+//! The engine: slipway's dependencies in one place, and the one way runs change —
+//! read, decide with the pure state machine, write conditionally, then send the commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use secrecy::SecretString;
+use url::Url;
+
+use crate::config::{Config, PipelineConfig};
+use crate::domain::{self, Command, Ignored, Input, NewRun, Outcome, ParamName, Run, RunId};
+use crate::ports::{
+    Clock, DeployTarget, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore, StateStore,
+    StoreError, StoreKey, Version,
+};
+
+/// Knobs that tests turn down and production leaves alone.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// How long a received message stays hidden from other workers.
+    pub visibility: Duration,
+    /// How many times a conditional write is re-decided after losing a race.
+    pub max_write_attempts: u32,
+    /// The first pause before re-deciding; it doubles, with jitter.
+    pub write_backoff: Duration,
+    /// How long past its own deadline a claimed stage may stay silent before it is
+    /// declared abandoned.
+    pub abandon_grace: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            visibility: Duration::from_secs(60),
+            max_write_attempts: 8,
+            write_backoff: Duration::from_millis(20),
+            abandon_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a handler needs. Built once per process (or Lambda container) and shared.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn StateStore>,
+    pub queue: Arc<dyn Queue>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub clock: Arc<dyn Clock>,
+    pub notifiers: Vec<Arc<dyn Notifier>>,
+    pub deployer: Arc<dyn DeployTarget>,
+    pub checker: Arc<dyn HttpChecker>,
+    /// Where people reach slipway; links in notifications start here.
+    pub public_url: Url,
+    pub tuning: Tuning,
+}
+
+/// Engine failures, by what the caller does about them.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A backing service is down or throttling. Retry later; HTTP callers answer 503.
+    #[error("a backing service is unavailable; try again shortly")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Too many writers raced for the same run. Retry later.
+    #[error("run {0} is being changed by others; try again shortly")]
+    Contended(RunId),
+    /// A stored run could not be read back: a bug or manual tampering. Tell an operator.
+    #[error("stored run {key} is unreadable")]
+    Corrupt {
+        key: StoreKey,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A required secret does not exist: a configuration mistake. Tell an operator.
+    #[error("secret parameter {0} is missing from the secret store")]
+    MissingSecret(ParamName),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Unavailable(Box::new(e))
+    }
+}
+
+impl From<QueueError> for EngineError {
+    fn from(e: QueueError) -> Self {
+        EngineError::Unavailable(Box::new(e))
+    }
+}
+
+impl From<SecretError> for EngineError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::NotFound(name) => EngineError::MissingSecret(name),
+            other => EngineError::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+/// What became of an event.
+#[derive(Debug)]
+pub enum Applied {
+    /// The run changed and its commands were sent.
+    Changed(Run),
+    /// The event changed nothing; here is why, and the run as it stands.
+    Ignored(Ignored, Run),
+}
+
+/// What became of a push.
+#[derive(Debug)]
+pub enum Opened {
+    Created(Run),
+    /// A run for this commit already existed (a redelivered webhook, or the same commit
+    /// pushed again).
+    Existing(Run),
+}
+
+impl App {
+    /// Reads a run and the version it was read at.
+    pub async fn load(&self, id: &RunId) -> Result<Option<(Run, Version)>, EngineError> {
+        let key = StoreKey::run(id);
+        let Some(found) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let run = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt { key, source })?;
+        Ok(Some((run, found.version)))
+    }
+
+    /// Every run, newest first; only those of `repo` if given.
+    pub async fn list_runs(&self, repo: Option<&str>) -> Result<Vec<Run>, EngineError> {
+        let mut runs = Vec::new();
+        for key in self.store.list(StoreKey::RUNS).await? {
+            let Some(id) = key.run_id() else { continue };
+            if let Some((run, _)) = self.load(&id).await?
+                && repo.is_none_or(|r| run.repo.as_str().eq_ignore_ascii_case(r))
+            {
+                runs.push(run);
+            }
+        }
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(runs)
+    }
+
+    /// Opens a run for a pushed commit, once: a second push of the same commit finds the
+    /// existing run and re-sends its outbox, in case the first attempt failed after writing.
+    pub async fn open_run(&self, new: NewRun) -> Result<Opened, EngineError> {
+        let run = domain::open(new, self.clock.now());
+        let key = StoreKey::run(&run.id);
+        match self.store.create(&key, to_bytes(&run)).await {
+            Ok(_) => {
+                tracing::info!(run = %run.id, sha = %run.sha, "run opened");
+                self.dispatch(&run.outbox).await?;
+                Ok(Opened::Created(run))
+            }
+            Err(StoreError::AlreadyExists(_)) => {
+                let (existing, _) = self
+                    .load(&run.id)
+                    .await?
+                    .ok_or_else(|| EngineError::Contended(run.id.clone()))?;
+                self.dispatch(&domain::resendable(&existing)).await?;
+                Ok(Opened::Existing(existing))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies one event to a run: read, decide, write if the run is still as read, send
+    /// the commands. Losing a race re-reads and re-decides, with jittered backoff, a bounded
+    /// number of times. `None` if there is no such run.
+    pub async fn apply(&self, id: &RunId, input: impl Fn() -> Input) -> Result<Option<Applied>, EngineError> {
+        let key = StoreKey::run(id);
+        let mut backoff = self.tuning.write_backoff;
+        for attempt in 1..=self.tuning.max_write_attempts {
+            let Some((run, version)) = self.load(id).await? else {
+                return Ok(None);
+            };
+            let (next, commands) = match domain::apply(&run, &input()) {
+                Outcome::Applied { run, commands } => (*run, commands),
+                Outcome::Ignored(why) => return Ok(Some(Applied::Ignored(why, run))),
+            };
+            match self.store.replace(&key, to_bytes(&next), &version).await {
+                Ok(_) => {
+                    self.dispatch(&commands).await?;
+                    return Ok(Some(Applied::Changed(next)));
+                }
+                Err(StoreError::Conflict(_)) => {
+                    tracing::debug!(run = %id, attempt, "lost a write race; re-reading");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(id.clone()))
+    }
+
+    /// Sends commands to their queues.
+    pub async fn dispatch(&self, commands: &[Command]) -> Result<(), EngineError> {
+        for command in commands {
+            let queue = match command {
+                Command::Deploy { .. } => QueueName::Deploy,
+                Command::Smoke { .. } => QueueName::Smoke,
+                Command::Notify(_) => QueueName::Notify,
+            };
+            let body = serde_json::to_string(command).expect("commands always serialise");
+            self.queue.send(queue, &body, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads a secret by name.
+    pub async fn secret(&self, name: &ParamName) -> Result<SecretString, EngineError> {
+        Ok(self.secrets.get(name).await?)
+    }
+
+    /// The pipeline a run belongs to, if it is still configured.
+    pub fn pipeline_of(&self, run: &Run) -> Option<&PipelineConfig> {
+        self.config.pipeline(&run.pipeline)
+    }
+
+    /// An absolute link under the public URL.
+    pub fn link(&self, path: &str) -> String {
+        let base = self.public_url.as_str().trim_end_matches('/');
+        format!("{base}{path}")
+    }
+}
+
+fn to_bytes(run: &Run) -> Bytes {
+    Bytes::from(serde_json::to_vec(run).expect("a run always serialises"))
+}
+
+fn jitter(d: Duration) -> Duration {
+    let factor = 0.5 + rand::random::<f64>();
+    d.mul_f64(factor)
+}

@@ -1,0 +1,167 @@
+//! Queue handlers: one per queue message. Each is idempotent — a redelivered or duplicated
+//! message does nothing twice — because deploy and smoke work is claimed through the state
+//! machine before it starts, and notices are marked as delivered per channel.
+
+pub mod deploy;
+pub mod notify;
+pub mod smoke;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::app::{App, Applied, EngineError};
+use crate::domain::{self, Actor, Command, EnvName, Event, Ignored, Input, RunId, StageKind, StageStatus};
+use crate::ports::QueueName;
+
+/// Why a message was not done. Either way it is not acked: it comes back after `retry_in`,
+/// and after the queue's maximum receives it goes to the dead-letter store.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Not a slipway message, or one for the wrong queue, or about a run that does not exist.
+    /// Retrying will not help; it will end in the dead-letter store.
+    #[error("bad message: {0}")]
+    BadMessage(String),
+    /// Something transient failed. Try again later.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The work is in somebody else's hands until `after`; look again then.
+    #[error("{reason}")]
+    NotYet { after: Duration, reason: String },
+    /// A notification channel failed transiently.
+    #[error("notification channel failed: {0}")]
+    Channel(String),
+}
+
+impl HandlerError {
+    /// How long to wait before the message is delivered again.
+    pub fn retry_in(&self, receive_count: u32) -> Duration {
+        match self {
+            HandlerError::NotYet { after, .. } => *after,
+            _ => Duration::from_secs(2u64.saturating_pow(receive_count.min(8))),
+        }
+    }
+}
+
+/// Handles one message from `queue`.
+pub async fn handle(app: &App, queue: QueueName, body: &str) -> Result<(), HandlerError> {
+    let command: Command =
+        serde_json::from_str(body).map_err(|e| HandlerError::BadMessage(format!("not a slipway message: {e}")))?;
+    match (queue, command) {
+        (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env).await,
+        (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env).await,
+        (QueueName::Notify, Command::Notify(notice)) => notify::handle(app, &notice).await,
+        (queue, other) => Err(HandlerError::BadMessage(format!(
+            "{other:?} does not belong on the {queue} queue"
+        ))),
+    }
+}
+
+impl App {
+    /// An input from slipway's own workers, stamped now.
+    pub fn input(&self, actor: Actor, event: Event) -> Input {
+        Input {
+            at: self.clock.now(),
+            actor,
+            event,
+        }
+    }
+}
+
+/// The shared life of a claimed stage (deploy or smoke): claim it through the state machine
+/// — which only one delivery of a message can do — do the work, record the result. A stage
+/// another worker claimed is left alone until its deadline; past that it is failed loudly,
+/// since nobody knows whether the work happened.
+async fn claim_and_run<W, F>(
+    app: &App,
+    run_id: &RunId,
+    kind: StageKind,
+    env: &EnvName,
+    deadline: Duration,
+    work: W,
+) -> Result<(), HandlerError>
+where
+    W: FnOnce(domain::Run) -> F,
+    F: Future<Output = Event>,
+{
+    let claim = match kind {
+        StageKind::Deploy => Event::DeployStarted { env: env.clone() },
+        _ => Event::SmokeStarted { env: env.clone() },
+    };
+    let run = match app.apply(run_id, || app.input(Actor::Slipway, claim.clone())).await? {
+        None => return Err(HandlerError::BadMessage(format!("run {run_id} does not exist"))),
+        Some(Applied::Changed(run)) => run,
+        Some(Applied::Ignored(
+            Ignored::AlreadyDone {
+                status: StageStatus::Running,
+                ..
+            },
+            run,
+        )) => {
+            return still_running(app, &run, kind, env, deadline).await;
+        }
+        Some(Applied::Ignored(why, run)) => {
+            tracing::info!(run = %run_id, %env, stage = kind.label(), "nothing to do: {why}");
+            // The earlier delivery may have written state and then failed to send.
+            app.dispatch(&domain::resendable(&run)).await?;
+            return Ok(());
+        }
+    };
+    let finished = work(run).await;
+    record(app, run_id, finished).await
+}
+
+/// Records a stage's result. Lost races are re-decided inside `apply`; an unreachable store
+/// is retried here a few times before the message is left to the queue.
+async fn record(app: &App, run_id: &RunId, event: Event) -> Result<(), HandlerError> {
+    let mut pause = app.tuning.write_backoff * 5;
+    let mut attempt = 1;
+    loop {
+        match app.apply(run_id, || app.input(Actor::Slipway, event.clone())).await {
+            Ok(Some(Applied::Ignored(why, _))) => {
+                tracing::warn!(run = %run_id, "result not recorded: {why}");
+                return Ok(());
+            }
+            Ok(_) => return Ok(()),
+            Err(EngineError::Unavailable(e)) if attempt < 4 => {
+                tracing::warn!(run = %run_id, attempt, error = %e, "could not record a result; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn still_running(
+    app: &App,
+    run: &domain::Run,
+    kind: StageKind,
+    env: &EnvName,
+    deadline: Duration,
+) -> Result<(), HandlerError> {
+    let started = run
+        .stage(kind, Some(env))
+        .and_then(|s| s.started_at)
+        .unwrap_or(run.updated_at);
+    let give_up_at = started + jiff::SignedDuration::try_from(deadline + app.tuning.abandon_grace).unwrap_or_default();
+    let now = app.clock.now();
+    if now < give_up_at {
+        let wait = now.duration_until(give_up_at).unsigned_abs();
+        return Err(HandlerError::NotYet {
+            after: wait.max(Duration::from_secs(1)),
+            reason: format!("{} for {env} is being worked on since {started}", kind.label()),
+        });
+    }
+    let reason = format!(
+        "the worker stopped without reporting by {give_up_at}; whether the {} of {} happened is unknown — check {env} by hand",
+        kind.label(),
+        run.sha.short()
+    );
+    let event = Event::StageAbandoned {
+        kind,
+        env: env.clone(),
+        reason,
+    };
+    record(app, &run.id, event).await
+}

@@ -1,0 +1,182 @@
+//! The notify queue: render a notice for each recipient and deliver it to every channel,
+//! once. A marker per (notice, recipient, channel) is written after each delivery, so a
+//! redelivered message only retries the channels that have not had it yet.
+
+use bytes::Bytes;
+
+use super::HandlerError;
+use crate::app::{App, EngineError};
+use crate::approvals::{self, ApprovalClaim};
+use crate::domain::{Notice, NoticeKind, Run, StageKind, StageStatus};
+use crate::ports::{Notification, NotifyError, StoreError, StoreKey};
+
+pub async fn handle(app: &App, notice: &Notice) -> Result<(), HandlerError> {
+    let Some((run, _)) = app.load(&notice.run).await? else {
+        return Err(HandlerError::BadMessage(format!("run {} does not exist", notice.run)));
+    };
+    let notifications = render(app, &run, notice).await?;
+    let mut failed = Vec::new();
+    for notification in &notifications {
+        for (c, channel) in app.notifiers.iter().enumerate() {
+            let marker = StoreKey::notice_sent(&notification.id, c);
+            if app.store.get(&marker).await.map_err(EngineError::from)?.is_some() {
+                continue;
+            }
+            let outcome = match channel.deliver(notification).await {
+                Ok(()) => "delivered".to_owned(),
+                Err(e @ NotifyError::Permanent { .. }) => {
+                    // Retrying will not help; say so loudly and do not try again.
+                    tracing::error!(notice = %notification.id, channel = channel.name(), error = %e, source = ?std::error::Error::source(&e), "notification refused");
+                    format!("refused: {e}")
+                }
+                Err(e @ NotifyError::Transient { .. }) => {
+                    tracing::warn!(notice = %notification.id, channel = channel.name(), error = %e, "notification failed; will retry");
+                    failed.push(channel.name());
+                    continue;
+                }
+            };
+            match app.store.create(&marker, Bytes::from(outcome)).await {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(EngineError::from(e).into()),
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(HandlerError::Channel(failed.join(", ")))
+    }
+}
+
+/// The notifications a notice becomes: one per approver for an approval request (each with
+/// their own signed links), one otherwise.
+pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notification>, HandlerError> {
+    let short = run.sha.short();
+    let repo = run.repo.as_str();
+    let base = Notification {
+        kind: String::new(),
+        id: notice.id(),
+        run_id: run.id.clone(),
+        pipeline: run.pipeline.to_string(),
+        repo: repo.to_owned(),
+        sha: run.sha.to_string(),
+        branch: run.branch.to_string(),
+        commit_message: run.commit.message.lines().next().unwrap_or("").to_owned(),
+        author: run
+            .commit
+            .author_login
+            .clone()
+            .unwrap_or_else(|| run.commit.author_name.clone()),
+        environment: None,
+        title: String::new(),
+        text: String::new(),
+        stage: None,
+        alert: false,
+        approver: None,
+        address: None,
+        approve_url: None,
+        reject_url: None,
+        expires_at: None,
+        run_url: app.link(&format!("/runs/{}", run.id)),
+    };
+    let one = |kind: &str, env: Option<&str>, title: String, text: String| Notification {
+        kind: kind.to_owned(),
+        environment: env.map(str::to_owned),
+        title,
+        text,
+        ..base.clone()
+    };
+    Ok(match &notice.kind {
+        NoticeKind::ApprovalRequested { env, expires_at } => {
+            let still_waiting = run
+                .stage(StageKind::Approval, Some(env))
+                .is_some_and(|s| s.status == StageStatus::Waiting);
+            let Some(pipeline) = app.pipeline_of(run).filter(|_| still_waiting) else {
+                tracing::info!(run = %run.id, %env, "approval no longer pending; not asking");
+                return Ok(Vec::new());
+            };
+            let key = app.secret(&app.config.approvals.signing_key).await?;
+            let passed = run
+                .deployed_to()
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            pipeline
+                .approvers
+                .iter()
+                .map(|approver| {
+                    let token = approvals::issue(
+                        &key,
+                        &ApprovalClaim {
+                            run: run.id.clone(),
+                            env: env.clone(),
+                            approver: approver.id.clone(),
+                            expires_at: *expires_at,
+                        },
+                    );
+                    let link = app.link(&format!("/approvals/{token}"));
+                    Notification {
+                        kind: "approval_requested".into(),
+                        id: format!("{}.{}", notice.id(), approver.id),
+                        environment: Some(env.to_string()),
+                        title: format!("Approve {repo} {short} for {env}?"),
+                        text: format!(
+                            "{short} is green on {}. {}, approve or reject promotion to {env} before {expires_at}.",
+                            if passed.is_empty() {
+                                "CI".to_owned()
+                            } else {
+                                passed.clone()
+                            },
+                            approver.id
+                        ),
+                        approver: Some(approver.id.to_string()),
+                        address: Some(approver.address.clone()),
+                        approve_url: Some(format!("{link}?decision=approve")),
+                        reject_url: Some(format!("{link}?decision=reject")),
+                        expires_at: Some(*expires_at),
+                        ..base.clone()
+                    }
+                })
+                .collect()
+        }
+        NoticeKind::Released { env } => vec![one(
+            "released",
+            Some(env.as_str()),
+            format!("Released {repo} {short} to {env}"),
+            format!("\"{}\" by {} is live on {env}.", base.commit_message, base.author),
+        )],
+        NoticeKind::Failed {
+            stage,
+            reason,
+            red_main,
+        } => {
+            let mut n = if *red_main {
+                one(
+                    "failed",
+                    None,
+                    format!("{repo} {} is red: the build of {short} failed", run.branch),
+                    format!("Fix {} first — nothing ships until it is green. {reason}", run.branch),
+                )
+            } else {
+                let env = stage.split_once(':').map(|(_, e)| e);
+                one("failed", env, format!("{repo} {short}: {stage} failed"), reason.clone())
+            };
+            n.stage = Some(stage.clone());
+            n.alert = *red_main;
+            vec![n]
+        }
+        NoticeKind::Rejected { env, by, comment } => vec![one(
+            "rejected",
+            Some(env.as_str()),
+            format!("{by} rejected {repo} {short} for {env}"),
+            comment.clone().unwrap_or_else(|| "No reason given.".into()),
+        )],
+        NoticeKind::ApprovalExpired { env } => vec![one(
+            "approval_expired",
+            Some(env.as_str()),
+            format!("Approval of {repo} {short} for {env} expired"),
+            format!("Nobody decided in time, so {short} will not reach {env}. Push a new commit to try again."),
+        )],
+    })
+}

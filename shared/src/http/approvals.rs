@@ -1,0 +1,259 @@
+//! `GET /approvals/{token}` shows a confirmation page and changes nothing — chat unfurlers
+//! and mail scanners fetch every link. `POST /approvals/{token}` with `decision=approve|reject`
+//! decides, once: a replay answers 409, an expired link 410, a forged one 403.
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Query};
+use axum::http::StatusCode;
+use axum::response::Html;
+use serde::Deserialize;
+
+use super::pages::{self, Confirm};
+use super::{AppState, PageError};
+use crate::app::{App, Applied};
+use crate::approvals::{self, ApprovalClaim, TokenError};
+use crate::config::{ApproverConfig, PipelineConfig};
+use crate::domain::{Actor, Event, Ignored, Run, Stage, StageKind, StageStatus};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Preselect {
+    decision: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DecisionForm {
+    decision: String,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// A verified link and what it points at.
+struct Link<'a> {
+    claim: ApprovalClaim,
+    run: Run,
+    pipeline: &'a PipelineConfig,
+    approver: &'a ApproverConfig,
+}
+
+impl Link<'_> {
+    fn stage(&self) -> Option<&Stage> {
+        self.run.stage(StageKind::Approval, Some(&self.claim.env))
+    }
+}
+
+async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, PageError> {
+    let key = app.secret(&app.config.approvals.signing_key).await?;
+    let claim = approvals::verify(&key, token).map_err(|e| match e {
+        TokenError::Malformed => PageError::new(StatusCode::NOT_FOUND, "Unknown link", e.to_string()),
+        TokenError::BadSignature => PageError::new(StatusCode::FORBIDDEN, "Invalid link", e.to_string()),
+    })?;
+    let gone = || {
+        PageError::new(
+            StatusCode::NOT_FOUND,
+            "Unknown run",
+            "The run this link is for no longer exists.",
+        )
+    };
+    let (run, _) = app.load(&claim.run).await?.ok_or_else(gone)?;
+    let pipeline = app.pipeline_of(&run).ok_or_else(gone)?;
+    let approver = pipeline.approver(&claim.approver).ok_or_else(|| {
+        PageError::new(
+            StatusCode::FORBIDDEN,
+            "Not an approver",
+            format!(
+                "{} is no longer an approver of pipeline {}.",
+                claim.approver, pipeline.name
+            ),
+        )
+    })?;
+    Ok(Link {
+        claim,
+        run,
+        pipeline,
+        approver,
+    })
+}
+
+/// Why this approver may not decide on this run, if so.
+fn self_approval(link: &Link<'_>) -> Option<PageError> {
+    let commit = &link.run.commit;
+    let same_login = commit
+        .author_login
+        .as_deref()
+        .is_some_and(|l| l.eq_ignore_ascii_case(link.approver.id.as_str()));
+    let same_email = commit
+        .author_email
+        .as_deref()
+        .is_some_and(|e| e.eq_ignore_ascii_case(&link.approver.address));
+    ((same_login || same_email) && !link.pipeline.allow_self_approval).then(|| {
+        PageError::new(
+            StatusCode::FORBIDDEN,
+            "You wrote this commit",
+            format!(
+                "Pipeline {} does not allow approving your own commits; another approver must decide.",
+                link.pipeline.name
+            ),
+        )
+    })
+}
+
+/// The answer for a link whose approval is no longer open.
+fn closed(link: &Link<'_>, stage: Option<&Stage>) -> PageError {
+    let env = &link.claim.env;
+    let Some(stage) = stage else {
+        return PageError::new(
+            StatusCode::NOT_FOUND,
+            "Unknown approval",
+            format!("This run has no approval for {env}."),
+        );
+    };
+    let by = stage
+        .approval
+        .as_ref()
+        .and_then(|a| a.decided_by.as_ref())
+        .map(|b| b.to_string())
+        .unwrap_or_default();
+    match stage.status {
+        StageStatus::Succeeded => PageError::new(
+            StatusCode::CONFLICT,
+            "Already approved",
+            format!("{by} already approved promotion to {env}."),
+        ),
+        StageStatus::Rejected => PageError::new(
+            StatusCode::CONFLICT,
+            "Already rejected",
+            format!("{by} already rejected promotion to {env}."),
+        ),
+        StageStatus::Expired => expired(link),
+        StageStatus::Pending => PageError::new(
+            StatusCode::CONFLICT,
+            "Not ready",
+            format!("This run has not reached the approval for {env} yet."),
+        ),
+        _ => PageError::new(
+            StatusCode::CONFLICT,
+            "Run ended",
+            format!("This run ended before the approval for {env}; there is nothing to decide."),
+        ),
+    }
+}
+
+fn expired(link: &Link<'_>) -> PageError {
+    PageError::new(
+        StatusCode::GONE,
+        "Link expired",
+        format!(
+            "This approval link expired at {}; nothing was changed.",
+            link.claim.expires_at
+        ),
+    )
+}
+
+pub(super) async fn confirm_page(
+    axum::extract::State(app): AppState,
+    Path(token): Path<String>,
+    Query(pre): Query<Preselect>,
+) -> Result<Html<String>, PageError> {
+    let link = open(&app, &token).await?;
+    let stage = link.stage();
+    if stage.map(|s| s.status) != Some(StageStatus::Waiting) {
+        return Err(closed(&link, stage));
+    }
+    if app.clock.now() >= link.claim.expires_at {
+        return Err(expired(&link));
+    }
+    if let Some(refusal) = self_approval(&link) {
+        return Err(refusal);
+    }
+    let page = pages::confirm(&Confirm {
+        run: &link.run,
+        env: &link.claim.env,
+        approver: link.approver.id.as_str(),
+        expires_at: link.claim.expires_at,
+        preselect: pre.decision.as_deref().filter(|d| matches!(*d, "approve" | "reject")),
+    });
+    Ok(Html(page.into_string()))
+}
+
+pub(super) async fn decide(
+    axum::extract::State(app): AppState,
+    Path(token): Path<String>,
+    form: Result<Form<DecisionForm>, FormRejection>,
+) -> Result<Html<String>, PageError> {
+    let link = open(&app, &token).await?;
+    let Form(form) = form.map_err(|e| {
+        PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            format!("Send decision=approve or decision=reject: {e}"),
+        )
+    })?;
+    let approve = match form.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                format!("decision must be approve or reject, not {other:?}"),
+            ));
+        }
+    };
+    let comment = form.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Comment too long",
+            "Keep the comment under 2000 characters.",
+        ));
+    }
+    if let Some(refusal) = self_approval(&link) {
+        return Err(refusal);
+    }
+    let env = link.claim.env.clone();
+    let actor = Actor::Approver(link.claim.approver.clone());
+    if app.clock.now() >= link.claim.expires_at {
+        // Record the expiry if it is due (the POST is allowed to change state); answer 410.
+        app.apply(&link.run.id, || {
+            app.input(Actor::Slipway, Event::ApprovalExpired { env: env.clone() })
+        })
+        .await?;
+        return Err(expired(&link));
+    }
+    let event = Event::ApprovalDecided {
+        env: env.clone(),
+        approver: link.claim.approver.clone(),
+        approve,
+        comment,
+    };
+    match app
+        .apply(&link.run.id, || app.input(actor.clone(), event.clone()))
+        .await?
+    {
+        None => Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            "Unknown run",
+            "The run this link is for no longer exists.",
+        )),
+        Some(Applied::Changed(run)) => {
+            let (title, text) = if approve {
+                (
+                    "Approved",
+                    format!("Thank you. {} is on its way to {env}.", run.sha.short()),
+                )
+            } else {
+                (
+                    "Rejected",
+                    format!(
+                        "{} will not be promoted to {env}. The team has been told.",
+                        run.sha.short()
+                    ),
+                )
+            };
+            tracing::info!(run = %run.id, %env, approver = %link.claim.approver, approve, "approval decided");
+            Ok(Html(pages::message(title, &text).into_string()))
+        }
+        Some(Applied::Ignored(Ignored::ApprovalExpired { .. }, _)) => Err(expired(&link)),
+        Some(Applied::Ignored(_, run)) => Err(closed(&link, run.stage(StageKind::Approval, Some(&env)))),
+    }
+}

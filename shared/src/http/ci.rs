@@ -1,0 +1,134 @@
+//! `POST /hooks/ci`: any CI reports a build result with one signed `curl`.
+//!
+//! The body is signed with the pipeline's CI secret (`X-Slipway-Signature: sha256=<hex>`).
+//! The signature is checked against each pipeline's secret before the body is parsed; the
+//! pipeline whose secret matches is the one the result may speak for.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::hooks::header;
+use super::{ApiError, AppState};
+use crate::app::{Applied, EngineError};
+use crate::config::PipelineConfig;
+use crate::domain::{self, Actor, BuildInfo, BuildStatus, CommitSha, Event, RepoName, RunId};
+use crate::signature;
+
+/// The callback body.
+#[derive(Debug, Deserialize)]
+struct CiResult {
+    repo: RepoName,
+    sha: CommitSha,
+    status: BuildStatus,
+    #[serde(default)]
+    build_url: Option<url::Url>,
+    #[serde(default)]
+    artifact: Option<String>,
+    #[serde(default)]
+    coverage: Option<f64>,
+}
+
+pub(super) async fn callback(
+    axum::extract::State(app): AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let sig = header(&headers, "x-slipway-signature");
+    if sig.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing X-Slipway-Signature header: sign the body with the pipeline's CI secret (sha256=<hex HMAC>)",
+        ));
+    }
+    let mut signed_by: Vec<&PipelineConfig> = Vec::new();
+    for pipeline in &app.config.pipelines {
+        let secret = match app.secret(&pipeline.ci_secret).await {
+            Ok(s) => s,
+            Err(EngineError::MissingSecret(name)) => {
+                tracing::error!(pipeline = %pipeline.name, %name, "CI secret missing; this pipeline cannot accept results");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if signature::verify(secret.expose_secret().as_bytes(), sig, &body).is_ok() {
+            signed_by.push(pipeline);
+        }
+    }
+    if signed_by.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "X-Slipway-Signature does not match the body under any pipeline's CI secret",
+        ));
+    }
+    let result: CiResult = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"repo\", \"sha\", \"status\": \"success|failure|error\", \"build_url\"?, \"artifact\"?, \"coverage\"?}}: {e}"),
+        )
+    })?;
+    if let Some(c) = result.coverage
+        && !(0.0..=100.0).contains(&c)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("coverage {c} is not a percentage (0-100)"),
+        ));
+    }
+    if result
+        .artifact
+        .as_ref()
+        .is_some_and(|a| a.len() > 1024 || a.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "artifact must be one line of at most 1024 bytes",
+        ));
+    }
+    let pipelines: Vec<&PipelineConfig> = signed_by
+        .into_iter()
+        .filter(|p| p.repo.as_str().eq_ignore_ascii_case(result.repo.as_str()))
+        .collect();
+    if pipelines.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this CI secret belongs to no pipeline of {}", result.repo),
+        ));
+    }
+    let build = BuildInfo {
+        url: result.build_url.map(|u| u.to_string()),
+        artifact: result.artifact,
+        coverage: result.coverage,
+    };
+    for pipeline in pipelines {
+        let run_id = RunId::new(&pipeline.name, &result.sha);
+        let event = Event::BuildFinished {
+            status: result.status,
+            build: build.clone(),
+        };
+        match app.apply(&run_id, || app.input(Actor::Ci, event.clone())).await? {
+            None => continue,
+            Some(Applied::Changed(run)) => {
+                let body =
+                    json!({"run_id": run.id, "status": run.status(), "message": run.history.last().map(|h| &h.what)});
+                return Ok(Json(body).into_response());
+            }
+            Some(Applied::Ignored(why, run)) => {
+                app.dispatch(&domain::resendable(&run)).await?;
+                let body = json!({"run_id": run.id, "status": run.status(), "ignored": why.to_string()});
+                return Ok(Json(body).into_response());
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no run for commit {} of {}: runs open when the push webhook arrives — check that it is configured and was delivered before CI reported",
+            result.sha, result.repo
+        ),
+    ))
+}

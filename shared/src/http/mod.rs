@@ -1,0 +1,140 @@
+//! The one HTTP router. `slipway serve` serves it on a socket; the Lambda functions of the
+//! AWS issue serve it unchanged. Webhook and API routes answer JSON; page routes answer HTML.
+//! Every error says what went wrong and what to do, with the status code that fits.
+
+mod api;
+mod approvals;
+mod ci;
+mod hooks;
+mod pages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::app::{App, EngineError};
+
+/// Webhook bodies larger than this are refused with 413 before they are read whole.
+pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+/// Approval form bodies larger than this are refused with 413.
+pub const MAX_FORM_BODY: usize = 16 * 1024;
+
+/// The router over an [`App`].
+pub fn router(app: App) -> Router {
+    let app = Arc::new(app);
+    let hooks = Router::new()
+        .route("/hooks/github", post(hooks::github))
+        .route("/hooks/ci", post(ci::callback))
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY));
+    let pages = Router::new()
+        .route(
+            "/approvals/{token}",
+            get(approvals::confirm_page).post(approvals::decide),
+        )
+        .route("/runs/{id}", get(api::run_page))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BODY));
+    Router::new()
+        .merge(hooks)
+        .merge(pages)
+        .route("/api/runs", get(api::list_runs))
+        .route("/api/runs/{id}", get(api::get_run))
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README's endpoint reference",
+            )
+        })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+type AppState = axum::extract::State<Arc<App>>;
+
+/// An error answered as JSON: `{"error": "…"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let (status, message) = engine_error(&e);
+        ApiError::new(status, message)
+    }
+}
+
+/// How an engine failure is answered: transient ones as 503 (git hosts disable hooks that
+/// answer 4xx), configuration mistakes as 500 with what to fix.
+fn engine_error(e: &EngineError) -> (StatusCode, String) {
+    match e {
+        EngineError::Unavailable(source) => {
+            tracing::warn!(error = %e, source = %source, "answering 503");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "a backing service is unavailable; nothing was changed — retry shortly".into(),
+            )
+        }
+        EngineError::Contended(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}")),
+        EngineError::MissingSecret(_) | EngineError::Corrupt { .. } => {
+            tracing::error!(error = %e, "answering 500");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("slipway is misconfigured: {e}"),
+            )
+        }
+    }
+}
+
+/// An error answered as an HTML page.
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub title: String,
+    pub message: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, title: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            title: title.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = pages::message(&self.title, &self.message);
+        (self.status, Html(body.into_string())).into_response()
+    }
+}
+
+impl From<EngineError> for PageError {
+    fn from(e: EngineError) -> Self {
+        let (status, message) = engine_error(&e);
+        PageError::new(status, "Try again shortly", message)
+    }
+}

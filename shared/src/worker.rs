@@ -1,0 +1,99 @@
+//! Pulls messages off the queues and hands them to the [`handlers`](crate::handlers):
+//! ack on success, otherwise release for a later retry (the queue dead-letters a message
+//! after its maximum receives). One tracing span per message; a bad message never stops
+//! the others.
+
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::handlers::{self, HandlerError};
+use crate::ports::{Delivery, QueueError, QueueName};
+
+/// Handles one delivered message and acks or releases it. Returns the handler's error, if
+/// any, after releasing the message.
+pub async fn process(app: &App, queue: QueueName, delivery: &Delivery) -> Result<(), HandlerError> {
+    let span = tracing::info_span!("message", %queue, message_id = %delivery.message_id, receive_count = delivery.receive_count);
+    async {
+        let result = handlers::handle(app, queue, &delivery.body).await;
+        match &result {
+            Ok(()) => {
+                if let Err(e) = app.queue.ack(queue, &delivery.receipt).await {
+                    tracing::warn!(error = %e, "could not ack; the message will be handled again (harmlessly)");
+                }
+            }
+            Err(e) => {
+                let delay = e.retry_in(delivery.receive_count);
+                match e {
+                    HandlerError::NotYet { .. } => tracing::info!(error = %e, ?delay, "not yet; will look again"),
+                    _ => tracing::warn!(error = %e, ?delay, "message failed; will retry"),
+                }
+                if let Err(e) = app.queue.release(queue, &delivery.receipt, delay).await {
+                    tracing::warn!(error = %e, "could not release; it will reappear after its visibility timeout");
+                }
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Receives up to `max` messages from `queue` and handles them. Returns how many were received.
+pub async fn poll(app: &App, queue: QueueName, max: usize) -> Result<usize, QueueError> {
+    let deliveries = app.queue.receive(queue, max, app.tuning.visibility).await?;
+    for delivery in &deliveries {
+        let _ = process(app, queue, delivery).await;
+    }
+    Ok(deliveries.len())
+}
+
+/// Handles messages on every queue until a full pass finds none visible. For tests and
+/// one-shot tools; at most `max_rounds` passes.
+pub async fn drain(app: &App, max_rounds: usize) -> Result<usize, QueueError> {
+    let mut total = 0;
+    for _ in 0..max_rounds {
+        let mut round = 0;
+        for queue in QueueName::ALL {
+            round += poll(app, queue, 10).await?;
+        }
+        if round == 0 {
+            break;
+        }
+        total += round;
+    }
+    Ok(total)
+}
+
+/// Runs workers for every queue until `shutdown` resolves, polling every `idle` when
+/// there is nothing to do. Queues are served concurrently, so a long deploy does not hold
+/// up notifications.
+pub async fn run(app: App, idle: Duration, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for queue in QueueName::ALL {
+        let app = app.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                if *shutdown.borrow() {
+                    break;
+                }
+                let busy = match poll(&app, queue, 5).await {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        tracing::error!(%queue, error = %e, "cannot receive; retrying");
+                        false
+                    }
+                };
+                if !busy {
+                    tokio::select! {
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,111 @@
+//! Runs that stop: a red build, a failing deploy, a failing smoke check.
+
+use http::StatusCode;
+use slipway::domain::{RunStatus, StageStatus};
+use slipway_tests::{Pipeline, SHA};
+
+#[tokio::test(start_paused = true)]
+async fn a_red_build_stops_the_run_and_raises_a_red_main_alert() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    let answer = p.ci(SHA, "failure").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["status"], "failed");
+    p.run_queues().await;
+
+    assert!(p.deployer.deploys().is_empty(), "a red build deploys nothing");
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Failed);
+    let alerts = p.notifications_of("failed");
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].alert, "a red main is an alert");
+    assert_eq!(alerts[0].stage.as_deref(), Some("build"));
+    assert!(alerts[0].title.contains("main is red"), "{}", alerts[0].title);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ci_rerun_that_goes_green_resumes_the_run() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "failure").await;
+    p.ci(SHA, "success").await;
+    p.run_queues().await;
+    assert_eq!(p.deployed("staging"), [SHA]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_staging_deploy_stops_the_run_and_says_why() {
+    let p = Pipeline::start().await;
+    p.deployer.fail_next("staging", "exited with status 3");
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    p.run_queues().await;
+
+    let run = p.run(SHA).await;
+    assert_eq!(run.status(), RunStatus::Failed);
+    assert_eq!(p.stage_status(SHA, "deploy:staging").await, StageStatus::Failed);
+    assert_eq!(p.stage_status(SHA, "approval:production").await, StageStatus::Skipped);
+    let failed = p.notifications_of("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].stage.as_deref(), Some("deploy:staging"));
+    assert_eq!(failed[0].text, "exited with status 3");
+    assert!(!failed[0].alert);
+    assert_eq!(
+        p.deployer.deploys().len(),
+        1,
+        "a failed deploy is not retried by itself"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_staging_smoke_checks_stop_the_run_before_anyone_is_asked() {
+    let p = Pipeline::start().await;
+    p.broken("staging");
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    p.run_queues().await;
+
+    assert_eq!(p.deployed("staging"), [SHA]);
+    assert!(p.deployed("production").is_empty());
+    assert_eq!(p.stage_status(SHA, "smoke:staging").await, StageStatus::Failed);
+    assert!(
+        p.notifications_of("approval_requested").is_empty(),
+        "nobody is asked to approve a broken staging"
+    );
+    let failed = p.notifications_of("failed");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].text.contains("expected status 200, got 503"),
+        "{}",
+        failed[0].text
+    );
+    let run = p.run(SHA).await;
+    let smoke = run.stages.iter().find(|s| s.label() == "smoke:staging").unwrap();
+    assert!(smoke.checks[0].attempts > 1, "the check was retried before giving up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_smoke_check_that_sees_the_old_version_fails() {
+    let p = Pipeline::start().await;
+    p.healthy("staging", &"0".repeat(40)); // staging still runs something else
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    p.run_queues().await;
+    assert_eq!(p.stage_status(SHA, "smoke:staging").await, StageStatus::Failed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_production_smoke_checks_fail_the_run_and_notify() {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    p.broken("production");
+    let link = p.approval_for("alice").approve_url.unwrap();
+    p.post_decision(&link, "approve").await;
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA]);
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Failed);
+    assert_eq!(
+        p.notifications_of("failed")[0].stage.as_deref(),
+        Some("smoke:production")
+    );
+    assert!(p.notifications_of("released").is_empty());
+}
