@@ -1,1 +1,116 @@
-fn main() {}
+//! The `slipway` command. Each subcommand wires the library; behaviour lives in `slipway`.
+
+mod demo;
+mod inspect;
+mod send;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use slipway::embedded::{self, Paths};
+
+#[derive(Debug, Parser)]
+#[command(name = "slipway", version, about = "Continuous delivery: push → CI → staging → approval → production")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve webhooks, approval links and the API, and run the workers, on the embedded backend.
+    Serve(ServeArgs),
+    /// Run the whole path on this machine against a sample app. No set-up, nothing to configure.
+    Demo(demo::DemoArgs),
+    /// List runs, newest first.
+    Runs {
+        /// Only runs of this repository (owner/name).
+        #[arg(long)]
+        repo: Option<String>,
+        #[command(flatten)]
+        data: inspect::DataArgs,
+    },
+    /// Show one run: its stages and history. ID may be shortened to <pipeline>-<sha prefix>.
+    Run {
+        id: String,
+        #[command(flatten)]
+        data: inspect::DataArgs,
+    },
+    /// Sign a payload and POST it the way a git host (or CI) would.
+    Send(send::SendArgs),
+    /// Queue messages that exhausted their retries.
+    DeadLetters {
+        #[command(flatten)]
+        data: inspect::DataArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The pipelines, environments and channels.
+    #[arg(long, default_value = "slipway.toml")]
+    config: PathBuf,
+    /// Where the embedded database lives.
+    #[arg(long, default_value = ".slipway", env = "SLIPWAY_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The secrets file (TOML, parameter name → value). Default: slipway.secrets.toml beside the config.
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+    /// The URL people reach slipway at; approval links start with it. Default: the config's
+    /// public_url, else http://<listen>.
+    #[arg(long)]
+    public_url: Option<url::Url>,
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let paths = Paths {
+        secrets: args.secrets.clone().unwrap_or_else(|| Paths::default_secrets(&args.config)),
+        config: args.config,
+        data_dir: args.data_dir,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let app = embedded::open(&paths, args.public_url, url::Url::parse(&format!("http://{local}"))?)?;
+    tracing::info!(
+        listen = %local,
+        public_url = %app.public_url,
+        database = %paths.database().display(),
+        pipelines = app.config.pipelines.len(),
+        "slipway is serving"
+    );
+    slipway::server::run(app, listener, slipway::server::shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Demo(_)) {
+        slipway::telemetry::init();
+    }
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Runs { repo, data } => inspect::runs(&data, repo.as_deref()).await,
+        Command::Run { id, data } => inspect::run(&data, &id).await,
+        Command::Send(args) => send::run(args).await,
+        Command::DeadLetters { data } => inspect::dead_letters(&data).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

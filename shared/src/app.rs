@@ -119,27 +119,12 @@ pub enum Opened {
 impl App {
     /// Reads a run and the version it was read at.
     pub async fn load(&self, id: &RunId) -> Result<Option<(Run, Version)>, EngineError> {
-        let key = StoreKey::run(id);
-        let Some(found) = self.store.get(&key).await? else {
-            return Ok(None);
-        };
-        let run = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt { key, source })?;
-        Ok(Some((run, found.version)))
+        load_run(self.store.as_ref(), id).await
     }
 
     /// Every run, newest first; only those of `repo` if given.
     pub async fn list_runs(&self, repo: Option<&str>) -> Result<Vec<Run>, EngineError> {
-        let mut runs = Vec::new();
-        for key in self.store.list(StoreKey::RUNS).await? {
-            let Some(id) = key.run_id() else { continue };
-            if let Some((run, _)) = self.load(&id).await?
-                && repo.is_none_or(|r| run.repo.as_str().eq_ignore_ascii_case(r))
-            {
-                runs.push(run);
-            }
-        }
-        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
-        Ok(runs)
+        list_runs(self.store.as_ref(), repo).await
     }
 
     /// Opens a run for a pushed commit, once: a second push of the same commit finds the
@@ -224,6 +209,31 @@ impl App {
         let base = self.public_url.as_str().trim_end_matches('/');
         format!("{base}{path}")
     }
+}
+
+/// Reads a run and the version it was read at from any state store.
+pub async fn load_run(store: &dyn StateStore, id: &RunId) -> Result<Option<(Run, Version)>, EngineError> {
+    let key = StoreKey::run(id);
+    let Some(found) = store.get(&key).await? else {
+        return Ok(None);
+    };
+    let run = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt { key, source })?;
+    Ok(Some((run, found.version)))
+}
+
+/// Every run in a state store, newest first; only those of `repo` if given.
+pub async fn list_runs(store: &dyn StateStore, repo: Option<&str>) -> Result<Vec<Run>, EngineError> {
+    let mut runs = Vec::new();
+    for key in store.list(StoreKey::RUNS).await? {
+        let Some(id) = key.run_id() else { continue };
+        if let Some((run, _)) = load_run(store, &id).await?
+            && repo.is_none_or(|r| run.repo.as_str().eq_ignore_ascii_case(r))
+        {
+            runs.push(run);
+        }
+    }
+    runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(runs)
 }
 
 fn to_bytes(run: &Run) -> Bytes {

@@ -18,3 +18,5 @@ pub mod signature;
 pub mod smoke;
 pub mod telemetry;
 pub mod worker;
+pub mod embedded;
+pub mod server;

@@ -503,7 +503,11 @@ impl Tx<'_> {
                 self.commands.push(Command::Smoke { run: run_id, env });
             }
             StageKind::Approval => {
-                let expires_at = at.checked_add(self.run.plan.approval_ttl).unwrap_or(Timestamp::MAX);
+                // Whole seconds: the deadline is shown to people and signed into links.
+                let expires_at = at
+                    .checked_add(self.run.plan.approval_ttl)
+                    .and_then(|t| Timestamp::from_second(t.as_second()))
+                    .unwrap_or(Timestamp::MAX);
                 stage.status = StageStatus::Waiting;
                 stage.started_at = Some(at);
                 stage.approval = Some(ApprovalInfo {

@@ -19,6 +19,8 @@ use serde_json::json;
 
 use crate::app::{App, EngineError};
 
+pub use api::{detail, summary};
+
 /// Webhook bodies larger than this are refused with 413 before they are read whole.
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
 /// Approval form bodies larger than this are refused with 413.

@@ -1,0 +1,115 @@
+//! `slipway runs`, `slipway run ID`, `slipway dead-letters`: read the embedded database
+//! directly; no server needs to be running.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use slipway::adapters::local::sqlite::SqliteBackend;
+use slipway::app;
+use slipway::domain::Run;
+use slipway::ports::Queue as _;
+
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// Where the embedded database lives.
+    #[arg(long, default_value = ".slipway", env = "SLIPWAY_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open(data: &DataArgs) -> anyhow::Result<SqliteBackend> {
+    let path = data.data_dir.join(slipway::embedded::DB_FILE);
+    if !path.exists() {
+        bail!(
+            "no slipway database at {}: start `slipway serve` first, or pass --data-dir",
+            path.display()
+        );
+    }
+    Ok(SqliteBackend::open(&path)?)
+}
+
+pub async fn runs(data: &DataArgs, repo: Option<&str>) -> anyhow::Result<()> {
+    let db = open(data)?;
+    let runs = app::list_runs(&db, repo).await?;
+    if data.json {
+        let list: Vec<_> = runs.iter().map(slipway::http::summary).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(());
+    }
+    println!("{:<28} {:<18} {:<22} {:<20} MESSAGE", "RUN", "STATUS", "STAGE", "CREATED");
+    for run in &runs {
+        println!(
+            "{:<28} {:<18} {:<22} {:<20} {}",
+            short_id(run),
+            word(run.status()),
+            run.current_stage().map(|s| s.label()).unwrap_or_else(|| "-".into()),
+            run.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+            run.commit.message.lines().next().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
+    let db = open(data)?;
+    let runs = app::list_runs(&db, None).await?;
+    let matches: Vec<&Run> = runs.iter().filter(|r| r.id.as_str().starts_with(id)).collect();
+    let run = match matches.as_slice() {
+        [one] => *one,
+        [] => bail!("no run matches {id:?}; `slipway runs` lists them"),
+        many => bail!("{id:?} matches {} runs; give more of the SHA", many.len()),
+    };
+    if data.json {
+        println!("{}", serde_json::to_string_pretty(&slipway::http::detail(run))?);
+        return Ok(());
+    }
+    println!("{} — {}", run.id, word(run.status()));
+    println!("  {} {} by {}", run.repo, run.branch, run.commit.author_name);
+    println!("  {}", run.commit.message.lines().next().unwrap_or(""));
+    if let Some(artifact) = &run.build.artifact {
+        println!("  artifact {artifact}");
+    }
+    println!("\nstages:");
+    for stage in &run.stages {
+        println!("  {:<22} {:<10} {}", stage.label(), word(stage.status), stage.summary.as_deref().unwrap_or(""));
+        for check in &stage.checks {
+            println!("  {:<22} {} {}: {}", "", if check.passed { "✔" } else { "✘" }, check.name, check.detail);
+        }
+    }
+    println!("\nhistory:");
+    for h in &run.history {
+        println!("  {}  {}: {}", h.at.strftime("%Y-%m-%d %H:%M:%S"), h.actor, h.what);
+    }
+    Ok(())
+}
+
+pub async fn dead_letters(data: &DataArgs) -> anyhow::Result<()> {
+    let db = open(data)?;
+    let dead = db.dead_letters().await.context("reading dead letters")?;
+    if data.json {
+        println!("{}", serde_json::to_string_pretty(&dead)?);
+        return Ok(());
+    }
+    if dead.is_empty() {
+        println!("no dead letters: every message was handled");
+        return Ok(());
+    }
+    for d in &dead {
+        println!("{}  {} queue, {} receives, sent {}: {}", d.dead_at, d.queue, d.receive_count, d.sent_at, d.body);
+    }
+    Ok(())
+}
+
+fn short_id(run: &Run) -> String {
+    format!("{}-{}", run.pipeline, run.sha.short())
+}
+
+fn word<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}

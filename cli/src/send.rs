@@ -1,0 +1,80 @@
+//! `slipway send`: sign a payload and POST it the way a git host or CI would — for trying a
+//! server out, replaying a delivery, or a CI step without writing the HMAC by hand.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use secrecy::ExposeSecret;
+use slipway::adapters::local::secrets_file::SecretsFile;
+use slipway::domain::ParamName;
+use slipway::ports::SecretStore as _;
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// The JSON payload to send.
+    file: PathBuf,
+    /// The endpoint, e.g. http://127.0.0.1:8080/hooks/github.
+    #[arg(long)]
+    to: url::Url,
+    /// The event name: a GitHub event (push, ping, …), or `ci` for the CI result callback.
+    #[arg(long, default_value = "push")]
+    event: String,
+    /// A file holding the secret. Either the secret alone, or a slipway secrets file
+    /// (TOML) together with --param naming the entry.
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// The parameter to use when --secret-file is a slipway secrets file.
+    #[arg(long)]
+    param: Option<String>,
+}
+
+async fn secret(args: &SendArgs) -> anyhow::Result<String> {
+    match &args.param {
+        Some(param) => {
+            let name = ParamName::parse(param)?;
+            let file = SecretsFile::load(&args.secret_file)?;
+            Ok(file.get(&name).await?.expose_secret().to_owned())
+        }
+        None => {
+            let raw = std::fs::read_to_string(&args.secret_file)
+                .with_context(|| format!("cannot read {}", args.secret_file.display()))?;
+            if raw.trim_start().starts_with('"') && raw.contains('=') {
+                bail!(
+                    "{} looks like a slipway secrets file; say which entry with --param (e.g. --param /slipway/github/webhook-secret)",
+                    args.secret_file.display()
+                );
+            }
+            Ok(raw.trim_end_matches(['\n', '\r']).to_owned())
+        }
+    }
+}
+
+pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+    let body = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .with_context(|| format!("{} is not JSON", args.file.display()))?;
+    let secret = secret(&args).await?;
+    let signature = slipway::signature::sign(secret.as_bytes(), &body);
+    let client = reqwest::Client::builder().user_agent(concat!("slipway-send/", env!("CARGO_PKG_VERSION"))).build()?;
+    let mut request = client.post(args.to.clone()).header("content-type", "application/json");
+    request = if args.event == "ci" {
+        request.header("x-slipway-signature", signature)
+    } else {
+        let delivery = format!("slipway-send-{:032x}", rand::random::<u128>());
+        request
+            .header("x-github-event", &args.event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", signature)
+    };
+    let response = request.body(body).send().await.with_context(|| format!("cannot reach {}", args.to))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{status}");
+    if !text.is_empty() {
+        println!("{text}");
+    }
+    if !status.is_success() {
+        bail!("{} answered {status}", args.to);
+    }
+    Ok(())
+}

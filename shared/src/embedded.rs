@@ -1,0 +1,99 @@
+//! The embedded backend wired up: one SQLite file in the data directory for state and
+//! queues, secrets from a TOML file, real deploy target, checker and notifiers. What
+//! `slipway serve` and `slipway demo` run on.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::adapters::command::CommandTarget;
+use crate::adapters::http_checker::ReqwestChecker;
+use crate::adapters::local::secrets_file::{SecretsFile, SecretsFileError};
+use crate::adapters::local::sqlite::{SqliteBackend, SqliteError};
+use crate::adapters::{SystemClock, notify};
+use crate::app::{App, Tuning};
+use crate::config::{Config, ConfigError};
+use crate::domain::ParamName;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "slipway.db";
+
+/// Why slipway could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsFileError),
+    #[error(transparent)]
+    Database(#[from] SqliteError),
+    #[error("{secrets}: missing secret parameter(s) named in the configuration: {}", names.join(", "))]
+    MissingSecrets { secrets: String, names: Vec<String> },
+}
+
+/// Where everything is.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config: PathBuf,
+    pub secrets: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    /// The secrets file used when none is given: `slipway.secrets.toml` beside the config.
+    pub fn default_secrets(config: &Path) -> PathBuf {
+        config.with_file_name("slipway.secrets.toml")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join(DB_FILE)
+    }
+}
+
+/// Every secret parameter the configuration names.
+pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
+    let mut names: BTreeSet<&ParamName> = BTreeSet::new();
+    names.insert(&config.approvals.signing_key);
+    if let Some(gh) = &config.github {
+        names.insert(&gh.webhook_secret);
+    }
+    for channel in &config.notify {
+        if let crate::config::ChannelConfig::Slack { webhook_url } = channel {
+            names.insert(webhook_url);
+        }
+    }
+    for pipeline in &config.pipelines {
+        names.extend(pipeline.secret_params());
+    }
+    names
+}
+
+/// Loads the configuration and secrets, checks that every named secret exists, opens the
+/// database and wires an [`App`]. `public_url` overrides the configuration's.
+pub fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result<App, StartupError> {
+    let config = Config::load(&paths.config)?;
+    let secrets = SecretsFile::load(&paths.secrets)?;
+    let known: BTreeSet<&ParamName> = secrets.names().collect();
+    let missing: Vec<String> =
+        required_secrets(&config).into_iter().filter(|n| !known.contains(n)).map(|n| n.to_string()).collect();
+    if !missing.is_empty() {
+        return Err(StartupError::MissingSecrets { secrets: paths.secrets.display().to_string(), names: missing });
+    }
+    let backend = SqliteBackend::open(&paths.database())?;
+    let public_url = public_url.or_else(|| config.public_url.clone()).unwrap_or(fallback_url);
+    let secrets: Arc<dyn crate::ports::SecretStore> = Arc::new(secrets);
+    Ok(App {
+        notifiers: notify::channels(&config.notify, secrets.clone()),
+        config: Arc::new(config),
+        store: Arc::new(backend.clone()),
+        queue: Arc::new(backend),
+        secrets,
+        clock: Arc::new(SystemClock),
+        deployer: Arc::new(CommandTarget::new()),
+        checker: Arc::new(ReqwestChecker::new()),
+        public_url,
+        tuning: Tuning::default(),
+    })
+}
