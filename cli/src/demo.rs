@@ -52,7 +52,9 @@ const SCHEMA: u64 = 2;
 /// One sample environment: answers `/health` from its release and its database.
 async fn health(State(dir): State<PathBuf>) -> (StatusCode, Json<Value>) {
     let version = std::fs::read_to_string(dir.join("current")).ok();
-    let db: Option<Value> = std::fs::read(dir.join("db.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let db: Option<Value> = std::fs::read(dir.join("db.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let schema = db.as_ref().and_then(|d| d["schema"].as_u64());
     let database = match schema {
         None => "unreadable".to_owned(),
@@ -60,7 +62,11 @@ async fn health(State(dir): State<PathBuf>) -> (StatusCode, Json<Value>) {
         Some(s) => format!("schema {s}, needs {SCHEMA}"),
     };
     let healthy = version.is_some() && database == "ok";
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"version": version, "database": database})))
 }
 
@@ -206,7 +212,11 @@ async fn post_signed(
 fn secret_of(paths: &Paths, name: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(&paths.secrets)?;
     let table: toml::Table = text.parse()?;
-    table.get(name).and_then(|v| v.as_str()).map(str::to_owned).context("demo secret missing")
+    table
+        .get(name)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .context("demo secret missing")
 }
 
 fn approval_link(notifications: &Path) -> Option<String> {
@@ -219,7 +229,12 @@ fn approval_link(notifications: &Path) -> Option<String> {
 
 fn print_new(run: &Run, seen: &mut usize) {
     for entry in &run.history[*seen..] {
-        println!("  {}  {:<18} {}", entry.at.strftime("%H:%M:%S"), entry.actor.to_string(), entry.what);
+        println!(
+            "  {}  {:<18} {}",
+            entry.at.strftime("%H:%M:%S"),
+            entry.actor.to_string(),
+            entry.what
+        );
         if entry.what.starts_with("deployed ") || entry.what.contains("deploy:") && entry.what.contains("failed") {
             let output = run
                 .stages
@@ -239,7 +254,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
         slipway::telemetry::init();
     }
-    let tmp = tempfile::Builder::new().prefix("slipway-demo-").tempdir().context("cannot make a temporary directory")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("slipway-demo-")
+        .tempdir()
+        .context("cannot make a temporary directory")?;
     let dir = tmp.path().to_path_buf();
     let result = drive(&args, &dir).await;
     if let Err(e) = &result {
@@ -247,7 +265,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     if args.keep {
         let kept = tmp.keep();
-        println!("\nkept {} (slipway.toml, data/slipway.db, envs/, notifications.jsonl)", kept.display());
+        println!(
+            "\nkept {} (slipway.toml, data/slipway.db, envs/, notifications.jsonl)",
+            kept.display()
+        );
     }
     result
 }
@@ -267,7 +288,10 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     }));
 
     println!("slipway demo — the whole path on this machine, nothing to set up\n");
-    println!("  slipway      {base}   (embedded backend: {})", paths.database().display());
+    println!(
+        "  slipway      {base}   (embedded backend: {})",
+        paths.database().display()
+    );
     println!("  staging      http://{staging}/health");
     println!("  production   http://{production}/health");
     println!("  config       {}\n", paths.config.display());
@@ -328,7 +352,9 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                         bail!("approving answered {}", response.status());
                     }
                 } else {
-                    println!("\nalice is asked to approve. Open this link in a browser, read the page, and click Approve or Reject:\n");
+                    println!(
+                        "\nalice is asked to approve. Open this link in a browser, read the page, and click Approve or Reject:\n"
+                    );
                     println!("  {link}\n");
                     println!("(waiting for the decision; run `slipway demo --yes` to approve automatically)\n");
                 }
@@ -336,7 +362,10 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         }
         let waiting_on_person = status == RunStatus::AwaitingApproval;
         if !waiting_on_person && last_change.elapsed() > Duration::from_secs(120) {
-            bail!("no progress for two minutes; the run is stuck at {:?}", run.current_stage().map(|s| s.label()));
+            bail!(
+                "no progress for two minutes; the run is stuck at {:?}",
+                run.current_stage().map(|s| s.label())
+            );
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(150)) => {}
@@ -359,7 +388,13 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         status => {
-            let why = outcome.stages.iter().find_map(|s| s.summary.clone().filter(|_| s.status.is_terminal() && s.status != slipway::domain::StageStatus::Succeeded && s.status != slipway::domain::StageStatus::Skipped));
+            let why = outcome.stages.iter().find_map(|s| {
+                s.summary.clone().filter(|_| {
+                    s.status.is_terminal()
+                        && s.status != slipway::domain::StageStatus::Succeeded
+                        && s.status != slipway::domain::StageStatus::Skipped
+                })
+            });
             bail!("the run ended {status:?}: {}", why.unwrap_or_default())
         }
     }

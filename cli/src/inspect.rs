@@ -42,7 +42,10 @@ pub async fn runs(data: &DataArgs, repo: Option<&str>) -> anyhow::Result<()> {
         println!("no runs yet");
         return Ok(());
     }
-    println!("{:<28} {:<18} {:<22} {:<20} MESSAGE", "RUN", "STATUS", "STAGE", "CREATED");
+    println!(
+        "{:<28} {:<18} {:<22} {:<20} MESSAGE",
+        "RUN", "STATUS", "STAGE", "CREATED"
+    );
     for run in &runs {
         println!(
             "{:<28} {:<18} {:<22} {:<20} {}",
@@ -77,9 +80,20 @@ pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
     }
     println!("\nstages:");
     for stage in &run.stages {
-        println!("  {:<22} {:<10} {}", stage.label(), word(stage.status), stage.summary.as_deref().unwrap_or(""));
+        println!(
+            "  {:<22} {:<10} {}",
+            stage.label(),
+            word(stage.status),
+            stage.summary.as_deref().unwrap_or("")
+        );
         for check in &stage.checks {
-            println!("  {:<22} {} {}: {}", "", if check.passed { "✔" } else { "✘" }, check.name, check.detail);
+            println!(
+                "  {:<22} {} {}: {}",
+                "",
+                if check.passed { "✔" } else { "✘" },
+                check.name,
+                check.detail
+            );
         }
     }
     println!("\nhistory:");
@@ -101,7 +115,10 @@ pub async fn dead_letters(data: &DataArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for d in &dead {
-        println!("{}  {} queue, {} receives, sent {}: {}", d.dead_at, d.queue, d.receive_count, d.sent_at, d.body);
+        println!(
+            "{}  {} queue, {} receives, sent {}: {}",
+            d.dead_at, d.queue, d.receive_count, d.sent_at, d.body
+        );
     }
     Ok(())
 }
@@ -111,5 +128,8 @@ fn short_id(run: &Run) -> String {
 }
 
 fn word<T: serde::Serialize>(value: T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use slipway::embedded::{self, Paths};
 
 #[derive(Debug, Parser)]
-#[command(name = "slipway", version, about = "Continuous delivery: push → CI → staging → approval → production")]
+#[command(
+    name = "slipway",
+    version,
+    about = "Continuous delivery: push → CI → staging → approval → production"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,12 +74,16 @@ struct ServeArgs {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let paths = Paths {
-        secrets: args.secrets.clone().unwrap_or_else(|| Paths::default_secrets(&args.config)),
+        secrets: args
+            .secrets
+            .clone()
+            .unwrap_or_else(|| Paths::default_secrets(&args.config)),
         config: args.config,
         data_dir: args.data_dir,
     };
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     let app = embedded::open(&paths, args.public_url, url::Url::parse(&format!("http://{local}"))?)?;
     tracing::info!(

@@ -55,7 +55,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let secret = secret(&args).await?;
     let signature = slipway::signature::sign(secret.as_bytes(), &body);
-    let client = reqwest::Client::builder().user_agent(concat!("slipway-send/", env!("CARGO_PKG_VERSION"))).build()?;
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("slipway-send/", env!("CARGO_PKG_VERSION")))
+        .build()?;
     let mut request = client.post(args.to.clone()).header("content-type", "application/json");
     request = if args.event == "ci" {
         request.header("x-slipway-signature", signature)
@@ -66,7 +68,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             .header("x-github-delivery", delivery)
             .header("x-hub-signature-256", signature)
     };
-    let response = request.body(body).send().await.with_context(|| format!("cannot reach {}", args.to))?;
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.to))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     println!("{status}");

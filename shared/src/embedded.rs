@@ -76,10 +76,16 @@ pub fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result
     let config = Config::load(&paths.config)?;
     let secrets = SecretsFile::load(&paths.secrets)?;
     let known: BTreeSet<&ParamName> = secrets.names().collect();
-    let missing: Vec<String> =
-        required_secrets(&config).into_iter().filter(|n| !known.contains(n)).map(|n| n.to_string()).collect();
+    let missing: Vec<String> = required_secrets(&config)
+        .into_iter()
+        .filter(|n| !known.contains(n))
+        .map(|n| n.to_string())
+        .collect();
     if !missing.is_empty() {
-        return Err(StartupError::MissingSecrets { secrets: paths.secrets.display().to_string(), names: missing });
+        return Err(StartupError::MissingSecrets {
+            secrets: paths.secrets.display().to_string(),
+            names: missing,
+        });
     }
     let backend = SqliteBackend::open(&paths.database())?;
     let public_url = public_url.or_else(|| config.public_url.clone()).unwrap_or(fallback_url);

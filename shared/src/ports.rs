@@ -197,8 +197,14 @@ pub trait Queue: Send + Sync + fmt::Debug {
     /// Deletes a delivered message: it is done.
     async fn ack(&self, queue: QueueName, receipt: &Receipt) -> Result<(), QueueError>;
 
-    /// Makes a delivered message visible again after `delay` (it counts as a failed attempt).
+    /// Gives a delivered message back: it becomes visible again after `delay` (it counts as
+    /// a failed attempt) and the receipt is spent.
     async fn release(&self, queue: QueueName, receipt: &Receipt, delay: Duration) -> Result<(), QueueError>;
+
+    /// Keeps a delivered message hidden for `visibility` from now, while its handler is still
+    /// at work; the receipt stays valid (SQS `ChangeMessageVisibility`). Fails with
+    /// [`QueueError::StaleReceipt`] if the message was delivered again meanwhile.
+    async fn extend(&self, queue: QueueName, receipt: &Receipt, visibility: Duration) -> Result<(), QueueError>;
 
     /// Messages that exhausted their deliveries, oldest first.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;

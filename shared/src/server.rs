@@ -10,7 +10,11 @@ use tokio::net::TcpListener;
 use crate::app::App;
 
 /// Serves `app` on `listener` with workers until `shutdown` resolves.
-pub async fn run(app: App, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn run(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_workers, stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(crate::worker::run(app.clone(), Duration::from_millis(250), stopped));
     let router = crate::http::router(app);

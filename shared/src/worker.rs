@@ -16,7 +16,7 @@ use crate::ports::{Delivery, QueueError, QueueName};
 pub async fn process(app: &App, queue: QueueName, delivery: &Delivery) -> Result<(), HandlerError> {
     let span = tracing::info_span!("message", %queue, message_id = %delivery.message_id, receive_count = delivery.receive_count);
     async {
-        let result = handlers::handle(app, queue, &delivery.body).await;
+        let result = with_heartbeat(app, queue, delivery, handlers::handle(app, queue, &delivery.body)).await;
         match &result {
             Ok(()) => {
                 if let Err(e) = app.queue.ack(queue, &delivery.receipt).await {
@@ -38,6 +38,31 @@ pub async fn process(app: &App, queue: QueueName, delivery: &Delivery) -> Result
     }
     .instrument(span)
     .await
+}
+
+/// Runs `work` while keeping the message hidden from other workers: every half visibility
+/// timeout its visibility is extended (SQS `ChangeMessageVisibility`), so a long deploy is
+/// not redelivered to a second worker while the first is still at it.
+async fn with_heartbeat<F: std::future::Future>(
+    app: &App,
+    queue: QueueName,
+    delivery: &Delivery,
+    work: F,
+) -> F::Output {
+    let visibility = app.tuning.visibility;
+    let mut beat = tokio::time::interval(visibility / 2);
+    beat.tick().await; // the first tick is immediate
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = beat.tick() => {
+                if let Err(e) = app.queue.extend(queue, &delivery.receipt, visibility).await {
+                    tracing::warn!(error = %e, "could not extend the message's visibility");
+                }
+            }
+        }
+    }
 }
 
 /// Receives up to `max` messages from `queue` and handles them. Returns how many were received.

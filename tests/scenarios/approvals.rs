@@ -18,6 +18,8 @@ async fn opening_a_link_many_times_changes_nothing() {
         assert!(page.body.contains("Approve") && page.body.contains("Reject"));
         assert!(page.body.contains(r#"method="post""#));
     }
+    insta::assert_snapshot!("confirmation_page", p.get(&link).await.body);
+    insta::assert_json_snapshot!("approval_request", p.approval_for("alice"));
     let reject_page = p.get(&p.approval_for("alice").reject_url.unwrap()).await;
     assert!(
         reject_page.body.contains("reject chosen"),

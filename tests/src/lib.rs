@@ -317,6 +317,18 @@ impl Pipeline {
             .status
     }
 
+    /// The commit the harness pushes: by `dev`.
+    pub fn run_commit(&self) -> slipway::domain::CommitInfo {
+        slipway::domain::CommitInfo {
+            message: "Add the basket page".into(),
+            author_login: Some("dev".into()),
+            author_name: "Dee Veloper".into(),
+            author_email: Some("dev@example.com".into()),
+            url: None,
+            pushed_by: "dev".into(),
+        }
+    }
+
     pub fn notifications(&self) -> Vec<Notification> {
         self.notifier.sent()
     }

@@ -264,6 +264,24 @@ impl MemoryQueue {
     }
 }
 
+impl MemoryQueue {
+    /// Hides a delivered message until `for_` from now; `spend` voids its receipt.
+    fn hide(&self, queue: QueueName, receipt: &Receipt, for_: Duration, spend: bool) -> Result<(), QueueError> {
+        let now = self.clock.now();
+        let mut state = lock(&self.state);
+        let m = state
+            .messages
+            .iter_mut()
+            .find(|m| m.queue == queue && m.receipt.as_deref() == Some(receipt.0.as_str()))
+            .ok_or(QueueError::StaleReceipt(queue))?;
+        m.visible_at = after(now, for_);
+        if spend {
+            m.receipt = None;
+        }
+        Ok(())
+    }
+}
+
 fn after(at: Timestamp, d: Duration) -> Timestamp {
     let d = SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
     at.checked_add(d).unwrap_or(Timestamp::MAX)
@@ -346,15 +364,11 @@ impl Queue for MemoryQueue {
     }
 
     async fn release(&self, queue: QueueName, receipt: &Receipt, delay: Duration) -> Result<(), QueueError> {
-        let now = self.clock.now();
-        let mut state = lock(&self.state);
-        let m = state
-            .messages
-            .iter_mut()
-            .find(|m| m.queue == queue && m.receipt.as_deref() == Some(receipt.0.as_str()))
-            .ok_or(QueueError::StaleReceipt(queue))?;
-        m.visible_at = after(now, delay);
-        Ok(())
+        self.hide(queue, receipt, delay, true)
+    }
+
+    async fn extend(&self, queue: QueueName, receipt: &Receipt, visibility: Duration) -> Result<(), QueueError> {
+        self.hide(queue, receipt, visibility, false)
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
@@ -472,6 +486,7 @@ pub struct RecordedDeploy {
 #[derive(Debug, Clone, Default)]
 pub struct FakeDeployTarget {
     deploys: Arc<Mutex<Vec<RecordedDeploy>>>,
+    takes: Arc<Mutex<Duration>>,
     failures: Arc<Mutex<HashMap<String, VecDeque<String>>>>,
 }
 
@@ -488,6 +503,11 @@ impl FakeDeployTarget {
     /// Deploys to `env`, in order.
     pub fn deploys_to(&self, env: &str) -> Vec<RecordedDeploy> {
         self.deploys().into_iter().filter(|d| d.env == env).collect()
+    }
+
+    /// Makes every deploy take `d` (on tokio's clock) before it finishes.
+    pub fn take(&self, d: Duration) {
+        *lock(&self.takes) = d;
     }
 
     /// Makes the next deploy to `env` fail with `reason`.
@@ -512,6 +532,10 @@ impl DeployTarget for FakeDeployTarget {
                 .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
                 .collect(),
         });
+        let takes = *lock(&self.takes);
+        if !takes.is_zero() {
+            tokio::time::sleep(takes).await;
+        }
         if let Some(reason) = lock(&self.failures).get_mut(request.env).and_then(VecDeque::pop_front) {
             return Err(DeployError::Failed {
                 reason,
@@ -651,6 +675,13 @@ mod tests {
             q.ack(QueueName::Smoke, &first.receipt).await,
             Err(QueueError::StaleReceipt(_))
         ));
+        assert!(matches!(
+            q.extend(QueueName::Smoke, &first.receipt, Duration::from_secs(9)).await,
+            Err(QueueError::StaleReceipt(_))
+        ));
+        q.extend(QueueName::Smoke, &second.receipt, Duration::from_secs(60)).await.unwrap();
+        clock.advance(SignedDuration::from_secs(30));
+        assert!(q.receive(QueueName::Smoke, 1, Duration::from_secs(1)).await.unwrap().is_empty(), "extended");
         q.ack(QueueName::Smoke, &second.receipt).await.unwrap();
         assert!(q.pending(QueueName::Smoke).is_empty());
     }

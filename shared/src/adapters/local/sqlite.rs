@@ -473,6 +473,21 @@ impl Queue for SqliteBackend {
         Ok(())
     }
 
+    async fn extend(&self, queue: QueueName, receipt: &Receipt, visibility: Duration) -> Result<(), QueueError> {
+        let raw = receipt.0.clone();
+        let updated = self
+            .with_conn(move |conn| {
+                conn.prepare_cached("UPDATE messages SET visible_at = ?3 WHERE queue = ?1 AND receipt = ?2")?
+                    .execute(params![queue.as_str(), raw, later(now_ms(), visibility)])
+            })
+            .await
+            .map_err(|e| QueueError::Unavailable(queue, e))?;
+        if updated == 0 {
+            return Err(QueueError::StaleReceipt(queue));
+        }
+        Ok(())
+    }
+
     /// Every dead letter of every queue, in the order they died.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
         self.with_conn(|conn| {
@@ -798,6 +813,27 @@ mod tests {
         let got = db.receive(QueueName::Deploy, 1, Duration::from_secs(30)).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "later");
+    }
+
+    #[tokio::test]
+    async fn extend_keeps_a_message_hidden_and_its_receipt_valid() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        db.send(QueueName::Deploy, "long job", Duration::ZERO).await.unwrap();
+        let got = db.receive(QueueName::Deploy, 1, SHORT).await.unwrap();
+        db.extend(QueueName::Deploy, &got[0].receipt, Duration::from_secs(30))
+            .await
+            .unwrap();
+        tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+        assert!(
+            db.receive(QueueName::Deploy, 1, SHORT).await.unwrap().is_empty(),
+            "still hidden"
+        );
+        db.ack(QueueName::Deploy, &got[0].receipt).await.unwrap();
+        assert!(matches!(
+            db.extend(QueueName::Deploy, &got[0].receipt, SHORT).await,
+            Err(QueueError::StaleReceipt(_))
+        ));
     }
 
     #[tokio::test]
