@@ -175,16 +175,12 @@ address = "alice@example.com"
 }
 
 fn push_payload(sha: &str) -> String {
-    let mut payload: Value =
-        serde_json::from_str(include_str!("../../events/github/push.json")).expect("the fixture is JSON");
-    payload["ref"] = json!("refs/heads/main");
-    payload["after"] = json!(sha);
-    payload["repository"]["full_name"] = json!("acme/shop");
-    payload["head_commit"]["id"] = json!(sha);
-    payload["head_commit"]["message"] = json!("Show delivery dates in the basket");
-    payload["head_commit"]["author"] = json!({"name": "Dee Veloper", "email": "dev@example.com", "username": "dev"});
-    payload["pusher"] = json!({"name": "dev", "email": "dev@example.com"});
-    payload.to_string()
+    let author = slipway::samples::SampleAuthor {
+        login: "dev",
+        name: "Dee Veloper",
+        email: "dev@example.com",
+    };
+    slipway::samples::github_push("acme/shop", "main", sha, "Show delivery dates in the basket", author)
 }
 
 async fn post_signed(

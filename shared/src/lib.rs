@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod http;
 pub mod ports;
 pub mod providers;
+pub mod samples;
 pub mod server;
 pub mod signature;
 pub mod smoke;

@@ -391,16 +391,12 @@ fn path_of(url: &str) -> String {
 }
 
 /// GitHub's real `push` example payload (events/github/push.json), re-aimed at `repo`,
-/// `branch` and `sha`, authored by `dev`.
+/// `branch` and `sha`, authored and pushed by `dev`.
 pub fn push_payload(repo: &str, branch: &str, sha: &str) -> String {
-    let mut payload: Value =
-        serde_json::from_str(include_str!("../../events/github/push.json")).expect("fixture is JSON");
-    payload["ref"] = json!(format!("refs/heads/{branch}"));
-    payload["after"] = json!(sha);
-    payload["repository"]["full_name"] = json!(repo);
-    payload["head_commit"]["id"] = json!(sha);
-    payload["head_commit"]["message"] = json!("Add the basket page\n\nWith tests.");
-    payload["head_commit"]["author"] = json!({"name": "Dee Veloper", "email": "dev@example.com", "username": "dev"});
-    payload["pusher"] = json!({"name": "dev", "email": "dev@example.com"});
-    payload.to_string()
+    let author = slipway::samples::SampleAuthor {
+        login: "dev",
+        name: "Dee Veloper",
+        email: "dev@example.com",
+    };
+    slipway::samples::github_push(repo, branch, sha, "Add the basket page\n\nWith tests.", author)
 }

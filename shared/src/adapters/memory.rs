@@ -679,9 +679,17 @@ mod tests {
             q.extend(QueueName::Smoke, &first.receipt, Duration::from_secs(9)).await,
             Err(QueueError::StaleReceipt(_))
         ));
-        q.extend(QueueName::Smoke, &second.receipt, Duration::from_secs(60)).await.unwrap();
+        q.extend(QueueName::Smoke, &second.receipt, Duration::from_secs(60))
+            .await
+            .unwrap();
         clock.advance(SignedDuration::from_secs(30));
-        assert!(q.receive(QueueName::Smoke, 1, Duration::from_secs(1)).await.unwrap().is_empty(), "extended");
+        assert!(
+            q.receive(QueueName::Smoke, 1, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty(),
+            "extended"
+        );
         q.ack(QueueName::Smoke, &second.receipt).await.unwrap();
         assert!(q.pending(QueueName::Smoke).is_empty());
     }

@@ -10,9 +10,7 @@ use crate::domain::{EnvName, Event, RunId, StageKind};
 use crate::ports::{DeployError, DeployRequest};
 
 pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
-    let Some((run, _)) = app.load(run_id).await? else {
-        return Err(HandlerError::BadMessage(format!("run {run_id} does not exist")));
-    };
+    let run = super::run_of(app, run_id).await?;
     let target = app
         .pipeline_of(&run)
         .and_then(|p| p.environment(env))

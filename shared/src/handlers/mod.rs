@@ -56,6 +56,14 @@ pub async fn handle(app: &App, queue: QueueName, body: &str) -> Result<(), Handl
     }
 }
 
+/// Loads the run a message is about; a message about no run is a bad message.
+async fn run_of(app: &App, run_id: &RunId) -> Result<domain::Run, HandlerError> {
+    match app.load(run_id).await? {
+        Some((run, _)) => Ok(run),
+        None => Err(HandlerError::BadMessage(format!("run {run_id} does not exist"))),
+    }
+}
+
 impl App {
     /// An input from slipway's own workers, stamped now.
     pub fn input(&self, actor: Actor, event: Event) -> Input {

@@ -11,9 +11,7 @@ use crate::domain::{Notice, NoticeKind, Run, StageKind, StageStatus};
 use crate::ports::{Notification, NotifyError, StoreError, StoreKey};
 
 pub async fn handle(app: &App, notice: &Notice) -> Result<(), HandlerError> {
-    let Some((run, _)) = app.load(&notice.run).await? else {
-        return Err(HandlerError::BadMessage(format!("run {} does not exist", notice.run)));
-    };
+    let run = super::run_of(app, &notice.run).await?;
     let notifications = render(app, &run, notice).await?;
     let mut failed = Vec::new();
     for notification in &notifications {

@@ -7,9 +7,7 @@ use crate::app::App;
 use crate::domain::{CheckResult, EnvName, Event, RunId, StageKind};
 
 pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
-    let Some((run, _)) = app.load(run_id).await? else {
-        return Err(HandlerError::BadMessage(format!("run {run_id} does not exist")));
-    };
+    let run = super::run_of(app, run_id).await?;
     let checks = app
         .pipeline_of(&run)
         .and_then(|p| p.environment(env))
