@@ -338,22 +338,23 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         if status.is_finished() {
             break run;
         }
-        if status == RunStatus::AwaitingApproval && !asked {
-            if let Some(link) = approval_link(&dir.join("notifications.jsonl")) {
-                asked = true;
-                if args.yes {
-                    println!("\n→ alice approves (POST {}…)\n", &link[..link.len().min(60)]);
-                    let response = client.post(&link).form(&[("decision", "approve")]).send().await?;
-                    if !response.status().is_success() {
-                        bail!("approving answered {}", response.status());
-                    }
-                } else {
-                    println!(
-                        "\nalice is asked to approve. Open this link in a browser, read the page, and click Approve or Reject:\n"
-                    );
-                    println!("  {link}\n");
-                    println!("(waiting for the decision; run `slipway demo --yes` to approve automatically)\n");
+        if status == RunStatus::AwaitingApproval
+            && !asked
+            && let Some(link) = approval_link(&dir.join("notifications.jsonl"))
+        {
+            asked = true;
+            if args.yes {
+                println!("\n→ alice approves (POST {}…)\n", &link[..link.len().min(60)]);
+                let response = client.post(&link).form(&[("decision", "approve")]).send().await?;
+                if !response.status().is_success() {
+                    bail!("approving answered {}", response.status());
                 }
+            } else {
+                println!(
+                    "\nalice is asked to approve. Open this link in a browser, read the page, and click Approve or Reject:\n"
+                );
+                println!("  {link}\n");
+                println!("(waiting for the decision; run `slipway demo --yes` to approve automatically)\n");
             }
         }
         let waiting_on_person = status == RunStatus::AwaitingApproval;

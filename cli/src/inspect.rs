@@ -50,7 +50,7 @@ pub async fn runs(data: &DataArgs, repo: Option<&str>) -> anyhow::Result<()> {
         println!(
             "{:<28} {:<18} {:<22} {:<20} {}",
             short_id(run),
-            word(run.status()),
+            run.status().to_string(),
             run.current_stage().map(|s| s.label()).unwrap_or_else(|| "-".into()),
             run.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
             run.commit.message.lines().next().unwrap_or("")
@@ -72,7 +72,7 @@ pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&slipway::http::detail(run))?);
         return Ok(());
     }
-    println!("{} — {}", run.id, word(run.status()));
+    println!("{} — {}", run.id, run.status());
     println!("  {} {} by {}", run.repo, run.branch, run.commit.author_name);
     println!("  {}", run.commit.message.lines().next().unwrap_or(""));
     if let Some(artifact) = &run.build.artifact {
@@ -83,7 +83,7 @@ pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
         println!(
             "  {:<22} {:<10} {}",
             stage.label(),
-            word(stage.status),
+            stage.status.to_string(),
             stage.summary.as_deref().unwrap_or("")
         );
         for check in &stage.checks {
@@ -125,11 +125,4 @@ pub async fn dead_letters(data: &DataArgs) -> anyhow::Result<()> {
 
 fn short_id(run: &Run) -> String {
     format!("{}-{}", run.pipeline, run.sha.short())
-}
-
-fn word<T: serde::Serialize>(value: T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }

@@ -14,7 +14,7 @@ use crate::domain::{ApproverId, BranchName, EnvName, EnvPlan, Mode, ParamName, P
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -150,7 +150,7 @@ impl DeployTargetConfig {
 }
 
 /// One smoke check: an HTTP request and what its answer must look like. `{sha}` in `url`,
-/// `body_contains` and `json` values is replaced by the deployed commit's SHA, so a check
+/// `headers` values, `body_contains` and `json` values is replaced by the deployed commit's SHA, so a check
 /// can prove the new version is the one answering.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -87,7 +87,14 @@ pub fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result
             names: missing,
         });
     }
+    if config.github.is_none() {
+        tracing::warn!("no [github] section in the configuration: /hooks/github answers 404 and no push opens a run");
+    }
+    if config.notify.is_empty() {
+        tracing::warn!("no [[notify]] channels in the configuration: approval requests and failures reach nobody");
+    }
     let backend = SqliteBackend::open(&paths.database())?;
+
     let public_url = public_url.or_else(|| config.public_url.clone()).unwrap_or(fallback_url);
     let secrets: Arc<dyn crate::ports::SecretStore> = Arc::new(secrets);
     Ok(App {

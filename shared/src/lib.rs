@@ -19,5 +19,6 @@ pub mod samples;
 pub mod server;
 pub mod signature;
 pub mod smoke;
+pub mod sweep;
 pub mod telemetry;
 pub mod worker;

@@ -34,7 +34,11 @@ pub fn probe_for(check: &SmokeCheckConfig, sha: &str) -> Probe {
     Probe {
         method: check.method.clone(),
         url: check.url.replace("{sha}", sha),
-        headers: check.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        headers: check
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("{sha}", sha)))
+            .collect(),
         timeout: check.timeout.unsigned_abs(),
     }
 }

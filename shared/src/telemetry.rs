@@ -2,6 +2,8 @@
 //! one JSON object per line. Secrets never reach a log: they exist only as `SecretString`,
 //! which prints as `[REDACTED]`.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 fn filter(default: &str) -> EnvFilter {
@@ -13,7 +15,8 @@ pub fn init() {
     let json = std::env::var("SLIPWAY_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter("info"))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     let _ = if json {
         builder.json().try_init()
     } else {

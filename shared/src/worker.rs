@@ -91,7 +91,10 @@ pub async fn drain(app: &App, max_rounds: usize) -> Result<usize, QueueError> {
     Ok(total)
 }
 
-/// Runs workers for every queue until `shutdown` resolves, polling every `idle` when
+/// How often `run` looks for runs that only time moves on (expired approvals).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs workers for every queue, and the sweep every [`SWEEP_EVERY`], until `shutdown` resolves, polling every `idle` when
 /// there is nothing to do. Queues are served concurrently, so a long deploy does not hold
 /// up notifications.
 pub async fn run(app: App, idle: Duration, shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -120,5 +123,22 @@ pub async fn run(app: App, idle: Duration, shutdown: tokio::sync::watch::Receive
             }
         });
     }
+    let mut shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if let Err(e) = crate::sweep::run_once(&app).await {
+                        tracing::warn!(error = %e, "sweep failed; will try again");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+    });
     while tasks.join_next().await.is_some() {}
 }

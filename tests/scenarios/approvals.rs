@@ -17,6 +17,11 @@ async fn opening_a_link_many_times_changes_nothing() {
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.body.contains("Approve") && page.body.contains("Reject"));
         assert!(page.body.contains(r#"method="post""#));
+        assert_eq!(
+            page.headers["referrer-policy"], "no-referrer",
+            "the token must not leak to linked sites"
+        );
+        assert_eq!(page.headers["cache-control"], "no-store");
     }
     insta::assert_snapshot!("confirmation_page", p.get(&link).await.body);
     insta::assert_json_snapshot!("approval_request", p.approval_for("alice"));
@@ -201,4 +206,25 @@ async fn a_link_for_a_removed_approver_is_refused() {
     use tower::ServiceExt;
     let answer = router.oneshot(request).await.unwrap();
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_nobody_clicks_expires_by_itself_and_the_team_is_told() {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap(), 0, "not due yet");
+    p.advance(SignedDuration::from_hours(24));
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap(), 1);
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap(), 0, "once");
+    p.run_queues().await;
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Expired);
+    let expired = p.notifications_of("approval_expired");
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        p.post_decision(&p.approval_for("alice").approve_url.unwrap(), "approve")
+            .await
+            .status,
+        StatusCode::GONE
+    );
+    assert!(p.deployed("production").is_empty());
 }

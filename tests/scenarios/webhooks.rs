@@ -260,3 +260,44 @@ async fn unknown_paths_are_json_404s() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert!(answer.json()["error"].is_string());
 }
+
+#[tokio::test(start_paused = true)]
+async fn webhook_errors_are_json_even_from_the_framework() {
+    let p = Pipeline::start().await;
+    let big = vec![b' '; slipway::http::MAX_WEBHOOK_BODY + 1];
+    let too_big = p.github("push", "d1", &big, GITHUB_SECRET).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(too_big.json()["error"].as_str().unwrap().contains("larger than"));
+    let get = p.get("https://slipway.example.com/hooks/github").await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(get.json()["error"].is_string());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ci_result_reaches_every_pipeline_following_the_commit() {
+    let release = slipway_tests::CONFIG.to_owned()
+        + r#"
+[[pipelines]]
+name = "shop-release"
+repo = "acme/shop"
+branch = "release"
+mode = "deployment"
+ci_secret = "/slipway/shop/ci-secret"
+[[pipelines.environments]]
+name = "staging"
+deploy = { type = "command", command = ["./deploy.sh"] }
+"#;
+    let p = Pipeline::with_config(&release).await;
+    p.push_to("main", SHA, "d1").await;
+    p.push_to("release", SHA, "d2").await;
+    let answer = p.ci(SHA, "success").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let runs = answer.json()["runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 2, "{}", answer.body);
+    p.run_queues().await;
+    assert_eq!(
+        p.deployed("staging"),
+        [SHA, SHA],
+        "each pipeline deploys its own staging"
+    );
+}

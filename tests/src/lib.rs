@@ -108,6 +108,7 @@ fn tracing_subscriber_init() -> Result<(), Box<dyn std::error::Error>> {
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: String,
 }
 
@@ -268,9 +269,11 @@ impl Pipeline {
             .await
             .expect("the router never fails");
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.expect("body reads").to_bytes();
         Answer {
             status,
+            headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }

@@ -45,6 +45,11 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Deploys by running the configured program. See the [module docs](self).
+/// The only variables of slipway's own environment a deploy inherits.
+pub const INHERITED_ENV: [&str; 10] = [
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CommandTarget;
 
@@ -77,6 +82,14 @@ impl DeployTarget for CommandTarget {
         }
 
         let mut cmd = Command::new(program);
+        // A clean environment: slipway's own variables (cloud credentials, tokens) are not
+        // the deploy's business. Only what a shell needs to work is passed through.
+        cmd.env_clear();
+        for var in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(var) {
+                cmd.env(var, value);
+            }
+        }
         cmd.args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -399,6 +412,24 @@ mod tests {
             }
         }
         panic!("script stayed busy");
+    }
+
+    #[tokio::test]
+    async fn slipways_own_environment_is_not_passed_on() {
+        // cargo sets CARGO_MANIFEST_DIR for this test process; a deploy must not see it.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let dir = tempfile::tempdir().unwrap();
+        script(
+            dir.path(),
+            "deploy.sh",
+            r#"echo "manifest=[${CARGO_MANIFEST_DIR:-}] path=[${PATH:+set}]""#,
+        );
+        let config = target(
+            vec![dir.path().join("deploy.sh").display().to_string()],
+            SignedDuration::from_secs(10),
+        );
+        let out = deploy(&config, &[], None).await.unwrap().output;
+        assert!(out.contains("manifest=[] path=[set]"), "{out}");
     }
 
     #[tokio::test]

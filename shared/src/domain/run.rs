@@ -115,6 +115,21 @@ pub enum StageStatus {
 }
 
 impl StageStatus {
+    /// The status as one word, as it appears in JSON: `succeeded`, `waiting`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Pending => "pending",
+            StageStatus::Queued => "queued",
+            StageStatus::Running => "running",
+            StageStatus::Waiting => "waiting",
+            StageStatus::Succeeded => "succeeded",
+            StageStatus::Failed => "failed",
+            StageStatus::Rejected => "rejected",
+            StageStatus::Expired => "expired",
+            StageStatus::Skipped => "skipped",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -238,6 +253,18 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status as it appears in JSON: `in_progress`, `released`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::InProgress => "in_progress",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Released => "released",
+            RunStatus::Failed => "failed",
+            RunStatus::Rejected => "rejected",
+            RunStatus::Expired => "expired",
+        }
+    }
+
     pub fn is_finished(self) -> bool {
         !matches!(self, RunStatus::InProgress | RunStatus::AwaitingApproval)
     }
@@ -310,5 +337,51 @@ impl Run {
             .filter(|s| s.kind == StageKind::Deploy && s.status == StageStatus::Succeeded)
             .filter_map(|s| s.env.as_ref())
             .collect()
+    }
+}
+
+impl std::fmt::Display for StageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_words_match_their_json() {
+        use StageStatus as S;
+        for s in [
+            S::Pending,
+            S::Queued,
+            S::Running,
+            S::Waiting,
+            S::Succeeded,
+            S::Failed,
+            S::Rejected,
+            S::Expired,
+            S::Skipped,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        use RunStatus as R;
+        for s in [
+            R::InProgress,
+            R::AwaitingApproval,
+            R::Released,
+            R::Failed,
+            R::Rejected,
+            R::Expired,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 }

@@ -125,9 +125,9 @@ pub enum Ignored {
     NoSuchStage(String),
     #[error("{stage} is not reached yet")]
     NotReached { stage: String },
-    #[error("{stage} is already {status:?}")]
+    #[error("{stage} is already {status}")]
     AlreadyDone { stage: String, status: StageStatus },
-    #[error("the run has already ended ({0:?})")]
+    #[error("the run has already ended ({0})")]
     RunEnded(RunStatus),
     #[error("the approval for {env} expired at {expires_at}")]
     ApprovalExpired { env: EnvName, expires_at: Timestamp },

@@ -182,6 +182,13 @@ pub(super) async fn decide(
 ) -> Result<Html<String>, PageError> {
     let link = open(&app, &token).await?;
     let Form(form) = form.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return PageError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                "The form is larger than slipway accepts.",
+            );
+        }
         PageError::new(
             StatusCode::BAD_REQUEST,
             "Bad request",

@@ -36,8 +36,9 @@ struct CiResult {
 pub(super) async fn callback(
     axum::extract::State(app): AppState,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = super::webhook_body(body)?;
     let sig = header(&headers, "x-slipway-signature");
     if sig.is_none() {
         return Err(ApiError::new(
@@ -104,6 +105,9 @@ pub(super) async fn callback(
         artifact: result.artifact,
         coverage: result.coverage,
     };
+    // One commit may be followed by several pipelines of the repository (say `main` and
+    // `release`); the result belongs to every run of it.
+    let mut answers = Vec::new();
     for pipeline in pipelines {
         let run_id = RunId::new(&pipeline.name, &result.sha);
         let event = Event::BuildFinished {
@@ -111,18 +115,22 @@ pub(super) async fn callback(
             build: build.clone(),
         };
         match app.apply(&run_id, || app.input(Actor::Ci, event.clone())).await? {
-            None => continue,
-            Some(Applied::Changed(run)) => {
-                let body =
-                    json!({"run_id": run.id, "status": run.status(), "message": run.history.last().map(|h| &h.what)});
-                return Ok(Json(body).into_response());
-            }
+            None => {}
+            Some(Applied::Changed(run)) => answers.push(json!({
+                "run_id": run.id,
+                "status": run.status(),
+                "message": run.history.last().map(|h| &h.what),
+            })),
             Some(Applied::Ignored(why, run)) => {
                 app.dispatch(&domain::resendable(&run)).await?;
-                let body = json!({"run_id": run.id, "status": run.status(), "ignored": why.to_string()});
-                return Ok(Json(body).into_response());
+                answers.push(json!({"run_id": run.id, "status": run.status(), "ignored": why.to_string()}));
             }
         }
+    }
+    match answers.len() {
+        0 => {}
+        1 => return Ok(Json(answers.remove(0)).into_response()),
+        _ => return Ok(Json(json!({"runs": answers})).into_response()),
     }
     Err(ApiError::new(
         StatusCode::NOT_FOUND,

@@ -22,8 +22,9 @@ pub(super) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 pub(super) async fn github(
     axum::extract::State(app): AppState,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = super::webhook_body(body)?;
     let Some(gh) = &app.config.github else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,13 +40,20 @@ pub fn router(app: App) -> Router {
             get(approvals::confirm_page).post(approvals::decide),
         )
         .route("/runs/{id}", get(api::run_page))
-        .layer(DefaultBodyLimit::max(MAX_FORM_BODY));
+        .layer(DefaultBodyLimit::max(MAX_FORM_BODY))
+        .layer(axum::middleware::map_response(private_page));
     Router::new()
         .merge(hooks)
         .merge(pages)
         .route("/api/runs", get(api::list_runs))
         .route("/api/runs/{id}", get(api::get_run))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed; see the README's endpoint reference",
+            )
+        })
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -57,6 +65,28 @@ pub fn router(app: App) -> Router {
 }
 
 type AppState = axum::extract::State<Arc<App>>;
+
+/// Page URLs carry approval tokens: never send them on as a `Referer` when a person follows
+/// a link to the commit or the build, and never keep them in a shared cache.
+async fn private_page(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A webhook body, or the JSON error for one that could not be read (413 when it is over the
+/// cap: it is refused before it is read whole).
+pub(crate) fn webhook_body(body: Result<axum::body::Bytes, BytesRejection>) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_WEBHOOK_BODY} bytes; nothing was read or stored"),
+        ),
+        status => ApiError::new(status, rejection.body_text()),
+    })
+}
 
 /// An error answered as JSON: `{"error": "…"}`.
 #[derive(Debug)]

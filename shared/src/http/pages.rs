@@ -21,6 +21,7 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="robots" content="noindex";
+                meta name="referrer" content="no-referrer";
                 title { (title) " · slipway" }
                 style { (maud::PreEscaped(STYLE)) }
             }
@@ -40,13 +41,6 @@ fn status_class(status: StageStatus) -> &'static str {
         StageStatus::Failed | StageStatus::Rejected | StageStatus::Expired => "bad",
         _ => "muted",
     }
-}
-
-fn status_word(status: StageStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn commit_summary(run: &Run) -> Markup {
@@ -115,10 +109,7 @@ pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
 
 /// A run's stages and history.
 pub(super) fn run_page(run: &Run) -> Markup {
-    let status = serde_json::to_value(run.status())
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let status = run.status().as_str();
     layout(
         &format!("Run {}", run.sha.short()),
         html! {
@@ -130,7 +121,7 @@ pub(super) fn run_page(run: &Run) -> Markup {
                 @for stage in &run.stages {
                     tr {
                         td { (stage.label()) }
-                        td class=(status_class(stage.status)) { (status_word(stage.status)) }
+                        td class=(status_class(stage.status)) { (stage.status.as_str()) }
                         td { (stage.summary.as_deref().unwrap_or("")) }
                     }
                 }

@@ -25,8 +25,9 @@ pub use stdout::StdoutNotifier;
 
 /// One notifier per configured channel, in configuration order.
 ///
-/// Slack webhook URLs are not read here: each delivery reads them from `secrets`, so a
-/// rotated URL is picked up without a restart (the store does its own caching).
+/// Slack webhook URLs are not read here: each delivery asks `secrets` for them, so a store
+/// that refreshes its values (the AWS parameter store adapter, with its TTL) hands over a
+/// rotated URL. The embedded secrets file is read once, at start-up.
 pub fn channels(config: &[ChannelConfig], secrets: Arc<dyn SecretStore>) -> Vec<Arc<dyn Notifier>> {
     config
         .iter()
