@@ -256,9 +256,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("cannot make a temporary directory")?;
     let dir = tmp.path().to_path_buf();
     let result = drive(&args, &dir).await;
-    if let Err(e) = &result {
-        eprintln!("\nthe demo failed: {e:#}");
-    }
     if args.keep {
         let kept = tmp.keep();
         println!(
@@ -392,7 +389,7 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                         && s.status != slipway::domain::StageStatus::Skipped
                 })
             });
-            bail!("the run ended {status:?}: {}", why.unwrap_or_default())
+            bail!("the run ended {status}: {}", why.unwrap_or_default())
         }
     }
 }

@@ -20,6 +20,7 @@ pub fn github_push(repo: &str, branch: &str, sha: &str, message: &str, author: S
     payload["after"] = json!(sha);
     payload["repository"]["full_name"] = json!(repo);
     payload["head_commit"]["id"] = json!(sha);
+    payload["head_commit"]["url"] = json!(format!("https://github.com/{repo}/commit/{sha}"));
     payload["head_commit"]["message"] = json!(message);
     payload["head_commit"]["author"] = json!({"name": author.name, "email": author.email, "username": author.login});
     payload["pusher"] = json!({"name": author.login, "email": author.email});

@@ -8,7 +8,7 @@ use crate::domain::{EnvName, Run, StageKind, StageStatus};
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}\
 h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}\
-code{background:#f3f3f3;padding:0 .25rem}.ok{color:#116329}.bad{color:#a40e26}.muted{color:#57606a}\
+code{background:#f3f3f3;padding:0 .25rem;overflow-wrap:anywhere}td{overflow-wrap:anywhere}.ok{color:#116329}.bad{color:#a40e26}.muted{color:#57606a}\
 button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem;border-radius:6px;border:1px solid #888;cursor:pointer}\
 .approve{background:#1f883d;color:#fff;border-color:#1f883d}.reject{background:#cf222e;color:#fff;border-color:#cf222e}\
 .chosen{outline:3px solid #0969da}textarea{width:100%;min-height:4rem}";
