@@ -1,5 +1,6 @@
 //! The `slipway` command. Each subcommand wires the library; behaviour lives in `slipway`.
 
+mod aws;
 mod demo;
 mod inspect;
 mod send;
@@ -45,6 +46,9 @@ enum Command {
     },
     /// Sign a payload and POST it the way a git host (or CI) would.
     Send(send::SendArgs),
+    /// Create a stack's bucket, queues (with dead-letter queues) and parameters on AWS or an
+    /// emulator, and upload the configuration.
+    Bootstrap(aws::BootstrapArgs),
     /// Queue messages that exhausted their retries.
     DeadLetters {
         #[command(flatten)]
@@ -70,6 +74,18 @@ struct ServeArgs {
     /// public_url, else http://<listen>.
     #[arg(long)]
     public_url: Option<url::Url>,
+    /// Where state, queues and secrets live: `embedded` (one SQLite file and the secrets
+    /// file) or `aws` (S3, SQS and SSM Parameter Store; see `slipway bootstrap`).
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    backend: Backend,
+    #[command(flatten)]
+    aws: aws::AwsArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Embedded,
+    Aws,
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -85,11 +101,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let app = embedded::open(&paths, args.public_url, url::Url::parse(&format!("http://{local}"))?)?;
+    let fallback = url::Url::parse(&format!("http://{local}"))?;
+    let app = match args.backend {
+        Backend::Embedded => embedded::open(&paths, args.public_url, fallback)?,
+        Backend::Aws => {
+            let config = slipway::config::Config::load(&paths.config)?;
+            let public_url = args
+                .public_url
+                .or_else(|| config.public_url.clone())
+                .unwrap_or(fallback);
+            let (settings, sdk) = aws::settings(&args.aws, public_url).await?;
+            slipway::cloud::app(&settings, &sdk, Some(config)).await?
+        }
+    };
     tracing::info!(
         listen = %local,
         public_url = %app.public_url,
-        database = %paths.database().display(),
+        backend = ?args.backend,
         pipelines = app.config.pipelines.len(),
         "slipway is serving"
     );
@@ -109,6 +137,7 @@ async fn main() -> ExitCode {
         Command::Runs { repo, data } => inspect::runs(&data, repo.as_deref()).await,
         Command::Run { id, data } => inspect::run(&data, &id).await,
         Command::Send(args) => send::run(args).await,
+        Command::Bootstrap(args) => aws::bootstrap(args).await,
         Command::DeadLetters { data } => inspect::dead_letters(&data).await,
     };
     match result {

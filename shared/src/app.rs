@@ -180,16 +180,17 @@ impl App {
         Err(EngineError::Contended(id.clone()))
     }
 
-    /// Sends commands to their queues.
+    /// Sends commands to their queues, one batch per queue.
     pub async fn dispatch(&self, commands: &[Command]) -> Result<(), EngineError> {
-        for command in commands {
-            let queue = match command {
-                Command::Deploy { .. } => QueueName::Deploy,
-                Command::Smoke { .. } => QueueName::Smoke,
-                Command::Notify(_) => QueueName::Notify,
-            };
-            let body = serde_json::to_string(command).expect("commands always serialise");
-            self.queue.send(queue, &body, Duration::ZERO).await?;
+        for queue in QueueName::ALL {
+            let bodies: Vec<String> = commands
+                .iter()
+                .filter(|c| queue_of(c) == queue)
+                .map(|c| serde_json::to_string(c).expect("commands always serialise"))
+                .collect();
+            if !bodies.is_empty() {
+                self.queue.send_many(queue, &bodies).await?;
+            }
         }
         Ok(())
     }
@@ -234,6 +235,15 @@ pub async fn list_runs(store: &dyn StateStore, repo: Option<&str>) -> Result<Vec
     }
     runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
     Ok(runs)
+}
+
+/// The queue a command goes to.
+pub fn queue_of(command: &Command) -> QueueName {
+    match command {
+        Command::Deploy { .. } => QueueName::Deploy,
+        Command::Smoke { .. } => QueueName::Smoke,
+        Command::Notify(_) => QueueName::Notify,
+    }
 }
 
 fn to_bytes(run: &Run) -> Bytes {

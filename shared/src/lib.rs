@@ -8,11 +8,13 @@
 pub mod adapters;
 pub mod app;
 pub mod approvals;
+pub mod cloud;
 pub mod config;
 pub mod domain;
 pub mod embedded;
 pub mod handlers;
 pub mod http;
+pub mod lambda;
 pub mod ports;
 pub mod providers;
 pub mod samples;

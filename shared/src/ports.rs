@@ -189,6 +189,14 @@ pub trait Queue: Send + Sync + fmt::Debug {
     /// Enqueues `body`; it becomes visible after `delay`.
     async fn send(&self, queue: QueueName, body: &str, delay: Duration) -> Result<(), QueueError>;
 
+    /// Enqueues several bodies at once (SQS `SendMessageBatch`). By default, one by one.
+    async fn send_many(&self, queue: QueueName, bodies: &[String]) -> Result<(), QueueError> {
+        for body in bodies {
+            self.send(queue, body, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
     /// Takes up to `max` visible messages, hiding each for `visibility`. A message already
     /// delivered the adapter's maximum number of times moves to the dead-letter store instead
     /// of being delivered again.

@@ -1,35 +1,77 @@
-//! Moves on runs that wait for time alone. Today: approvals past their deadline expire, and
-//! the team is told. The workers of `slipway serve` call [`run_once`] periodically; the AWS
-//! issue's scheduled sweeper function calls the same code.
+//! Moves on runs that nothing else will move on. The state write and the queue send that
+//! follows it are not atomic, and workers can die; the sweep is what makes both harmless:
+//!
+//! - an approval past its deadline expires, and the team is told;
+//! - a stage queued longer than [`RESEND_AFTER`] has its work sent again (its message was
+//!   lost between the state write and the send, or is stuck);
+//! - a claimed stage silent past its deadline is failed loudly — never redone.
+//!
+//! `slipway serve` runs it every 30 seconds; on AWS the scheduled `sweeper` function does.
+
+use std::time::Duration;
 
 use crate::app::{App, Applied, EngineError};
-use crate::domain::{Actor, Event, RunStatus, StageKind, StageStatus};
+use crate::domain::{self, Actor, Event, StageKind, StageStatus};
+use crate::handlers;
 
-/// Expires every approval whose deadline has passed. Returns how many runs it moved on.
-pub async fn run_once(app: &App) -> Result<usize, EngineError> {
+/// How long a stage may sit queued before its work is sent again. Re-sending is safe —
+/// workers claim a stage before acting — so this only trades duplicate messages for delay.
+pub const RESEND_AFTER: Duration = Duration::from_secs(120);
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub expired: usize,
+    pub resent: usize,
+    pub abandoned: usize,
+}
+
+/// Sweeps every unfinished run once.
+pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
     let now = app.clock.now();
-    let mut moved = 0;
+    let mut swept = Swept::default();
     for run in app.list_runs(None).await? {
-        if run.status() != RunStatus::AwaitingApproval {
+        if run.status().is_finished() {
             continue;
         }
-        let due = run
-            .stages
-            .iter()
-            .filter(|s| s.kind == StageKind::Approval && s.status == StageStatus::Waiting);
-        for stage in due {
-            let (Some(env), Some(info)) = (&stage.env, &stage.approval) else {
-                continue;
-            };
-            if info.expires_at > now {
-                continue;
-            }
-            let event = Event::ApprovalExpired { env: env.clone() };
-            if let Some(Applied::Changed(_)) = app.apply(&run.id, || app.input(Actor::Slipway, event.clone())).await? {
-                tracing::info!(run = %run.id, %env, "approval expired");
-                moved += 1;
+        for stage in &run.stages {
+            let Some(env) = &stage.env else { continue };
+            match (stage.kind, stage.status) {
+                (StageKind::Approval, StageStatus::Waiting) => {
+                    let due = stage.approval.as_ref().is_some_and(|a| a.expires_at <= now);
+                    let event = Event::ApprovalExpired { env: env.clone() };
+                    if due
+                        && let Some(Applied::Changed(_)) =
+                            app.apply(&run.id, || app.input(Actor::Slipway, event.clone())).await?
+                    {
+                        tracing::info!(run = %run.id, %env, "approval expired");
+                        swept.expired += 1;
+                    }
+                }
+                (StageKind::Deploy | StageKind::Smoke, StageStatus::Queued) => {
+                    let stale = run
+                        .updated_at
+                        .checked_add(jiff::SignedDuration::try_from(RESEND_AFTER).unwrap_or_default())
+                        .is_ok_and(|at| at <= now);
+                    if stale {
+                        tracing::warn!(run = %run.id, stage = %stage.label(), "queued too long; sending its work again");
+                        app.dispatch(&domain::resendable(&run)).await?;
+                        swept.resent += 1;
+                    }
+                }
+                (kind @ (StageKind::Deploy | StageKind::Smoke), StageStatus::Running)
+                    if handlers::give_up_at(app, &run, kind, env).is_some_and(|at| at <= now) =>
+                {
+                    tracing::error!(run = %run.id, stage = %stage.label(), "worker silent past the deadline; failing the stage");
+                    match handlers::abandon(app, &run, kind, env).await {
+                        Ok(()) => swept.abandoned += 1,
+                        Err(handlers::HandlerError::Engine(e)) => return Err(e),
+                        Err(e) => tracing::warn!(run = %run.id, error = %e, "could not fail the stage"),
+                    }
+                }
+                _ => {}
             }
         }
     }
-    Ok(moved)
+    Ok(swept)
 }

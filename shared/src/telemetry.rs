@@ -31,3 +31,15 @@ pub fn init_for_tests() {
         .with_test_writer()
         .try_init();
 }
+
+/// Logs for a Lambda function: JSON objects on standard output, which CloudWatch Logs
+/// keeps as structured records; no colours, no local timestamps (Lambda adds its own).
+pub fn init_lambda() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter("info"))
+        .json()
+        .with_current_span(true)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}

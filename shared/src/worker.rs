@@ -94,9 +94,9 @@ pub async fn drain(app: &App, max_rounds: usize) -> Result<usize, QueueError> {
 /// How often `run` looks for runs that only time moves on (expired approvals).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
-/// Runs workers for every queue, and the sweep every [`SWEEP_EVERY`], until `shutdown` resolves, polling every `idle` when
-/// there is nothing to do. Queues are served concurrently, so a long deploy does not hold
-/// up notifications.
+/// Runs a worker for every queue, and the sweep every [`SWEEP_EVERY`], until `shutdown`
+/// resolves, polling every `idle` when there is nothing to do. Queues are served
+/// concurrently, so a long deploy does not hold up notifications.
 pub async fn run(app: App, idle: Duration, shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     for queue in QueueName::ALL {
@@ -107,8 +107,19 @@ pub async fn run(app: App, idle: Duration, shutdown: tokio::sync::watch::Receive
                 if *shutdown.borrow() {
                     break;
                 }
-                let busy = match poll(&app, queue, 5).await {
-                    Ok(n) => n > 0,
+                // Waiting for messages (an SQS long poll) is cut short by shutdown; handling
+                // them never is: a message is finished, or left for redelivery, whole.
+                let received = tokio::select! {
+                    r = app.queue.receive(queue, 5, app.tuning.visibility) => r,
+                    _ = shutdown.changed() => break,
+                };
+                let busy = match received {
+                    Ok(deliveries) => {
+                        for delivery in &deliveries {
+                            let _ = process(&app, queue, delivery).await;
+                        }
+                        !deliveries.is_empty()
+                    }
                     Err(e) => {
                         tracing::error!(%queue, error = %e, "cannot receive; retrying");
                         false

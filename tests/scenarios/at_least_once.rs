@@ -4,7 +4,7 @@
 use jiff::SignedDuration;
 use slipway::adapters::memory::Fault;
 use slipway::domain::{RunStatus, StageStatus};
-use slipway::ports::QueueName;
+use slipway::ports::{Queue as _, QueueName};
 
 use slipway_tests::{Pipeline, SHA};
 
@@ -177,4 +177,66 @@ async fn concurrent_workers_deploy_once() {
     assert_eq!(a.unwrap() + b.unwrap() + c.unwrap(), 8);
     p.run_queues().await;
     assert_eq!(p.deployed("staging"), [SHA]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_resends_work_whose_message_was_lost() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    // The deploy message is lost: the state says queued, but the queue is empty.
+    let lost = p
+        .queue
+        .receive(QueueName::Deploy, 10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    for m in &lost {
+        p.queue.ack(QueueName::Deploy, &m.receipt).await.unwrap();
+    }
+    p.advance(SignedDuration::from_secs(60));
+    assert_eq!(
+        slipway::sweep::run_once(&p.app).await.unwrap().resent,
+        0,
+        "give the queue time first"
+    );
+    p.advance(SignedDuration::from_secs(90));
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap().resent, 1);
+    p.run_queues().await;
+    assert_eq!(p.deployed("staging"), [SHA]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_fails_a_stage_whose_worker_and_message_both_vanished() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    // A worker claimed the deploy, then died; its message is gone too.
+    let id = p.run(SHA).await.id;
+    let claim = slipway::domain::Event::DeployStarted {
+        env: "staging".parse().unwrap(),
+    };
+    p.app
+        .apply(&id, || p.app.input(slipway::domain::Actor::Slipway, claim.clone()))
+        .await
+        .unwrap();
+    for m in p
+        .queue
+        .receive(QueueName::Deploy, 10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        p.queue.ack(QueueName::Deploy, &m.receipt).await.unwrap();
+    }
+    p.advance(SignedDuration::from_mins(10));
+    assert_eq!(
+        slipway::sweep::run_once(&p.app).await.unwrap().abandoned,
+        0,
+        "within the deploy timeout"
+    );
+    p.advance(SignedDuration::from_mins(2));
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap().abandoned, 1);
+    p.run_queues().await;
+    assert_eq!(p.stage_status(SHA, "deploy:staging").await, StageStatus::Failed);
+    assert!(p.deployed("staging").is_empty(), "never redone");
+    assert_eq!(p.notifications_of("failed").len(), 1);
 }

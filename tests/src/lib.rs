@@ -10,6 +10,8 @@
 //!
 //! Set `TEST_LOG=1` to see slipway's logs while a test runs.
 
+pub mod moto;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Once;

@@ -160,8 +160,14 @@ impl Serve {
     /// Starts `slipway serve <args> --listen 127.0.0.1:0`, logging JSON to `log`, and waits
     /// until it says where it listens and answers `/healthz`.
     pub async fn start(args: &[&OsStr], log: PathBuf) -> Serve {
+        Self::start_with_env(args, log, &[]).await
+    }
+
+    /// Like [`Serve::start`], with extra environment variables (an emulator's, say).
+    pub async fn start_with_env(args: &[&OsStr], log: PathBuf, env: &[(&str, &str)]) -> Serve {
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = command();
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])

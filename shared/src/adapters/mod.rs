@@ -1,10 +1,13 @@
 //! Implementations of the [`ports`](crate::ports).
 //!
+//! - [`aws`]: S3, SQS and SSM, for Lambda and for `serve --backend aws`.
 //! - [`local`]: the embedded backend — one SQLite file, a TOML secrets file.
 //! - [`memory`]: in-memory fakes for tests, able to inject faults.
 //! - [`command`], [`http_checker`], [`notify`]: the real deploy target, HTTP checker and
 //!   notification channels, shared by every backend.
 
+pub mod aws;
+pub mod cache;
 pub mod command;
 pub mod http_checker;
 pub mod local;

@@ -1,7 +1,5 @@
 //! The deploy queue: release a run's artifact to one environment, exactly once.
 
-use std::time::Duration;
-
 use secrecy::SecretString;
 
 use super::{HandlerError, claim_and_run};
@@ -29,10 +27,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
             }
         }
     }
-    let deadline = target
-        .as_ref()
-        .map_or(Duration::from_secs(60), |t| t.timeout().unsigned_abs());
-    claim_and_run(app, run_id, StageKind::Deploy, env, deadline, |run| async move {
+    claim_and_run(app, run_id, StageKind::Deploy, env, |run| async move {
         let result = match (&target, missing) {
             (None, _) => Err(DeployError::CouldNotStart {
                 reason: format!("pipeline {} has no environment {env} any more", run.pipeline),

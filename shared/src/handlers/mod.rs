@@ -84,7 +84,6 @@ async fn claim_and_run<W, F>(
     run_id: &RunId,
     kind: StageKind,
     env: &EnvName,
-    deadline: Duration,
     work: W,
 ) -> Result<(), HandlerError>
 where
@@ -105,7 +104,7 @@ where
             },
             run,
         )) => {
-            return still_running(app, &run, kind, env, deadline).await;
+            return still_running(app, &run, kind, env).await;
         }
         Some(Applied::Ignored(why, run)) => {
             tracing::info!(run = %run_id, %env, stage = kind.label(), "nothing to do: {why}");
@@ -141,35 +140,58 @@ async fn record(app: &App, run_id: &RunId, event: Event) -> Result<(), HandlerEr
     }
 }
 
-async fn still_running(
-    app: &App,
-    run: &domain::Run,
-    kind: StageKind,
-    env: &EnvName,
-    deadline: Duration,
-) -> Result<(), HandlerError> {
-    let started = run
+/// How long a claimed stage may take: a deploy its target's timeout; smoke checks the
+/// longest check's deadline plus one request timeout.
+pub fn stage_budget(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Duration {
+    let environment = app.pipeline_of(run).and_then(|p| p.environment(env));
+    let budget = match kind {
+        StageKind::Deploy => environment.map(|e| e.deploy.timeout().unsigned_abs()),
+        StageKind::Smoke => {
+            environment.and_then(|e| e.smoke.iter().map(|c| (c.deadline + c.timeout).unsigned_abs()).max())
+        }
+        StageKind::Build | StageKind::Approval => None,
+    };
+    budget.unwrap_or(Duration::from_secs(60))
+}
+
+/// When a claimed stage whose worker went silent is given up on: its start, plus its
+/// budget, plus the grace period. `None` if the stage is not claimed.
+pub fn give_up_at(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Option<jiff::Timestamp> {
+    let stage = run
         .stage(kind, Some(env))
-        .and_then(|s| s.started_at)
-        .unwrap_or(run.updated_at);
-    let give_up_at = started + jiff::SignedDuration::try_from(deadline + app.tuning.abandon_grace).unwrap_or_default();
-    let now = app.clock.now();
-    if now < give_up_at {
-        let wait = now.duration_until(give_up_at).unsigned_abs();
-        return Err(HandlerError::NotYet {
-            after: wait.max(Duration::from_secs(1)),
-            reason: format!("{} for {env} is being worked on since {started}", kind.label()),
-        });
-    }
+        .filter(|s| s.status == StageStatus::Running)?;
+    let started = stage.started_at.unwrap_or(run.updated_at);
+    let wait = jiff::SignedDuration::try_from(stage_budget(app, run, kind, env) + app.tuning.abandon_grace).ok()?;
+    started.checked_add(wait).ok()
+}
+
+/// Fails a claimed stage whose worker vanished: nobody knows whether its work happened, so
+/// it is never redone — a person is told to check.
+pub async fn abandon(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Result<(), HandlerError> {
     let reason = format!(
-        "the worker stopped without reporting by {give_up_at}; whether the {} of {} happened is unknown — check {env} by hand",
+        "the worker stopped without reporting; whether the {} of {} happened is unknown — check {env} by hand",
         kind.label(),
         run.sha.short()
     );
-    let event = Event::StageAbandoned {
-        kind,
-        env: env.clone(),
-        reason,
-    };
-    record(app, &run.id, event).await
+    record(
+        app,
+        &run.id,
+        Event::StageAbandoned {
+            kind,
+            env: env.clone(),
+            reason,
+        },
+    )
+    .await
+}
+
+async fn still_running(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Result<(), HandlerError> {
+    let now = app.clock.now();
+    match give_up_at(app, run, kind, env) {
+        Some(at) if now < at => Err(HandlerError::NotYet {
+            after: now.duration_until(at).unsigned_abs().max(Duration::from_secs(1)),
+            reason: format!("{} for {env} is being worked on; giving it until {at}", kind.label()),
+        }),
+        _ => abandon(app, run, kind, env).await,
+    }
 }

@@ -1,7 +1,5 @@
 //! The smoke queue: check a freshly deployed environment through its real dependencies.
 
-use std::time::Duration;
-
 use super::{HandlerError, claim_and_run};
 use crate::app::App;
 use crate::domain::{CheckResult, EnvName, Event, RunId, StageKind};
@@ -12,14 +10,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
         .pipeline_of(&run)
         .and_then(|p| p.environment(env))
         .map(|e| e.smoke.clone());
-    // The longest a full set of checks can take: every check's deadline plus one timeout.
-    let deadline = checks
-        .iter()
-        .flatten()
-        .map(|c| (c.deadline + c.timeout).unsigned_abs())
-        .max()
-        .unwrap_or(Duration::from_secs(60));
-    claim_and_run(app, run_id, StageKind::Smoke, env, deadline, |run| async move {
+    claim_and_run(app, run_id, StageKind::Smoke, env, |run| async move {
         let results = match &checks {
             Some(checks) => crate::smoke::run_checks(app.checker.as_ref(), checks, run.sha.as_str()).await,
             None => vec![CheckResult {

@@ -1,0 +1,8 @@
+//! `approval`: approval links and the read API (`/approvals/{token}`, `/api/runs`, `/runs/{id}`). See infra/template.yaml.
+
+#[tokio::main]
+async fn main() -> Result<(), slipway::lambda::Error> {
+    slipway::telemetry::init_lambda();
+    let app = slipway::cloud::app_from_env().await?;
+    slipway::lambda::run_http(app).await
+}

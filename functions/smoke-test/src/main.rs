@@ -1,0 +1,10 @@
+//! `smoke-test`: the smoke queue. See infra/template.yaml.
+
+use slipway::ports::QueueName;
+
+#[tokio::main]
+async fn main() -> Result<(), slipway::lambda::Error> {
+    slipway::telemetry::init_lambda();
+    let app = slipway::cloud::app_from_env().await?;
+    slipway::lambda::run_queue(app, QueueName::Smoke).await
+}

@@ -1,0 +1,213 @@
+//! The AWS backend: state in S3 (conditional writes), queues in SQS (with dead-letter
+//! queues), secrets in SSM Parameter Store (cached per container). The same engine as the
+//! embedded backend, behind the same ports; nothing outside this module names an AWS type.
+//!
+//! Everything is configured from the environment, read and validated once per process
+//! (Lambda container): see [`Settings`]. Region, credentials and endpoint come from the
+//! standard AWS environment, so `AWS_ENDPOINT_URL` points every client at an emulator.
+
+pub mod s3;
+pub mod sqs;
+pub mod ssm;
+
+use std::time::Duration;
+
+use crate::domain::ParamName;
+
+/// The environment variables the AWS backend reads.
+pub mod vars {
+    pub const STATE_BUCKET: &str = "SLIPWAY_STATE_BUCKET";
+    pub const DEPLOY_QUEUE_URL: &str = "SLIPWAY_DEPLOY_QUEUE_URL";
+    pub const SMOKE_QUEUE_URL: &str = "SLIPWAY_SMOKE_QUEUE_URL";
+    pub const NOTIFY_QUEUE_URL: &str = "SLIPWAY_NOTIFY_QUEUE_URL";
+    pub const DEPLOY_DLQ_URL: &str = "SLIPWAY_DEPLOY_DLQ_URL";
+    pub const SMOKE_DLQ_URL: &str = "SLIPWAY_SMOKE_DLQ_URL";
+    pub const NOTIFY_DLQ_URL: &str = "SLIPWAY_NOTIFY_DLQ_URL";
+    /// Every secret parameter the configuration names must live under this path.
+    pub const PARAMETER_PREFIX: &str = "SLIPWAY_PARAMETER_PREFIX";
+    /// The key of `slipway.toml` in the state bucket.
+    pub const CONFIG_KEY: &str = "SLIPWAY_CONFIG_KEY";
+    /// How long a secret read from SSM is reused before it is read again.
+    pub const SECRETS_TTL: &str = "SLIPWAY_SECRETS_TTL";
+    /// Overrides the configuration's `public_url` (a Function URL, say).
+    pub const PUBLIC_URL: &str = "SLIPWAY_PUBLIC_URL";
+}
+
+/// The SQS queue URLs: one work queue per stage, each with its dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrls {
+    pub deploy: String,
+    pub smoke: String,
+    pub notify: String,
+    pub deploy_dlq: String,
+    pub smoke_dlq: String,
+    pub notify_dlq: String,
+}
+
+/// The AWS backend's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub bucket: String,
+    pub queues: QueueUrls,
+    pub parameter_prefix: ParamName,
+    pub config_key: String,
+    pub secrets_ttl: Duration,
+    pub public_url: Option<url::Url>,
+}
+
+/// A missing or malformed setting, named.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {problem}")]
+    Invalid { name: &'static str, problem: String },
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(SettingsError::Missing(name))
+        };
+        let url = |name: &'static str| -> Result<String, SettingsError> {
+            let value = required(name)?;
+            url::Url::parse(&value).map_err(|e| SettingsError::Invalid {
+                name,
+                problem: format!("{value:?} is not a URL: {e}"),
+            })?;
+            Ok(value)
+        };
+        let bucket = required(vars::STATE_BUCKET)?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(SettingsError::Invalid {
+                name: vars::STATE_BUCKET,
+                problem: format!("{bucket:?} is not an S3 bucket name"),
+            });
+        }
+        let prefix = lookup(vars::PARAMETER_PREFIX).unwrap_or_else(|| "/slipway".into());
+        let parameter_prefix = ParamName::parse(&prefix).map_err(|e| SettingsError::Invalid {
+            name: vars::PARAMETER_PREFIX,
+            problem: e.to_string(),
+        })?;
+        let ttl = lookup(vars::SECRETS_TTL).unwrap_or_else(|| "5m".into());
+        let secrets_ttl = ttl
+            .parse::<jiff::SignedDuration>()
+            .ok()
+            .filter(|d| !d.is_negative())
+            .map(|d| d.unsigned_abs())
+            .ok_or_else(|| SettingsError::Invalid {
+                name: vars::SECRETS_TTL,
+                problem: format!("{ttl:?} is not a duration like \"5m\""),
+            })?;
+        let public_url = match lookup(vars::PUBLIC_URL).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => Some(url::Url::parse(&v).map_err(|e| SettingsError::Invalid {
+                name: vars::PUBLIC_URL,
+                problem: format!("{v:?}: {e}"),
+            })?),
+        };
+        Ok(Self {
+            bucket,
+            queues: QueueUrls {
+                deploy: url(vars::DEPLOY_QUEUE_URL)?,
+                smoke: url(vars::SMOKE_QUEUE_URL)?,
+                notify: url(vars::NOTIFY_QUEUE_URL)?,
+                deploy_dlq: url(vars::DEPLOY_DLQ_URL)?,
+                smoke_dlq: url(vars::SMOKE_DLQ_URL)?,
+                notify_dlq: url(vars::NOTIFY_DLQ_URL)?,
+            },
+            parameter_prefix,
+            config_key: lookup(vars::CONFIG_KEY).unwrap_or_else(|| "config/slipway.toml".into()),
+            secrets_ttl,
+            public_url,
+        })
+    }
+}
+
+/// The shared AWS SDK configuration: region, credentials and endpoint from the standard
+/// environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, …), or `endpoint` when given.
+pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
+}
+
+/// An S3 client; path-style addressing whenever an endpoint is set (emulators serve
+/// buckets under the path, not as subdomains).
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let path_style = sdk.endpoint_url().is_some();
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env() -> HashMap<&'static str, String> {
+        let q = |n: &str| format!("http://127.0.0.1:5000/123456789012/{n}");
+        HashMap::from([
+            (vars::STATE_BUCKET, "slipway-state".to_owned()),
+            (vars::DEPLOY_QUEUE_URL, q("deploy")),
+            (vars::SMOKE_QUEUE_URL, q("smoke")),
+            (vars::NOTIFY_QUEUE_URL, q("notify")),
+            (vars::DEPLOY_DLQ_URL, q("deploy-dlq")),
+            (vars::SMOKE_DLQ_URL, q("smoke-dlq")),
+            (vars::NOTIFY_DLQ_URL, q("notify-dlq")),
+        ])
+    }
+
+    fn settings(env: &HashMap<&'static str, String>) -> Result<Settings, SettingsError> {
+        Settings::from_lookup(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_and_required_variables_are_named() {
+        let s = settings(&env()).unwrap();
+        assert_eq!(s.parameter_prefix.as_str(), "/slipway");
+        assert_eq!(s.config_key, "config/slipway.toml");
+        assert_eq!(s.secrets_ttl, Duration::from_secs(300));
+        for name in [vars::STATE_BUCKET, vars::SMOKE_QUEUE_URL, vars::NOTIFY_DLQ_URL] {
+            let mut e = env();
+            e.remove(name);
+            assert_eq!(
+                settings(&e).unwrap_err().to_string(),
+                format!("environment variable {name} is not set")
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_refused_by_name() {
+        for (name, value) in [
+            (vars::STATE_BUCKET, "Not_A_Bucket"),
+            (vars::DEPLOY_QUEUE_URL, "not a url"),
+            (vars::PARAMETER_PREFIX, "slipway"),
+            (vars::SECRETS_TTL, "soon"),
+            (vars::PUBLIC_URL, "::"),
+        ] {
+            let mut e = env();
+            e.insert(name, value.to_owned());
+            let err = settings(&e).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+}

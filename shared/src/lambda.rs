@@ -1,0 +1,102 @@
+//! Lambda entry points: each function's `main` builds an [`App`] once per container and
+//! hands it to one of these.
+//!
+//! - HTTP functions serve the one router through `lambda_http` (Function URLs and API
+//!   Gateway; base64 bodies are decoded before any handler sees them).
+//! - SQS functions handle a batch record by record, one span each, and report only the
+//!   records that failed (`ReportBatchItemFailures`); one bad record never fails its batch,
+//!   and a panic in one is contained to it.
+//! - The sweeper runs [`sweep::run_once`](crate::sweep::run_once) on a schedule.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_runtime::{LambdaEvent, service_fn};
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::handlers::{self, HandlerError};
+use crate::ports::{QueueName, Receipt};
+
+pub type Error = lambda_runtime::Error;
+
+/// Serves the router until the runtime stops.
+pub async fn run_http(app: App) -> Result<(), Error> {
+    lambda_http::run(crate::http::router(app)).await
+}
+
+/// Consumes `queue`'s SQS batches until the runtime stops.
+pub async fn run_queue(app: App, queue: QueueName) -> Result<(), Error> {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let app = app.clone();
+        async move { Ok::<_, Error>(handle_batch(&app, queue, event.payload).await) }
+    }))
+    .await
+}
+
+/// Runs the sweep on every scheduled invocation.
+pub async fn run_sweeper(app: App) -> Result<(), Error> {
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+        let app = app.clone();
+        async move {
+            let swept = crate::sweep::run_once(&app).await?;
+            tracing::info!(
+                expired = swept.expired,
+                resent = swept.resent,
+                abandoned = swept.abandoned,
+                "swept"
+            );
+            Ok::<_, Error>(serde_json::json!({
+                "expired": swept.expired, "resent": swept.resent, "abandoned": swept.abandoned
+            }))
+        }
+    }))
+    .await
+}
+
+/// Handles one SQS batch and names the records that failed, so SQS retries only those.
+/// A record that must wait (its stage is claimed by another worker) is made visible again
+/// when it is worth looking; a failing one backs off by its receive count.
+pub async fn handle_batch(app: &App, queue: QueueName, event: SqsEvent) -> SqsBatchResponse {
+    let mut failures = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let receive_count: u32 = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let span = tracing::info_span!("record", %queue, message_id = %id, receive_count);
+        let Some(body) = record.body.clone() else {
+            tracing::warn!(parent: &span, "record without a body");
+            failures.push(id);
+            continue;
+        };
+        let task = {
+            let app = app.clone();
+            tokio::spawn(async move { handlers::handle(&app, queue, &body).await }.instrument(span.clone()))
+        };
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(panic) => Err(HandlerError::BadMessage(format!("the handler panicked: {panic}"))),
+        };
+        if let Err(e) = outcome {
+            let delay = e.retry_in(receive_count);
+            tracing::warn!(parent: &span, error = %e, ?delay, "record failed; SQS will deliver it again");
+            if let Some(receipt) = record.receipt_handle.clone()
+                && let Err(e) = app.queue.release(queue, &Receipt(receipt), delay).await
+            {
+                tracing::warn!(parent: &span, error = %e, "could not delay the retry; it follows the queue's visibility timeout");
+            }
+            failures.push(id);
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures
+        .into_iter()
+        .map(|item_identifier| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = item_identifier;
+            failure
+        })
+        .collect();
+    response
+}
