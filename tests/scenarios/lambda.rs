@@ -1,0 +1,128 @@
+//! The Lambda edge: SQS batches report only the records that failed, and every event in
+//! events/lambda/ is one the real Lambda types accept.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use http::StatusCode;
+use serde_json::json;
+use slipway::adapters::memory::Fault;
+use slipway::domain::StageStatus;
+use slipway::ports::QueueName;
+use slipway_tests::{Pipeline, SHA};
+
+fn batch(bodies: &[(&str, String)]) -> SqsEvent {
+    let records: Vec<_> = bodies
+        .iter()
+        .map(|(id, body)| {
+            json!({
+                "messageId": id, "receiptHandle": format!("receipt-{id}"), "body": body,
+                "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({"Records": records})).expect("a valid SQS event")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_that_is_not_a_slipway_message_fails_alone() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    let deploy = p.pending(QueueName::Deploy).remove(0);
+    let event = batch(&[
+        ("good", deploy),
+        ("bad", "hello from a test script".into()),
+        ("empty", "{}".into()),
+    ]);
+    let response = slipway::lambda::handle_batch(&p.app, QueueName::Deploy, event).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["bad", "empty"], "only the bad records are retried");
+    assert_eq!(
+        p.deployed("staging"),
+        [SHA],
+        "the good record in the same batch was handled"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_on_the_wrong_queue_fails_alone() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    let deploy = p.pending(QueueName::Deploy).remove(0);
+    let response = slipway::lambda::handle_batch(&p.app, QueueName::Notify, batch(&[("m1", deploy)])).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(p.deployed("staging").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_412_storm_answers_503_and_loses_nothing() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    // Every attempt to record CI's result loses its conditional write.
+    for _ in 0..p.app.tuning.max_write_attempts {
+        p.store.fail_next("replace", Fault::Conflict);
+    }
+    let answer = p.ci(SHA, "success").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+    assert_eq!(
+        p.stage_status(SHA, "build").await,
+        StageStatus::Waiting,
+        "nothing half-written"
+    );
+    // CI retries once the storm has passed.
+    assert_eq!(p.ci(SHA, "success").await.status, StatusCode::OK);
+    assert_eq!(p.stage_status(SHA, "build").await, StageStatus::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_412_storm_on_a_record_fails_it_for_sqs_to_retry_and_it_deploys_once() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    let deploy = p.pending(QueueName::Deploy).remove(0);
+    for _ in 0..p.app.tuning.max_write_attempts {
+        p.store.fail_next("replace", Fault::Conflict);
+    }
+    let first = slipway::lambda::handle_batch(&p.app, QueueName::Deploy, batch(&[("m1", deploy.clone())])).await;
+    assert_eq!(
+        first.batch_item_failures.len(),
+        1,
+        "the claim never got written: retry the record"
+    );
+    assert!(p.deployed("staging").is_empty());
+    let again = slipway::lambda::handle_batch(&p.app, QueueName::Deploy, batch(&[("m1", deploy)])).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(p.deployed("staging"), [SHA]);
+}
+
+/// Every fixture in events/lambda/ parses with the types the functions use.
+#[test]
+fn every_lambda_fixture_is_a_valid_event() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/lambda");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        match name.split('.').next().unwrap().split('-').next().unwrap() {
+            "push" | "build" | "approval" => {
+                lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            "deploy" | "smoke" | "notify" => {
+                let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(!event.records.is_empty(), "{name}");
+            }
+            "sweeper" => {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(value["detail-type"], "Scheduled Event", "{name}");
+            }
+            other => panic!("{name}: no function named {other}"),
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 10);
+}
