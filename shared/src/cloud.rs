@@ -15,11 +15,9 @@ use crate::adapters::aws::s3::S3Store;
 use crate::adapters::aws::sqs::SqsQueues;
 use crate::adapters::aws::ssm::SsmSecrets;
 use crate::adapters::aws::{QueueUrls, Settings, SettingsError, s3_client, sdk_config};
-use crate::adapters::command::CommandTarget;
-use crate::adapters::http_checker::ReqwestChecker;
 use crate::adapters::local::secrets_file::SecretsFile;
-use crate::adapters::{SystemClock, notify};
-use crate::app::{App, Tuning};
+use crate::adapters::{Backend, wire};
+use crate::app::App;
 use crate::config::{Config, ConfigError};
 use crate::ports::{BoxError, QueueName, SecretStore};
 
@@ -141,18 +139,12 @@ pub async fn app(settings: &Settings, sdk: &aws_config::SdkConfig, config: Optio
         .ok_or(CloudError::NoPublicUrl)?;
     let secrets: Arc<dyn SecretStore> =
         Arc::new(SsmSecrets::new(aws_sdk_ssm::Client::new(sdk)).cached(settings.secrets_ttl));
-    Ok(App {
-        notifiers: notify::channels(&config.notify, secrets.clone()),
-        config: Arc::new(config),
+    let backend = Backend {
         store: Arc::new(S3Store::new(s3, settings.bucket.clone())),
         queue: Arc::new(SqsQueues::new(aws_sdk_sqs::Client::new(sdk), settings.queues.clone())),
         secrets,
-        clock: Arc::new(SystemClock),
-        deployer: Arc::new(CommandTarget::new()),
-        checker: Arc::new(ReqwestChecker::new()),
-        public_url,
-        tuning: Tuning::default(),
-    })
+    };
+    Ok(wire(config, backend, public_url))
 }
 
 /// Finds a stack's queues by name and returns the settings `serve --backend aws` runs with.

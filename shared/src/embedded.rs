@@ -8,12 +8,10 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::adapters::command::CommandTarget;
-use crate::adapters::http_checker::ReqwestChecker;
 use crate::adapters::local::secrets_file::{SecretsFile, SecretsFileError};
 use crate::adapters::local::sqlite::{SqliteBackend, SqliteError};
-use crate::adapters::{SystemClock, notify};
-use crate::app::{App, Tuning};
+use crate::adapters::{Backend, wire};
+use crate::app::App;
 use crate::config::{Config, ConfigError};
 use crate::domain::ParamName;
 
@@ -93,20 +91,12 @@ pub fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result
     if config.notify.is_empty() {
         tracing::warn!("no [[notify]] channels in the configuration: approval requests and failures reach nobody");
     }
-    let backend = SqliteBackend::open(&paths.database())?;
-
+    let db = SqliteBackend::open(&paths.database())?;
     let public_url = public_url.or_else(|| config.public_url.clone()).unwrap_or(fallback_url);
-    let secrets: Arc<dyn crate::ports::SecretStore> = Arc::new(secrets);
-    Ok(App {
-        notifiers: notify::channels(&config.notify, secrets.clone()),
-        config: Arc::new(config),
-        store: Arc::new(backend.clone()),
-        queue: Arc::new(backend),
-        secrets,
-        clock: Arc::new(SystemClock),
-        deployer: Arc::new(CommandTarget::new()),
-        checker: Arc::new(ReqwestChecker::new()),
-        public_url,
-        tuning: Tuning::default(),
-    })
+    let backend = Backend {
+        store: Arc::new(db.clone()),
+        queue: Arc::new(db),
+        secrets: Arc::new(secrets),
+    };
+    Ok(wire(config, backend, public_url))
 }

@@ -27,3 +27,30 @@ impl Clock for SystemClock {
         Timestamp::now()
     }
 }
+
+/// The backing services a backend provides: where state, queues and secrets live.
+#[derive(Debug)]
+pub struct Backend {
+    pub store: std::sync::Arc<dyn crate::ports::StateStore>,
+    pub queue: std::sync::Arc<dyn crate::ports::Queue>,
+    pub secrets: std::sync::Arc<dyn crate::ports::SecretStore>,
+}
+
+/// An [`App`](crate::app::App) over `backend` with the real everything else — system clock,
+/// `command` deploy target, HTTP checker, the configured notification channels — as every
+/// backend runs in production.
+pub fn wire(config: crate::config::Config, backend: Backend, public_url: url::Url) -> crate::app::App {
+    use std::sync::Arc;
+    crate::app::App {
+        notifiers: notify::channels(&config.notify, backend.secrets.clone()),
+        config: Arc::new(config),
+        store: backend.store,
+        queue: backend.queue,
+        secrets: backend.secrets,
+        clock: Arc::new(SystemClock),
+        deployer: Arc::new(command::CommandTarget::new()),
+        checker: Arc::new(http_checker::ReqwestChecker::new()),
+        public_url,
+        tuning: crate::app::Tuning::default(),
+    }
+}
