@@ -35,6 +35,12 @@ pub struct Config {
     pub public_url: Option<url::Url>,
     #[serde(default)]
     pub github: Option<GithubConfig>,
+    #[serde(default)]
+    pub gitlab: Option<GitlabConfig>,
+    #[serde(default)]
+    pub bitbucket: Option<BitbucketConfig>,
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
     pub approvals: ApprovalsConfig,
     /// Channels every notification goes to.
     #[serde(default)]
@@ -47,6 +53,31 @@ pub struct Config {
 pub struct GithubConfig {
     /// The parameter holding the secret of the GitHub webhook.
     pub webhook_secret: ParamName,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitlabConfig {
+    /// The parameter holding the hook's secret token, sent as `X-Gitlab-Token`.
+    pub token: ParamName,
+    /// The parameter holding the hook's signing token (`whsec_…`); when set, the Standard
+    /// Webhooks signature (`webhook-signature`) is required too.
+    #[serde(default)]
+    pub signing_key: Option<ParamName>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitbucketConfig {
+    /// The parameter holding the webhook's secret (`X-Hub-Signature: sha256=…`).
+    pub secret: ParamName,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The parameter holding the Slack app's signing secret, for interactive approvals.
+    pub signing_secret: ParamName,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +97,17 @@ pub enum ChannelConfig {
     File { path: PathBuf },
     /// Block Kit messages posted to a Slack incoming webhook, whose URL is a secret.
     Slack { webhook_url: ParamName },
+    /// Each notification as JSON, POSTed to `url` and signed with the secret stored under
+    /// `secret`: `X-Slipway-Signature: sha256=<hex HMAC-SHA256 of the body>`, plus
+    /// `X-Slipway-Event: <kind>` and `X-Slipway-Delivery: <id>` (stable across retries).
+    ///
+    /// ```toml
+    /// [[notify]]
+    /// type = "webhook"
+    /// url = "https://hooks.example.com/slipway"
+    /// secret = "/slipway/webhook/secret"
+    /// ```
+    Webhook { url: url::Url, secret: ParamName },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +127,14 @@ pub struct PipelineConfig {
     pub allow_self_approval: bool,
     #[serde(default)]
     pub approvers: Vec<ApproverConfig>,
+    /// The checks a git host reports (GitHub workflow or check suite names, GitLab
+    /// `pipeline`, Bitbucket status keys) that must all be green for the build to pass.
+    /// Empty: only the generic `/hooks/ci` callback reports builds.
+    #[serde(default)]
+    pub required_checks: Vec<String>,
+    /// The least line coverage (percent) a build may report and still go on.
+    #[serde(default)]
+    pub min_coverage: Option<f64>,
     pub environments: Vec<EnvironmentConfig>,
 }
 
@@ -95,6 +145,9 @@ pub struct ApproverConfig {
     pub id: ApproverId,
     /// Where to reach them: an email address or a chat handle.
     pub address: String,
+    /// Their Slack user id (`U…`), for deciding from Slack's buttons.
+    #[serde(default)]
+    pub slack: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -351,6 +404,17 @@ impl Config {
                     }
                 }
             }
+            if let Some(min) = pipeline.min_coverage
+                && !(0.0..=100.0).contains(&min)
+            {
+                return Err(invalid(
+                    at("min_coverage"),
+                    format!("{min} is not a percentage (0-100)"),
+                ));
+            }
+            if pipeline.required_checks.iter().any(|c| c.trim().is_empty()) {
+                return Err(invalid(at("required_checks"), "check names may not be empty".into()));
+            }
             if pipeline.mode == Mode::Delivery && pipeline.approvers.is_empty() {
                 return Err(invalid(
                     at("approvers"),
@@ -393,6 +457,8 @@ impl PipelineConfig {
                     smoke: !env.smoke.is_empty(),
                 })
                 .collect(),
+            required_checks: self.required_checks.clone(),
+            min_coverage: self.min_coverage,
         }
     }
 

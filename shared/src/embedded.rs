@@ -57,6 +57,16 @@ pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
     if let Some(gh) = &config.github {
         names.insert(&gh.webhook_secret);
     }
+    if let Some(gl) = &config.gitlab {
+        names.insert(&gl.token);
+        names.extend(gl.signing_key.iter());
+    }
+    if let Some(bb) = &config.bitbucket {
+        names.insert(&bb.secret);
+    }
+    if let Some(slack) = &config.slack {
+        names.insert(&slack.signing_secret);
+    }
     for channel in &config.notify {
         if let crate::config::ChannelConfig::Slack { webhook_url } = channel {
             names.insert(webhook_url);

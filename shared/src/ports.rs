@@ -42,6 +42,16 @@ impl StoreKey {
         Self(format!("notices/{notice_id}/{channel}"))
     }
 
+    /// A marker that a git host's delivery `id` was handled. `None` if `id` is not a
+    /// delivery id (1-128 of `A-Z a-z 0-9 - _ .`): it is then not used as a key at all.
+    pub fn delivery(provider: &str, id: &str) -> Option<Self> {
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && !id.starts_with('.')
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        ok.then(|| Self(format!("deliveries/{provider}/{id}")))
+    }
+
     /// The prefix under which all runs live.
     pub const RUNS: &'static str = "runs/";
 
@@ -51,7 +61,7 @@ impl StoreKey {
 
     /// Rebuilds a key an adapter listed. Only keys under known prefixes are accepted.
     pub fn from_listed(raw: &str) -> Option<Self> {
-        let known = raw.starts_with(Self::RUNS) || raw.starts_with("notices/");
+        let known = raw.starts_with(Self::RUNS) || raw.starts_with("notices/") || raw.starts_with("deliveries/");
         let clean = !raw.contains("..") && !raw.starts_with('/');
         (known && clean).then(|| Self(raw.to_owned()))
     }

@@ -256,7 +256,7 @@ async fn a_ci_result_never_moves_a_run_backwards() {
 #[tokio::test(start_paused = true)]
 async fn unknown_paths_are_json_404s() {
     let p = Pipeline::start().await;
-    let answer = p.get("https://slipway.example.com/hooks/gitlab").await;
+    let answer = p.get("https://slipway.example.com/hooks/sourcehut").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert!(answer.json()["error"].is_string());
 }

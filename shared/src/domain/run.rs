@@ -17,13 +17,20 @@ pub enum Mode {
 
 /// What a run will do, fixed when it opens, so a configuration change never rewrites a run
 /// already under way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub mode: Mode,
     /// How long an approval request stays valid.
     pub approval_ttl: SignedDuration,
     /// Environments in deployment order.
     pub environments: Vec<EnvPlan>,
+    /// Checks a git host reports that must all be green for the build to pass. Empty: one
+    /// overall result (the generic CI callback) decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_checks: Vec<String>,
+    /// The least coverage (percent) a green build must report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_coverage: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +71,9 @@ pub struct BuildInfo {
     /// The artifact every environment deploys (an image digest, a package URL, …).
     pub artifact: Option<String>,
     pub coverage: Option<f64>,
+    /// What each required check reported so far.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, BuildStatus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,14 @@ pub struct NewRun {
 pub enum Event {
     /// CI reported on the commit.
     BuildFinished { status: BuildStatus, build: BuildInfo },
+    /// A git host reported one named check (a workflow, a pipeline, a status). The build
+    /// passes when every required check is green, and fails when any is red.
+    CheckReported {
+        check: String,
+        status: BuildStatus,
+        url: Option<String>,
+        coverage: Option<f64>,
+    },
     /// A worker claims a queued deploy. Ignored unless the deploy is still queued, which is
     /// what stops a redelivered message from deploying twice.
     DeployStarted { env: EnvName },
@@ -123,6 +131,8 @@ pub enum NoticeKind {
 pub enum Ignored {
     #[error("this run has no {0} stage")]
     NoSuchStage(String),
+    #[error("{0:?} is not one of this pipeline's required checks")]
+    NotRequired(String),
     #[error("{stage} is not reached yet")]
     NotReached { stage: String },
     #[error("{stage} is already {status}")]
@@ -235,7 +245,19 @@ impl Tx<'_> {
     fn step(&mut self) -> Result<(), Ignored> {
         let at = self.input.at;
         match &self.input.event {
-            Event::BuildFinished { status, build } => self.build_finished(*status, build),
+            Event::BuildFinished { status, build } => {
+                let build = BuildInfo {
+                    checks: self.run.build.checks.clone(),
+                    ..build.clone()
+                };
+                self.build_finished(*status, &build, "CI build")
+            }
+            Event::CheckReported {
+                check,
+                status,
+                url,
+                coverage,
+            } => self.check_reported(check, *status, url.as_deref(), *coverage),
             Event::DeployStarted { env } => self.claim(StageKind::Deploy, env),
             Event::SmokeStarted { env } => self.claim(StageKind::Smoke, env),
             Event::DeployFinished { env, output, result } => {
@@ -318,7 +340,80 @@ impl Tx<'_> {
         }
     }
 
-    fn build_finished(&mut self, status: BuildStatus, build: &BuildInfo) -> Result<(), Ignored> {
+    /// One required check reported; the build decides once they are all in, or one is red.
+    fn check_reported(
+        &mut self,
+        check: &str,
+        status: BuildStatus,
+        url: Option<&str>,
+        coverage: Option<f64>,
+    ) -> Result<(), Ignored> {
+        if !self.run.plan.required_checks.iter().any(|c| c == check) {
+            return Err(Ignored::NotRequired(check.to_owned()));
+        }
+        let i = self
+            .run
+            .stage_index(StageKind::Build, None)
+            .ok_or_else(|| Ignored::NoSuchStage("build".into()))?;
+        let current = self.run.stages[i].status;
+        if self.run.build.checks.get(check) == Some(&status) {
+            return Err(Ignored::AlreadyDone {
+                stage: format!("check {check}"),
+                status: current,
+            });
+        }
+        let rerun_green = current == StageStatus::Failed
+            && status == BuildStatus::Success
+            && self.run.stages[i + 1..]
+                .iter()
+                .all(|s| s.status == StageStatus::Skipped);
+        if current != StageStatus::Waiting && !rerun_green {
+            return Err(self.not_applicable(i));
+        }
+        let mut build = self.run.build.clone();
+        build.checks.insert(check.to_owned(), status);
+        if let Some(url) = url {
+            build.url = Some(url.to_owned());
+        }
+        if coverage.is_some() {
+            build.coverage = coverage;
+        }
+        let required = &self.run.plan.required_checks;
+        let red = required.iter().find_map(|c| {
+            build
+                .checks
+                .get(c)
+                .filter(|s| **s != BuildStatus::Success)
+                .map(|s| (c.clone(), *s))
+        });
+        let pending: Vec<&str> = required
+            .iter()
+            .filter(|c| !build.checks.contains_key(*c))
+            .map(String::as_str)
+            .collect();
+        match (red, pending.is_empty()) {
+            (Some((c, s)), _) => {
+                let source = format!("check {c}");
+                self.build_finished(s, &build, &source)
+            }
+            (None, true) => {
+                let source = format!("required checks ({})", required.join(", "));
+                self.build_finished(BuildStatus::Success, &build, &source)
+            }
+            (None, false) => {
+                self.run.build = build;
+                let word = if status == BuildStatus::Success {
+                    "passed"
+                } else {
+                    "reported"
+                };
+                self.log(format!("check {check} {word}; waiting for {}", pending.join(", ")));
+                Ok(())
+            }
+        }
+    }
+
+    fn build_finished(&mut self, status: BuildStatus, build: &BuildInfo, source: &str) -> Result<(), Ignored> {
         let i = self
             .run
             .stage_index(StageKind::Build, None)
@@ -345,10 +440,14 @@ impl Tx<'_> {
         let via = build.url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default();
         match status {
             BuildStatus::Success => {
+                if let Some(reason) = self.coverage_shortfall(build) {
+                    self.fail(i, reason);
+                    return Ok(());
+                }
                 let what = if rerun_green {
-                    format!("CI re-ran the build and it passed{via}")
+                    format!("CI re-ran the build and {source} passed{via}")
                 } else {
-                    format!("CI build passed{via}")
+                    format!("{source} passed{via}")
                 };
                 self.succeed(i, what);
             }
@@ -358,10 +457,25 @@ impl Tx<'_> {
                 } else {
                     "errored"
                 };
-                self.fail(i, format!("CI build {word}{via}"));
+                self.fail(i, format!("{source} {word}{via}"));
             }
         }
         Ok(())
+    }
+
+    /// Why a green build still may not go on: its coverage is under the pipeline's minimum,
+    /// or it reported none while one is required.
+    fn coverage_shortfall(&self, build: &BuildInfo) -> Option<String> {
+        let min = self.run.plan.min_coverage?;
+        match build.coverage {
+            Some(c) if c < min => Some(format!(
+                "coverage {c:.1}% is below this pipeline's minimum of {min:.1}%"
+            )),
+            Some(_) => None,
+            None => Some(format!(
+                "CI reported no coverage, and this pipeline requires at least {min:.1}%"
+            )),
+        }
     }
 
     /// A worker claims a queued stage.

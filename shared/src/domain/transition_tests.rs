@@ -29,6 +29,8 @@ fn plan(mode: Mode) -> Plan {
                 smoke: true,
             },
         ],
+        required_checks: Vec::new(),
+        min_coverage: None,
     }
 }
 
@@ -826,4 +828,168 @@ fn commands_are_tagged_queue_messages() {
     let bad: Result<Command, _> =
         serde_json::from_value(serde_json::json!({"type": "deploy", "run": "../etc", "env": "staging"}));
     assert!(bad.is_err());
+}
+
+fn check(name: &str, status: BuildStatus) -> Event {
+    Event::CheckReported {
+        check: name.into(),
+        status,
+        url: None,
+        coverage: None,
+    }
+}
+
+/// A delivery-mode run whose build is decided by two host checks, CI and lint.
+fn checked_run(min_coverage: Option<f64>) -> Run {
+    let mut run = new_run(Mode::Delivery);
+    run.plan.required_checks = vec!["CI".into(), "lint".into()];
+    run.plan.min_coverage = min_coverage;
+    run
+}
+
+fn apply_all(mut run: Run, events: &[Event]) -> (Run, Vec<Command>, Option<Ignored>) {
+    let mut last = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        match apply(&run, &input(i as i64 + 1, event.clone())) {
+            Outcome::Applied { run: next, commands } => {
+                run = *next;
+                last = commands;
+            }
+            Outcome::Ignored(why) => return (run, last, Some(why)),
+        }
+    }
+    (run, last, None)
+}
+
+/// Name, events, the build stage's status after them, the last commands, why the last was ignored.
+type CheckCase = (
+    &'static str,
+    Vec<Event>,
+    &'static str,
+    Vec<&'static str>,
+    Option<fn(&Ignored) -> bool>,
+);
+
+#[test]
+fn required_checks_table() {
+    use BuildStatus::{Error, Failure, Success};
+    let cases: Vec<CheckCase> = vec![
+        (
+            "one green check of two waits for the other",
+            vec![check("CI", Success)],
+            "waiting",
+            vec![],
+            None,
+        ),
+        (
+            "both green: the build passes",
+            vec![check("CI", Success), check("lint", Success)],
+            "succeeded",
+            vec!["deploy staging"],
+            None,
+        ),
+        (
+            "one red check fails the build at once",
+            vec![check("lint", Failure)],
+            "failed",
+            vec!["notify failed build red_main=true"],
+            None,
+        ),
+        (
+            "an errored check fails it too",
+            vec![check("CI", Success), check("lint", Error)],
+            "failed",
+            vec!["notify failed build red_main=true"],
+            None,
+        ),
+        (
+            "a check the pipeline does not require is ignored",
+            vec![check("docs", Failure)],
+            "waiting",
+            vec![],
+            Some(|i| matches!(i, Ignored::NotRequired(c) if c == "docs")),
+        ),
+        (
+            "a duplicate check report is ignored",
+            vec![check("CI", Success), check("CI", Success)],
+            "waiting",
+            vec![],
+            Some(|i| matches!(i, Ignored::AlreadyDone { .. })),
+        ),
+        (
+            "a red check after the build passed never moves it back",
+            vec![check("CI", Success), check("lint", Success), check("lint", Failure)],
+            "succeeded",
+            vec!["deploy staging"],
+            Some(|i| matches!(i, Ignored::AlreadyDone { .. })),
+        ),
+        (
+            "a re-run that goes green resumes the run",
+            vec![check("CI", Success), check("lint", Failure), check("lint", Success)],
+            "succeeded",
+            vec!["deploy staging"],
+            None,
+        ),
+    ];
+    for (name, events, build_status, commands, ignored) in cases {
+        let (run, last, why) = apply_all(checked_run(None), &events);
+        assert_eq!(run.stages[0].status.as_str(), build_status, "{name}");
+        assert_eq!(describe(&last), commands, "{name}");
+        match (ignored, why) {
+            (Some(check), Some(why)) => assert!(check(&why), "{name}: wrong reason {why:?}"),
+            (None, None) => {}
+            (expected, got) => panic!("{name}: expected ignored={}, got {got:?}", expected.is_some()),
+        }
+    }
+}
+
+#[test]
+fn a_failed_check_names_itself_and_waiting_says_for_what() {
+    let (run, _, _) = apply_all(checked_run(None), &[check("CI", BuildStatus::Success)]);
+    assert_eq!(run.history.last().unwrap().what, "check CI passed; waiting for lint");
+    let (run, _, _) = apply_all(checked_run(None), &[check("lint", BuildStatus::Failure)]);
+    assert_eq!(
+        run.stages[0].summary.as_deref(),
+        Some("build failed: check lint failed")
+    );
+}
+
+#[test]
+fn the_coverage_gate_holds_a_green_build_back() {
+    let with_coverage = |c: Option<f64>| Event::BuildFinished {
+        status: BuildStatus::Success,
+        build: BuildInfo {
+            coverage: c,
+            ..BuildInfo::default()
+        },
+    };
+    let gated = || {
+        let mut run = new_run(Mode::Delivery);
+        run.plan.min_coverage = Some(80.0);
+        run
+    };
+    let (run, commands, _) = apply_all(gated(), &[with_coverage(Some(72.5))]);
+    assert_eq!(run.stages[0].status, StageStatus::Failed);
+    assert_eq!(
+        run.stages[0].summary.as_deref(),
+        Some("build failed: coverage 72.5% is below this pipeline's minimum of 80.0%")
+    );
+    assert_eq!(describe(&commands), ["notify failed build red_main=true"]);
+    let (run, _, _) = apply_all(gated(), &[with_coverage(None)]);
+    assert!(run.stages[0].summary.as_deref().unwrap().contains("no coverage"));
+    let (run, commands, _) = apply_all(gated(), &[with_coverage(Some(80.0))]);
+    assert_eq!(run.stages[0].status, StageStatus::Succeeded);
+    assert_eq!(describe(&commands), ["deploy staging"]);
+    // Host checks carry coverage too (GitLab pipelines report it).
+    let mut run = checked_run(Some(80.0));
+    run.plan.required_checks = vec!["pipeline".into()];
+    let gitlab = Event::CheckReported {
+        check: "pipeline".into(),
+        status: BuildStatus::Success,
+        url: None,
+        coverage: Some(91.0),
+    };
+    let (run, _, _) = apply_all(run, &[gitlab]);
+    assert_eq!(run.stages[0].status, StageStatus::Succeeded);
+    assert_eq!(run.build.coverage, Some(91.0));
 }

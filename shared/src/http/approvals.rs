@@ -28,11 +28,12 @@ pub(super) struct DecisionForm {
 }
 
 /// A verified link and what it points at.
-struct Link<'a> {
-    claim: ApprovalClaim,
-    run: Run,
-    pipeline: &'a PipelineConfig,
-    approver: &'a ApproverConfig,
+pub(super) struct Link<'a> {
+    pub(super) claim: ApprovalClaim,
+    pub(super) run: Run,
+    pub(super) pipeline: &'a PipelineConfig,
+    /// Who decides: the link's approver, or the approver a Slack user maps to.
+    pub(super) approver: &'a ApproverConfig,
 }
 
 impl Link<'_> {
@@ -41,7 +42,7 @@ impl Link<'_> {
     }
 }
 
-async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, PageError> {
+pub(super) async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, PageError> {
     let key = app.secret(&app.config.approvals.signing_key).await?;
     let claim = approvals::verify(&key, token).map_err(|e| match e {
         TokenError::Malformed => PageError::new(StatusCode::NOT_FOUND, "Unknown link", e.to_string()),
@@ -214,22 +215,34 @@ pub(super) async fn decide(
             "Keep the comment under 2000 characters.",
         ));
     }
-    if let Some(refusal) = self_approval(&link) {
+    decide_link(&app, &link, approve, comment).await
+}
+
+/// Records `link.approver`'s decision, once: refuses self-approval and expired links (and
+/// records the expiry), and answers a replay or a race lost to another approver with the
+/// decision that stands. The same checks for a click in a browser and a click in Slack.
+pub(super) async fn decide_link(
+    app: &App,
+    link: &Link<'_>,
+    approve: bool,
+    comment: Option<String>,
+) -> Result<Html<String>, PageError> {
+    if let Some(refusal) = self_approval(link) {
         return Err(refusal);
     }
     let env = link.claim.env.clone();
-    let actor = Actor::Approver(link.claim.approver.clone());
+    let actor = Actor::Approver(link.approver.id.clone());
     if app.clock.now() >= link.claim.expires_at {
         // Record the expiry if it is due (the POST is allowed to change state); answer 410.
         app.apply(&link.run.id, || {
             app.input(Actor::Slipway, Event::ApprovalExpired { env: env.clone() })
         })
         .await?;
-        return Err(expired(&link));
+        return Err(expired(link));
     }
     let event = Event::ApprovalDecided {
         env: env.clone(),
-        approver: link.claim.approver.clone(),
+        approver: link.approver.id.clone(),
         approve,
         comment,
     };
@@ -257,10 +270,10 @@ pub(super) async fn decide(
                     ),
                 )
             };
-            tracing::info!(run = %run.id, %env, approver = %link.claim.approver, approve, "approval decided");
+            tracing::info!(run = %run.id, %env, approver = %link.approver.id, approve, "approval decided");
             Ok(Html(pages::message(title, &text).into_string()))
         }
-        Some(Applied::Ignored(Ignored::ApprovalExpired { .. }, _)) => Err(expired(&link)),
-        Some(Applied::Ignored(_, run)) => Err(closed(&link, run.stage(StageKind::Approval, Some(&env)))),
+        Some(Applied::Ignored(Ignored::ApprovalExpired { .. }, _)) => Err(expired(link)),
+        Some(Applied::Ignored(_, run)) => Err(closed(link, run.stage(StageKind::Approval, Some(&env)))),
     }
 }

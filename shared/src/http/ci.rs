@@ -104,6 +104,7 @@ pub(super) async fn callback(
         url: result.build_url.map(|u| u.to_string()),
         artifact: result.artifact,
         coverage: result.coverage,
+        ..BuildInfo::default()
     };
     // One commit may be followed by several pipelines of the repository (say `main` and
     // `release`); the result belongs to every run of it.

@@ -7,6 +7,7 @@ mod approvals;
 mod ci;
 mod hooks;
 mod pages;
+mod slack;
 
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ pub fn router(app: App) -> Router {
     let app = Arc::new(app);
     let hooks = Router::new()
         .route("/hooks/github", post(hooks::github))
+        .route("/hooks/gitlab", post(hooks::gitlab))
+        .route("/hooks/bitbucket", post(hooks::bitbucket))
+        .route("/hooks/slack/interactions", post(slack::interactions))
         .route("/hooks/ci", post(ci::callback))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY));
     let pages = Router::new()

@@ -1,16 +1,16 @@
 //! GitHub webhooks: turn a delivery whose signature was already verified (see
 //! [`crate::signature`]) into a [`HostEvent`].
 //!
-//! Only `push` payloads are read; `ping` and every other event are recognised by the
-//! `X-GitHub-Event` header alone. The raw payload structs below hold only the fields slipway
+//! `push`, `workflow_run` and `check_suite` payloads are read; `ping` and every other event are
+//! recognised by the `X-GitHub-Event` header alone. The raw payload structs below hold only the fields slipway
 //! uses and never leave this module.
 
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 
-use super::{GitRef, HostEvent, Push};
-use crate::domain::{BranchName, CommitInfo, CommitSha, IdError, RepoName};
+use super::{BuildReport, GitRef, HostEvent, Push};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, IdError, RepoName};
 
 /// Why a GitHub payload was refused. The message names the field at fault, never repeats the
 /// payload, and is short enough to answer as an HTTP 400 body. Retrying the same bytes cannot
@@ -45,11 +45,18 @@ pub enum PayloadError {
 ///
 /// `event` is the `X-GitHub-Event` header and `body` the raw request body, whose signature the
 /// caller has already verified. `ping` becomes [`HostEvent::Ping`], `push` a [`HostEvent::Push`],
-/// and any other event [`HostEvent::Ignored`] (its body is not read).
+/// `workflow_run` and `check_suite` a [`HostEvent::Build`], and any other event
+/// [`HostEvent::Ignored`] (its body is not read).
+///
+/// A workflow run or check suite reports a result only with action `completed`; any other
+/// action (`requested`, `in_progress`, `rerequested`) is a [`BuildReport`] with status `None`:
+/// the check is (again) under way. See [`conclusion_status`] for how conclusions map.
 pub fn parse(event: &str, body: &[u8]) -> Result<HostEvent, PayloadError> {
     match event {
         "ping" => Ok(HostEvent::Ping),
         "push" => parse_push(body).map(|push| HostEvent::Push(Box::new(push))),
+        "workflow_run" => parse_workflow_run(body).map(|report| HostEvent::Build(Box::new(report))),
+        "check_suite" => parse_check_suite(body).map(|report| HostEvent::Build(Box::new(report))),
         other => Ok(HostEvent::Ignored {
             event: other.to_owned(),
         }),
@@ -216,6 +223,161 @@ fn pushed_by(fields: &mut Fields) -> Result<String, PayloadError> {
     })
 }
 
+/// `workflow_run` in a `workflow_run` event.
+#[derive(Deserialize)]
+struct RawWorkflowRun {
+    name: Option<String>,
+    path: Option<String>,
+    head_sha: String,
+    head_branch: Option<String>,
+    conclusion: Option<String>,
+    html_url: Option<String>,
+}
+
+/// `workflow` in a `workflow_run` event: the workflow file's `name:`.
+#[derive(Deserialize)]
+struct RawWorkflow {
+    name: Option<String>,
+}
+
+/// `check_suite` in a `check_suite` event.
+#[derive(Deserialize)]
+struct RawCheckSuite {
+    head_sha: String,
+    head_branch: Option<String>,
+    conclusion: Option<String>,
+    app: Option<RawApp>,
+}
+
+/// The GitHub App that runs a check suite.
+#[derive(Deserialize)]
+struct RawApp {
+    slug: Option<String>,
+    name: Option<String>,
+}
+
+/// A CI result's commit and branch, named by their field paths for errors.
+fn head_of(
+    sha: &str,
+    sha_field: &'static str,
+    branch: Option<String>,
+    branch_field: &'static str,
+) -> Result<(CommitSha, Option<BranchName>), PayloadError> {
+    let sha = CommitSha::parse(sha).map_err(|source| PayloadError::InvalidId {
+        field: sha_field,
+        source,
+    })?;
+    let branch = branch
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            BranchName::parse(&b).map_err(|source| PayloadError::InvalidId {
+                field: branch_field,
+                source,
+            })
+        })
+        .transpose()?;
+    Ok((sha, branch))
+}
+
+/// A `workflow_run` event. The check is named after the workflow: the run's `name`, else the
+/// workflow's `name`, else the workflow file's path (a pipeline's `required_checks` uses the
+/// same name).
+fn parse_workflow_run(body: &[u8]) -> Result<BuildReport, PayloadError> {
+    let mut fields = Fields::new(body)?;
+    let action: Option<String> = fields.optional("action")?;
+    let repository: RawRepository = fields.required("repository")?;
+    let run: RawWorkflowRun = fields.required("workflow_run")?;
+    let workflow: Option<RawWorkflow> = fields.optional("workflow")?;
+
+    let repo = RepoName::parse(&repository.full_name).map_err(|source| PayloadError::InvalidId {
+        field: "repository.full_name",
+        source,
+    })?;
+    let (sha, branch) = head_of(
+        &run.head_sha,
+        "workflow_run.head_sha",
+        run.head_branch,
+        "workflow_run.head_branch",
+    )?;
+    let check = [run.name, workflow.and_then(|w| w.name), run.path]
+        .into_iter()
+        .flatten()
+        .find(|name| !name.is_empty())
+        .ok_or(PayloadError::Field {
+            field: "workflow_run.name",
+            reason: "missing (and no `workflow.name` or `workflow_run.path` either)".to_owned(),
+        })?;
+    let status = match action.as_deref() {
+        Some("completed") => run.conclusion.as_deref().and_then(conclusion_status),
+        _ => None,
+    };
+    Ok(BuildReport {
+        repo,
+        sha,
+        branch,
+        check,
+        status,
+        url: run.html_url,
+        coverage: None,
+    })
+}
+
+/// A `check_suite` event. The check is named after the GitHub App that ran it: its `slug`
+/// (stable), else its `name`. GitHub gives a check suite no page of its own (only an API URL),
+/// so the report has no `url`.
+fn parse_check_suite(body: &[u8]) -> Result<BuildReport, PayloadError> {
+    let mut fields = Fields::new(body)?;
+    let action: Option<String> = fields.optional("action")?;
+    let repository: RawRepository = fields.required("repository")?;
+    let suite: RawCheckSuite = fields.required("check_suite")?;
+
+    let repo = RepoName::parse(&repository.full_name).map_err(|source| PayloadError::InvalidId {
+        field: "repository.full_name",
+        source,
+    })?;
+    let (sha, branch) = head_of(
+        &suite.head_sha,
+        "check_suite.head_sha",
+        suite.head_branch,
+        "check_suite.head_branch",
+    )?;
+    let check = suite
+        .app
+        .and_then(|app| app.slug.filter(|s| !s.is_empty()).or(app.name))
+        .filter(|name| !name.is_empty())
+        .ok_or(PayloadError::Field {
+            field: "check_suite.app",
+            reason: "missing its `slug` and `name`".to_owned(),
+        })?;
+    let status = match action.as_deref() {
+        Some("completed") => suite.conclusion.as_deref().and_then(conclusion_status),
+        _ => None,
+    };
+    Ok(BuildReport {
+        repo,
+        sha,
+        branch,
+        check,
+        status,
+        url: None,
+        coverage: None,
+    })
+}
+
+/// A completed workflow run's or check suite's `conclusion`.
+///
+/// `success`, and also `neutral` and `skipped`, are green: GitHub itself counts a neutral or
+/// skipped check as passing a required status check. `failure` and `timed_out` are red (the
+/// build failed). `cancelled`, `action_required`, `stale`, `startup_failure` and any conclusion
+/// GitHub adds later are [`BuildStatus::Error`]: the build did not produce a verdict.
+pub fn conclusion_status(conclusion: &str) -> Option<BuildStatus> {
+    Some(match conclusion {
+        "success" | "neutral" | "skipped" => BuildStatus::Success,
+        "failure" | "timed_out" => BuildStatus::Failure,
+        _ => BuildStatus::Error,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -241,6 +403,26 @@ mod tests {
             "push-tag-deleted.json",
             "push",
             include_str!("../../../events/github/push-tag-deleted.json"),
+        ),
+        (
+            "workflow-run-completed.json",
+            "workflow_run",
+            include_str!("../../../events/github/workflow-run-completed.json"),
+        ),
+        (
+            "workflow-run-requested.json",
+            "workflow_run",
+            include_str!("../../../events/github/workflow-run-requested.json"),
+        ),
+        (
+            "check-suite-completed.json",
+            "check_suite",
+            include_str!("../../../events/github/check-suite-completed.json"),
+        ),
+        (
+            "check-suite-requested.json",
+            "check_suite",
+            include_str!("../../../events/github/check-suite-requested.json"),
         ),
     ];
 
@@ -462,5 +644,117 @@ mod tests {
         assert!(error.len() < 300, "{error}");
         let error = push_error(&payload(json!({ "repository": { "full_name": huge } })));
         assert!(error.len() < 300, "{error}");
+    }
+
+    fn build_of(event: &str, payload: &Value) -> BuildReport {
+        match parse(event, &serde_json::to_vec(payload).unwrap()).unwrap() {
+            HostEvent::Build(report) => *report,
+            other => panic!("expected a build, got {other:?}"),
+        }
+    }
+
+    fn workflow_run(action: &str, conclusion: Value) -> Value {
+        json!({
+            "action": action,
+            "repository": { "full_name": "acme/shop" },
+            "workflow": { "name": "CI" },
+            "workflow_run": {
+                "name": "", "path": ".github/workflows/ci.yml", "head_sha": SHA, "head_branch": "main",
+                "status": "completed", "conclusion": conclusion, "html_url": "https://github.com/acme/shop/actions/runs/1"
+            }
+        })
+    }
+
+    fn check_suite(action: &str, conclusion: Value) -> Value {
+        json!({
+            "action": action,
+            "repository": { "full_name": "acme/shop" },
+            "check_suite": {
+                "head_sha": SHA, "head_branch": "main", "status": "completed", "conclusion": conclusion,
+                "url": "https://api.github.com/repos/acme/shop/check-suites/1",
+                "app": { "slug": "github-actions", "name": "GitHub Actions" }
+            }
+        })
+    }
+
+    #[test]
+    fn completed_runs_and_suites_map_their_conclusion() {
+        let cases = [
+            ("success", Some(BuildStatus::Success)),
+            ("neutral", Some(BuildStatus::Success)),
+            ("skipped", Some(BuildStatus::Success)),
+            ("failure", Some(BuildStatus::Failure)),
+            ("timed_out", Some(BuildStatus::Failure)),
+            ("cancelled", Some(BuildStatus::Error)),
+            ("action_required", Some(BuildStatus::Error)),
+            ("stale", Some(BuildStatus::Error)),
+            ("startup_failure", Some(BuildStatus::Error)),
+        ];
+        for (conclusion, expected) in cases {
+            let run = build_of("workflow_run", &workflow_run("completed", json!(conclusion)));
+            assert_eq!(run.status, expected, "workflow_run {conclusion}");
+            let suite = build_of("check_suite", &check_suite("completed", json!(conclusion)));
+            assert_eq!(suite.status, expected, "check_suite {conclusion}");
+        }
+    }
+
+    #[test]
+    fn a_workflow_run_is_named_after_its_workflow() {
+        let run = build_of("workflow_run", &workflow_run("completed", json!("success")));
+        assert_eq!(run.repo.as_str(), "acme/shop");
+        assert_eq!(run.sha.as_str(), SHA);
+        assert_eq!(run.branch, Some(BranchName::parse("main").unwrap()));
+        assert_eq!(run.check, "CI");
+        assert_eq!(run.url.as_deref(), Some("https://github.com/acme/shop/actions/runs/1"));
+        let mut payload = workflow_run("completed", json!("success"));
+        payload["workflow_run"]["name"] = json!("Deploy checks");
+        assert_eq!(build_of("workflow_run", &payload).check, "Deploy checks");
+        payload["workflow_run"]["name"] = json!(null);
+        payload["workflow"] = json!(null);
+        assert_eq!(build_of("workflow_run", &payload).check, ".github/workflows/ci.yml");
+    }
+
+    #[test]
+    fn a_check_suite_is_named_after_its_app() {
+        let suite = build_of("check_suite", &check_suite("completed", json!("success")));
+        assert_eq!(suite.check, "github-actions");
+        assert_eq!(suite.url, None);
+        let mut payload = check_suite("completed", json!("success"));
+        payload["check_suite"]["app"] = json!({ "name": "octocoders-linter" });
+        assert_eq!(build_of("check_suite", &payload).check, "octocoders-linter");
+        payload["check_suite"]["app"] = json!(null);
+        let error = parse("check_suite", &serde_json::to_vec(&payload).unwrap()).unwrap_err();
+        assert!(error.to_string().contains("check_suite.app"), "{error}");
+    }
+
+    #[test]
+    fn runs_and_suites_not_completed_are_under_way() {
+        for action in ["requested", "in_progress"] {
+            let run = build_of("workflow_run", &workflow_run(action, json!(null)));
+            assert_eq!(run.status, None, "{action}");
+        }
+        for action in ["requested", "rerequested"] {
+            // A rerequested suite still carries its old conclusion; a new run is coming.
+            let suite = build_of("check_suite", &check_suite(action, json!("success")));
+            assert_eq!(suite.status, None, "{action}");
+        }
+        let run = build_of("workflow_run", &workflow_run("completed", json!(null)));
+        assert_eq!(run.status, None, "completed without a conclusion yet");
+    }
+
+    #[test]
+    fn build_errors_name_the_field() {
+        let mut payload = workflow_run("completed", json!("success"));
+        payload["workflow_run"]["head_sha"] = json!("abc");
+        let error = parse("workflow_run", &serde_json::to_vec(&payload).unwrap()).unwrap_err();
+        assert!(error.to_string().contains("workflow_run.head_sha"), "{error}");
+        let mut payload = check_suite("completed", json!("success"));
+        payload["check_suite"]["head_branch"] = json!("a..b");
+        let error = parse("check_suite", &serde_json::to_vec(&payload).unwrap()).unwrap_err();
+        assert!(error.to_string().contains("check_suite.head_branch"), "{error}");
+        let error = parse("workflow_run", b"{").unwrap_err();
+        assert!(matches!(error, PayloadError::Json { .. }), "{error:?}");
+        let error = parse("check_suite", b"{\"repository\": {\"full_name\": \"a/b\"}}").unwrap_err();
+        assert!(error.to_string().contains("`check_suite`"), "{error}");
     }
 }

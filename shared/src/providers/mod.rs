@@ -1,9 +1,12 @@
 //! Git hosts: verify a webhook, then turn its payload into a domain [`HostEvent`] right away.
 //! Raw payload structs stay private to each provider module.
 
+pub mod bitbucket;
 pub mod github;
+pub mod gitlab;
+pub mod slack;
 
-use crate::domain::{BranchName, CommitInfo, CommitSha, RepoName};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
 
 /// What a git host told us, in slipway's terms.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -13,8 +16,28 @@ pub enum HostEvent {
     Ping,
     /// Commits were pushed to, or a ref was created or deleted.
     Push(Box<Push>),
+    /// CI reported on a commit through the git host: a GitHub workflow run or check suite,
+    /// a GitLab pipeline, a Bitbucket commit status.
+    Build(Box<BuildReport>),
     /// An event slipway does not act on; answered 2xx and logged.
     Ignored { event: String },
+}
+
+/// A CI result as a git host reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BuildReport {
+    pub repo: RepoName,
+    pub sha: CommitSha,
+    /// The branch that was built, when the host says.
+    pub branch: Option<BranchName>,
+    /// The workflow, check suite, pipeline or status key; a pipeline's `required_checks`
+    /// name these.
+    pub check: String,
+    /// `None` while the build is still running.
+    pub status: Option<BuildStatus>,
+    pub url: Option<String>,
+    /// Line coverage in percent, when the host reports it (GitLab pipelines do).
+    pub coverage: Option<f64>,
 }
 
 /// A push, as every host describes it.

@@ -3,6 +3,7 @@
 //! - [`StdoutNotifier`]: a few human-readable lines on standard output ([`render_text`]).
 //! - [`FileNotifier`]: one JSON object per line, appended to a file.
 //! - [`SlackNotifier`]: a Block Kit message posted to a Slack incoming webhook ([`blocks`]).
+//! - [`WebhookNotifier`]: the notification as JSON, POSTed to a URL with an HMAC signature.
 //!
 //! [`channels`] builds one notifier per `[[notify]]` entry of `slipway.toml`.
 
@@ -15,6 +16,7 @@ use crate::ports::{Notification, Notifier, SecretStore};
 pub mod file;
 pub mod slack;
 pub mod stdout;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;
@@ -22,12 +24,14 @@ mod fixtures;
 pub use file::FileNotifier;
 pub use slack::{SlackNotifier, blocks};
 pub use stdout::StdoutNotifier;
+pub use webhook::WebhookNotifier;
 
 /// One notifier per configured channel, in configuration order.
 ///
-/// Slack webhook URLs are not read here: each delivery asks `secrets` for them, so a store
-/// that refreshes its values (the AWS parameter store adapter, with its TTL) hands over a
-/// rotated URL. The embedded secrets file is read once, at start-up.
+/// Slack webhook URLs and webhook signing secrets are not read here: each delivery asks
+/// `secrets` for them, so a store that refreshes its values (the AWS parameter store adapter,
+/// with its TTL) hands over a rotated URL or secret. The embedded secrets file is read once,
+/// at start-up.
 pub fn channels(config: &[ChannelConfig], secrets: Arc<dyn SecretStore>) -> Vec<Arc<dyn Notifier>> {
     config
         .iter()
@@ -37,6 +41,9 @@ pub fn channels(config: &[ChannelConfig], secrets: Arc<dyn SecretStore>) -> Vec<
                 ChannelConfig::File { path } => Arc::new(FileNotifier::new(path.clone())),
                 ChannelConfig::Slack { webhook_url } => {
                     Arc::new(SlackNotifier::new(webhook_url.clone(), Arc::clone(&secrets)))
+                }
+                ChannelConfig::Webhook { url, secret } => {
+                    Arc::new(WebhookNotifier::new(url.clone(), secret.clone(), Arc::clone(&secrets)))
                 }
             }
         })
@@ -161,11 +168,23 @@ mod tests {
             ChannelConfig::Slack {
                 webhook_url: ParamName::parse("/slipway/slack/webhook-url").unwrap(),
             },
+            ChannelConfig::Webhook {
+                url: "https://hooks.example.com/slipway?token=t".parse().unwrap(),
+                secret: ParamName::parse("/slipway/webhook/secret").unwrap(),
+            },
         ];
         let names: Vec<String> = channels(&config, Arc::new(NoSecrets))
             .iter()
             .map(|c| c.name())
             .collect();
-        assert_eq!(names, ["stdout", "file:out/notifications.jsonl", "slack"]);
+        assert_eq!(
+            names,
+            [
+                "stdout",
+                "file:out/notifications.jsonl",
+                "slack",
+                "webhook:hooks.example.com"
+            ]
+        );
     }
 }

@@ -130,8 +130,11 @@ impl Notifier for SlackNotifier {
 /// The Block Kit message for `n`: a `text` fallback (for notifications and old clients) and
 /// `blocks` — a header; for a failure while the branch is red, a `:rotating_light:` line; a
 /// section with repository, commit, author and environment (and stage) as fields; the text;
-/// for `approval_requested`, who decides by when and an `actions` block with two link
-/// buttons, "Approve" (primary) and "Reject" (danger); and a link to the run.
+/// for `approval_requested`, who decides by when, an `actions` block with two interactive
+/// buttons, "Approve" (primary, `action_id` `approve`) and "Reject" (danger, `reject`), whose
+/// `value` is the approval token (handled by [`crate::providers::slack`]), and a plain link to
+/// the approval page for those whose Slack app has no interactivity set up; and a link to the
+/// run. A decision URL without a token under `/approvals/` gets a link button instead.
 ///
 /// Every user-controlled string in `mrkdwn` is escaped (`&`, `<`, `>`), so a commit message
 /// cannot mention `@channel` or smuggle in a link.
@@ -195,19 +198,29 @@ pub fn blocks(n: &Notification) -> Value {
         ]
         .into_iter()
         .filter_map(|(label, action, style, url)| {
-            url.as_ref().map(|url| {
-                json!({
-                    "type": "button",
-                    "text": { "type": "plain_text", "text": label },
-                    "style": style,
-                    "url": url,
-                    "action_id": action,
-                })
-            })
+            let url = url.as_ref()?;
+            let mut button = json!({
+                "type": "button",
+                "text": { "type": "plain_text", "text": label },
+                "style": style,
+                "action_id": action,
+            });
+            match approval_token(url) {
+                Some(token) => button["value"] = token.into(),
+                // Not slipway's approval link: a plain link button still lets people decide.
+                None => button["url"] = url.as_str().into(),
+            }
+            Some(button)
         })
         .collect();
         if !buttons.is_empty() {
             blocks.push(json!({ "type": "actions", "elements": buttons }));
+        }
+        if let Some(url) = n.approve_url.as_ref().or(n.reject_url.as_ref()) {
+            blocks.push(context(&format!(
+                "Buttons not working? Decide on <{}|the approval page>.",
+                link_target(url)
+            )));
         }
     }
 
@@ -226,6 +239,17 @@ pub fn blocks(n: &Notification) -> Value {
     json!({ "text": text, "blocks": blocks })
 }
 
+/// The approval token in a decision URL: the path segment after `/approvals/`, without the
+/// query. `None` if the URL has no such segment.
+fn approval_token(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let mut segments = url.path_segments()?;
+    segments.find(|s| *s == "approvals")?;
+    let token = segments.next().filter(|t| !t.is_empty())?;
+    // Slack caps a button's value at 2,000 characters; tokens are far shorter.
+    (token.len() <= 2_000).then(|| token.to_owned())
+}
+
 fn section(mrkdwn: &str) -> Value {
     json!({ "type": "section", "text": { "type": "mrkdwn", "text": truncate(mrkdwn, SECTION_MAX) } })
 }
@@ -241,7 +265,7 @@ fn context(mrkdwn: &str) -> Value {
 }
 
 /// Escapes Slack's `mrkdwn` control characters, so user text cannot form links or mentions.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
@@ -252,7 +276,7 @@ fn link_target(url: &str) -> String {
 }
 
 /// At most `max` characters of `text`, ending with `…` if cut.
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max.saturating_sub(1)) {
         Some((end, _)) if text[end..].chars().nth(1).is_some() => format!("{}…", &text[..end]),
         _ => text.to_owned(),
@@ -278,6 +302,66 @@ mod tests {
     #[test]
     fn blocks_for_approval_requested() {
         insta::assert_json_snapshot!(blocks(&notification("approval_requested")));
+    }
+
+    #[test]
+    fn approval_buttons_carry_the_token_and_the_page_stays_linked() {
+        let n = notification("approval_requested");
+        let value = blocks(&n);
+        let all = value["blocks"].as_array().unwrap();
+        let actions = all.iter().find(|b| b["type"] == "actions").unwrap();
+        for (button, action, style) in [
+            (&actions["elements"][0], "approve", "primary"),
+            (&actions["elements"][1], "reject", "danger"),
+        ] {
+            assert_eq!(button["action_id"], action);
+            assert_eq!(button["style"], style);
+            assert_eq!(button["value"], "tok123");
+            assert!(button.get("url").is_none(), "{button}");
+        }
+        assert!(
+            value
+                .to_string()
+                .contains("<https://slipway.example.com/approvals/tok123?decision=approve|the approval page>"),
+            "{value}"
+        );
+    }
+
+    #[test]
+    fn approval_token_is_the_segment_after_approvals() {
+        for (url, token) in [
+            (
+                "https://slipway.example.com/approvals/v1.abc-_x?decision=approve",
+                Some("v1.abc-_x"),
+            ),
+            (
+                "https://example.com/base/approvals/tok?decision=reject#frag",
+                Some("tok"),
+            ),
+            ("https://example.com/approvals/tok/", Some("tok")),
+            ("https://example.com/approvals/", None),
+            ("https://example.com/approvals", None),
+            ("https://example.com/runs/x", None),
+            ("not a url", None),
+        ] {
+            assert_eq!(approval_token(url).as_deref(), token, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_decision_url_without_a_token_becomes_a_link_button() {
+        let mut n = notification("approval_requested");
+        n.approve_url = Some("https://elsewhere.example/decide?x=1".to_owned());
+        let value = blocks(&n);
+        let actions = value["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "actions")
+            .unwrap();
+        assert_eq!(actions["elements"][0]["url"], "https://elsewhere.example/decide?x=1");
+        assert!(actions["elements"][0].get("value").is_none());
+        assert_eq!(actions["elements"][1]["value"], "tok123");
     }
 
     #[test]
