@@ -68,8 +68,14 @@ pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
         names.insert(&slack.signing_secret);
     }
     for channel in &config.notify {
-        if let crate::config::ChannelConfig::Slack { webhook_url } = channel {
-            names.insert(webhook_url);
+        match channel {
+            crate::config::ChannelConfig::Slack { webhook_url } => {
+                names.insert(webhook_url);
+            }
+            crate::config::ChannelConfig::Webhook { secret, .. } => {
+                names.insert(secret);
+            }
+            crate::config::ChannelConfig::Stdout | crate::config::ChannelConfig::File { .. } => {}
         }
     }
     for pipeline in &config.pipelines {
@@ -95,8 +101,8 @@ pub fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result
             names: missing,
         });
     }
-    if config.github.is_none() {
-        tracing::warn!("no [github] section in the configuration: /hooks/github answers 404 and no push opens a run");
+    if config.github.is_none() && config.gitlab.is_none() && config.bitbucket.is_none() {
+        tracing::warn!("no [github], [gitlab] or [bitbucket] section in the configuration: no push opens a run");
     }
     if config.notify.is_empty() {
         tracing::warn!("no [[notify]] channels in the configuration: approval requests and failures reach nobody");

@@ -418,3 +418,35 @@ async fn slack_refuses_strangers_and_old_requests_and_changes_nothing() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_signed_for_one_provider_is_refused_on_anothers_path() {
+    let p = pipeline().await;
+    let now = p.now().as_second();
+    // A GitLab push (with GitLab's token and signature) posted to GitHub's and Bitbucket's paths.
+    let body = gitlab_push(SHA);
+    for path in ["/hooks/github", "/hooks/bitbucket"] {
+        let request = Request::post(path)
+            .header("x-gitlab-event", "Push Hook")
+            .header("x-gitlab-token", GITLAB_TOKEN)
+            .header("webhook-id", "u1")
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", standard_signature("u1", now, &body))
+            .body(Body::from(body.clone()))
+            .unwrap();
+        assert_eq!(p.send(request).await.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // A Bitbucket push, signed with Bitbucket's secret, posted to GitHub's path: the header
+    // name is the one GitHub uses for SHA-1, and GitHub's path reads only its own header.
+    let bitbucket_body = serde_json::to_vec(&fixture("bitbucket/push.json")).unwrap();
+    let request = Request::post("/hooks/github")
+        .header("x-github-event", "push")
+        .header(
+            "x-hub-signature",
+            slipway::signature::sign(BITBUCKET_SECRET.as_bytes(), &bitbucket_body),
+        )
+        .body(Body::from(bitbucket_body))
+        .unwrap();
+    assert_eq!(p.send(request).await.status, StatusCode::UNAUTHORIZED);
+    assert!(p.store.is_empty(), "nothing stored");
+}
