@@ -9,4 +9,6 @@ pub use run::{
     Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Plan, Run,
     RunStatus, Stage, StageKind, StageStatus,
 };
-pub use transition::{Command, Event, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable};
+pub use transition::{
+    Command, Event, GENERIC_CHECK, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable,
+};

@@ -154,6 +154,10 @@ pub enum Outcome {
     Ignored(Ignored),
 }
 
+/// The check name the generic CI callback (`/hooks/ci`) reports under when a pipeline has
+/// `required_checks`.
+pub const GENERIC_CHECK: &str = "ci";
+
 /// Opens a run for a pushed commit. The build stage waits for CI; nothing is queued yet.
 pub fn open(new: NewRun, at: Timestamp) -> Run {
     let mut stages = vec![Stage::new(StageKind::Build, None)];
@@ -245,6 +249,11 @@ impl Tx<'_> {
     fn step(&mut self) -> Result<(), Ignored> {
         let at = self.input.at;
         match &self.input.event {
+            // With required checks, the generic CI callback is one more check, named `ci`: it
+            // gates like the others when listed and is ignored when not, so it cannot bypass them.
+            Event::BuildFinished { status, build } if !self.run.plan.required_checks.is_empty() => {
+                self.check_reported(GENERIC_CHECK, *status, build)
+            }
             Event::BuildFinished { status, build } => {
                 let build = BuildInfo {
                     checks: self.run.build.checks.clone(),
@@ -257,7 +266,14 @@ impl Tx<'_> {
                 status,
                 url,
                 coverage,
-            } => self.check_reported(check, *status, url.as_deref(), *coverage),
+            } => {
+                let update = BuildInfo {
+                    url: url.clone(),
+                    coverage: *coverage,
+                    ..BuildInfo::default()
+                };
+                self.check_reported(check, *status, &update)
+            }
             Event::DeployStarted { env } => self.claim(StageKind::Deploy, env),
             Event::SmokeStarted { env } => self.claim(StageKind::Smoke, env),
             Event::DeployFinished { env, output, result } => {
@@ -341,13 +357,8 @@ impl Tx<'_> {
     }
 
     /// One required check reported; the build decides once they are all in, or one is red.
-    fn check_reported(
-        &mut self,
-        check: &str,
-        status: BuildStatus,
-        url: Option<&str>,
-        coverage: Option<f64>,
-    ) -> Result<(), Ignored> {
+    /// `update` carries what the report adds: a build URL, the artifact, coverage.
+    fn check_reported(&mut self, check: &str, status: BuildStatus, update: &BuildInfo) -> Result<(), Ignored> {
         if !self.run.plan.required_checks.iter().any(|c| c == check) {
             return Err(Ignored::NotRequired(check.to_owned()));
         }
@@ -372,11 +383,14 @@ impl Tx<'_> {
         }
         let mut build = self.run.build.clone();
         build.checks.insert(check.to_owned(), status);
-        if let Some(url) = url {
-            build.url = Some(url.to_owned());
+        if update.url.is_some() {
+            build.url = update.url.clone();
         }
-        if coverage.is_some() {
-            build.coverage = coverage;
+        if update.artifact.is_some() {
+            build.artifact = update.artifact.clone();
+        }
+        if update.coverage.is_some() {
+            build.coverage = update.coverage;
         }
         let required = &self.run.plan.required_checks;
         let red = required.iter().find_map(|c| {

@@ -993,3 +993,25 @@ fn the_coverage_gate_holds_a_green_build_back() {
     assert_eq!(run.stages[0].status, StageStatus::Succeeded);
     assert_eq!(run.build.coverage, Some(91.0));
 }
+
+#[test]
+fn with_required_checks_the_generic_callback_is_the_check_named_ci() {
+    // Not required: it cannot bypass the checks that are.
+    let (run, _, why) = apply_all(checked_run(None), &[green()]);
+    assert!(matches!(why, Some(Ignored::NotRequired(c)) if c == GENERIC_CHECK));
+    assert_eq!(run.stages[0].status, StageStatus::Waiting);
+    // Required: it gates with the others, and its artifact is kept.
+    let mut run = checked_run(None);
+    run.plan.required_checks = vec!["ci".into(), "lint".into()];
+    let ci = Event::BuildFinished {
+        status: BuildStatus::Success,
+        build: BuildInfo {
+            artifact: Some("registry/shop@sha256:1".into()),
+            ..BuildInfo::default()
+        },
+    };
+    let (run, commands, _) = apply_all(run, &[ci, check("lint", BuildStatus::Success)]);
+    assert_eq!(run.stages[0].status, StageStatus::Succeeded);
+    assert_eq!(run.build.artifact.as_deref(), Some("registry/shop@sha256:1"));
+    assert_eq!(describe(&commands), ["deploy staging"]);
+}
