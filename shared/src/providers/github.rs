@@ -482,16 +482,7 @@ mod tests {
 
     #[test]
     fn every_fixture_file_is_snapshotted() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/github");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".json"))
-            .collect();
-        on_disk.sort();
-        let mut listed: Vec<String> = FIXTURES.iter().map(|(file, _, _)| (*file).to_owned()).collect();
-        listed.sort();
-        assert_eq!(on_disk, listed, "add new files in events/github/ to FIXTURES");
+        crate::providers::fixtures::assert_all_listed("github", FIXTURES.iter().map(|(file, _, _)| *file));
     }
 
     #[test]

@@ -68,3 +68,30 @@ pub enum GitRef {
     /// Anything else (`refs/notes/…`, `refs/pull/…`).
     Other(String),
 }
+
+/// Test support shared by the providers' fixture tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// Fails unless the `.json` files in `events/<host>/` are exactly `listed`, so a new
+    /// fixture cannot go without its snapshot.
+    pub(crate) fn assert_all_listed(host: &str, listed: impl IntoIterator<Item = &'static str>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../events")
+            .join(host);
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| {
+                entry
+                    .expect("a directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.ends_with(".json"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = listed.into_iter().map(str::to_owned).collect();
+        listed.sort();
+        assert_eq!(on_disk, listed, "add new files in events/{host}/ to FIXTURES");
+    }
+}

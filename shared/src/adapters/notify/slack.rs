@@ -285,14 +285,28 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::adapters::memory::MemorySecrets;
     use std::error::Error;
     use std::sync::Mutex;
+
+    /// A secret store holding the channel's secret.
+    fn holding(value: &str) -> MemorySecrets {
+        let secrets = MemorySecrets::new();
+        secrets.set("/slipway/slack/webhook-url", value);
+        secrets
+    }
+
+    /// A secret store that cannot be reached.
+    fn unreachable() -> MemorySecrets {
+        let secrets = MemorySecrets::new();
+        secrets.set_unavailable(true);
+        secrets
+    }
 
     use axum::Json;
     use axum::extract::State;
     use axum::http::StatusCode;
     use axum::routing::post;
-    use secrecy::SecretString;
 
     use super::super::fixtures::notification;
     use super::*;
@@ -421,25 +435,6 @@ mod tests {
 
     const PATH: &str = "/services/T000/B000/s3cr3t-t0ken";
 
-    /// A secret store holding one value, or failing as told.
-    #[derive(Debug)]
-    enum FakeSecrets {
-        Value(SecretString),
-        NotFound,
-        Unavailable,
-    }
-
-    #[async_trait]
-    impl SecretStore for FakeSecrets {
-        async fn get(&self, name: &ParamName) -> Result<SecretString, SecretError> {
-            match self {
-                FakeSecrets::Value(v) => Ok(v.clone()),
-                FakeSecrets::NotFound => Err(SecretError::NotFound(name.clone())),
-                FakeSecrets::Unavailable => Err(SecretError::Unavailable(name.clone(), "connection reset".into())),
-            }
-        }
-    }
-
     /// A fake Slack webhook answering `status` and recording what was posted.
     #[derive(Clone)]
     struct Hook {
@@ -470,7 +465,7 @@ mod tests {
         (url, posted)
     }
 
-    fn notifier(secrets: FakeSecrets) -> SlackNotifier {
+    fn notifier(secrets: MemorySecrets) -> SlackNotifier {
         SlackNotifier::new(
             ParamName::parse("/slipway/slack/webhook-url").unwrap(),
             Arc::new(secrets),
@@ -478,7 +473,7 @@ mod tests {
     }
 
     fn with_url(url: &str) -> SlackNotifier {
-        notifier(FakeSecrets::Value(SecretString::from(url.to_owned())))
+        notifier(holding(url))
     }
 
     /// Display and Debug of `err` and of every source under it.
@@ -551,7 +546,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unavailable_secret_store_is_transient_and_says_no_url() {
-        let err = notifier(FakeSecrets::Unavailable)
+        let err = notifier(unreachable())
             .deliver(&notification("released"))
             .await
             .unwrap_err();
@@ -569,7 +564,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_secret_is_permanent() {
-        let err = notifier(FakeSecrets::NotFound)
+        let err = notifier(MemorySecrets::new())
             .deliver(&notification("released"))
             .await
             .unwrap_err();

@@ -156,14 +156,28 @@ impl Notifier for WebhookNotifier {
 
 #[cfg(test)]
 mod tests {
+    use crate::adapters::memory::MemorySecrets;
     use std::error::Error;
     use std::sync::Mutex;
+
+    /// A secret store holding the channel's secret.
+    fn holding(value: &str) -> MemorySecrets {
+        let secrets = MemorySecrets::new();
+        secrets.set("/slipway/webhook/secret", value);
+        secrets
+    }
+
+    /// A secret store that cannot be reached.
+    fn unreachable() -> MemorySecrets {
+        let secrets = MemorySecrets::new();
+        secrets.set_unavailable(true);
+        secrets
+    }
 
     use axum::body::Bytes;
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
-    use secrecy::SecretString;
 
     use super::super::fixtures::notification;
     use super::*;
@@ -171,24 +185,6 @@ mod tests {
 
     const SECRET: &str = "wh-s3cr3t-value";
     const PATH: &str = "/hooks/slipway";
-
-    #[derive(Debug)]
-    enum FakeSecrets {
-        Value(SecretString),
-        NotFound,
-        Unavailable,
-    }
-
-    #[async_trait]
-    impl SecretStore for FakeSecrets {
-        async fn get(&self, name: &ParamName) -> Result<SecretString, SecretError> {
-            match self {
-                FakeSecrets::Value(v) => Ok(v.clone()),
-                FakeSecrets::NotFound => Err(SecretError::NotFound(name.clone())),
-                FakeSecrets::Unavailable => Err(SecretError::Unavailable(name.clone(), "connection reset".into())),
-            }
-        }
-    }
 
     /// One request as the receiver saw it.
     #[derive(Debug, Clone)]
@@ -221,7 +217,7 @@ mod tests {
         (url.parse().unwrap(), received)
     }
 
-    fn notifier_with(url: url::Url, secrets: FakeSecrets) -> WebhookNotifier {
+    fn notifier_with(url: url::Url, secrets: MemorySecrets) -> WebhookNotifier {
         WebhookNotifier::new(
             url,
             ParamName::parse("/slipway/webhook/secret").unwrap(),
@@ -230,7 +226,7 @@ mod tests {
     }
 
     fn notifier(url: url::Url) -> WebhookNotifier {
-        notifier_with(url, FakeSecrets::Value(SecretString::from(SECRET.to_owned())))
+        notifier_with(url, holding(SECRET))
     }
 
     /// Display and Debug of `err` and of every source under it.
@@ -335,12 +331,12 @@ mod tests {
     #[tokio::test]
     async fn secret_store_failures() {
         let (url, received) = serve(StatusCode::OK).await;
-        let err = notifier_with(url.clone(), FakeSecrets::Unavailable)
+        let err = notifier_with(url.clone(), unreachable())
             .deliver(&notification("released"))
             .await
             .unwrap_err();
         assert!(matches!(err, NotifyError::Transient { .. }), "{err:?}");
-        let err = notifier_with(url, FakeSecrets::NotFound)
+        let err = notifier_with(url, MemorySecrets::new())
             .deliver(&notification("released"))
             .await
             .unwrap_err();
