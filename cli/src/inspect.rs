@@ -1,13 +1,18 @@
-//! `slipway runs`, `slipway run ID`, `slipway dead-letters`: read the embedded database
-//! directly; no server needs to be running.
+//! `slipway runs`, `slipway run ID`, `slipway dead-letters`: read the state and queues
+//! directly — the embedded database, or with `--backend aws` the stack's bucket and
+//! dead-letter queues; no server needs to be running.
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
+use std::sync::Arc;
+
+use slipway::adapters::aws::s3::S3Store;
+use slipway::adapters::aws::sqs::SqsQueues;
 use slipway::adapters::local::sqlite::SqliteBackend;
 use slipway::app;
 use slipway::domain::Run;
-use slipway::ports::Queue as _;
+use slipway::ports::{Queue, StateStore};
 
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
@@ -17,9 +22,24 @@ pub struct DataArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Read the embedded database, or (`aws`) the stack's bucket and queues.
+    #[arg(long, value_enum, default_value_t = crate::Backend::Embedded)]
+    backend: crate::Backend,
+    #[command(flatten)]
+    aws: crate::aws::AwsArgs,
 }
 
-fn open(data: &DataArgs) -> anyhow::Result<SqliteBackend> {
+/// Where runs and dead letters are read from.
+type Stores = (Arc<dyn StateStore>, Arc<dyn Queue>);
+
+async fn open(data: &DataArgs) -> anyhow::Result<Stores> {
+    if data.backend == crate::Backend::Aws {
+        let placeholder = url::Url::parse("http://127.0.0.1/")?;
+        let (settings, sdk) = crate::aws::settings(&data.aws, placeholder).await?;
+        let store = S3Store::new(slipway::adapters::aws::s3_client(&sdk), settings.bucket.clone());
+        let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), settings.queues.clone());
+        return Ok((Arc::new(store), Arc::new(queues)));
+    }
     let path = data.data_dir.join(slipway::embedded::DB_FILE);
     if !path.exists() {
         bail!(
@@ -27,12 +47,13 @@ fn open(data: &DataArgs) -> anyhow::Result<SqliteBackend> {
             path.display()
         );
     }
-    Ok(SqliteBackend::open(&path)?)
+    let db = SqliteBackend::open(&path)?;
+    Ok((Arc::new(db.clone()), Arc::new(db)))
 }
 
 pub async fn runs(data: &DataArgs, repo: Option<&str>) -> anyhow::Result<()> {
-    let db = open(data)?;
-    let runs = app::list_runs(&db, repo).await?;
+    let (store, _) = open(data).await?;
+    let runs = app::list_runs(store.as_ref(), repo).await?;
     if data.json {
         let list: Vec<_> = runs.iter().map(slipway::http::summary).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -60,8 +81,8 @@ pub async fn runs(data: &DataArgs, repo: Option<&str>) -> anyhow::Result<()> {
 }
 
 pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
-    let db = open(data)?;
-    let runs = app::list_runs(&db, None).await?;
+    let (store, _) = open(data).await?;
+    let runs = app::list_runs(store.as_ref(), None).await?;
     let matches: Vec<&Run> = runs.iter().filter(|r| r.id.as_str().starts_with(id)).collect();
     let run = match matches.as_slice() {
         [one] => *one,
@@ -104,8 +125,8 @@ pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
 }
 
 pub async fn dead_letters(data: &DataArgs) -> anyhow::Result<()> {
-    let db = open(data)?;
-    let dead = db.dead_letters().await.context("reading dead letters")?;
+    let (_, queue) = open(data).await?;
+    let dead = queue.dead_letters().await.context("reading dead letters")?;
     if data.json {
         println!("{}", serde_json::to_string_pretty(&dead)?);
         return Ok(());

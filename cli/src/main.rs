@@ -83,7 +83,7 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Backend {
+pub(crate) enum Backend {
     Embedded,
     Aws,
 }

@@ -144,6 +144,19 @@ deploy = {{ type = "command", command = [{script}] }}
     .await;
     assert_eq!(sha, "6113728f27ae82c7b1a177c8d03f9e96e0adf246");
     assert!(serve.log_text().contains("\"backend\":\"Aws\""), "{}", serve.log_text());
+
+    // The inspection commands read the same stack: runs from the bucket, dead letters from SQS.
+    let mut runs = command();
+    runs.envs(env).args(["runs", "--backend", "aws", "--stack", "e2e"]);
+    let listed = finish(runs).await.success();
+    assert!(
+        listed.line_with("hello-6113728f27ae").contains("awaiting_approval"),
+        "{listed}"
+    );
+    let mut dead = command();
+    dead.envs(env)
+        .args(["dead-letters", "--backend", "aws", "--stack", "e2e"]);
+    finish(dead).await.success().stdout_has(&["no dead letters"]);
     let status = serve.terminate().await;
     assert!(status.success(), "serve stops cleanly on SIGTERM: {status}");
 }
