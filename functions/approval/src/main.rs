@@ -1,4 +1,5 @@
-//! `approval`: approval links and the read API (`/approvals/{token}`, `/api/runs`, `/runs/{id}`). See infra/template.yaml.
+//! `approval`: approval links, Slack buttons and the read API (`/approvals/{token}`,
+//! `/hooks/slack/interactions`, `/api/runs`, `/runs/{id}`). See infra/template.yaml.
 
 #[tokio::main]
 async fn main() -> Result<(), slipway::lambda::Error> {

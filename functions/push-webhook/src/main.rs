@@ -1,4 +1,5 @@
-//! `push-webhook`: GitHub push webhooks (`POST /hooks/github`). See infra/template.yaml.
+//! `push-webhook`: git host webhooks (`POST /hooks/github`, `/hooks/gitlab`, `/hooks/bitbucket`).
+//! See infra/template.yaml.
 
 #[tokio::main]
 async fn main() -> Result<(), slipway::lambda::Error> {
