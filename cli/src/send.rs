@@ -1,4 +1,4 @@
-//! `slipway send`: sign a payload and POST it the way a git host or CI would — for trying a
+//! `slipway send`: sign a payload and POST it the way GitHub, GitLab, Bitbucket or CI would — for trying a
 //! server out, replaying a delivery, or a CI step without writing the HMAC by hand.
 
 use std::path::PathBuf;
@@ -16,9 +16,15 @@ pub struct SendArgs {
     /// The endpoint, e.g. http://127.0.0.1:8080/hooks/github.
     #[arg(long)]
     to: url::Url,
-    /// The event name: a GitHub event (push, ping, …), or `ci` for the CI result callback.
+    /// The event name: a GitHub event (push, ping, …), a GitLab one (`Push Hook`, `Pipeline
+    /// Hook`, …), a Bitbucket event key (`repo:push`, …), or `ci` for the CI callback.
     #[arg(long, default_value = "push")]
     event: String,
+    /// Whose headers and signature to send: `github` (`X-Hub-Signature-256`), `gitlab`
+    /// (`X-Gitlab-Token` holding the secret itself; no signing token) or `bitbucket`
+    /// (`X-Hub-Signature: sha256=…`). `--event ci` always uses the CI callback's signature.
+    #[arg(long, value_enum, default_value_t = Host::Github)]
+    host: Host,
     /// A file holding the secret. Either the secret alone, or a slipway secrets file
     /// (TOML) together with --param naming the entry.
     #[arg(long)]
@@ -26,6 +32,13 @@ pub struct SendArgs {
     /// The parameter to use when --secret-file is a slipway secrets file.
     #[arg(long)]
     param: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Host {
+    Github,
+    Gitlab,
+    Bitbucket,
 }
 
 async fn secret(args: &SendArgs) -> anyhow::Result<String> {
@@ -59,14 +72,21 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .user_agent(concat!("slipway-send/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let mut request = client.post(args.to.clone()).header("content-type", "application/json");
-    request = if args.event == "ci" {
-        request.header("x-slipway-signature", signature)
-    } else {
-        let delivery = format!("slipway-send-{:032x}", rand::random::<u128>());
-        request
-            .header("x-github-event", &args.event)
+    let delivery = format!("slipway-send-{:032x}", rand::random::<u128>());
+    request = match (args.event.as_str(), args.host) {
+        ("ci", _) => request.header("x-slipway-signature", signature),
+        (event, Host::Github) => request
+            .header("x-github-event", event)
             .header("x-github-delivery", delivery)
-            .header("x-hub-signature-256", signature)
+            .header("x-hub-signature-256", signature),
+        (event, Host::Gitlab) => request
+            .header("x-gitlab-event", event)
+            .header("x-gitlab-event-uuid", delivery)
+            .header("x-gitlab-token", secret.as_str()),
+        (event, Host::Bitbucket) => request
+            .header("x-event-key", event)
+            .header("x-request-uuid", delivery)
+            .header("x-hub-signature", signature),
     };
     let response = request
         .body(body)

@@ -450,3 +450,30 @@ async fn a_delivery_signed_for_one_provider_is_refused_on_anothers_path() {
     assert_eq!(p.send(request).await.status, StatusCode::UNAUTHORIZED);
     assert!(p.store.is_empty(), "nothing stored");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unusable_gitlab_signing_key_is_a_500_naming_it_not_a_401() {
+    let p = pipeline().await;
+    p.secrets.set("/slipway/gitlab/signing-key", "whsec_not base64!");
+    let answer = gitlab(
+        &p,
+        "Push Hook",
+        "u1",
+        &gitlab_push(SHA),
+        GITLAB_TOKEN,
+        p.now().as_second(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", answer.body);
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("/slipway/gitlab/signing-key")
+    );
+    assert!(
+        !answer.body.contains("not base64!"),
+        "the secret's value is never echoed"
+    );
+    assert!(p.store.is_empty());
+}

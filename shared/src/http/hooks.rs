@@ -152,7 +152,19 @@ pub(super) async fn gitlab(
             &body,
             app.clock.now(),
         )
-        .map_err(|e| unauthorized("webhook-signature", e))?;
+        .map_err(|e| match e {
+            // Our key is unusable: a configuration mistake, not the sender's fault.
+            gitlab::VerifyError::BadSecret => {
+                tracing::error!(parameter = %signing_key, "the GitLab signing key is not a whsec_<base64> secret");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "slipway is misconfigured: the GitLab signing key {signing_key} is not a whsec_<base64> secret"
+                    ),
+                )
+            }
+            e => unauthorized("webhook-signature", e),
+        })?;
     }
     let delivery = header(&headers, "idempotency-key").or_else(|| header(&headers, "x-gitlab-event-uuid"));
     let event = header(&headers, "x-gitlab-event");
