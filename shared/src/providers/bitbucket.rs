@@ -8,11 +8,11 @@
 //! tags), each its own [`Push`]. Raw payload structs stay private to this module.
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::payload::{optional, required};
 use super::{BuildReport, GitRef, HostEvent, Push};
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, IdError, RepoName};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
 use crate::signature::{self, SignatureError};
 
 /// Checks `X-Hub-Signature` (`sha256=<hex>`) over the raw body, in constant time.
@@ -33,27 +33,7 @@ pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8]) -> Result<(), Si
     signature::verify(secret, header, body)
 }
 
-/// Why a Bitbucket payload was refused (answer 400). The message names the field at fault and
-/// never repeats the payload. Retrying the same bytes cannot succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum PayloadError {
-    /// The body is not a JSON object.
-    #[error("the payload is not a JSON object: {source}")]
-    Json {
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A field is missing or has the wrong shape.
-    #[error("the payload's `{field}` is wrong: {reason}")]
-    Field { field: &'static str, reason: String },
-    /// A field holds an identifier slipway refuses (a repository, branch or commit SHA).
-    #[error("the payload's `{field}` is not valid: {source}")]
-    InvalidId {
-        field: &'static str,
-        #[source]
-        source: IdError,
-    },
-}
+pub use super::PayloadError;
 
 /// Turns a Bitbucket Cloud webhook delivery into [`HostEvent`]s.
 ///
@@ -92,39 +72,6 @@ fn json(body: &[u8]) -> Result<Value, PayloadError> {
             reason: "the payload is not a JSON object".to_owned(),
         })
     }
-}
-
-/// A field at a dotted path under `root`; absent or `null` is `None`.
-fn optional<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<Option<T>, PayloadError> {
-    let mut value = root;
-    for key in field.split('.') {
-        match value.get(key) {
-            Some(next) => value = next,
-            None => return Ok(None),
-        }
-    }
-    if value.is_null() {
-        return Ok(None);
-    }
-    T::deserialize(value).map(Some).map_err(|e| {
-        let mut reason = e.to_string();
-        if reason.len() > 200 {
-            let mut end = 200;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-            reason.push('…');
-        }
-        PayloadError::Field { field, reason }
-    })
-}
-
-fn required<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<T, PayloadError> {
-    optional(root, field)?.ok_or(PayloadError::Field {
-        field,
-        reason: "missing".to_owned(),
-    })
 }
 
 fn repo_of(root: &Value) -> Result<RepoName, PayloadError> {

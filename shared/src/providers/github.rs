@@ -9,37 +9,11 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 
-use super::{BuildReport, GitRef, HostEvent, Push};
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, IdError, RepoName};
+use super::payload::{decode, git_ref_of};
+use super::{BuildReport, HostEvent, Push};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
 
-/// Why a GitHub payload was refused. The message names the field at fault, never repeats the
-/// payload, and is short enough to answer as an HTTP 400 body. Retrying the same bytes cannot
-/// succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum PayloadError {
-    /// The body is not a JSON object.
-    #[error("the payload is not a JSON object: {source}")]
-    Json {
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A field is missing or has the wrong shape.
-    #[error("the payload's `{field}` is wrong: {reason}")]
-    Field {
-        /// The field's path in the payload, such as `repository`.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A field holds an identifier slipway refuses (a repository, branch or commit SHA).
-    #[error("the payload's `{field}` is not valid: {source}")]
-    InvalidId {
-        /// The field's path in the payload, such as `repository.full_name`.
-        field: &'static str,
-        #[source]
-        source: IdError,
-    },
-}
+pub use super::PayloadError;
 
 /// Turns a GitHub webhook delivery into a [`HostEvent`].
 ///
@@ -115,7 +89,7 @@ impl Fields {
                 field,
                 reason: "missing".to_owned(),
             }),
-            Some(value) => decode(field, value),
+            Some(value) => decode(field, &value),
         }
     }
 
@@ -123,25 +97,9 @@ impl Fields {
     fn optional<T: DeserializeOwned>(&mut self, field: &'static str) -> Result<Option<T>, PayloadError> {
         match self.0.remove(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(value) => decode(field, value).map(Some),
+            Some(value) => decode(field, &value).map(Some),
         }
     }
-}
-
-fn decode<T: DeserializeOwned>(field: &'static str, value: Value) -> Result<T, PayloadError> {
-    serde_json::from_value(value).map_err(|e| {
-        let mut reason = e.to_string();
-        // A type error quotes the value it found; keep an oversized one out of the response.
-        if reason.len() > 200 {
-            let mut end = 200;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-            reason.push('…');
-        }
-        PayloadError::Field { field, reason }
-    })
 }
 
 fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
@@ -194,20 +152,6 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
         commit_count: commits.map_or(0, |c| c.len()),
         head_commit,
     })
-}
-
-/// `refs/heads/X` is a branch, `refs/tags/X` a tag, anything else is kept whole.
-fn git_ref_of(full: &str) -> Result<GitRef, PayloadError> {
-    if let Some(branch) = full.strip_prefix("refs/heads/") {
-        let branch = BranchName::parse(branch).map_err(|source| PayloadError::InvalidId { field: "ref", source })?;
-        Ok(GitRef::Branch(branch))
-    } else if let Some(tag) = full.strip_prefix("refs/tags/")
-        && !tag.is_empty()
-    {
-        Ok(GitRef::Tag(tag.to_owned()))
-    } else {
-        Ok(GitRef::Other(full.to_owned()))
-    }
 }
 
 /// Who pushed: the pusher's git name, or else the sender's GitHub login.
@@ -383,6 +327,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::providers::GitRef;
 
     /// Real payloads from `@octokit/webhooks-examples` (see events/README.md), with the
     /// `X-GitHub-Event` each was delivered with.

@@ -18,12 +18,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{BuildReport, GitRef, HostEvent, Push};
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, IdError, RepoName};
+use super::payload::{git_ref_of, optional, required};
+use super::{BuildReport, HostEvent, Push};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -152,27 +152,7 @@ fn present<'a>(value: Option<&'a str>, header: &'static str) -> Result<&'a str, 
         .ok_or(VerifyError::Missing { header })
 }
 
-/// Why a GitLab payload was refused (answer 400). The message names the field at fault and
-/// never repeats the payload. Retrying the same bytes cannot succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum PayloadError {
-    /// The body is not a JSON object.
-    #[error("the payload is not a JSON object: {source}")]
-    Json {
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A field is missing or has the wrong shape.
-    #[error("the payload's `{field}` is wrong: {reason}")]
-    Field { field: &'static str, reason: String },
-    /// A field holds an identifier slipway refuses (a repository, branch or commit SHA).
-    #[error("the payload's `{field}` is not valid: {source}")]
-    InvalidId {
-        field: &'static str,
-        #[source]
-        source: IdError,
-    },
-}
+pub use super::PayloadError;
 
 /// Turns a GitLab webhook delivery into a [`HostEvent`].
 ///
@@ -208,44 +188,6 @@ pub fn parse(event: Option<&str>, body: &[u8]) -> Result<HostEvent, PayloadError
         "pipeline" => parse_pipeline(&root).map(|report| HostEvent::Build(Box::new(report))),
         _ => Ok(HostEvent::Ignored { event: kind }),
     }
-}
-
-/// A field at a dotted path; absent or `null` is `None`.
-fn optional<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<Option<T>, PayloadError> {
-    let mut value = root;
-    for key in field.split('.') {
-        match value.get(key) {
-            Some(next) => value = next,
-            None => return Ok(None),
-        }
-    }
-    if value.is_null() {
-        return Ok(None);
-    }
-    T::deserialize(value).map(Some).map_err(|e| PayloadError::Field {
-        field,
-        reason: short(e.to_string()),
-    })
-}
-
-fn required<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<T, PayloadError> {
-    optional(root, field)?.ok_or(PayloadError::Field {
-        field,
-        reason: "missing".to_owned(),
-    })
-}
-
-/// Keeps an oversized value quoted in a serde error out of the response.
-fn short(mut reason: String) -> String {
-    if reason.len() > 200 {
-        let mut end = 200;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-        reason.push('…');
-    }
-    reason
 }
 
 fn repo_of(root: &Value) -> Result<RepoName, PayloadError> {
@@ -345,20 +287,6 @@ fn commit_info(root: &Value, commit: Option<&RawCommit>) -> Result<Option<Commit
     }))
 }
 
-/// `refs/heads/X` is a branch, `refs/tags/X` a tag, anything else is kept whole.
-fn git_ref_of(full: &str) -> Result<GitRef, PayloadError> {
-    if let Some(branch) = full.strip_prefix("refs/heads/") {
-        let branch = BranchName::parse(branch).map_err(|source| PayloadError::InvalidId { field: "ref", source })?;
-        Ok(GitRef::Branch(branch))
-    } else if let Some(tag) = full.strip_prefix("refs/tags/")
-        && !tag.is_empty()
-    {
-        Ok(GitRef::Tag(tag.to_owned()))
-    } else {
-        Ok(GitRef::Other(full.to_owned()))
-    }
-}
-
 /// GitLab sends a pipeline's coverage as a string (`"87.5"`), sometimes a number, or `null`.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -431,6 +359,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::providers::GitRef;
 
     /// GitLab's documented example payloads (see events/README.md), with the
     /// `X-Gitlab-Event` each is delivered with.

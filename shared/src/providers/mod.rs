@@ -4,7 +4,10 @@
 pub mod bitbucket;
 pub mod github;
 pub mod gitlab;
+mod payload;
 pub mod slack;
+
+pub use payload::PayloadError;
 
 use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
 

@@ -1,0 +1,89 @@
+//! Reading a git host's JSON payload field by field, so that every error names the field at
+//! fault and never echoes an oversized value back to the sender.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::GitRef;
+use crate::domain::{BranchName, IdError};
+
+/// Why a verified payload could not be read. Answered as a 400 naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The body is not a JSON object.
+    #[error("the payload is not a JSON object: {source}")]
+    Json {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field is missing or has the wrong shape.
+    #[error("the payload's `{field}` is wrong: {reason}")]
+    Field {
+        /// The field's path in the payload, such as `repository`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A field holds an identifier slipway refuses (a repository, branch or commit SHA).
+    #[error("the payload's `{field}` is not valid: {source}")]
+    InvalidId {
+        field: &'static str,
+        #[source]
+        source: IdError,
+    },
+}
+
+/// Deserialises `value` as field `field`. A type error quotes the value it found; an
+/// oversized one is cut to 200 bytes so it stays out of the response.
+pub(super) fn decode<T: DeserializeOwned>(field: &'static str, value: &Value) -> Result<T, PayloadError> {
+    T::deserialize(value).map_err(|e| {
+        let mut reason = e.to_string();
+        if reason.len() > 200 {
+            let mut end = 200;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
+        PayloadError::Field { field, reason }
+    })
+}
+
+/// A field at a dotted path under `root` (`project.path_with_namespace`); absent or `null`
+/// is `None`.
+pub(super) fn optional<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<Option<T>, PayloadError> {
+    let mut value = root;
+    for key in field.split('.') {
+        match value.get(key) {
+            Some(next) => value = next,
+            None => return Ok(None),
+        }
+    }
+    if value.is_null() {
+        return Ok(None);
+    }
+    decode(field, value).map(Some)
+}
+
+/// A field at a dotted path under `root` that must be there.
+pub(super) fn required<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<T, PayloadError> {
+    optional(root, field)?.ok_or(PayloadError::Field {
+        field,
+        reason: "missing".to_owned(),
+    })
+}
+
+/// `refs/heads/X` is a branch, `refs/tags/X` a tag, anything else is kept whole.
+pub(super) fn git_ref_of(full: &str) -> Result<GitRef, PayloadError> {
+    if let Some(branch) = full.strip_prefix("refs/heads/") {
+        let branch = BranchName::parse(branch).map_err(|source| PayloadError::InvalidId { field: "ref", source })?;
+        Ok(GitRef::Branch(branch))
+    } else if let Some(tag) = full.strip_prefix("refs/tags/")
+        && !tag.is_empty()
+    {
+        Ok(GitRef::Tag(tag.to_owned()))
+    } else {
+        Ok(GitRef::Other(full.to_owned()))
+    }
+}
