@@ -391,6 +391,20 @@ impl MemorySecrets {
         Self::default()
     }
 
+    /// A store holding one secret.
+    pub fn holding(name: &str, value: &str) -> Self {
+        let secrets = Self::new();
+        secrets.set(name, value);
+        secrets
+    }
+
+    /// A store that cannot be reached.
+    pub fn unreachable() -> Self {
+        let secrets = Self::new();
+        secrets.set_unavailable(true);
+        secrets
+    }
+
     pub fn set(&self, name: &str, value: &str) {
         let name = ParamName::parse(name).expect("tests use valid parameter names");
         lock(&self.values).insert(name, SecretString::from(value.to_owned()));

@@ -289,20 +289,6 @@ mod tests {
     use std::error::Error;
     use std::sync::Mutex;
 
-    /// A secret store holding the channel's secret.
-    fn holding(value: &str) -> MemorySecrets {
-        let secrets = MemorySecrets::new();
-        secrets.set("/slipway/slack/webhook-url", value);
-        secrets
-    }
-
-    /// A secret store that cannot be reached.
-    fn unreachable() -> MemorySecrets {
-        let secrets = MemorySecrets::new();
-        secrets.set_unavailable(true);
-        secrets
-    }
-
     use axum::Json;
     use axum::extract::State;
     use axum::http::StatusCode;
@@ -473,7 +459,7 @@ mod tests {
     }
 
     fn with_url(url: &str) -> SlackNotifier {
-        notifier(holding(url))
+        notifier(MemorySecrets::holding("/slipway/slack/webhook-url", url))
     }
 
     /// Display and Debug of `err` and of every source under it.
@@ -546,7 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unavailable_secret_store_is_transient_and_says_no_url() {
-        let err = notifier(unreachable())
+        let err = notifier(MemorySecrets::unreachable())
             .deliver(&notification("released"))
             .await
             .unwrap_err();

@@ -160,20 +160,6 @@ mod tests {
     use std::error::Error;
     use std::sync::Mutex;
 
-    /// A secret store holding the channel's secret.
-    fn holding(value: &str) -> MemorySecrets {
-        let secrets = MemorySecrets::new();
-        secrets.set("/slipway/webhook/secret", value);
-        secrets
-    }
-
-    /// A secret store that cannot be reached.
-    fn unreachable() -> MemorySecrets {
-        let secrets = MemorySecrets::new();
-        secrets.set_unavailable(true);
-        secrets
-    }
-
     use axum::body::Bytes;
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
@@ -226,7 +212,7 @@ mod tests {
     }
 
     fn notifier(url: url::Url) -> WebhookNotifier {
-        notifier_with(url, holding(SECRET))
+        notifier_with(url, MemorySecrets::holding("/slipway/webhook/secret", SECRET))
     }
 
     /// Display and Debug of `err` and of every source under it.
@@ -331,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn secret_store_failures() {
         let (url, received) = serve(StatusCode::OK).await;
-        let err = notifier_with(url.clone(), unreachable())
+        let err = notifier_with(url.clone(), MemorySecrets::unreachable())
             .deliver(&notification("released"))
             .await
             .unwrap_err();
