@@ -373,11 +373,7 @@ impl Tx<'_> {
                 status: current,
             });
         }
-        let rerun_green = current == StageStatus::Failed
-            && status == BuildStatus::Success
-            && self.run.stages[i + 1..]
-                .iter()
-                .all(|s| s.status == StageStatus::Skipped);
+        let rerun_green = self.rerun_green(i, status);
         if current != StageStatus::Waiting && !rerun_green {
             return Err(self.not_applicable(i));
         }
@@ -433,13 +429,7 @@ impl Tx<'_> {
             .stage_index(StageKind::Build, None)
             .ok_or_else(|| Ignored::NoSuchStage("build".into()))?;
         let current = self.run.stages[i].status;
-        // A failed build that CI re-runs green may still go on, as long as nothing after it
-        // has started; a result never moves a run backwards.
-        let rerun_green = current == StageStatus::Failed
-            && status == BuildStatus::Success
-            && self.run.stages[i + 1..]
-                .iter()
-                .all(|s| s.status == StageStatus::Skipped);
+        let rerun_green = self.rerun_green(i, status);
         if current != StageStatus::Waiting && !rerun_green {
             return Err(self.not_applicable(i));
         }
@@ -475,6 +465,16 @@ impl Tx<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A failed build (stage `i`) that CI re-runs green may still go on, as long as nothing
+    /// after it has started; a result never moves a run backwards.
+    fn rerun_green(&self, i: usize, status: BuildStatus) -> bool {
+        self.run.stages[i].status == StageStatus::Failed
+            && status == BuildStatus::Success
+            && self.run.stages[i + 1..]
+                .iter()
+                .all(|s| s.status == StageStatus::Skipped)
     }
 
     /// Why a green build still may not go on: its coverage is under the pipeline's minimum,

@@ -111,6 +111,19 @@ pub(crate) fn subject(commit_message: &str) -> &str {
     commit_message.lines().next().unwrap_or("").trim()
 }
 
+/// The HTTP client a channel posts with: bounded by `timeout`, and never following a
+/// redirect, which would only carry a message (and its signature) somewhere nobody
+/// configured.
+pub(crate) fn outbound_client(timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        // Building fails only if the TLS backend cannot start; every request also sets its
+        // own timeout, so the default client loses nothing that matters.
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::fixtures::{KINDS, notification};

@@ -41,14 +41,7 @@ pub struct SlackNotifier {
 impl SlackNotifier {
     /// A notifier posting to the webhook whose URL the secret `webhook_url` holds.
     pub fn new(webhook_url: ParamName, secrets: Arc<dyn SecretStore>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            // Slack's webhooks do not redirect; a redirect would only carry the message elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            // Building fails only if the TLS backend cannot start; every request below sets its
-            // own timeout, so the default client loses nothing that matters.
-            .unwrap_or_default();
+        let client = super::outbound_client(TIMEOUT);
         Self {
             webhook_url,
             secrets,

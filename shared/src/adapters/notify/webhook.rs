@@ -50,14 +50,7 @@ pub struct WebhookNotifier {
 impl WebhookNotifier {
     /// A notifier posting to `url`, signing with the secret stored under `secret`.
     pub fn new(url: url::Url, secret: ParamName, secrets: Arc<dyn SecretStore>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            // A redirect would carry the signed message somewhere nobody configured.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            // Building fails only if the TLS backend cannot start; every request below sets its
-            // own timeout, so the default client loses nothing that matters.
-            .unwrap_or_default();
+        let client = super::outbound_client(TIMEOUT);
         Self {
             url,
             secret,
