@@ -274,7 +274,7 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let paths = write_files(dir, addr, staging, production)?;
     let base = format!("http://{addr}");
-    let app = slipway::embedded::open(&paths, None, url::Url::parse(&base)?)?;
+    let app = slipway::embedded::open(&paths, None, url::Url::parse(&base)?).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(slipway::server::run(app.clone(), listener, async {
         let _ = stopped.await;

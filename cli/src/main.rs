@@ -103,7 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let fallback = url::Url::parse(&format!("http://{local}"))?;
     let app = match args.backend {
-        Backend::Embedded => embedded::open(&paths, args.public_url, fallback)?,
+        Backend::Embedded => embedded::open(&paths, args.public_url, fallback).await?,
         Backend::Aws => {
             let config = slipway::config::Config::load(&paths.config)?;
             let public_url = args

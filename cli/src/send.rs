@@ -21,7 +21,8 @@ pub struct SendArgs {
     #[arg(long, default_value = "push")]
     event: String,
     /// Whose headers and signature to send: `github` (`X-Hub-Signature-256`), `gitlab`
-    /// (`X-Gitlab-Token` holding the secret itself; no signing token) or `bitbucket`
+    /// (`X-Gitlab-Token` holding the secret itself, plus a Standard Webhooks signature when
+    /// --signing-param is given) or `bitbucket`
     /// (`X-Hub-Signature: sha256=…`). `--event ci` always uses the CI callback's signature.
     #[arg(long, value_enum, default_value_t = Host::Github)]
     host: Host,
@@ -32,6 +33,11 @@ pub struct SendArgs {
     /// The parameter to use when --secret-file is a slipway secrets file.
     #[arg(long)]
     param: Option<String>,
+    /// With --host gitlab: the entry of the secrets file holding GitLab's signing token
+    /// (`whsec_…`); the request then also carries `webhook-id`, `webhook-timestamp` and
+    /// `webhook-signature`, as GitLab sends them.
+    #[arg(long, requires = "param")]
+    signing_param: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,13 +47,15 @@ pub enum Host {
     Bitbucket,
 }
 
+async fn entry(file: &std::path::Path, param: &str) -> anyhow::Result<String> {
+    let name = ParamName::parse(param)?;
+    let file = SecretsFile::load(file)?;
+    Ok(file.get(&name).await?.expose_secret().to_owned())
+}
+
 async fn secret(args: &SendArgs) -> anyhow::Result<String> {
     match &args.param {
-        Some(param) => {
-            let name = ParamName::parse(param)?;
-            let file = SecretsFile::load(&args.secret_file)?;
-            Ok(file.get(&name).await?.expose_secret().to_owned())
-        }
+        Some(param) => entry(&args.secret_file, param).await,
         None => {
             let raw = std::fs::read_to_string(&args.secret_file)
                 .with_context(|| format!("cannot read {}", args.secret_file.display()))?;
@@ -67,6 +75,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     serde_json::from_slice::<serde_json::Value>(&body)
         .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let secret = secret(&args).await?;
+    if args.signing_param.is_some() && args.host != Host::Gitlab {
+        bail!("--signing-param is for --host gitlab only");
+    }
     let signature = slipway::signature::sign(secret.as_bytes(), &body);
     let client = reqwest::Client::builder()
         .user_agent(concat!("slipway-send/", env!("CARGO_PKG_VERSION")))
@@ -79,10 +90,25 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             .header("x-github-event", event)
             .header("x-github-delivery", delivery)
             .header("x-hub-signature-256", signature),
-        (event, Host::Gitlab) => request
-            .header("x-gitlab-event", event)
-            .header("x-gitlab-event-uuid", delivery)
-            .header("x-gitlab-token", secret.as_str()),
+        (event, Host::Gitlab) => {
+            let request = request
+                .header("x-gitlab-event", event)
+                .header("x-gitlab-event-uuid", &delivery)
+                .header("x-gitlab-token", secret.as_str());
+            match &args.signing_param {
+                Some(param) => {
+                    let signing = entry(&args.secret_file, param).await?;
+                    let now = jiff::Timestamp::now().as_second();
+                    let signature = slipway::providers::gitlab::sign(&signing, &delivery, now, &body)
+                        .with_context(|| format!("{param} in {}", args.secret_file.display()))?;
+                    request
+                        .header("webhook-id", &delivery)
+                        .header("webhook-timestamp", now.to_string())
+                        .header("webhook-signature", signature)
+                }
+                None => request,
+            }
+        }
         (event, Host::Bitbucket) => request
             .header("x-event-key", event)
             .header("x-request-uuid", delivery)

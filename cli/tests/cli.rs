@@ -134,9 +134,14 @@ const MINIMAL_SECRETS: &str = "\"/slipway/approvals/signing-key\" = \"k\"\n\"/sl
 
 /// `slipway serve` on `config` (with [`MINIMAL_SECRETS`]); it must exit by itself.
 async fn serve_refuses(config: &str) -> common::Out {
+    serve_refuses_with(config, MINIMAL_SECRETS).await
+}
+
+/// `slipway serve` on `config` and `secrets`; it must exit by itself, creating nothing.
+async fn serve_refuses_with(config: &str, secrets: &str) -> common::Out {
     let dir = TempDir::new().unwrap();
     write_file(&dir.path().join("slipway.toml"), config, 0o644);
-    write_file(&dir.path().join("slipway.secrets.toml"), MINIMAL_SECRETS, 0o600);
+    write_file(&dir.path().join("slipway.secrets.toml"), secrets, 0o600);
     let mut cmd = command();
     cmd.current_dir(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"]);
@@ -184,6 +189,21 @@ async fn serve_names_a_secret_missing_from_the_secrets_file() {
     assert!(
         !out.stderr.contains("/slipway/hello/ci-secret,"),
         "only the missing one is named:\n{out}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_gitlab_signing_token_that_is_not_whsec_base64() {
+    let config =
+        format!("[gitlab]\ntoken = \"/slipway/gitlab/token\"\nsigning_key = \"/slipway/gitlab/signing\"\n\n{MINIMAL}");
+    let secrets = format!(
+        "{MINIMAL_SECRETS}\"/slipway/gitlab/token\" = \"t\"\n\"/slipway/gitlab/signing\" = \"whsec_not base64!\"\n"
+    );
+    let out = serve_refuses_with(&config, &secrets).await;
+    out.stderr_has(&["/slipway/gitlab/signing is not a usable secret", "whsec_<base64>"]);
+    assert!(
+        !out.stderr.contains("not base64!"),
+        "the secret itself is never printed:\n{out}"
     );
 }
 

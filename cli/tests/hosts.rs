@@ -1,5 +1,6 @@
 //! `slipway send --host gitlab|bitbucket` against a real `slipway serve`: the events/
-//! fixtures for GitLab and Bitbucket open runs, and a wrong secret is refused.
+//! fixtures for GitLab (with its signing token) and Bitbucket open runs, and a wrong secret is
+//! refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,7 +34,7 @@ deploy = {{ type = "command", command = [{script}] }}
     };
     let config = dir.join("slipway.toml");
     let text = format!(
-        "[gitlab]\ntoken = \"/slipway/gitlab/token\"\n\n[bitbucket]\nsecret = \"/slipway/bitbucket/secret\"\n\n[approvals]\nsigning_key = \"/slipway/approvals/signing-key\"\n{}{}",
+        "[gitlab]\ntoken = \"/slipway/gitlab/token\"\nsigning_key = \"/slipway/gitlab/signing\"\n\n[bitbucket]\nsecret = \"/slipway/bitbucket/secret\"\n\n[approvals]\nsigning_key = \"/slipway/approvals/signing-key\"\n{}{}",
         pipeline("diaspora", "mike/diaspora", "master"),
         pipeline("shop", "acme/shop", "main")
     );
@@ -41,7 +42,7 @@ deploy = {{ type = "command", command = [{script}] }}
     let secrets = dir.join("slipway.secrets.toml");
     write_file(
         &secrets,
-        "\"/slipway/gitlab/token\" = \"gl-token\"\n\"/slipway/bitbucket/secret\" = \"bb-secret\"\n\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/diaspora/ci-secret\" = \"c1\"\n\"/slipway/shop/ci-secret\" = \"c2\"\n",
+        "\"/slipway/gitlab/token\" = \"gl-token\"\n\"/slipway/gitlab/signing\" = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\"/slipway/bitbucket/secret\" = \"bb-secret\"\n\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/diaspora/ci-secret\" = \"c1\"\n\"/slipway/shop/ci-secret\" = \"c2\"\n",
         0o600,
     );
     let data = dir.join("data");
@@ -65,7 +66,8 @@ deploy = {{ type = "command", command = [{script}] }}
             .args(["--param", param]);
         cmd
     };
-    // GitLab's documented push example: a run for mike/diaspora master.
+    // With a signing token configured, a delivery without the Standard Webhooks signature is
+    // refused…
     finish(send(
         "gitlab",
         "gitlab/push.json",
@@ -74,8 +76,19 @@ deploy = {{ type = "command", command = [{script}] }}
         "/hooks/gitlab",
     ))
     .await
-    .success()
-    .stdout_has(&["201", "opened"]);
+    .failure()
+    .stdout_has(&["401", "webhook-id"]);
+    // …and GitLab's documented push example, signed as GitLab signs it, opens a run for
+    // mike/diaspora master.
+    let mut signed = send(
+        "gitlab",
+        "gitlab/push.json",
+        "Push Hook",
+        "/slipway/gitlab/token",
+        "/hooks/gitlab",
+    );
+    signed.args(["--signing-param", "/slipway/gitlab/signing"]);
+    finish(signed).await.success().stdout_has(&["201", "opened"]);
     // Bitbucket: one delivery, three changes; the branch push opens a run, the rest are ignored.
     finish(send(
         "bitbucket",

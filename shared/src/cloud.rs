@@ -189,6 +189,20 @@ pub async fn bootstrap(
     secrets: &SecretsFile,
 ) -> Result<Settings, CloudError> {
     let config = Config::parse(config_text, Path::new("slipway.toml"))?;
+    // Everything is checked before anything is created: a refused bootstrap leaves nothing half-done.
+    let missing: Vec<String> = crate::embedded::required_secrets(&config)
+        .into_iter()
+        .filter(|n| !secrets.names().any(|have| have == *n))
+        .map(|n| n.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(aws("checking secrets")(
+            format!("the secrets file lacks {}", missing.join(", ")).into(),
+        ));
+    }
+    crate::embedded::check_secret_forms(&config, secrets)
+        .await
+        .map_err(|(name, reason)| aws("checking secrets")(format!("{name} is not usable: {reason}").into()))?;
     let s3 = s3_client(sdk);
     let bucket = names.bucket();
     let created = s3.create_bucket().bucket(&bucket).send().await;
@@ -268,16 +282,6 @@ pub async fn bootstrap(
             .send()
             .await
             .map_err(|e| aws(format!("putting parameter {name}"))(Box::new(e)))?;
-    }
-    let missing: Vec<String> = crate::embedded::required_secrets(&config)
-        .into_iter()
-        .filter(|n| !secrets.names().any(|have| have == *n))
-        .map(|n| n.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(aws("checking secrets")(
-            format!("the secrets file lacks {}", missing.join(", ")).into(),
-        ));
     }
 
     let settings = resolve(sdk, names).await?;

@@ -14,6 +14,8 @@ use crate::adapters::{Backend, wire};
 use crate::app::App;
 use crate::config::{Config, ConfigError};
 use crate::domain::ParamName;
+use crate::ports::SecretStore;
+use secrecy::ExposeSecret as _;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "slipway.db";
@@ -29,6 +31,27 @@ pub enum StartupError {
     Database(#[from] SqliteError),
     #[error("{secrets}: missing secret parameter(s) named in the configuration: {}", names.join(", "))]
     MissingSecrets { secrets: String, names: Vec<String> },
+    #[error("{secrets}: {name} is not a usable secret: {reason}")]
+    UnusableSecret {
+        secrets: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// Checks the secrets whose form slipway knows, so a bad one is found at start-up and not at
+/// the first delivery: today GitLab's signing token (`whsec_<base64>`).
+pub async fn check_secret_forms(config: &Config, secrets: &dyn SecretStore) -> Result<(), (String, String)> {
+    if let Some(name) = config.gitlab.as_ref().and_then(|gl| gl.signing_key.as_ref()) {
+        let value = secrets.get(name).await.map_err(|e| (name.to_string(), e.to_string()))?;
+        crate::providers::gitlab::signing_key(value.expose_secret()).map_err(|e| {
+            (
+                name.to_string(),
+                format!("{e} (copy the signing token from GitLab's webhook page)"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Where everything is.
@@ -86,7 +109,7 @@ pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
 
 /// Loads the configuration and secrets, checks that every named secret exists, opens the
 /// database and wires an [`App`]. `public_url` overrides the configuration's.
-pub fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result<App, StartupError> {
+pub async fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result<App, StartupError> {
     let config = Config::load(&paths.config)?;
     let secrets = SecretsFile::load(&paths.secrets)?;
     let known: BTreeSet<&ParamName> = secrets.names().collect();
@@ -101,6 +124,13 @@ pub fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result
             names: missing,
         });
     }
+    check_secret_forms(&config, &secrets)
+        .await
+        .map_err(|(name, reason)| StartupError::UnusableSecret {
+            secrets: paths.secrets.display().to_string(),
+            name,
+            reason,
+        })?;
     if config.github.is_none() && config.gitlab.is_none() && config.bitbucket.is_none() {
         tracing::warn!("no [github], [gitlab] or [bitbucket] section in the configuration: no push opens a run");
     }

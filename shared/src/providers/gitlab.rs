@@ -83,6 +83,26 @@ pub fn verify_token(expected: &str, header: Option<&str>) -> Result<(), VerifyEr
         .map_err(|_| VerifyError::Mismatch { header: TOKEN_HEADER })
 }
 
+/// The key inside a signing token: `whsec_<base64>` (the prefix is optional), decoded.
+/// [`VerifyError::BadSecret`] when it is not base64 or is empty: a configuration error,
+/// which `slipway serve` and `slipway bootstrap` report at start-up.
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, VerifyError> {
+    BASE64
+        .decode(secret.trim().strip_prefix("whsec_").unwrap_or(secret.trim()))
+        .ok()
+        .filter(|key| !key.is_empty())
+        .ok_or(VerifyError::BadSecret)
+}
+
+/// The `webhook-signature` value GitLab sends for `body` (`v1,<base64>`): what
+/// [`verify_signature`] accepts. Used by `slipway send --host gitlab` and the tests.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, VerifyError> {
+    let mut signed = mac(&signing_key(secret)?);
+    signed.update(format!("{id}.{timestamp}.").as_bytes());
+    signed.update(body);
+    Ok(format!("v1,{}", BASE64.encode(signed.finalize().into_bytes())))
+}
+
 /// Checks a Standard Webhooks signature, as GitLab sends it for a hook with a signing token.
 ///
 /// `secret` is the signing token, `whsec_<base64 key>` (the prefix is optional); `id`,
@@ -100,9 +120,7 @@ pub fn verify_signature(
     body: &[u8],
     now: jiff::Timestamp,
 ) -> Result<(), VerifyError> {
-    let key = BASE64
-        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .map_err(|_| VerifyError::BadSecret)?;
+    let key = signing_key(secret)?;
     let id = present(id, "webhook-id")?;
     let timestamp = present(timestamp, "webhook-timestamp")?;
     let signature = present(signature, "webhook-signature")?;
@@ -674,6 +692,22 @@ mod tests {
             body,
             at(now),
         )
+    }
+
+    #[test]
+    fn sign_reproduces_the_standard_webhooks_test_vector() {
+        assert_eq!(sign(SW_SECRET, SW_ID, 1_614_265_330, SW_BODY).unwrap(), SW_SIGNATURE);
+    }
+
+    #[test]
+    fn a_signing_key_must_be_non_empty_base64() {
+        assert!(signing_key(SW_SECRET).is_ok());
+        assert!(
+            signing_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok(),
+            "the prefix is optional"
+        );
+        assert_eq!(signing_key("whsec_not base64!"), Err(VerifyError::BadSecret));
+        assert_eq!(signing_key("whsec_"), Err(VerifyError::BadSecret));
     }
 
     #[test]
