@@ -11,8 +11,8 @@ use url::Url;
 use crate::config::{Config, PipelineConfig};
 use crate::domain::{self, Command, Ignored, Input, NewRun, Outcome, ParamName, Run, RunId};
 use crate::ports::{
-    Clock, DeployTarget, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore, StateStore,
-    StoreError, StoreKey, Version,
+    Clock, DeployTarget, HealthSource, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore,
+    StateStore, StoreError, StoreKey, Version,
 };
 
 /// Knobs that tests turn down and production leaves alone.
@@ -51,6 +51,8 @@ pub struct App {
     pub notifiers: Vec<Arc<dyn Notifier>>,
     pub deployer: Arc<dyn DeployTarget>,
     pub checker: Arc<dyn HttpChecker>,
+    /// Where post-deploy bakes read health from.
+    pub health: Arc<dyn HealthSource>,
     /// Where people reach slipway; links in notifications start here.
     pub public_url: Url,
     pub tuning: Tuning,

@@ -148,6 +148,17 @@ pub struct ApproverConfig {
     /// Their Slack user id (`U…`), for deciding from Slack's buttons.
     #[serde(default)]
     pub slack: Option<String>,
+    /// A bot account (a chat-ops bot, a release script) that is told about approvals but
+    /// never counts as one: its decisions are refused. Ids ending in `[bot]` are bots too.
+    #[serde(default)]
+    pub bot: bool,
+}
+
+impl ApproverConfig {
+    /// Bots never approve: flagged `bot = true`, or a GitHub-style `name[bot]` id.
+    pub fn is_bot(&self) -> bool {
+        self.bot || self.id.as_str().ends_with("[bot]")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,22 +170,103 @@ pub struct EnvironmentConfig {
     #[serde(default)]
     pub approval: Option<bool>,
     pub deploy: DeployTargetConfig,
+    /// The `verify` phase: HTTP checks run after the release.
     #[serde(default)]
     pub smoke: Vec<SmokeCheckConfig>,
+    /// How many different approvers must approve (N of the M listed). Bots never count.
+    #[serde(default = "one")]
+    pub approvals_required: u32,
+    /// After the deploy and its smoke checks, watch a health source for a while; an
+    /// unhealthy reading rolls the environment back.
+    #[serde(default)]
+    pub bake: Option<BakeConfig>,
+    /// The IANA time zone `windows` and `freezes` are read in (default `UTC`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Weekly windows in which this environment may be deployed to; none: any time.
+    #[serde(default)]
+    pub windows: Vec<crate::policy::Window>,
+    /// Date ranges with a reason during which nothing is deployed to this environment.
+    #[serde(default)]
+    pub freezes: Vec<crate::policy::Freeze>,
 }
 
-/// How an environment is deployed.
+impl EnvironmentConfig {
+    /// May this environment be deployed to at `now`? Read at the moment of promotion, so a
+    /// freeze holds runs created before it too.
+    pub fn verdict(&self, now: jiff::Timestamp) -> crate::policy::Verdict {
+        crate::policy::verdict(self.timezone.as_deref(), &self.windows, &self.freezes, now)
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A post-deploy bake: `source` must stay healthy for `duration`, read every `interval`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BakeConfig {
+    #[serde(deserialize_with = "duration")]
+    pub duration: SignedDuration,
+    #[serde(default = "default_bake_interval", deserialize_with = "duration")]
+    pub interval: SignedDuration,
+    pub source: HealthSourceConfig,
+}
+
+fn default_bake_interval() -> SignedDuration {
+    SignedDuration::from_secs(30)
+}
+
+/// Where a bake reads health from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HealthSourceConfig {
+    /// GET `url` (JSON); the number at JSON pointer `pointer` must not exceed `max`
+    /// (`{ type = "http", url = "https://…/metrics", pointer = "/error_rate", max = 0.05 }`).
+    Http {
+        url: String,
+        pointer: String,
+        max: f64,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default = "default_check_timeout", deserialize_with = "duration")]
+        timeout: SignedDuration,
+    },
+    /// A CloudWatch alarm: `ALARM` is unhealthy, `OK` and `INSUFFICIENT_DATA` are not.
+    CloudwatchAlarm {
+        alarm: String,
+        /// Another endpoint than AWS's (an emulator).
+        #[serde(default)]
+        endpoint_url: Option<url::Url>,
+        #[serde(default)]
+        region: Option<String>,
+    },
+}
+
+/// How an environment is deployed. Each target carries out the deploy phases — `backup`,
+/// `migrate`, `release`, and `restore` for a rollback; a phase a target has no action for is
+/// recorded as skipped.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeployTargetConfig {
-    /// Runs a program with no stdin and a timeout. It gets `SLIPWAY_REPO`, `SLIPWAY_SHA`,
-    /// `SLIPWAY_ENV`, `SLIPWAY_RUN` and `SLIPWAY_ARTIFACT`, plus each of `secrets` resolved
-    /// from the secret store under its variable name.
+    /// Runs programs with no stdin and a timeout: `command` releases; `backup`, `migrate` and
+    /// `restore` are optional. Each gets `SLIPWAY_PHASE`, `SLIPWAY_REPO`, `SLIPWAY_SHA`,
+    /// `SLIPWAY_ENV`, `SLIPWAY_RUN`, `SLIPWAY_ARTIFACT` and (restore) `SLIPWAY_BACKUP_REF`, plus
+    /// each of `secrets` resolved from the secret store under its variable name. A backup
+    /// names what it made by printing a line `SLIPWAY_BACKUP_REF=<reference>`.
     Command {
-        /// The program and its arguments; no shell is involved.
+        /// The program and its arguments that releases; no shell is involved.
         command: Vec<String>,
         #[serde(default)]
+        backup: Option<Vec<String>>,
+        #[serde(default)]
+        migrate: Option<Vec<String>>,
+        #[serde(default)]
+        restore: Option<Vec<String>>,
+        #[serde(default)]
         working_dir: Option<PathBuf>,
+        /// How long each phase may take.
         #[serde(default = "default_deploy_timeout", deserialize_with = "duration")]
         timeout: SignedDuration,
         /// Variable name → secret parameter.
@@ -184,20 +276,88 @@ pub enum DeployTargetConfig {
         #[serde(default)]
         env: BTreeMap<String, String>,
     },
+    /// POSTs a signed JSON request per phase to `url`; the answer says whether the phase is
+    /// done, failed, or accepted — then completion comes from polling its `status_url`, or
+    /// from a signed callback to `POST /hooks/deploy`.
+    Webhook {
+        url: url::Url,
+        /// The parameter holding the HMAC key requests and callbacks are signed with.
+        secret: ParamName,
+        /// How often to poll a status URL (or look for the callback).
+        #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+        poll_interval: SignedDuration,
+        #[serde(default = "default_deploy_timeout", deserialize_with = "duration")]
+        timeout: SignedDuration,
+    },
+    /// Promotes an artifact stored in S3 (`SLIPWAY_ARTIFACT` = `s3://bucket/prefix/`): copies
+    /// its objects under `prefix/releases/<run>/` in `bucket` and switches the
+    /// `prefix/current` pointer, keeping the previous one for rollback.
+    S3 {
+        bucket: String,
+        #[serde(default)]
+        prefix: String,
+        #[serde(default)]
+        endpoint_url: Option<url::Url>,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default = "default_deploy_timeout", deserialize_with = "duration")]
+        timeout: SignedDuration,
+    },
+    /// Updates a Lambda function's code from the artifact (`s3://bucket/key.zip`), publishes a
+    /// version and moves `alias` to it; rollback moves the alias back.
+    Lambda {
+        function: String,
+        alias: String,
+        #[serde(default)]
+        endpoint_url: Option<url::Url>,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default = "default_deploy_timeout", deserialize_with = "duration")]
+        timeout: SignedDuration,
+    },
+}
+
+fn default_poll_interval() -> SignedDuration {
+    SignedDuration::from_secs(5)
 }
 
 impl DeployTargetConfig {
-    /// The secrets this target needs, by variable name.
-    pub fn secrets(&self) -> &BTreeMap<String, ParamName> {
+    /// The secrets this target needs, by the name it reads them under. A webhook's signing
+    /// key is `secret`.
+    pub fn secrets(&self) -> BTreeMap<String, ParamName> {
         match self {
-            DeployTargetConfig::Command { secrets, .. } => secrets,
+            DeployTargetConfig::Command { secrets, .. } => secrets.clone(),
+            DeployTargetConfig::Webhook { secret, .. } => BTreeMap::from([("secret".to_owned(), secret.clone())]),
+            DeployTargetConfig::S3 { .. } | DeployTargetConfig::Lambda { .. } => BTreeMap::new(),
         }
     }
 
-    /// How long a deploy may take before it is stopped.
+    /// The secret parameters this target reads.
+    pub fn secret_params(&self) -> Vec<&ParamName> {
+        match self {
+            DeployTargetConfig::Command { secrets, .. } => secrets.values().collect(),
+            DeployTargetConfig::Webhook { secret, .. } => vec![secret],
+            DeployTargetConfig::S3 { .. } | DeployTargetConfig::Lambda { .. } => Vec::new(),
+        }
+    }
+
+    /// How long one phase may take before it is stopped.
     pub fn timeout(&self) -> SignedDuration {
         match self {
-            DeployTargetConfig::Command { timeout, .. } => *timeout,
+            DeployTargetConfig::Command { timeout, .. }
+            | DeployTargetConfig::Webhook { timeout, .. }
+            | DeployTargetConfig::S3 { timeout, .. }
+            | DeployTargetConfig::Lambda { timeout, .. } => *timeout,
+        }
+    }
+
+    /// `command`, `webhook`, `s3` or `lambda`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeployTargetConfig::Command { .. } => "command",
+            DeployTargetConfig::Webhook { .. } => "webhook",
+            DeployTargetConfig::S3 { .. } => "s3",
+            DeployTargetConfig::Lambda { .. } => "lambda",
         }
     }
 }
@@ -348,17 +508,81 @@ impl Config {
                         "mode = \"deployment\" deploys without approvals; use mode = \"delivery\"".into(),
                     ));
                 }
-                let DeployTargetConfig::Command { command, timeout, .. } = &env.deploy;
-                if command.is_empty() || command[0].trim().is_empty() {
-                    return Err(invalid(
-                        at("deploy.command"),
-                        "give the program to run and its arguments".into(),
-                    ));
+                if let DeployTargetConfig::Command {
+                    command,
+                    backup,
+                    migrate,
+                    restore,
+                    ..
+                } = &env.deploy
+                {
+                    let phases = [
+                        ("command", Some(command)),
+                        ("backup", backup.as_ref()),
+                        ("migrate", migrate.as_ref()),
+                        ("restore", restore.as_ref()),
+                    ];
+                    for (key, program) in phases {
+                        if let Some(program) = program
+                            && (program.is_empty() || program[0].trim().is_empty())
+                        {
+                            return Err(invalid(
+                                at(&format!("deploy.{key}")),
+                                "give the program to run and its arguments".into(),
+                            ));
+                        }
+                    }
                 }
+                if let DeployTargetConfig::S3 { bucket, .. } = &env.deploy
+                    && bucket.trim().is_empty()
+                {
+                    return Err(invalid(at("deploy.bucket"), "name the bucket releases go to".into()));
+                }
+                if let DeployTargetConfig::Lambda { function, alias, .. } = &env.deploy
+                    && (function.trim().is_empty() || alias.trim().is_empty())
+                {
+                    return Err(invalid(at("deploy"), "name the function and the alias to move".into()));
+                }
+                if env.approvals_required == 0 {
+                    return Err(invalid(at("approvals_required"), "must be at least 1".into()));
+                }
+                let humans = pipeline.approvers.iter().filter(|a| !a.is_bot()).count();
+                if env.approval.unwrap_or(false)
+                    || (pipeline.mode == Mode::Delivery
+                        && env.approval.is_none()
+                        && e + 1 == pipeline.environments.len())
+                {
+                    if usize::try_from(env.approvals_required).unwrap_or(usize::MAX) > humans {
+                        return Err(invalid(
+                            at("approvals_required"),
+                            format!(
+                                "{} approvals are required but only {humans} approver(s) are not bots",
+                                env.approvals_required
+                            ),
+                        ));
+                    }
+                }
+                if let Some(bake) = &env.bake {
+                    if bake.duration.is_zero() || bake.interval.is_zero() {
+                        return Err(invalid(at("bake"), "duration and interval must be more than 0s".into()));
+                    }
+                    if let HealthSourceConfig::Http { url, .. } = &bake.source
+                        && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+                    {
+                        return Err(invalid(at("bake.source.url"), format!("{url:?} is not an http(s) URL")));
+                    }
+                }
+                crate::policy::validate(env.timezone.as_deref(), &env.windows, &env.freezes)
+                    .map_err(|problem| invalid(at(&problem.key), problem.message))?;
+                let timeout = env.deploy.timeout();
                 if timeout.is_zero() {
                     return Err(invalid(at("deploy.timeout"), "must be more than 0s".into()));
                 }
-                for var in env.deploy.secrets().keys() {
+                let vars = match &env.deploy {
+                    DeployTargetConfig::Command { secrets, .. } => secrets.keys().collect(),
+                    _ => Vec::new(),
+                };
+                for var in vars {
                     if var.is_empty()
                         || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                         || var.starts_with("SLIPWAY_")
@@ -474,7 +698,7 @@ impl PipelineConfig {
 
     /// Every secret parameter this pipeline needs, so start-up can check they exist.
     pub fn secret_params(&self) -> impl Iterator<Item = &ParamName> {
-        std::iter::once(&self.ci_secret).chain(self.environments.iter().flat_map(|e| e.deploy.secrets().values()))
+        std::iter::once(&self.ci_secret).chain(self.environments.iter().flat_map(|e| e.deploy.secret_params()))
     }
 }
 

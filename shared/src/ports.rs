@@ -52,8 +52,23 @@ impl StoreKey {
         ok.then(|| Self(format!("deliveries/{provider}/{id}")))
     }
 
+    /// An environment's record — lease, queue of waiting runs, releases:
+    /// `environments/<pipeline>/<env>.json`.
+    pub fn environment(pipeline: &crate::domain::PipelineName, env: &crate::domain::EnvName) -> Self {
+        Self(format!("{}{pipeline}/{env}.json", Self::ENVIRONMENTS))
+    }
+
+    /// A webhook deploy target's signed completion callback for one phase:
+    /// `deploy-callbacks/<run>/<env>/<phase>.json`.
+    pub fn deploy_callback(run: &RunId, env: &crate::domain::EnvName, phase: crate::domain::Phase) -> Self {
+        Self(format!("deploy-callbacks/{run}/{env}/{phase}.json"))
+    }
+
     /// The prefix under which all runs live.
     pub const RUNS: &'static str = "runs/";
+
+    /// The prefix under which environment records live.
+    pub const ENVIRONMENTS: &'static str = "environments/";
 
     pub fn as_str(&self) -> &str {
         &self.0
@@ -61,7 +76,15 @@ impl StoreKey {
 
     /// Rebuilds a key an adapter listed. Only keys under known prefixes are accepted.
     pub fn from_listed(raw: &str) -> Option<Self> {
-        let known = raw.starts_with(Self::RUNS) || raw.starts_with("notices/") || raw.starts_with("deliveries/");
+        let known = [
+            Self::RUNS,
+            Self::ENVIRONMENTS,
+            "notices/",
+            "deliveries/",
+            "deploy-callbacks/",
+        ]
+        .iter()
+        .any(|prefix| raw.starts_with(prefix));
         let clean = !raw.contains("..") && !raw.starts_with('/');
         (known && clean).then(|| Self(raw.to_owned()))
     }
@@ -332,40 +355,85 @@ pub trait Notifier: Send + Sync + fmt::Debug {
 // Deploy target
 // ---------------------------------------------------------------------------------------
 
-/// Everything a deploy target needs to release one artifact to one environment.
+/// One action of a deploy target. A forward deploy runs `Backup` → `Migrate` → `Release`
+/// (the smoke stage is the `verify` phase); an automatic rollback runs `Restore` (with the
+/// backup's reference) and then `Release` of the previous artifact.
+pub use crate::domain::Phase;
+
+/// Everything a deploy target needs to carry out one phase for one environment.
 #[derive(Debug)]
 pub struct DeployRequest<'a> {
+    pub phase: Phase,
     pub run: &'a RunId,
     pub repo: &'a str,
     pub sha: &'a str,
     pub env: &'a str,
     pub artifact: Option<&'a str>,
+    /// For [`Phase::Restore`]: the reference the backup phase returned.
+    pub backup: Option<&'a str>,
     /// The environment's secrets, resolved from the secret store, by the variable name the
     /// target expects them under.
     pub secrets: Vec<(String, SecretString)>,
     pub target: &'a crate::config::DeployTargetConfig,
 }
 
-/// What a finished deploy printed, secrets masked.
-#[derive(Debug, Clone, PartialEq)]
+/// What a finished phase printed (secrets masked) and returned.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeployReport {
     pub output: String,
+    /// [`Phase::Backup`]: the reference [`Phase::Restore`] needs. [`Phase::Release`]: what now
+    /// runs, when the target knows (a Lambda version, an S3 release prefix).
+    pub reference: Option<String>,
+    /// The target has nothing to do for this phase (no migrate command configured, …).
+    pub skipped: bool,
+}
+
+impl DeployReport {
+    /// A phase the target has no action for.
+    pub fn skipped(why: impl Into<String>) -> Self {
+        Self {
+            output: why.into(),
+            reference: None,
+            skipped: true,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    /// The deploy ran and failed. `output` is what it printed, secrets masked.
+    /// The phase ran and failed. `output` is what it printed, secrets masked.
     #[error("{reason}")]
     Failed { reason: String, output: String },
-    /// The deploy could not even start (missing program, permission denied).
+    /// The phase could not even start (missing program, permission denied, bad config).
     #[error("the deploy could not start: {reason}")]
     CouldNotStart { reason: String },
 }
 
-/// Releases an artifact to an environment.
+/// Carries out deploy phases for an environment.
 #[async_trait]
 pub trait DeployTarget: Send + Sync + fmt::Debug {
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<DeployReport, DeployError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Health source (post-deploy bake)
+// ---------------------------------------------------------------------------------------
+
+/// What a health source said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub healthy: bool,
+    /// What was seen, in words a person can act on (`error_rate 0.7 > 0.05`, `alarm
+    /// checkout-5xx is ALARM`).
+    pub detail: String,
+}
+
+/// Reads an environment's health during a post-deploy bake.
+#[async_trait]
+pub trait HealthSource: Send + Sync + fmt::Debug {
+    /// `Err` is a fault of the source itself (unreachable, malformed answer), which the
+    /// bake treats as unhealthy after repeated failures.
+    async fn check(&self, source: &crate::config::HealthSourceConfig) -> Result<Health, String>;
 }
 
 // ---------------------------------------------------------------------------------------

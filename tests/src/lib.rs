@@ -23,7 +23,8 @@ use http_body_util::BodyExt;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use slipway::adapters::memory::{
-    FakeDeployTarget, FakeHttpChecker, ManualClock, MemoryQueue, MemorySecrets, MemoryStore, RecordingNotifier,
+    FakeDeployTarget, FakeHealth, FakeHttpChecker, ManualClock, MemoryQueue, MemorySecrets, MemoryStore,
+    RecordingNotifier,
 };
 use slipway::app::{App, Tuning};
 use slipway::config::Config;
@@ -132,6 +133,7 @@ pub struct Pipeline {
     pub notifier: RecordingNotifier,
     pub deployer: FakeDeployTarget,
     pub checker: FakeHttpChecker,
+    pub health: FakeHealth,
 }
 
 impl Pipeline {
@@ -161,6 +163,7 @@ impl Pipeline {
         let notifier = RecordingNotifier::new();
         let deployer = FakeDeployTarget::new();
         let checker = FakeHttpChecker::new();
+        let health = FakeHealth::new();
         let app = App {
             public_url: config.public_url.clone().expect("scenario config sets public_url"),
             config: Arc::new(config),
@@ -171,6 +174,7 @@ impl Pipeline {
             notifiers: vec![Arc::new(notifier.clone()) as Arc<dyn Notifier>],
             deployer: Arc::new(deployer.clone()),
             checker: Arc::new(checker.clone()),
+            health: Arc::new(health.clone()),
             tuning: Tuning {
                 write_backoff: std::time::Duration::from_millis(1),
                 ..Tuning::default()
@@ -187,6 +191,7 @@ impl Pipeline {
             notifier,
             deployer,
             checker,
+            health,
         };
         p.healthy("staging", SHA);
         p.healthy("production", SHA);

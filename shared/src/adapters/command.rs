@@ -1,5 +1,10 @@
 //! The `command` deploy target: runs a program, with no shell, no stdin and a timeout.
 //!
+//! Each deploy phase runs its own program: `command` releases; `backup`, `migrate` and
+//! `restore` are optional (a missing backup or migrate is recorded as skipped; a missing
+//! restore fails the rollback loudly). `SLIPWAY_PHASE` names the phase; a restore gets
+//! `SLIPWAY_BACKUP_REF`, the reference its backup printed as `SLIPWAY_BACKUP_REF=<ref>`.
+//!
 //! The program gets `SLIPWAY_REPO`, `SLIPWAY_SHA`, `SLIPWAY_ENV`, `SLIPWAY_RUN` and
 //! `SLIPWAY_ARTIFACT`, the target's plain `env` variables, and the environment's secrets under
 //! their variable names — in the child's environment only, never in slipway's own or in a log.
@@ -19,7 +24,7 @@ use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use crate::config::DeployTargetConfig;
-use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget};
+use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget, Phase};
 
 /// How much of a deploy's output is kept: its last 64 KiB.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -65,11 +70,38 @@ impl DeployTarget for CommandTarget {
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<DeployReport, DeployError> {
         let DeployTargetConfig::Command {
             command,
+            backup,
+            migrate,
+            restore,
             working_dir,
             timeout,
             env,
             ..
-        } = request.target;
+        } = request.target
+        else {
+            return Err(DeployError::CouldNotStart {
+                reason: format!("the command target was given a {} target", request.target.kind()),
+            });
+        };
+        let command = match request.phase {
+            Phase::Release => command,
+            Phase::Backup => match backup {
+                Some(c) => c,
+                None => return Ok(DeployReport::skipped("no backup command is configured")),
+            },
+            Phase::Migrate => match migrate {
+                Some(c) => c,
+                None => return Ok(DeployReport::skipped("no migrate command is configured")),
+            },
+            Phase::Restore => match restore {
+                Some(c) => c,
+                None => {
+                    return Err(DeployError::CouldNotStart {
+                        reason: "no restore command is configured, so the backup cannot be restored".into(),
+                    });
+                }
+            },
+        };
         let Some((program, args)) = command.split_first() else {
             return Err(DeployError::CouldNotStart {
                 reason: "no command is configured".into(),
@@ -104,7 +136,9 @@ impl DeployTarget for CommandTarget {
             .env("SLIPWAY_SHA", request.sha)
             .env("SLIPWAY_ENV", request.env)
             .env("SLIPWAY_RUN", request.run.as_str())
-            .env("SLIPWAY_ARTIFACT", request.artifact.unwrap_or_default());
+            .env("SLIPWAY_ARTIFACT", request.artifact.unwrap_or_default())
+            .env("SLIPWAY_PHASE", request.phase.as_str())
+            .env("SLIPWAY_BACKUP_REF", request.backup.unwrap_or_default());
         #[cfg(unix)]
         cmd.process_group(0);
         if let Some(dir) = working_dir {
@@ -120,8 +154,9 @@ impl DeployTarget for CommandTarget {
             env = request.env,
             run = %request.run,
             program = %program,
+            phase = %request.phase,
             timeout = %format_args!("{timeout:#}"),
-            "deploy started"
+            "deploy phase started"
         );
 
         let mut child = cmd.spawn().map_err(|e| DeployError::CouldNotStart {
@@ -176,9 +211,18 @@ impl DeployTarget for CommandTarget {
                     env = request.env,
                     run = %request.run,
                     duration_ms,
-                    "deploy succeeded"
+                    phase = %request.phase,
+                    "deploy phase succeeded"
                 );
-                Ok(DeployReport { output })
+                let reference = match request.phase {
+                    Phase::Backup => Some(backup_reference(&output).unwrap_or_else(|| request.run.to_string())),
+                    _ => None,
+                };
+                Ok(DeployReport {
+                    output,
+                    reference,
+                    skipped: false,
+                })
             }
             Err(reason) => {
                 tracing::warn!(
@@ -188,12 +232,24 @@ impl DeployTarget for CommandTarget {
                     run = %request.run,
                     duration_ms,
                     reason = %reason,
-                    "deploy failed"
+                    phase = %request.phase,
+                    "deploy phase failed"
                 );
                 Err(DeployError::Failed { reason, output })
             }
         }
     }
+}
+
+/// The reference a backup printed: the value of its last `SLIPWAY_BACKUP_REF=<reference>`
+/// line. A backup that prints none is referred to by its run id.
+pub fn backup_reference(output: &str) -> Option<String> {
+    output
+        .lines()
+        .rev()
+        .find_map(|line| line.trim().strip_prefix("SLIPWAY_BACKUP_REF="))
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty() && r != MASK)
 }
 
 /// Replaces every non-empty secret value in `output` with `***`, longest secrets first so a
@@ -376,6 +432,9 @@ mod tests {
     fn target(command: Vec<String>, timeout: SignedDuration) -> DeployTargetConfig {
         DeployTargetConfig::Command {
             command,
+            backup: None,
+            migrate: None,
+            restore: None,
             working_dir: None,
             timeout,
             secrets: BTreeMap::new(),
@@ -388,11 +447,23 @@ mod tests {
         secrets: &[(&str, &str)],
         artifact: Option<&str>,
     ) -> Result<DeployReport, DeployError> {
+        deploy_phase(target, Phase::Release, None, secrets, artifact).await
+    }
+
+    async fn deploy_phase(
+        target: &DeployTargetConfig,
+        phase: Phase,
+        backup: Option<&str>,
+        secrets: &[(&str, &str)],
+        artifact: Option<&str>,
+    ) -> Result<DeployReport, DeployError> {
         let run = run_id();
         // Another test thread forking while this one wrote a script can leave the script
         // briefly "busy"; that is a test artefact, so try again.
         for _ in 0..20 {
             let request = DeployRequest {
+                phase,
+                backup,
                 run: &run,
                 repo: "acme/shop",
                 sha: SHA,
@@ -412,6 +483,71 @@ mod tests {
             }
         }
         panic!("script stayed busy");
+    }
+
+    #[tokio::test]
+    async fn each_phase_runs_its_own_program_and_a_backup_names_its_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = script(dir.path(), "release.sh", "echo \"release $SLIPWAY_PHASE\"");
+        let backup = script(
+            dir.path(),
+            "backup.sh",
+            "echo dumping\necho SLIPWAY_BACKUP_REF=dump-$SLIPWAY_RUN.sql\necho done",
+        );
+        let restore = script(dir.path(), "restore.sh", "echo \"restoring $SLIPWAY_BACKUP_REF\"");
+        let DeployTargetConfig::Command { command, timeout, .. } = target(vec![release], SignedDuration::from_secs(10))
+        else {
+            unreachable!()
+        };
+        let full = DeployTargetConfig::Command {
+            command,
+            backup: Some(vec![backup]),
+            migrate: None,
+            restore: Some(vec![restore]),
+            working_dir: None,
+            timeout,
+            secrets: BTreeMap::new(),
+            env: BTreeMap::new(),
+        };
+
+        let made = deploy_phase(&full, Phase::Backup, None, &[], None).await.unwrap();
+        assert_eq!(
+            made.reference.as_deref(),
+            Some(format!("dump-{}.sql", run_id()).as_str())
+        );
+        assert!(!made.skipped);
+
+        let migrate = deploy_phase(&full, Phase::Migrate, None, &[], None).await.unwrap();
+        assert!(migrate.skipped, "no migrate command: skipped, not failed");
+
+        let released = deploy_phase(&full, Phase::Release, None, &[], None).await.unwrap();
+        assert_eq!(released.output.trim(), "release release");
+
+        let restored = deploy_phase(&full, Phase::Restore, Some("dump-1.sql"), &[], None)
+            .await
+            .unwrap();
+        assert_eq!(restored.output.trim(), "restoring dump-1.sql");
+
+        // Without a restore command a rollback cannot restore: that is an error, not a skip.
+        let bare = target(vec!["true".into()], SignedDuration::from_secs(10));
+        let err = deploy_phase(&bare, Phase::Restore, Some("x"), &[], None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no restore command"), "{err}");
+    }
+
+    #[test]
+    fn a_backup_reference_is_its_last_marker_line() {
+        assert_eq!(
+            backup_reference("a\nSLIPWAY_BACKUP_REF=one\nSLIPWAY_BACKUP_REF=two\n").as_deref(),
+            Some("two")
+        );
+        assert_eq!(backup_reference("nothing here"), None);
+        assert_eq!(
+            backup_reference("SLIPWAY_BACKUP_REF=***"),
+            None,
+            "a masked secret is no reference"
+        );
     }
 
     #[tokio::test]
@@ -444,7 +580,9 @@ echo "pwd=$(pwd)"
 echo "to stderr" >&2"#,
         );
         let mut config = target(vec!["./deploy.sh".into()], SignedDuration::from_secs(10));
-        let DeployTargetConfig::Command { working_dir, env, .. } = &mut config;
+        let DeployTargetConfig::Command { working_dir, env, .. } = &mut config else {
+            unreachable!()
+        };
         *working_dir = Some(dir.path().to_owned());
         env.insert("REGION".into(), "eu-west-1".into());
 
@@ -588,7 +726,9 @@ test "$DATABASE_URL" = "postgres://u:hunter2@db/shop" && echo "db ok""#,
     async fn a_missing_program_could_not_start() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = target(vec!["./deploy.sh".into()], SignedDuration::from_secs(5));
-        let DeployTargetConfig::Command { working_dir, .. } = &mut config;
+        let DeployTargetConfig::Command { working_dir, .. } = &mut config else {
+            unreachable!()
+        };
         *working_dir = Some(dir.path().to_owned());
         let err = deploy(&config, &[], None).await.unwrap_err();
         let DeployError::CouldNotStart { reason } = err else {
@@ -600,7 +740,9 @@ test "$DATABASE_URL" = "postgres://u:hunter2@db/shop" && echo "db ok""#,
     #[tokio::test]
     async fn a_missing_working_dir_could_not_start() {
         let mut config = target(vec!["true".into()], SignedDuration::from_secs(5));
-        let DeployTargetConfig::Command { working_dir, .. } = &mut config;
+        let DeployTargetConfig::Command { working_dir, .. } = &mut config else {
+            unreachable!()
+        };
         *working_dir = Some("/nonexistent/slipway-deploy".into());
         let err = deploy(&config, &[], None).await.unwrap_err();
         assert!(matches!(err, DeployError::CouldNotStart { .. }), "{err:?}");

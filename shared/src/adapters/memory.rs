@@ -14,9 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::ParamName;
 use crate::ports::{
-    Clock, DeadLetter, Delivery, DeployError, DeployReport, DeployRequest, DeployTarget, HttpChecker, Notification,
-    Notifier, NotifyError, Probe, ProbeResponse, Queue, QueueError, QueueName, Receipt, SecretError, SecretStore,
-    StateStore, StoreError, StoreKey, Version, Versioned,
+    Clock, DeadLetter, Delivery, DeployError, DeployReport, DeployRequest, DeployTarget, Health, HealthSource,
+    HttpChecker, Notification, Notifier, NotifyError, Phase, Probe, ProbeResponse, Queue, QueueError, QueueName,
+    Receipt, SecretError, SecretStore, StateStore, StoreError, StoreKey, Version, Versioned,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -486,22 +486,26 @@ impl Notifier for RecordingNotifier {
 
 // ---------------------------------------------------------------------------------------
 
-/// One deploy a [`FakeDeployTarget`] carried out.
+/// One deploy phase a [`FakeDeployTarget`] carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedDeploy {
+    pub phase: Phase,
     pub env: String,
     pub sha: String,
     pub artifact: Option<String>,
+    /// For a restore: the backup reference it was given.
+    pub backup: Option<String>,
     /// The secrets it was given, by variable name, exposed for assertions.
     pub secrets: Vec<(String, String)>,
 }
 
-/// A deploy target that records deploys and fails on request.
+/// A deploy target that records every phase and fails on request. A backup answers with
+/// the reference `backup-<n>` (n counts backups); every other phase succeeds unless told.
 #[derive(Debug, Clone, Default)]
 pub struct FakeDeployTarget {
     deploys: Arc<Mutex<Vec<RecordedDeploy>>>,
     takes: Arc<Mutex<Duration>>,
-    failures: Arc<Mutex<HashMap<String, VecDeque<String>>>>,
+    failures: Arc<Mutex<HashMap<(String, Phase), VecDeque<String>>>>,
 }
 
 impl FakeDeployTarget {
@@ -509,25 +513,47 @@ impl FakeDeployTarget {
         Self::default()
     }
 
-    /// Every deploy so far, in order.
+    /// Every release so far (the `release` phase), in order: what ran where.
     pub fn deploys(&self) -> Vec<RecordedDeploy> {
+        self.phases()
+            .into_iter()
+            .filter(|d| d.phase == Phase::Release)
+            .collect()
+    }
+
+    /// Every phase so far, in order.
+    pub fn phases(&self) -> Vec<RecordedDeploy> {
         lock(&self.deploys).clone()
     }
 
-    /// Deploys to `env`, in order.
+    /// The phases carried out for `env`, as words: `["backup", "migrate", "release"]`.
+    pub fn phases_of(&self, env: &str) -> Vec<&'static str> {
+        self.phases()
+            .into_iter()
+            .filter(|d| d.env == env)
+            .map(|d| d.phase.as_str())
+            .collect()
+    }
+
+    /// Releases to `env`, in order.
     pub fn deploys_to(&self, env: &str) -> Vec<RecordedDeploy> {
         self.deploys().into_iter().filter(|d| d.env == env).collect()
     }
 
-    /// Makes every deploy take `d` (on tokio's clock) before it finishes.
+    /// Makes every phase take `d` (on tokio's clock) before it finishes.
     pub fn take(&self, d: Duration) {
         *lock(&self.takes) = d;
     }
 
-    /// Makes the next deploy to `env` fail with `reason`.
+    /// Makes the next release to `env` fail with `reason`.
     pub fn fail_next(&self, env: &str, reason: &str) {
+        self.fail_phase(env, Phase::Release, reason);
+    }
+
+    /// Makes the next `phase` for `env` fail with `reason`.
+    pub fn fail_phase(&self, env: &str, phase: Phase, reason: &str) {
         lock(&self.failures)
-            .entry(env.to_owned())
+            .entry((env.to_owned(), phase))
             .or_default()
             .push_back(reason.to_owned());
     }
@@ -536,28 +562,92 @@ impl FakeDeployTarget {
 #[async_trait]
 impl DeployTarget for FakeDeployTarget {
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<DeployReport, DeployError> {
-        lock(&self.deploys).push(RecordedDeploy {
-            env: request.env.to_owned(),
-            sha: request.sha.to_owned(),
-            artifact: request.artifact.map(str::to_owned),
-            secrets: request
-                .secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
-                .collect(),
-        });
+        let backups = {
+            let mut deploys = lock(&self.deploys);
+            deploys.push(RecordedDeploy {
+                phase: request.phase,
+                env: request.env.to_owned(),
+                sha: request.sha.to_owned(),
+                artifact: request.artifact.map(str::to_owned),
+                backup: request.backup.map(str::to_owned),
+                secrets: request
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
+                    .collect(),
+            });
+            deploys.iter().filter(|d| d.phase == Phase::Backup).count()
+        };
         let takes = *lock(&self.takes);
         if !takes.is_zero() {
             tokio::time::sleep(takes).await;
         }
-        if let Some(reason) = lock(&self.failures).get_mut(request.env).and_then(VecDeque::pop_front) {
+        if let Some(reason) = lock(&self.failures)
+            .get_mut(&(request.env.to_owned(), request.phase))
+            .and_then(VecDeque::pop_front)
+        {
             return Err(DeployError::Failed {
                 reason,
-                output: "fake deploy failed".into(),
+                output: format!("fake {} failed", request.phase),
             });
         }
         Ok(DeployReport {
-            output: format!("fake deploy of {} to {}", request.sha, request.env),
+            output: format!("fake {} of {} to {}", request.phase, request.sha, request.env),
+            reference: (request.phase == Phase::Backup).then(|| format!("backup-{backups}")),
+            skipped: false,
+        })
+    }
+}
+
+/// A health source answering from a script: a queue of readings, the last one repeating.
+/// Healthy when nothing was scripted.
+#[derive(Debug, Clone, Default)]
+pub struct FakeHealth {
+    readings: Arc<Mutex<VecDeque<Result<Health, String>>>>,
+    checks: Arc<Mutex<u32>>,
+}
+
+impl FakeHealth {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a reading.
+    pub fn then(&self, healthy: bool, detail: &str) -> &Self {
+        lock(&self.readings).push_back(Ok(Health {
+            healthy,
+            detail: detail.to_owned(),
+        }));
+        self
+    }
+
+    /// Queues a fault of the source itself.
+    pub fn then_fail(&self, error: &str) -> &Self {
+        lock(&self.readings).push_back(Err(error.to_owned()));
+        self
+    }
+
+    /// How many times the source was read.
+    pub fn checks(&self) -> u32 {
+        *lock(&self.checks)
+    }
+}
+
+#[async_trait]
+impl HealthSource for FakeHealth {
+    async fn check(&self, _source: &crate::config::HealthSourceConfig) -> Result<Health, String> {
+        *lock(&self.checks) += 1;
+        let mut readings = lock(&self.readings);
+        let reading = if readings.len() > 1 {
+            readings.pop_front()
+        } else {
+            readings.front().cloned()
+        };
+        reading.unwrap_or_else(|| {
+            Ok(Health {
+                healthy: true,
+                detail: "healthy".into(),
+            })
         })
     }
 }

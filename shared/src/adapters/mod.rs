@@ -9,10 +9,13 @@
 pub mod aws;
 pub mod cache;
 pub mod command;
+pub mod health;
 pub mod http_checker;
 pub mod local;
 pub mod memory;
 pub mod notify;
+pub mod targets;
+pub mod webhook_target;
 
 use jiff::Timestamp;
 
@@ -44,12 +47,13 @@ pub fn wire(config: crate::config::Config, backend: Backend, public_url: url::Ur
     crate::app::App {
         notifiers: notify::channels(&config.notify, backend.secrets.clone()),
         config: Arc::new(config),
-        store: backend.store,
+        store: backend.store.clone(),
         queue: backend.queue,
         secrets: backend.secrets,
         clock: Arc::new(SystemClock),
-        deployer: Arc::new(command::CommandTarget::new()),
+        deployer: Arc::new(targets::Targets::new(backend.store.clone())),
         checker: Arc::new(http_checker::ReqwestChecker::new()),
+        health: Arc::new(health::HealthSources::new()),
         public_url,
         tuning: crate::app::Tuning::default(),
     }

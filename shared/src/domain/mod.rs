@@ -6,8 +6,8 @@ pub mod transition;
 
 pub use ids::{ApproverId, BranchName, CommitSha, EnvName, IdError, ParamName, PipelineName, RepoName, RunId};
 pub use run::{
-    Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Plan, Run,
-    RunStatus, Stage, StageKind, StageStatus,
+    Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Phase, Plan,
+    Run, RunStatus, Stage, StageKind, StageStatus,
 };
 pub use transition::{
     Command, Event, GENERIC_CHECK, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable,

@@ -100,6 +100,35 @@ impl StageKind {
     }
 }
 
+/// One action of a deploy target. A forward deploy runs `backup` → `migrate` → `release`
+/// (its `verify` is the smoke stage); a rollback runs `restore` and then `release` of the
+/// previous artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Backup,
+    Migrate,
+    Release,
+    Restore,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Backup => "backup",
+            Phase::Migrate => "migrate",
+            Phase::Release => "release",
+            Phase::Restore => "restore",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a stage is in its life. Terminal statuses never change again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

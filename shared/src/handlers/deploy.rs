@@ -20,7 +20,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
     let mut missing = None;
     if let Some(target) = &target {
         for (var, param) in target.secrets() {
-            match app.secret(param).await {
+            match app.secret(&param).await {
                 Ok(value) => secrets.push((var.clone(), value)),
                 Err(EngineError::MissingSecret(name)) => missing = Some(name),
                 Err(e) => return Err(e.into()),
@@ -39,6 +39,8 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
                 tracing::info!(run = %run.id, %env, sha = %run.sha, "deploying");
                 app.deployer
                     .deploy(DeployRequest {
+                        phase: crate::ports::Phase::Release,
+                        backup: None,
                         run: &run.id,
                         repo: run.repo.as_str(),
                         sha: run.sha.as_str(),

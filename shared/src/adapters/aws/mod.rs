@@ -6,7 +6,9 @@
 //! (Lambda container): see [`Settings`]. Region, credentials and endpoint come from the
 //! standard AWS environment, so `AWS_ENDPOINT_URL` points every client at an emulator.
 
+pub mod lambda_target;
 pub mod s3;
+pub mod s3_target;
 pub mod sqs;
 pub mod ssm;
 
