@@ -1,0 +1,1 @@
+//! The s3 and lambda deploy targets against moto (being written).
