@@ -242,8 +242,9 @@ pub async fn list_runs(store: &dyn StateStore, repo: Option<&str>) -> Result<Vec
 /// The queue a command goes to.
 pub fn queue_of(command: &Command) -> QueueName {
     match command {
-        Command::Deploy { .. } => QueueName::Deploy,
-        Command::Smoke { .. } => QueueName::Smoke,
+        // The deploy queue carries everything that coordinates an environment.
+        Command::Deploy { .. } | Command::Rollback { .. } | Command::Supersede { .. } => QueueName::Deploy,
+        Command::Smoke { .. } | Command::Bake { .. } => QueueName::Smoke,
         Command::Notify(_) => QueueName::Notify,
     }
 }

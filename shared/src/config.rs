@@ -679,6 +679,8 @@ impl PipelineConfig {
                         Mode::Delivery => env.approval.unwrap_or(i == last),
                     },
                     smoke: !env.smoke.is_empty(),
+                    approvals_required: env.approvals_required,
+                    bake: env.bake.is_some(),
                 })
                 .collect(),
             required_checks: self.required_checks.clone(),

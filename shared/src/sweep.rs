@@ -4,14 +4,16 @@
 //! - an approval past its deadline expires, and the team is told;
 //! - a stage queued longer than [`RESEND_AFTER`] has its work sent again (its message was
 //!   lost between the state write and the send, or is stuck);
-//! - a claimed stage silent past its deadline is failed loudly — never redone.
+//! - a claimed stage silent past its deadline is failed loudly — never redone;
+//! - an environment lease whose holder is done, or silent past its expiry, is freed and the
+//!   next run in line woken.
 //!
 //! `slipway serve` runs it every 30 seconds; on AWS the scheduled `sweeper` function does.
 
 use std::time::Duration;
 
 use crate::app::{App, Applied, EngineError};
-use crate::domain::{self, Actor, Event, StageKind, StageStatus};
+use crate::domain::{self, Actor, Command, Event, StageKind, StageStatus};
 use crate::handlers;
 
 /// How long a stage may sit queued before its work is sent again. Re-sending is safe —
@@ -24,6 +26,8 @@ pub struct Swept {
     pub expired: usize,
     pub resent: usize,
     pub abandoned: usize,
+    /// Environment leases whose holder was done or silent past expiry.
+    pub leases_freed: usize,
 }
 
 /// Sweeps every unfinished run once.
@@ -48,20 +52,34 @@ pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
                         swept.expired += 1;
                     }
                 }
-                (StageKind::Deploy | StageKind::Smoke, StageStatus::Queued) => {
+                (
+                    kind @ (StageKind::Deploy | StageKind::Smoke | StageKind::Bake | StageKind::Rollback),
+                    StageStatus::Queued,
+                ) => {
                     let stale = run
                         .updated_at
                         .checked_add(jiff::SignedDuration::try_from(RESEND_AFTER).unwrap_or_default())
                         .is_ok_and(|at| at <= now);
                     if stale {
+                        // The stage's own work, not the outbox: a held or waiting deploy's
+                        // latest transition sent nothing.
+                        let (run_id, env) = (run.id.clone(), env.clone());
+                        let command = match kind {
+                            StageKind::Deploy => Command::Deploy { run: run_id, env },
+                            StageKind::Smoke => Command::Smoke { run: run_id, env },
+                            StageKind::Bake => Command::Bake { run: run_id, env },
+                            _ => Command::Rollback { run: run_id, env },
+                        };
                         tracing::warn!(run = %run.id, stage = %stage.label(), "queued too long; sending its work again");
+                        app.dispatch(&[command]).await?;
                         app.dispatch(&domain::resendable(&run)).await?;
                         swept.resent += 1;
                     }
                 }
-                (kind @ (StageKind::Deploy | StageKind::Smoke), StageStatus::Running)
-                    if handlers::give_up_at(app, &run, kind, env).is_some_and(|at| at <= now) =>
-                {
+                (
+                    kind @ (StageKind::Deploy | StageKind::Smoke | StageKind::Bake | StageKind::Rollback),
+                    StageStatus::Running,
+                ) if handlers::give_up_at(app, &run, kind, env).is_some_and(|at| at <= now) => {
                     tracing::error!(run = %run.id, stage = %stage.label(), "worker silent past the deadline; failing the stage");
                     match handlers::abandon(app, &run, kind, env).await {
                         Ok(()) => swept.abandoned += 1,
@@ -73,5 +91,6 @@ pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
             }
         }
     }
+    swept.leases_freed = handlers::envs::sweep(app).await?;
     Ok(swept)
 }

@@ -1,13 +1,15 @@
 //! The pipeline's domain: identifiers, runs and the pure state machine. No I/O lives here.
 
+pub mod environment;
 pub mod ids;
 pub mod run;
 pub mod transition;
 
+pub use environment::{Claim, Environment, Lease, Waiter};
 pub use ids::{ApproverId, BranchName, CommitSha, EnvName, IdError, ParamName, PipelineName, RepoName, RunId};
 pub use run::{
-    Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Phase, Plan,
-    Run, RunStatus, Stage, StageKind, StageStatus,
+    Actor, Approval, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Phase,
+    PhaseOutcome, PhaseStatus, Plan, Release, RollbackPlan, Run, RunStatus, Stage, StageKind, StageStatus,
 };
 pub use transition::{
     Command, Event, GENERIC_CHECK, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable,

@@ -40,6 +40,16 @@ pub struct EnvPlan {
     pub approval: bool,
     /// Smoke checks run after this environment is deployed.
     pub smoke: bool,
+    /// How many different approvers must approve.
+    #[serde(default = "one")]
+    pub approvals_required: u32,
+    /// A post-deploy bake watches the environment's health after the smoke checks.
+    #[serde(default)]
+    pub bake: bool,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The commit a run is for, as the git host described it.
@@ -85,8 +95,13 @@ pub enum StageKind {
     Approval,
     /// The artifact is deployed to the stage's environment.
     Deploy,
-    /// Smoke checks run against the stage's environment.
+    /// Smoke checks run against the stage's environment (the deploy's `verify` phase).
     Smoke,
+    /// A health source is watched for a while after the deploy.
+    Bake,
+    /// The environment is put back: the backup restored and the previous release redeployed
+    /// (automatic), or a previous release redeployed on request (manual).
+    Rollback,
 }
 
 impl StageKind {
@@ -96,6 +111,8 @@ impl StageKind {
             StageKind::Approval => "approval",
             StageKind::Deploy => "deploy",
             StageKind::Smoke => "smoke",
+            StageKind::Bake => "bake",
+            StageKind::Rollback => "rollback",
         }
     }
 }
@@ -151,6 +168,8 @@ pub enum StageStatus {
     Expired,
     /// Never run because an earlier stage stopped the run.
     Skipped,
+    /// A newer commit took its place: its approval or deploy will never happen.
+    Superseded,
 }
 
 impl StageStatus {
@@ -166,6 +185,7 @@ impl StageStatus {
             StageStatus::Rejected => "rejected",
             StageStatus::Expired => "expired",
             StageStatus::Skipped => "skipped",
+            StageStatus::Superseded => "superseded",
         }
     }
 
@@ -177,6 +197,7 @@ impl StageStatus {
                 | StageStatus::Rejected
                 | StageStatus::Expired
                 | StageStatus::Skipped
+                | StageStatus::Superseded
         )
     }
 }
@@ -196,8 +217,70 @@ pub struct CheckResult {
 pub struct ApprovalInfo {
     pub requested_at: Timestamp,
     pub expires_at: Timestamp,
+    /// Who made the deciding click: the last approval needed, or a rejection.
     pub decided_by: Option<ApproverId>,
     pub comment: Option<String>,
+    /// Approvals given so far, in order (N of M: the stage passes at `required`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+    #[serde(default = "one")]
+    pub required: u32,
+}
+
+/// One approver's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub by: ApproverId,
+    pub at: Timestamp,
+    pub comment: Option<String>,
+}
+
+/// What an environment ran, or runs: one run's artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub run: RunId,
+    pub sha: CommitSha,
+    pub artifact: Option<String>,
+    /// When the run opened: orders releases by commit, newest last.
+    pub opened_at: Timestamp,
+    /// When it was released.
+    pub at: Timestamp,
+}
+
+/// How a deploy phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// One phase of a deploy or rollback, as it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseOutcome {
+    pub phase: Phase,
+    pub status: PhaseStatus,
+    /// One line: what it did, why it failed, or why it was skipped.
+    pub detail: String,
+    /// A backup's reference; a release's version or prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub at: Timestamp,
+}
+
+/// What a rollback stage puts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackPlan {
+    /// The backup to restore (automatic rollbacks).
+    pub backup: Option<String>,
+    /// The release to redeploy.
+    pub to: Option<Release>,
+    /// Why: which phase failed, or who asked.
+    pub reason: String,
+    /// Requested by a person: redeploy `to` through backup, migrate, release and verify.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +299,21 @@ pub struct Stage {
     pub output: Option<String>,
     pub checks: Vec<CheckResult>,
     pub approval: Option<ApprovalInfo>,
+    /// A deploy's or rollback's phases, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseOutcome>,
+    /// The artifact a deploy released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// What the environment ran before this deploy: what a rollback goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Release>,
+    /// A rollback stage's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackPlan>,
+    /// A newer run that took this stage's place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<RunId>,
 }
 
 impl Stage {
@@ -231,7 +329,20 @@ impl Stage {
             output: None,
             checks: Vec::new(),
             approval: None,
+            phases: Vec::new(),
+            artifact: None,
+            previous: None,
+            rollback: None,
+            superseded_by: None,
         }
+    }
+
+    /// The reference the backup phase returned, if it ran.
+    pub fn backup_reference(&self) -> Option<&str> {
+        self.phases
+            .iter()
+            .find(|p| p.phase == Phase::Backup && p.status == PhaseStatus::Succeeded)
+            .and_then(|p| p.reference.as_deref())
     }
 
     /// `build`, `deploy:staging`, `approval:production`, …
@@ -289,6 +400,10 @@ pub enum RunStatus {
     Failed,
     Rejected,
     Expired,
+    /// A deploy, its checks or its bake failed, and the environment was put back.
+    RolledBack,
+    /// A newer commit took this run's place.
+    Superseded,
 }
 
 impl RunStatus {
@@ -301,6 +416,8 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Rejected => "rejected",
             RunStatus::Expired => "expired",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::Superseded => "superseded",
         }
     }
 
@@ -335,11 +452,19 @@ pub struct Run {
 impl Run {
     /// The run's overall status, derived from its stages.
     pub fn status(&self) -> RunStatus {
+        if let Some(rollback) = self.stages.iter().rev().find(|s| s.kind == StageKind::Rollback) {
+            return match rollback.status {
+                StageStatus::Succeeded => RunStatus::RolledBack,
+                StageStatus::Queued | StageStatus::Running => RunStatus::InProgress,
+                _ => RunStatus::Failed,
+            };
+        }
         for stage in &self.stages {
             match stage.status {
                 StageStatus::Failed => return RunStatus::Failed,
                 StageStatus::Rejected => return RunStatus::Rejected,
                 StageStatus::Expired => return RunStatus::Expired,
+                StageStatus::Superseded => return RunStatus::Superseded,
                 _ => {}
             }
         }
@@ -356,12 +481,19 @@ impl Run {
         RunStatus::InProgress
     }
 
+    /// The stage of `kind` for `env`; for rollbacks, of which a run may have several, the
+    /// latest.
     pub fn stage(&self, kind: StageKind, env: Option<&EnvName>) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.kind == kind && s.env.as_ref() == env)
+        self.stages
+            .iter()
+            .rev()
+            .find(|s| s.kind == kind && s.env.as_ref() == env)
     }
 
     pub(crate) fn stage_index(&self, kind: StageKind, env: Option<&EnvName>) -> Option<usize> {
-        self.stages.iter().position(|s| s.kind == kind && s.env.as_ref() == env)
+        self.stages
+            .iter()
+            .rposition(|s| s.kind == kind && s.env.as_ref() == env)
     }
 
     /// The first stage that is not finished, if any.
@@ -376,6 +508,33 @@ impl Run {
             .filter(|s| s.kind == StageKind::Deploy && s.status == StageStatus::Succeeded)
             .filter_map(|s| s.env.as_ref())
             .collect()
+    }
+
+    /// Is work for `env` queued or under way (deploy, smoke, bake, rollback)? While it is,
+    /// the run keeps the environment's lease.
+    pub fn busy_in(&self, env: &EnvName) -> bool {
+        self.stages.iter().any(|s| {
+            s.env.as_ref() == Some(env)
+                && matches!(
+                    s.kind,
+                    StageKind::Deploy | StageKind::Smoke | StageKind::Bake | StageKind::Rollback
+                )
+                && matches!(s.status, StageStatus::Queued | StageStatus::Running)
+        })
+    }
+
+    /// This run as a release of `env`, once its deploy there succeeded.
+    pub fn release_in(&self, env: &EnvName) -> Option<Release> {
+        let deploy = self
+            .stage(StageKind::Deploy, Some(env))
+            .filter(|s| s.status == StageStatus::Succeeded)?;
+        Some(Release {
+            run: self.id.clone(),
+            sha: self.sha.clone(),
+            artifact: deploy.artifact.clone().or_else(|| self.build.artifact.clone()),
+            opened_at: self.created_at,
+            at: deploy.finished_at.unwrap_or(self.updated_at),
+        })
     }
 }
 
@@ -408,6 +567,7 @@ mod tests {
             S::Rejected,
             S::Expired,
             S::Skipped,
+            S::Superseded,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
@@ -419,6 +579,8 @@ mod tests {
             R::Failed,
             R::Rejected,
             R::Expired,
+            R::RolledBack,
+            R::Superseded,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{ApproverId, BranchName, CommitSha, EnvName, PipelineName, RepoName, RunId};
 use super::run::{
-    Actor, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, HistoryEntry, Plan, Run, RunStatus, Stage,
-    StageKind, StageStatus,
+    Actor, Approval, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, HistoryEntry, Phase, PhaseOutcome,
+    PhaseStatus, Plan, Release, RollbackPlan, Run, RunStatus, Stage, StageKind, StageStatus,
 };
 
 /// Everything needed to open a run for a pushed commit.
@@ -41,12 +41,39 @@ pub enum Event {
     /// A worker claims a queued deploy. Ignored unless the deploy is still queued, which is
     /// what stops a redelivered message from deploying twice.
     DeployStarted { env: EnvName },
-    /// The claimed deploy ended: `Ok(output)` or `Err(reason)`.
+    /// The claimed deploy ended: `Ok(())` or `Err(reason)`, with each phase's outcome and
+    /// what the environment ran before (what a rollback goes back to).
     DeployFinished {
         env: EnvName,
         output: String,
         result: Result<(), String>,
+        phases: Vec<PhaseOutcome>,
+        previous: Option<Release>,
     },
+    /// The deploy may not start yet: the environment is outside its windows, frozen, or busy
+    /// with another run. Recorded once per reason; `notify` tells people too.
+    DeployHeld { env: EnvName, reason: String, notify: bool },
+    /// A newer run took this run's place at `env`: its pending approval or queued deploy
+    /// there will never happen.
+    Superseded { env: EnvName, by: RunId },
+    /// A worker starts watching the environment's health after the deploy.
+    BakeStarted { env: EnvName },
+    /// The bake ended: `Ok(what was seen)` or `Err(why it is unhealthy)`.
+    BakeFinished {
+        env: EnvName,
+        result: Result<String, String>,
+    },
+    /// A worker claims a queued rollback.
+    RollbackStarted { env: EnvName },
+    /// The rollback ended, with each phase's outcome.
+    RollbackFinished {
+        env: EnvName,
+        phases: Vec<PhaseOutcome>,
+        result: Result<(), String>,
+    },
+    /// Someone asked to put `env` back to an earlier release. Applied to the run `env`
+    /// runs now.
+    RollbackRequested { env: EnvName, to: Release, by: String },
     /// A worker claims queued smoke checks.
     SmokeStarted { env: EnvName },
     /// The smoke checks ended; they passed if every check passed.
@@ -57,6 +84,8 @@ pub enum Event {
         approver: ApproverId,
         approve: bool,
         comment: Option<String>,
+        /// A bot account: its decision never counts.
+        bot: bool,
     },
     /// The approval's deadline passed with no decision.
     ApprovalExpired { env: EnvName },
@@ -80,8 +109,27 @@ pub struct Input {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
-    Deploy { run: RunId, env: EnvName },
-    Smoke { run: RunId, env: EnvName },
+    Deploy {
+        run: RunId,
+        env: EnvName,
+    },
+    Smoke {
+        run: RunId,
+        env: EnvName,
+    },
+    Bake {
+        run: RunId,
+        env: EnvName,
+    },
+    Rollback {
+        run: RunId,
+        env: EnvName,
+    },
+    /// Older runs pending approval for `env` give way to `run`.
+    Supersede {
+        run: RunId,
+        env: EnvName,
+    },
     Notify(Notice),
 }
 
@@ -123,6 +171,22 @@ pub enum NoticeKind {
     },
     /// Nobody decided in time.
     ApprovalExpired { env: EnvName },
+    /// `env` was put back after a failure (or on request): backup restored, `to` redeployed.
+    RolledBack {
+        env: EnvName,
+        to: Option<CommitSha>,
+        reason: String,
+    },
+    /// A rollback failed: an alert, naming what is left to do by hand.
+    RollbackFailed {
+        env: EnvName,
+        reason: String,
+        by_hand: Vec<String>,
+    },
+    /// A newer run took this one's place.
+    Superseded { env: EnvName, by: RunId },
+    /// The deploy waits for a deploy window or a freeze to end.
+    Held { env: EnvName, reason: String },
 }
 
 /// Why an event changed nothing. Callers map these to their own answers (HTTP 409, an acked
@@ -143,6 +207,16 @@ pub enum Ignored {
     ApprovalExpired { env: EnvName, expires_at: Timestamp },
     #[error("the approval for {env} does not expire until {expires_at}")]
     NotDueYet { env: EnvName, expires_at: Timestamp },
+    #[error("{stage} was superseded by the newer run {by}")]
+    Superseded { stage: String, by: RunId },
+    #[error("{0} is a bot account; bots never approve")]
+    Bot(ApproverId),
+    #[error("{0} already approved")]
+    AlreadyApproved(ApproverId),
+    #[error("nothing changed")]
+    Unchanged,
+    #[error("{0}")]
+    CannotRollBack(String),
 }
 
 /// What [`apply`] decided.
@@ -168,6 +242,9 @@ pub fn open(new: NewRun, at: Timestamp) -> Run {
         stages.push(Stage::new(StageKind::Deploy, Some(env.name.clone())));
         if env.smoke {
             stages.push(Stage::new(StageKind::Smoke, Some(env.name.clone())));
+        }
+        if env.bake {
+            stages.push(Stage::new(StageKind::Bake, Some(env.name.clone())));
         }
     }
     stages[0].status = StageStatus::Waiting;
@@ -228,7 +305,9 @@ pub fn resendable(run: &Run) -> Vec<Command> {
         .filter(|command| match command {
             Command::Deploy { env, .. } => is_queued(run, StageKind::Deploy, env),
             Command::Smoke { env, .. } => is_queued(run, StageKind::Smoke, env),
-            Command::Notify(_) => true,
+            Command::Bake { env, .. } => is_queued(run, StageKind::Bake, env),
+            Command::Rollback { env, .. } => is_queued(run, StageKind::Rollback, env),
+            Command::Supersede { .. } | Command::Notify(_) => true,
         })
         .cloned()
         .collect()
@@ -276,13 +355,176 @@ impl Tx<'_> {
             }
             Event::DeployStarted { env } => self.claim(StageKind::Deploy, env),
             Event::SmokeStarted { env } => self.claim(StageKind::Smoke, env),
-            Event::DeployFinished { env, output, result } => {
+            Event::DeployFinished {
+                env,
+                output,
+                result,
+                phases,
+                previous,
+            } => {
                 let i = self.running(StageKind::Deploy, env)?;
-                self.run.stages[i].output = Some(output.clone());
+                let stage = &mut self.run.stages[i];
+                stage.output = Some(output.clone());
+                stage.phases = phases.clone();
+                stage.previous = previous.clone();
                 match result {
-                    Ok(()) => self.succeed(i, format!("deployed {} to {env}", self.run.sha.short())),
-                    Err(reason) => self.fail(i, reason.clone()),
+                    Ok(()) => {
+                        self.run.stages[i].artifact = self.run.build.artifact.clone();
+                        let backup = self.run.stages[i]
+                            .backup_reference()
+                            .map(|r| format!(" (backup {r})"))
+                            .unwrap_or_default();
+                        self.succeed(i, format!("deployed {} to {env}{backup}", self.run.sha.short()));
+                    }
+                    Err(reason) => {
+                        let failed = phases.iter().find(|p| p.status == PhaseStatus::Failed).map(|p| p.phase);
+                        let failed_word = failed.map(|p| format!(" in {p}")).unwrap_or_default();
+                        // A failed backup changed nothing: there is nothing to put back.
+                        let changed = matches!(failed, Some(Phase::Migrate | Phase::Release));
+                        self.fail(i, format!("{reason}{failed_word}"));
+                        if changed {
+                            self.roll_back(
+                                env,
+                                format!(
+                                    "the {} of {} failed",
+                                    failed.map_or("deploy", Phase::as_str),
+                                    self.run.sha.short()
+                                ),
+                            );
+                        }
+                    }
                 }
+                Ok(())
+            }
+            Event::DeployHeld { env, reason, notify } => {
+                let i = self.index(StageKind::Deploy, env)?;
+                if self.run.stages[i].status != StageStatus::Queued {
+                    return Err(self.not_applicable(i));
+                }
+                if self.run.stages[i].summary.as_deref() == Some(reason.as_str()) {
+                    return Err(Ignored::Unchanged);
+                }
+                self.run.stages[i].summary = Some(reason.clone());
+                self.log(reason.clone());
+                if *notify {
+                    self.notify(NoticeKind::Held {
+                        env: env.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Event::Superseded { env, by } => {
+                let i = [StageKind::Approval, StageKind::Deploy]
+                    .into_iter()
+                    .filter_map(|kind| self.run.stage_index(kind, Some(env)))
+                    .find(|i| matches!(self.run.stages[*i].status, StageStatus::Waiting | StageStatus::Queued))
+                    .ok_or_else(|| match self.run.stage_index(StageKind::Deploy, Some(env)) {
+                        Some(i) => self.not_applicable(i),
+                        None => Ignored::NoSuchStage(format!("deploy:{env}")),
+                    })?;
+                self.run.stages[i].superseded_by = Some(by.clone());
+                let label = self.run.stages[i].label();
+                self.finish(
+                    i,
+                    StageStatus::Superseded,
+                    format!("{label} superseded by the newer run {by}"),
+                );
+                self.notify(NoticeKind::Superseded {
+                    env: env.clone(),
+                    by: by.clone(),
+                });
+                Ok(())
+            }
+            Event::BakeStarted { env } => self.claim(StageKind::Bake, env),
+            Event::BakeFinished { env, result } => {
+                let i = self.running(StageKind::Bake, env)?;
+                match result {
+                    Ok(seen) => self.succeed(i, format!("{env} stayed healthy: {seen}")),
+                    Err(why) => {
+                        self.fail(i, format!("{env} turned unhealthy during the bake: {why}"));
+                        self.roll_back(env, format!("{env} turned unhealthy after the deploy: {why}"));
+                    }
+                }
+                Ok(())
+            }
+            Event::RollbackStarted { env } => self.claim(StageKind::Rollback, env),
+            Event::RollbackFinished { env, phases, result } => {
+                let i = self.running(StageKind::Rollback, env)?;
+                self.run.stages[i].phases = phases.clone();
+                let plan = self.run.stages[i].rollback.clone();
+                let to = plan.as_ref().and_then(|p| p.to.clone());
+                let to_words = to
+                    .as_ref()
+                    .map(|r| format!(" to {}", r.sha.short()))
+                    .unwrap_or_default();
+                match result {
+                    Ok(()) => {
+                        self.finish(i, StageStatus::Succeeded, format!("rolled {env} back{to_words}"));
+                        self.notify(NoticeKind::RolledBack {
+                            env: env.clone(),
+                            to: to.map(|r| r.sha),
+                            reason: plan.map(|p| p.reason).unwrap_or_default(),
+                        });
+                    }
+                    Err(reason) => {
+                        let by_hand = left_by_hand(env, plan.as_ref(), phases);
+                        self.finish(i, StageStatus::Failed, format!("rollback of {env} failed: {reason}"));
+                        self.notify(NoticeKind::RollbackFailed {
+                            env: env.clone(),
+                            reason: reason.clone(),
+                            by_hand,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Event::RollbackRequested { env, to, by } => {
+                let deployed = self
+                    .run
+                    .stage(StageKind::Deploy, Some(env))
+                    .is_some_and(|s| s.status == StageStatus::Succeeded);
+                if !deployed {
+                    return Err(Ignored::CannotRollBack(format!(
+                        "{} was never released to {env}",
+                        self.run.sha.short()
+                    )));
+                }
+                if self.run.busy_in(env) {
+                    return Err(Ignored::CannotRollBack(format!(
+                        "{env} is busy with this run; try again when it is done"
+                    )));
+                }
+                if self.run.status() == RunStatus::RolledBack {
+                    return Err(Ignored::CannotRollBack(format!(
+                        "{} was already rolled back",
+                        self.run.sha.short()
+                    )));
+                }
+                if to.run == self.run.id {
+                    return Err(Ignored::CannotRollBack(format!(
+                        "{env} already runs {}",
+                        to.sha.short()
+                    )));
+                }
+                let mut stage = Stage::new(StageKind::Rollback, Some(env.clone()));
+                stage.status = StageStatus::Queued;
+                stage.rollback = Some(RollbackPlan {
+                    backup: None,
+                    to: Some(to.clone()),
+                    reason: format!("{by} asked to roll {env} back to {}", to.sha.short()),
+                    manual: true,
+                });
+                self.run.stages.push(stage);
+                self.log(format!(
+                    "{by} asked to roll {env} back from {} to {}",
+                    self.run.sha.short(),
+                    to.sha.short()
+                ));
+                self.commands.push(Command::Rollback {
+                    run: self.run.id.clone(),
+                    env: env.clone(),
+                });
                 Ok(())
             }
             Event::SmokeFinished { env, checks } => {
@@ -298,6 +540,10 @@ impl Tx<'_> {
                         .collect::<Vec<_>>()
                         .join("; ");
                     self.fail(i, format!("smoke checks failed on {env}: {reason}"));
+                    self.roll_back(
+                        env,
+                        format!("the smoke checks of {} failed on {env}", self.run.sha.short()),
+                    );
                 }
                 Ok(())
             }
@@ -306,6 +552,7 @@ impl Tx<'_> {
                 approver,
                 approve,
                 comment,
+                bot,
             } => {
                 let i = self.waiting_approval(env)?;
                 let expires_at = self.approval_deadline(i);
@@ -315,15 +562,48 @@ impl Tx<'_> {
                         expires_at,
                     });
                 }
-                let stage = &mut self.run.stages[i];
-                if let Some(info) = stage.approval.as_mut() {
-                    info.decided_by = Some(approver.clone());
-                    info.comment = comment.clone();
+                if *bot {
+                    return Err(Ignored::Bot(approver.clone()));
                 }
                 let note = comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
                 if *approve {
-                    self.succeed(i, format!("{approver} approved promotion to {env}{note}"));
+                    let info = self.run.stages[i].approval.get_or_insert_with(|| ApprovalInfo {
+                        requested_at: at,
+                        expires_at,
+                        decided_by: None,
+                        comment: None,
+                        approvals: Vec::new(),
+                        required: 1,
+                    });
+                    if info.approvals.iter().any(|a| a.by == *approver) {
+                        return Err(Ignored::AlreadyApproved(approver.clone()));
+                    }
+                    info.approvals.push(Approval {
+                        by: approver.clone(),
+                        at,
+                        comment: comment.clone(),
+                    });
+                    let (have, need) = (info.approvals.len(), usize::try_from(info.required).unwrap_or(1).max(1));
+                    if have >= need {
+                        info.decided_by = Some(approver.clone());
+                        info.comment = comment.clone();
+                        let who = info
+                            .approvals
+                            .iter()
+                            .map(|a| a.by.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" and ");
+                        self.succeed(i, format!("{who} approved promotion to {env}{note}"));
+                    } else {
+                        self.log(format!(
+                            "{approver} approved promotion to {env} ({have} of {need} approvals){note}"
+                        ));
+                    }
                 } else {
+                    if let Some(info) = self.run.stages[i].approval.as_mut() {
+                        info.decided_by = Some(approver.clone());
+                        info.comment = comment.clone();
+                    }
                     let what = format!("{approver} rejected promotion to {env}{note}");
                     self.finish(i, StageStatus::Rejected, what);
                     self.notify(NoticeKind::Rejected {
@@ -350,7 +630,18 @@ impl Tx<'_> {
             }
             Event::StageAbandoned { kind, env, reason } => {
                 let i = self.running(*kind, env)?;
-                self.fail(i, reason.clone());
+                if *kind == StageKind::Rollback {
+                    let plan = self.run.stages[i].rollback.clone();
+                    let by_hand = left_by_hand(env, plan.as_ref(), &[]);
+                    self.finish(i, StageStatus::Failed, format!("rollback of {env} failed: {reason}"));
+                    self.notify(NoticeKind::RollbackFailed {
+                        env: env.clone(),
+                        reason: reason.clone(),
+                        by_hand,
+                    });
+                } else {
+                    self.fail(i, reason.clone());
+                }
                 Ok(())
             }
         }
@@ -494,6 +785,7 @@ impl Tx<'_> {
 
     /// A worker claims a queued stage.
     fn claim(&mut self, kind: StageKind, env: &EnvName) -> Result<(), Ignored> {
+        // (see artifact_mismatch for what a deploy checks as it starts)
         let i = self.index(kind, env)?;
         if self.run.stages[i].status != StageStatus::Queued {
             return Err(self.not_applicable(i));
@@ -505,7 +797,72 @@ impl Tx<'_> {
         stage.started_at = Some(at);
         let what = format!("{} started", stage.label());
         self.log(what);
+        if kind == StageKind::Deploy
+            && let Some(reason) = self.artifact_mismatch(env)
+        {
+            self.fail(i, reason);
+        }
         Ok(())
+    }
+
+    /// Every environment deploys the artifact CI reported and the earlier environments
+    /// verified: a different one (CI re-reported after staging, say) is refused.
+    fn artifact_mismatch(&self, env: &EnvName) -> Option<String> {
+        let pinned = self.run.build.artifact.as_deref();
+        self.run
+            .stages
+            .iter()
+            .filter(|s| {
+                s.kind == StageKind::Deploy && s.status == StageStatus::Succeeded && s.env.as_ref() != Some(env)
+            })
+            .find_map(|s| {
+                let earlier = s.artifact.as_deref();
+                (earlier != pinned).then(|| {
+                    format!(
+                        "{env} refuses artifact {} because {} verified {}; every environment deploys the same artifact",
+                        pinned.unwrap_or("(none)"),
+                        s.env.as_ref().map_or("an earlier environment", EnvName::as_str),
+                        earlier.unwrap_or("(none)")
+                    )
+                })
+            })
+    }
+
+    /// Queues a rollback of `env` after a failure there: restore the deploy's backup and
+    /// redeploy what ran before. With neither (a first release whose target took no
+    /// backup), there is nothing to go back to, and the failure stands as it is.
+    fn roll_back(&mut self, env: &EnvName, reason: String) {
+        let Some(deploy) = self.run.stage(StageKind::Deploy, Some(env)) else {
+            return;
+        };
+        let backup = deploy.backup_reference().map(str::to_owned);
+        let to = deploy.previous.clone();
+        if backup.is_none() && to.is_none() {
+            self.log(format!(
+                "nothing to roll {env} back to: no backup was taken and nothing ran there before"
+            ));
+            return;
+        }
+        let words = match (&backup, &to) {
+            (Some(b), Some(r)) => format!("restoring backup {b} and redeploying {}", r.sha.short()),
+            (Some(b), None) => format!("restoring backup {b}"),
+            (None, Some(r)) => format!("redeploying {}", r.sha.short()),
+            (None, None) => String::new(),
+        };
+        let mut stage = Stage::new(StageKind::Rollback, Some(env.clone()));
+        stage.status = StageStatus::Queued;
+        stage.rollback = Some(RollbackPlan {
+            backup,
+            to,
+            reason,
+            manual: false,
+        });
+        self.run.stages.push(stage);
+        self.log(format!("rolling {env} back: {words}"));
+        self.commands.push(Command::Rollback {
+            run: self.run.id.clone(),
+            env: env.clone(),
+        });
     }
 
     fn index(&self, kind: StageKind, env: &EnvName) -> Result<usize, Ignored> {
@@ -547,6 +904,12 @@ impl Tx<'_> {
         }
         if stage.status == StageStatus::Pending {
             return Ignored::NotReached { stage: stage.label() };
+        }
+        if let (StageStatus::Superseded, Some(by)) = (stage.status, &stage.superseded_by) {
+            return Ignored::Superseded {
+                stage: stage.label(),
+                by: by.clone(),
+            };
         }
         Ignored::AlreadyDone {
             stage: stage.label(),
@@ -630,6 +993,11 @@ impl Tx<'_> {
                 stage.status = StageStatus::Queued;
                 self.commands.push(Command::Smoke { run: run_id, env });
             }
+            StageKind::Bake => {
+                stage.status = StageStatus::Queued;
+                self.commands.push(Command::Bake { run: run_id, env });
+            }
+            StageKind::Rollback => unreachable!("rollbacks are queued by roll_back, never reached in order"),
             StageKind::Approval => {
                 // Whole seconds: the deadline is shown to people and signed into links.
                 let expires_at = at
@@ -638,17 +1006,69 @@ impl Tx<'_> {
                     .unwrap_or(Timestamp::MAX);
                 stage.status = StageStatus::Waiting;
                 stage.started_at = Some(at);
+                let required = self
+                    .run
+                    .plan
+                    .environments
+                    .iter()
+                    .find(|e| e.name == env)
+                    .map_or(1, |e| e.approvals_required.max(1));
                 stage.approval = Some(ApprovalInfo {
                     requested_at: at,
                     expires_at,
                     decided_by: None,
                     comment: None,
+                    approvals: Vec::new(),
+                    required,
                 });
-                self.log(format!("waiting for approval to promote to {env} (until {expires_at})"));
-                self.notify(NoticeKind::ApprovalRequested { env, expires_at });
+                let of = if required > 1 {
+                    format!(", {required} approvals needed")
+                } else {
+                    String::new()
+                };
+                self.log(format!(
+                    "waiting for approval to promote to {env} (until {expires_at}{of})"
+                ));
+                self.notify(NoticeKind::ApprovalRequested {
+                    env: env.clone(),
+                    expires_at,
+                });
+                // Older runs still waiting for this gate give way to this newer one.
+                self.commands.push(Command::Supersede { run: run_id, env });
             }
         }
     }
+}
+
+/// What a person must still do after a failed rollback: the phases that did not succeed.
+fn left_by_hand(env: &EnvName, plan: Option<&RollbackPlan>, phases: &[PhaseOutcome]) -> Vec<String> {
+    let done = |phase: Phase| {
+        phases
+            .iter()
+            .any(|p| p.phase == phase && p.status != PhaseStatus::Failed)
+    };
+    let mut todo = Vec::new();
+    let Some(plan) = plan else {
+        return vec![format!("check {env} by hand: the rollback had no plan")];
+    };
+    if let Some(backup) = &plan.backup
+        && !done(Phase::Restore)
+    {
+        todo.push(format!("restore backup {backup} on {env}"));
+    }
+    if let Some(to) = &plan.to
+        && !done(Phase::Release)
+    {
+        todo.push(format!(
+            "redeploy {} ({}) to {env}",
+            to.sha.short(),
+            to.artifact.as_deref().unwrap_or("no artifact recorded")
+        ));
+    }
+    if todo.is_empty() {
+        todo.push(format!("check {env} by hand: every phase ran, but it is not healthy"));
+    }
+    todo
 }
 
 fn first_line(s: &str) -> &str {

@@ -5,7 +5,8 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::domain::run::{EnvPlan, Mode};
+use crate::domain::run::{EnvPlan, Mode, PhaseOutcome, PhaseStatus};
+use crate::domain::{Phase, Release, Stage};
 
 const SHA: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
 
@@ -22,11 +23,15 @@ fn plan(mode: Mode) -> Plan {
                 name: env("staging"),
                 approval: false,
                 smoke: true,
+                approvals_required: 1,
+                bake: false,
             },
             EnvPlan {
                 name: env("production"),
                 approval: mode == Mode::Delivery,
                 smoke: true,
+                approvals_required: 1,
+                bake: false,
             },
         ],
         required_checks: Vec::new(),
@@ -81,18 +86,41 @@ fn errored() -> Event {
 fn deploy_started(e: &str) -> Event {
     Event::DeployStarted { env: env(e) }
 }
+fn phase(phase: Phase, status: PhaseStatus, reference: Option<&str>) -> PhaseOutcome {
+    PhaseOutcome {
+        phase,
+        status,
+        detail: format!("{phase} {status:?}"),
+        reference: reference.map(str::to_owned),
+        at: minute(0),
+    }
+}
+/// A first deploy to `e` (nothing ran there before) whose target takes no backup.
 fn deployed(e: &str) -> Event {
     Event::DeployFinished {
         env: env(e),
         output: "ok".into(),
         result: Ok(()),
+        phases: vec![
+            phase(Phase::Backup, PhaseStatus::Skipped, None),
+            phase(Phase::Migrate, PhaseStatus::Skipped, None),
+            phase(Phase::Release, PhaseStatus::Succeeded, None),
+        ],
+        previous: None,
     }
 }
+/// A first deploy to `e` that failed in its release, with nothing to go back to.
 fn deploy_failed(e: &str) -> Event {
     Event::DeployFinished {
         env: env(e),
         output: "boom".into(),
         result: Err("exit status 1".into()),
+        phases: vec![
+            phase(Phase::Backup, PhaseStatus::Skipped, None),
+            phase(Phase::Migrate, PhaseStatus::Skipped, None),
+            phase(Phase::Release, PhaseStatus::Failed, None),
+        ],
+        previous: None,
     }
 }
 fn smoke_started(e: &str) -> Event {
@@ -119,6 +147,7 @@ fn decide(approve: bool) -> Event {
         approver: ApproverId::parse("alice").unwrap(),
         approve,
         comment: None,
+        bot: false,
     }
 }
 fn expire() -> Event {
@@ -181,12 +210,19 @@ fn describe(commands: &[Command]) -> Vec<String> {
         .map(|c| match c {
             Command::Deploy { env, .. } => format!("deploy {env}"),
             Command::Smoke { env, .. } => format!("smoke {env}"),
+            Command::Bake { env, .. } => format!("bake {env}"),
+            Command::Rollback { env, .. } => format!("rollback {env}"),
+            Command::Supersede { env, .. } => format!("supersede {env}"),
             Command::Notify(n) => match &n.kind {
                 NoticeKind::ApprovalRequested { env, .. } => format!("notify approval_requested {env}"),
                 NoticeKind::Released { env } => format!("notify released {env}"),
                 NoticeKind::Failed { stage, red_main, .. } => format!("notify failed {stage} red_main={red_main}"),
                 NoticeKind::Rejected { env, by, .. } => format!("notify rejected {env} by {by}"),
                 NoticeKind::ApprovalExpired { env } => format!("notify expired {env}"),
+                NoticeKind::RolledBack { env, .. } => format!("notify rolled_back {env}"),
+                NoticeKind::RollbackFailed { env, .. } => format!("notify rollback_failed {env}"),
+                NoticeKind::Superseded { env, .. } => format!("notify superseded {env}"),
+                NoticeKind::Held { env, .. } => format!("notify held {env}"),
             },
         })
         .collect()
@@ -464,7 +500,7 @@ fn transition_table() {
             smoke("staging", true),
             Expect::Applied {
                 stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=waiting deploy:production=pending smoke:production=pending",
-                commands: &["notify approval_requested production"],
+                commands: &["notify approval_requested production", "supersede production"],
                 status: AwaitingApproval,
             },
         ),
@@ -722,7 +758,7 @@ fn approval_requests_carry_their_deadline_and_notices_name_their_history_entry()
     let approval = run.stage(StageKind::Approval, Some(&env("production"))).unwrap();
     let info = approval.approval.as_ref().unwrap();
     assert_eq!(info.expires_at, minute(5) + SignedDuration::from_hours(24));
-    let [Command::Notify(notice)] = commands.as_slice() else {
+    let [Command::Notify(notice), Command::Supersede { .. }] = commands.as_slice() else {
         panic!("{commands:?}")
     };
     assert_eq!(
@@ -745,6 +781,7 @@ fn decisions_record_who_decided_and_why() {
         approver: ApproverId::parse("bob").unwrap(),
         approve: false,
         comment: Some("wait for the sale to end".into()),
+        bot: false,
     };
     let Outcome::Applied { run, .. } = apply(
         &run,
@@ -777,7 +814,10 @@ fn failed_deploys_keep_their_output_and_reason() {
     );
     let stage = run.stage(StageKind::Deploy, Some(&env("staging"))).unwrap();
     assert_eq!(stage.output.as_deref(), Some("boom"));
-    assert_eq!(stage.summary.as_deref(), Some("deploy:staging failed: exit status 1"));
+    assert_eq!(
+        stage.summary.as_deref(),
+        Some("deploy:staging failed: exit status 1 in release")
+    );
     assert_eq!(stage.attempts, 1);
 }
 
@@ -788,7 +828,10 @@ fn the_outbox_holds_the_latest_transitions_commands() {
     let claimed = drive(Mode::Delivery, &[green(), deploy_started("staging")]);
     assert!(claimed.outbox.is_empty(), "a claim sends nothing");
     let waiting = drive(Mode::Delivery, &to_approval());
-    assert_eq!(describe(&waiting.outbox), ["notify approval_requested production"]);
+    assert_eq!(
+        describe(&waiting.outbox),
+        ["notify approval_requested production", "supersede production"]
+    );
 }
 
 #[test]
@@ -802,7 +845,7 @@ fn only_unclaimed_work_and_notices_are_resent() {
     let waiting = drive(Mode::Delivery, &to_approval());
     assert_eq!(
         describe(&resendable(&waiting)),
-        ["notify approval_requested production"]
+        ["notify approval_requested production", "supersede production"]
     );
 }
 
@@ -1014,4 +1057,379 @@ fn with_required_checks_the_generic_callback_is_the_check_named_ci() {
     assert_eq!(run.stages[0].status, StageStatus::Succeeded);
     assert_eq!(run.build.artifact.as_deref(), Some("registry/shop@sha256:1"));
     assert_eq!(describe(&commands), ["deploy staging"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Safe deployments: phases, rollback, superseding, N of M, holds, artifact pinning, bake
+// ---------------------------------------------------------------------------------------
+
+fn earlier_release() -> Release {
+    Release {
+        run: RunId::parse("shop-0000000000000000000000000000000000000001").unwrap(),
+        sha: CommitSha::parse("0000000000000000000000000000000000000001").unwrap(),
+        artifact: Some("shop@sha256:old".into()),
+        opened_at: minute(-60),
+        at: minute(-59),
+    }
+}
+
+/// A deploy to `e` over an earlier release, with a backup taken, failing in `failed`.
+fn deploy_over_earlier(e: &str, failed: Option<Phase>) -> Event {
+    let status = |p: Phase| match failed {
+        Some(f) if f == p => PhaseStatus::Failed,
+        _ => PhaseStatus::Succeeded,
+    };
+    let mut phases = vec![phase(Phase::Backup, status(Phase::Backup), Some("dump-42"))];
+    for p in [Phase::Migrate, Phase::Release] {
+        if phases.iter().any(|o| o.status == PhaseStatus::Failed) {
+            break;
+        }
+        phases.push(phase(p, status(p), None));
+    }
+    Event::DeployFinished {
+        env: env(e),
+        output: "…".into(),
+        result: match failed {
+            Some(p) => Err(format!("{p} exited 1")),
+            None => Ok(()),
+        },
+        phases,
+        previous: Some(earlier_release()),
+    }
+}
+
+fn step(run: &Run, at: i64, event: Event) -> (Run, Vec<Command>) {
+    match apply(run, &input(at, event)) {
+        Outcome::Applied { run, commands } => (*run, commands),
+        Outcome::Ignored(why) => panic!("ignored: {why}"),
+    }
+}
+
+fn ignored(run: &Run, at: i64, event: Event) -> Ignored {
+    match apply(run, &input(at, event)) {
+        Outcome::Applied { .. } => panic!("applied"),
+        Outcome::Ignored(why) => why,
+    }
+}
+
+#[test]
+fn a_failed_migration_queues_a_rollback_that_restores_the_backup_and_the_previous_release() {
+    let run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
+    let (run, commands) = step(&run, 3, deploy_over_earlier("staging", Some(Phase::Migrate)));
+    assert_eq!(
+        describe(&commands),
+        ["notify failed deploy:staging red_main=false", "rollback staging"]
+    );
+    let rollback = run.stage(StageKind::Rollback, Some(&env("staging"))).unwrap();
+    assert_eq!(rollback.status, StageStatus::Queued);
+    let plan = rollback.rollback.as_ref().unwrap();
+    assert_eq!(plan.backup.as_deref(), Some("dump-42"));
+    assert_eq!(plan.to.as_ref().unwrap().sha.short(), "000000000000");
+    assert!(!plan.manual);
+    assert_eq!(run.status(), RunStatus::InProgress, "not over until the rollback is");
+    // Every phase is on record.
+    let deploy = run.stage(StageKind::Deploy, Some(&env("staging"))).unwrap();
+    let phases: Vec<_> = deploy.phases.iter().map(|p| (p.phase, p.status)).collect();
+    assert_eq!(
+        phases,
+        [
+            (Phase::Backup, PhaseStatus::Succeeded),
+            (Phase::Migrate, PhaseStatus::Failed)
+        ]
+    );
+
+    let (run, _) = step(&run, 4, Event::RollbackStarted { env: env("staging") });
+    let done = Event::RollbackFinished {
+        env: env("staging"),
+        phases: vec![
+            phase(Phase::Restore, PhaseStatus::Succeeded, None),
+            phase(Phase::Release, PhaseStatus::Succeeded, None),
+        ],
+        result: Ok(()),
+    };
+    let (run, commands) = step(&run, 5, done);
+    assert_eq!(describe(&commands), ["notify rolled_back staging"]);
+    assert_eq!(run.status(), RunStatus::RolledBack);
+    assert_eq!(statuses(&run).split(' ').last(), Some("rollback:staging=succeeded"));
+}
+
+#[test]
+fn a_failed_backup_changed_nothing_so_nothing_is_rolled_back() {
+    let run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
+    let (run, commands) = step(&run, 3, deploy_over_earlier("staging", Some(Phase::Backup)));
+    assert_eq!(describe(&commands), ["notify failed deploy:staging red_main=false"]);
+    assert!(run.stage(StageKind::Rollback, Some(&env("staging"))).is_none());
+    assert_eq!(run.status(), RunStatus::Failed);
+}
+
+#[test]
+fn failed_smoke_checks_roll_the_environment_back() {
+    let run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
+    let (run, _) = step(&run, 3, deploy_over_earlier("staging", None));
+    let (run, _) = step(&run, 4, smoke_started("staging"));
+    let (run, commands) = step(&run, 5, smoke("staging", false));
+    assert_eq!(
+        describe(&commands),
+        ["notify failed smoke:staging red_main=false", "rollback staging"]
+    );
+    assert!(run.stage(StageKind::Rollback, Some(&env("staging"))).is_some());
+}
+
+#[test]
+fn a_rollback_that_fails_is_an_alert_naming_what_is_left_to_do() {
+    let run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
+    let (run, _) = step(&run, 3, deploy_over_earlier("staging", Some(Phase::Release)));
+    let (run, _) = step(&run, 4, Event::RollbackStarted { env: env("staging") });
+    let failed = Event::RollbackFinished {
+        env: env("staging"),
+        phases: vec![phase(Phase::Restore, PhaseStatus::Failed, None)],
+        result: Err("restore exited 2".into()),
+    };
+    let (run, commands) = step(&run, 5, failed);
+    let [
+        Command::Notify(Notice {
+            kind: NoticeKind::RollbackFailed { by_hand, reason, .. },
+            ..
+        }),
+    ] = commands.as_slice()
+    else {
+        panic!("{commands:?}")
+    };
+    assert_eq!(reason, "restore exited 2");
+    assert_eq!(
+        by_hand,
+        &[
+            "restore backup dump-42 on staging",
+            "redeploy 000000000000 (shop@sha256:old) to staging"
+        ]
+    );
+    assert_eq!(run.status(), RunStatus::Failed);
+}
+
+#[test]
+fn a_deploy_over_nothing_without_a_backup_has_nothing_to_roll_back_to() {
+    let run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
+    let (run, commands) = step(&run, 3, deploy_failed("staging"));
+    assert_eq!(describe(&commands), ["notify failed deploy:staging red_main=false"]);
+    assert!(
+        run.history
+            .last()
+            .unwrap()
+            .what
+            .contains("nothing to roll staging back to")
+    );
+}
+
+#[test]
+fn approvals_need_n_different_people_and_bots_never_count() {
+    let mut run = new_run(Mode::Delivery);
+    run.plan.environments[1].approvals_required = 2;
+    let run = to_approval()
+        .into_iter()
+        .enumerate()
+        .fold(run, |run, (i, e)| step(&run, i as i64 + 1, e).0);
+    assert_eq!(
+        run.stage(StageKind::Approval, Some(&env("production")))
+            .unwrap()
+            .approval
+            .as_ref()
+            .unwrap()
+            .required,
+        2
+    );
+    let by = |who: &str, bot: bool| Event::ApprovalDecided {
+        env: env("production"),
+        approver: ApproverId::parse(who).unwrap(),
+        approve: true,
+        comment: None,
+        bot,
+    };
+    assert!(matches!(ignored(&run, 6, by("release-bot", true)), Ignored::Bot(_)));
+    let (run, commands) = step(&run, 6, by("alice", false));
+    assert!(commands.is_empty(), "one of two approvals deploys nothing");
+    assert_eq!(run.status(), RunStatus::AwaitingApproval);
+    assert!(matches!(
+        ignored(&run, 7, by("alice", false)),
+        Ignored::AlreadyApproved(_)
+    ));
+    let (run, commands) = step(&run, 7, by("bob", false));
+    assert_eq!(describe(&commands), ["deploy production"]);
+    let stage = run.stage(StageKind::Approval, Some(&env("production"))).unwrap();
+    assert_eq!(
+        stage.summary.as_deref(),
+        Some("alice and bob approved promotion to production")
+    );
+}
+
+#[test]
+fn a_superseded_approval_points_to_the_newer_run() {
+    let run = drive(Mode::Delivery, &to_approval());
+    let newer = RunId::parse("shop-ffffffffffffffffffffffffffffffffffffffff").unwrap();
+    let (run, commands) = step(
+        &run,
+        6,
+        Event::Superseded {
+            env: env("production"),
+            by: newer.clone(),
+        },
+    );
+    assert_eq!(describe(&commands), ["notify superseded production"]);
+    assert_eq!(run.status(), RunStatus::Superseded);
+    assert_eq!(
+        ignored(&run, 7, decide(true)),
+        Ignored::Superseded {
+            stage: "approval:production".into(),
+            by: newer
+        }
+    );
+}
+
+#[test]
+fn a_hold_is_recorded_once_per_reason() {
+    let run = drive(Mode::Deployment, &[green()]);
+    let held = |reason: &str| Event::DeployHeld {
+        env: env("staging"),
+        reason: reason.into(),
+        notify: true,
+    };
+    let (run, commands) = step(&run, 2, held("held before staging: freeze: launch"));
+    assert_eq!(describe(&commands), ["notify held staging"]);
+    assert_eq!(
+        ignored(&run, 3, held("held before staging: freeze: launch")),
+        Ignored::Unchanged
+    );
+    // Still queued: the deploy goes on by itself once the hold ends.
+    assert_eq!(
+        run.stage(StageKind::Deploy, Some(&env("staging"))).unwrap().status,
+        StageStatus::Queued
+    );
+}
+
+#[test]
+fn production_refuses_an_artifact_staging_did_not_verify() {
+    let mut run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
+    run.build.artifact = Some("shop@sha256:aaa".into());
+    let (run, _) = step(&run, 3, deployed("staging"));
+    let (run, _) = step(&run, 4, smoke_started("staging"));
+    let (mut run, _) = step(&run, 5, smoke("staging", true));
+    assert_eq!(
+        run.stage(StageKind::Deploy, Some(&env("staging")))
+            .unwrap()
+            .artifact
+            .as_deref(),
+        Some("shop@sha256:aaa")
+    );
+    // Something changed the run's artifact after staging verified it.
+    run.build.artifact = Some("shop@sha256:bbb".into());
+    let (run, commands) = step(&run, 6, deploy_started("production"));
+    assert_eq!(describe(&commands), ["notify failed deploy:production red_main=false"]);
+    let summary = run
+        .stage(StageKind::Deploy, Some(&env("production")))
+        .unwrap()
+        .summary
+        .clone()
+        .unwrap();
+    assert!(
+        summary.contains("refuses artifact shop@sha256:bbb because staging verified shop@sha256:aaa"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn an_unhealthy_bake_rolls_back_and_a_healthy_one_releases() {
+    let mut run = new_run(Mode::Deployment);
+    run.plan.environments[1].bake = true;
+    run.stages.push(Stage::new(StageKind::Bake, Some(env("production"))));
+    let events = [
+        green(),
+        deploy_started("staging"),
+        deployed("staging"),
+        smoke_started("staging"),
+        smoke("staging", true),
+        deploy_started("production"),
+        deploy_over_earlier("production", None),
+        smoke_started("production"),
+    ];
+    let run = events
+        .into_iter()
+        .enumerate()
+        .fold(run, |run, (i, e)| step(&run, i as i64 + 1, e).0);
+    let (run, commands) = step(&run, 10, smoke("production", true));
+    assert_eq!(describe(&commands), ["bake production"]);
+    let (baking, _) = step(&run, 11, Event::BakeStarted { env: env("production") });
+
+    let (healthy, commands) = step(
+        &baking,
+        21,
+        Event::BakeFinished {
+            env: env("production"),
+            result: Ok("error_rate 0.01".into()),
+        },
+    );
+    assert_eq!(describe(&commands), ["notify released production"]);
+    assert_eq!(healthy.status(), RunStatus::Released);
+
+    let (sick, commands) = step(
+        &baking,
+        12,
+        Event::BakeFinished {
+            env: env("production"),
+            result: Err("error_rate 0.4 > max 0.05".into()),
+        },
+    );
+    assert_eq!(
+        describe(&commands),
+        ["notify failed bake:production red_main=false", "rollback production"]
+    );
+    assert_eq!(sick.status(), RunStatus::InProgress);
+}
+
+#[test]
+fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
+    let released = drive(
+        Mode::Deployment,
+        &[
+            green(),
+            deploy_started("staging"),
+            deployed("staging"),
+            smoke_started("staging"),
+            smoke("staging", true),
+            deploy_started("production"),
+            deployed("production"),
+            smoke_started("production"),
+            smoke("production", true),
+        ],
+    );
+    assert_eq!(released.status(), RunStatus::Released);
+    let ask = |to: Release| Event::RollbackRequested {
+        env: env("production"),
+        to,
+        by: "alice".into(),
+    };
+    let (run, commands) = step(&released, 20, ask(earlier_release()));
+    assert_eq!(describe(&commands), ["rollback production"]);
+    assert!(
+        run.stage(StageKind::Rollback, Some(&env("production")))
+            .unwrap()
+            .rollback
+            .as_ref()
+            .unwrap()
+            .manual
+    );
+    // Asking again while it is queued, or rolling back to itself, is refused.
+    assert!(matches!(
+        ignored(&run, 21, ask(earlier_release())),
+        Ignored::CannotRollBack(_)
+    ));
+    let itself = released.release_in(&env("production")).unwrap();
+    assert!(matches!(
+        ignored(&released, 21, ask(itself)),
+        Ignored::CannotRollBack(_)
+    ));
+    // A run that never reached production cannot be rolled back there.
+    let early = drive(Mode::Deployment, &[green()]);
+    assert!(matches!(
+        ignored(&early, 3, ask(earlier_release())),
+        Ignored::CannotRollBack(_)
+    ));
 }

@@ -1,67 +1,487 @@
-//! The deploy queue: release a run's artifact to one environment, exactly once.
+//! The deploy queue: everything that changes what an environment runs — deploys,
+//! rollbacks, and older runs giving way to newer ones.
+//!
+//! A deploy goes through, in order: the environment's deploy windows and freezes (read
+//! now, so a freeze holds runs created before it too), the environment's lease (one run at
+//! a time, newest first, never an older commit over a newer one), the claim of the stage
+//! (once, whatever the redeliveries), and the target's phases — backup, migrate, release —
+//! with the lease renewed while they run.
+
+use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::{HandlerError, claim_and_run};
-use crate::app::{App, EngineError};
-use crate::domain::{EnvName, Event, RunId, StageKind};
+use super::{HandlerError, claim_and_run, envs};
+use crate::app::{App, Applied, EngineError};
+use crate::config::{DeployTargetConfig, EnvironmentConfig};
+use crate::domain::{
+    self, Actor, Claim, CommitSha, EnvName, Event, Phase, PhaseOutcome, PhaseStatus, Release, Run, RunId, StageKind,
+    StageStatus,
+};
+use crate::policy::Verdict;
 use crate::ports::{DeployError, DeployRequest};
+
+/// The longest a held deploy waits before looking again (a freeze lifted early, a window
+/// changed in the configuration).
+const HOLD_RECHECK: Duration = Duration::from_secs(15 * 60);
+
+/// The longest a deploy waiting for a busy environment waits before asking again; it is
+/// also woken as soon as the environment frees.
+const BUSY_RECHECK: Duration = Duration::from_secs(60);
 
 pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
     let run = super::run_of(app, run_id).await?;
-    let target = app
-        .pipeline_of(&run)
-        .and_then(|p| p.environment(env))
-        .map(|e| e.deploy.clone());
-    // Secrets are read before the claim: an unreachable store must not leave a claimed,
-    // never-started deploy behind. A missing secret is a configuration mistake that fails
-    // the stage below, loudly.
-    let mut secrets: Vec<(String, SecretString)> = Vec::new();
-    let mut missing = None;
-    if let Some(target) = &target {
-        for (var, param) in target.secrets() {
-            match app.secret(&param).await {
-                Ok(value) => secrets.push((var.clone(), value)),
-                Err(EngineError::MissingSecret(name)) => missing = Some(name),
-                Err(e) => return Err(e.into()),
+    let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();
+    let queued = run
+        .stage(StageKind::Deploy, Some(env))
+        .is_some_and(|s| s.status == StageStatus::Queued);
+    if queued {
+        if let Some(config) = &config {
+            hold_outside_windows(app, &run, env, config).await?;
+        }
+        match envs::claim(app, &run, env).await? {
+            Claim::Granted => {}
+            Claim::Wait { holder, until } => {
+                let reason = format!("waiting for {env}: run {holder} is working there");
+                record_hold(app, run_id, env, &reason, false).await?;
+                return Err(not_yet(app, Some(until), BUSY_RECHECK, reason));
+            }
+            Claim::Superseded { by } => {
+                tracing::info!(run = %run_id, %env, newer = %by, "a newer commit has the environment; superseded");
+                super::record(app, run_id, Event::Superseded { env: env.clone(), by }).await?;
+                return Ok(());
             }
         }
     }
+    let target = config.as_ref().map(|e| e.deploy.clone());
+    let secrets = resolve_secrets(app, target.as_ref()).await?;
+    let (record, _) = app.environment(&run.pipeline, env).await?;
+    let previous = record.current.clone().filter(|r| r.run != run.id);
+    let pipeline = run.pipeline.clone();
     claim_and_run(app, run_id, StageKind::Deploy, env, |run| async move {
-        let result = match (&target, missing) {
-            (None, _) => Err(DeployError::CouldNotStart {
-                reason: format!("pipeline {} has no environment {env} any more", run.pipeline),
-            }),
-            (Some(_), Some(name)) => Err(DeployError::CouldNotStart {
-                reason: format!("secret parameter {name} is missing from the secret store"),
-            }),
-            (Some(target), None) => {
+        let (phases, output, result) = match (&target, secrets) {
+            (None, _) => (
+                Vec::new(),
+                String::new(),
+                Err(format!("pipeline {} has no environment {env} any more", run.pipeline)),
+            ),
+            (Some(_), Err(missing)) => (Vec::new(), String::new(), Err(missing)),
+            (Some(target), Ok(secrets)) => {
                 tracing::info!(run = %run.id, %env, sha = %run.sha, "deploying");
-                app.deployer
-                    .deploy(DeployRequest {
-                        phase: crate::ports::Phase::Release,
-                        backup: None,
-                        run: &run.id,
-                        repo: run.repo.as_str(),
-                        sha: run.sha.as_str(),
-                        env: env.as_str(),
-                        artifact: run.build.artifact.as_deref(),
-                        secrets,
-                        target,
-                    })
-                    .await
+                let steps = [Phase::Backup, Phase::Migrate, Phase::Release].map(|phase| Step {
+                    phase,
+                    sha: &run.sha,
+                    run: &run.id,
+                    artifact: run.build.artifact.as_deref(),
+                    backup: None,
+                });
+                envs::holding(
+                    app,
+                    &pipeline,
+                    &run.id,
+                    env,
+                    run_steps(app, &run, env, target, &secrets, &steps),
+                )
+                .await
             }
-        };
-        let (output, result) = match result {
-            Ok(report) => (report.output, Ok(())),
-            Err(DeployError::Failed { reason, output }) => (output, Err(reason)),
-            Err(DeployError::CouldNotStart { reason }) => (String::new(), Err(reason)),
         };
         Event::DeployFinished {
             env: env.clone(),
             output,
             result,
+            phases,
+            previous,
         }
     })
-    .await
+    .await?;
+    envs::settle(app, run_id, env).await?;
+    Ok(())
+}
+
+/// A queued rollback: restore the backup and redeploy the previous release (automatic), or
+/// redeploy an earlier release through backup, migrate, release and verify (on request).
+pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
+    let run = super::run_of(app, run_id).await?;
+    let queued = run
+        .stage(StageKind::Rollback, Some(env))
+        .is_some_and(|s| s.status == StageStatus::Queued);
+    if queued && let Claim::Wait { holder, until } = envs::claim_for_rollback(app, &run, env).await? {
+        return Err(not_yet(
+            app,
+            Some(until),
+            BUSY_RECHECK,
+            format!("rollback waits for {env}: run {holder} is working there"),
+        ));
+    }
+    let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();
+    let target = config.as_ref().map(|e| e.deploy.clone());
+    let secrets = resolve_secrets(app, target.as_ref()).await?;
+    let pipeline = run.pipeline.clone();
+    claim_and_run(app, run_id, StageKind::Rollback, env, |run| async move {
+        let plan = run
+            .stage(StageKind::Rollback, Some(env))
+            .and_then(|s| s.rollback.clone());
+        let (phases, result) = match (plan, &target, secrets) {
+            (None, _, _) => (Vec::new(), Err("the rollback has no plan".to_owned())),
+            (_, None, _) => (
+                Vec::new(),
+                Err(format!("pipeline {} has no environment {env} any more", run.pipeline)),
+            ),
+            (_, _, Err(missing)) => (Vec::new(), Err(missing)),
+            (Some(plan), Some(target), Ok(secrets)) => {
+                let work = async {
+                    if plan.manual {
+                        manual_rollback(app, &run, env, target, &secrets, config.as_ref(), plan.to.as_ref()).await
+                    } else {
+                        automatic_rollback(
+                            app,
+                            &run,
+                            env,
+                            target,
+                            &secrets,
+                            plan.backup.as_deref(),
+                            plan.to.as_ref(),
+                        )
+                        .await
+                    }
+                };
+                envs::holding(app, &pipeline, &run.id, env, work).await
+            }
+        };
+        Event::RollbackFinished {
+            env: env.clone(),
+            phases,
+            result,
+        }
+    })
+    .await?;
+    envs::settle(app, run_id, env).await?;
+    Ok(())
+}
+
+/// Restore the backup, then redeploy what ran before.
+async fn automatic_rollback(
+    app: &App,
+    run: &Run,
+    env: &EnvName,
+    target: &DeployTargetConfig,
+    secrets: &[(String, SecretString)],
+    backup: Option<&str>,
+    to: Option<&Release>,
+) -> (Vec<PhaseOutcome>, Result<(), String>) {
+    let mut steps = Vec::new();
+    if let Some(backup) = backup {
+        steps.push(Step {
+            phase: Phase::Restore,
+            sha: &run.sha,
+            run: &run.id,
+            artifact: run.build.artifact.as_deref(),
+            backup: Some(backup),
+        });
+    }
+    if let Some(to) = to {
+        steps.push(Step {
+            phase: Phase::Release,
+            sha: &to.sha,
+            run: &to.run,
+            artifact: to.artifact.as_deref(),
+            backup: None,
+        });
+    }
+    let (phases, _, result) = run_steps(app, run, env, target, secrets, &steps).await;
+    (phases, result)
+}
+
+/// Redeploy an earlier release through the same phases, then verify it with the
+/// environment's smoke checks; a failure after the backup restores it.
+async fn manual_rollback(
+    app: &App,
+    run: &Run,
+    env: &EnvName,
+    target: &DeployTargetConfig,
+    secrets: &[(String, SecretString)],
+    config: Option<&EnvironmentConfig>,
+    to: Option<&Release>,
+) -> (Vec<PhaseOutcome>, Result<(), String>) {
+    let Some(to) = to else {
+        return (Vec::new(), Err("no release to roll back to".into()));
+    };
+    let steps = [Phase::Backup, Phase::Migrate, Phase::Release].map(|phase| Step {
+        phase,
+        sha: &to.sha,
+        run: &to.run,
+        artifact: to.artifact.as_deref(),
+        backup: None,
+    });
+    let (mut phases, _, mut result) = run_steps(app, run, env, target, secrets, &steps).await;
+    if result.is_ok()
+        && let Some(checks) = config.map(|c| &c.smoke).filter(|c| !c.is_empty())
+    {
+        let results = crate::smoke::run_checks(app.checker.as_ref(), checks, to.sha.as_str()).await;
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if !failed.is_empty() {
+            result = Err(format!(
+                "verify failed after redeploying {}: {}",
+                to.sha.short(),
+                failed.join("; ")
+            ));
+        }
+    }
+    let backup = phases
+        .iter()
+        .find(|p| p.phase == Phase::Backup && p.status == PhaseStatus::Succeeded)
+        .and_then(|p| p.reference.clone());
+    let changed = phases
+        .iter()
+        .any(|p| matches!(p.phase, Phase::Migrate | Phase::Release) && p.status != PhaseStatus::Skipped);
+    if let (Err(reason), Some(backup), true) = (&result, backup, changed) {
+        let restore = [Step {
+            phase: Phase::Restore,
+            sha: &run.sha,
+            run: &run.id,
+            artifact: run.build.artifact.as_deref(),
+            backup: Some(&backup),
+        }];
+        let (more, _, restored) = run_steps(app, run, env, target, secrets, &restore).await;
+        phases.extend(more);
+        result = Err(match restored {
+            Ok(()) => format!("{reason}; backup {backup} restored"),
+            Err(e) => format!("{reason}; restoring backup {backup} failed too: {e}"),
+        });
+    }
+    (phases, result)
+}
+
+/// Older runs pending approval for `env` give way to `run`; or `run` gives way, if a newer
+/// run already reached the gate.
+pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
+    let run = super::run_of(app, run_id).await?;
+    let others: Vec<Run> = app
+        .list_runs(Some(run.repo.as_str()))
+        .await?
+        .into_iter()
+        .filter(|o| o.pipeline == run.pipeline && o.id != run.id)
+        .collect();
+    let newer = |a: &Run, b: &Run| (a.created_at, &a.id) > (b.created_at, &b.id);
+    let gate = |o: &Run| o.stage(StageKind::Approval, Some(env)).map(|s| s.status);
+    for older in others
+        .iter()
+        .filter(|o| newer(&run, o) && gate(o) == Some(StageStatus::Waiting))
+    {
+        tracing::info!(run = %older.id, %env, newer = %run.id, "pending approval superseded");
+        let event = Event::Superseded {
+            env: env.clone(),
+            by: run.id.clone(),
+        };
+        super::record(app, &older.id, event).await?;
+    }
+    let reached = |o: &&Run| matches!(gate(o), Some(StageStatus::Waiting | StageStatus::Succeeded));
+    if let Some(newest) = others
+        .iter()
+        .filter(|o| newer(o, &run))
+        .filter(reached)
+        .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+        && gate(&run) == Some(StageStatus::Waiting)
+    {
+        let event = Event::Superseded {
+            env: env.clone(),
+            by: newest.id.clone(),
+        };
+        super::record(app, run_id, event).await?;
+    }
+    Ok(())
+}
+
+/// Asks for a rollback of `env` in `pipeline` to `to` (a run released there before), or to
+/// the release before the current one. Applied to the run `env` runs now; the rollback
+/// itself happens on the deploy queue. Returns that run.
+pub async fn request_rollback(
+    app: &App,
+    pipeline: &domain::PipelineName,
+    env: &EnvName,
+    to: Option<&RunId>,
+    by: &str,
+) -> Result<Run, RollbackRefused> {
+    let (record, _) = app.environment(pipeline, env).await?;
+    let current = record
+        .current
+        .clone()
+        .ok_or_else(|| RollbackRefused::Refused(format!("nothing was ever released to {env} in {pipeline}")))?;
+    let target = match to {
+        Some(id) => record
+            .release_of(id)
+            .cloned()
+            .ok_or_else(|| RollbackRefused::Refused(format!("run {id} was never released to {env}")))?,
+        None => record
+            .previous()
+            .cloned()
+            .ok_or_else(|| RollbackRefused::Refused(format!("{env} has no earlier release to go back to")))?,
+    };
+    let event = Event::RollbackRequested {
+        env: env.clone(),
+        to: target,
+        by: by.to_owned(),
+    };
+    match app
+        .apply(&current.run, || app.input(Actor::Slipway, event.clone()))
+        .await?
+    {
+        None => Err(RollbackRefused::Refused(format!(
+            "run {} that {env} runs no longer exists",
+            current.run
+        ))),
+        Some(Applied::Changed(run)) => Ok(run),
+        Some(Applied::Ignored(why, _)) => Err(RollbackRefused::Refused(why.to_string())),
+    }
+}
+
+/// Why a rollback was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackRefused {
+    /// It does not make sense as asked; the message says why.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// One phase to run: which, for which commit and artifact.
+struct Step<'a> {
+    phase: Phase,
+    sha: &'a CommitSha,
+    run: &'a RunId,
+    artifact: Option<&'a str>,
+    backup: Option<&'a str>,
+}
+
+/// Runs `steps` in order, stopping at the first failure. Returns each phase's outcome, the
+/// combined output, and the result.
+async fn run_steps(
+    app: &App,
+    run: &Run,
+    env: &EnvName,
+    target: &DeployTargetConfig,
+    secrets: &[(String, SecretString)],
+    steps: &[Step<'_>],
+) -> (Vec<PhaseOutcome>, String, Result<(), String>) {
+    let mut phases = Vec::new();
+    let mut output = String::new();
+    for step in steps {
+        let answer = app
+            .deployer
+            .deploy(DeployRequest {
+                phase: step.phase,
+                run: step.run,
+                repo: run.repo.as_str(),
+                sha: step.sha.as_str(),
+                env: env.as_str(),
+                artifact: step.artifact,
+                backup: step.backup,
+                secrets: secrets.to_vec(),
+                target,
+            })
+            .await;
+        let at = app.clock.now();
+        let (status, detail, reference, text, failure) = match answer {
+            Ok(report) if report.skipped => {
+                let why = first_line(&report.output, "nothing to do");
+                (PhaseStatus::Skipped, why, None, report.output, None)
+            }
+            Ok(report) => {
+                let what = first_line(&report.output, "done");
+                (PhaseStatus::Succeeded, what, report.reference, report.output, None)
+            }
+            Err(DeployError::Failed { reason, output }) => {
+                (PhaseStatus::Failed, reason.clone(), None, output, Some(reason))
+            }
+            Err(DeployError::CouldNotStart { reason }) => {
+                let reason = format!("could not start: {reason}");
+                (PhaseStatus::Failed, reason.clone(), None, String::new(), Some(reason))
+            }
+        };
+        if !text.is_empty() {
+            output.push_str(&format!("== {} ==\n{}\n", step.phase, text.trim_end()));
+        }
+        phases.push(PhaseOutcome {
+            phase: step.phase,
+            status,
+            detail,
+            reference,
+            at,
+        });
+        if let Some(reason) = failure {
+            return (phases, output, Err(reason));
+        }
+    }
+    (phases, output, Ok(()))
+}
+
+fn first_line(text: &str, otherwise: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or(otherwise);
+    line.chars().take(200).collect()
+}
+
+/// The target's secrets, read before any claim: an unreachable store leaves the message
+/// for later; a missing secret is a configuration mistake that fails the stage loudly.
+async fn resolve_secrets(
+    app: &App,
+    target: Option<&DeployTargetConfig>,
+) -> Result<Result<Vec<(String, SecretString)>, String>, HandlerError> {
+    let mut secrets = Vec::new();
+    if let Some(target) = target {
+        for (var, param) in target.secrets() {
+            match app.secret(&param).await {
+                Ok(value) => secrets.push((var, value)),
+                Err(EngineError::MissingSecret(name)) => {
+                    return Ok(Err(format!("secret parameter {name} is missing from the secret store")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(Ok(secrets))
+}
+
+/// Holds the deploy while `env` is outside its windows or frozen.
+async fn hold_outside_windows(
+    app: &App,
+    run: &Run,
+    env: &EnvName,
+    config: &EnvironmentConfig,
+) -> Result<(), HandlerError> {
+    let now = app.clock.now();
+    if let Verdict::Held { reason, until } = config.verdict(now) {
+        let reason = format!("held before {env}: {reason}");
+        record_hold(app, &run.id, env, &reason, true).await?;
+        return Err(not_yet(app, until, HOLD_RECHECK, reason));
+    }
+    Ok(())
+}
+
+async fn record_hold(app: &App, run_id: &RunId, env: &EnvName, reason: &str, notify: bool) -> Result<(), HandlerError> {
+    let event = Event::DeployHeld {
+        env: env.clone(),
+        reason: reason.to_owned(),
+        notify,
+    };
+    app.apply(run_id, || app.input(Actor::Slipway, event.clone())).await?;
+    Ok(())
+}
+
+/// Look again at `until` (at most `cap` from now, at least a second).
+fn not_yet(app: &App, until: Option<jiff::Timestamp>, cap: Duration, reason: String) -> HandlerError {
+    let now = app.clock.now();
+    let wait = until
+        .map(|u| now.duration_until(u).unsigned_abs())
+        .unwrap_or(cap)
+        .clamp(Duration::from_secs(1), cap);
+    HandlerError::NotYet { after: wait, reason }
 }

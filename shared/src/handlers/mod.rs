@@ -3,6 +3,7 @@
 //! machine before it starts, and notices are marked as delivered per channel.
 
 pub mod deploy;
+pub mod envs;
 pub mod notify;
 pub mod smoke;
 
@@ -48,7 +49,10 @@ pub async fn handle(app: &App, queue: QueueName, body: &str) -> Result<(), Handl
         serde_json::from_str(body).map_err(|e| HandlerError::BadMessage(format!("not a slipway message: {e}")))?;
     match (queue, command) {
         (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env).await,
+        (QueueName::Deploy, Command::Rollback { run, env }) => deploy::rollback(app, &run, &env).await,
+        (QueueName::Deploy, Command::Supersede { run, env }) => deploy::supersede(app, &run, &env).await,
         (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env).await,
+        (QueueName::Smoke, Command::Bake { run, env }) => smoke::bake(app, &run, &env).await,
         (QueueName::Notify, Command::Notify(notice)) => notify::handle(app, &notice).await,
         (queue, other) => Err(HandlerError::BadMessage(format!(
             "{other:?} does not belong on the {queue} queue"
@@ -92,10 +96,20 @@ where
 {
     let claim = match kind {
         StageKind::Deploy => Event::DeployStarted { env: env.clone() },
+        StageKind::Rollback => Event::RollbackStarted { env: env.clone() },
+        StageKind::Bake => Event::BakeStarted { env: env.clone() },
         _ => Event::SmokeStarted { env: env.clone() },
     };
     let run = match app.apply(run_id, || app.input(Actor::Slipway, claim.clone())).await? {
         None => return Err(HandlerError::BadMessage(format!("run {run_id} does not exist"))),
+        // The claim itself may end the stage (a deploy refusing a different artifact).
+        Some(Applied::Changed(run))
+            if run
+                .stage(kind, Some(env))
+                .is_some_and(|s| s.status != StageStatus::Running) =>
+        {
+            return Ok(());
+        }
         Some(Applied::Changed(run)) => run,
         Some(Applied::Ignored(
             Ignored::AlreadyDone {
@@ -119,7 +133,7 @@ where
 
 /// Records a stage's result. Lost races are re-decided inside `apply`; an unreachable store
 /// is retried here a few times before the message is left to the queue.
-async fn record(app: &App, run_id: &RunId, event: Event) -> Result<(), HandlerError> {
+pub(crate) async fn record(app: &App, run_id: &RunId, event: Event) -> Result<(), HandlerError> {
     let mut pause = app.tuning.write_backoff * 5;
     let mut attempt = 1;
     loop {
@@ -149,6 +163,13 @@ pub fn stage_budget(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName
         StageKind::Smoke => {
             environment.and_then(|e| e.smoke.iter().map(|c| (c.deadline + c.timeout).unsigned_abs()).max())
         }
+        StageKind::Bake => app
+            .pipeline_of(run)
+            .and_then(|p| p.environment(env))
+            .and_then(|e| e.bake.as_ref())
+            .map(|b| (b.duration + b.interval * 2).unsigned_abs()),
+        // A rollback runs at most three phases and the verify checks.
+        StageKind::Rollback => environment.map(|e| e.deploy.timeout().unsigned_abs() * 3),
         StageKind::Build | StageKind::Approval => None,
     };
     budget.unwrap_or(Duration::from_secs(60))

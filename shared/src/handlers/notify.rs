@@ -170,6 +170,40 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
             format!("{by} rejected {repo} {short} for {env}"),
             comment.clone().unwrap_or_else(|| "No reason given.".into()),
         )],
+        NoticeKind::RolledBack { env, to, reason } => vec![one(
+            "rolled_back",
+            Some(env.as_str()),
+            format!("Rolled {repo} {env} back from {short}"),
+            match to {
+                Some(to) => format!("{reason}. {env} runs {} again.", to.short()),
+                None => format!("{reason}. The backup was restored."),
+            },
+        )],
+        NoticeKind::RollbackFailed { env, reason, by_hand } => {
+            let mut n = one(
+                "rollback_failed",
+                Some(env.as_str()),
+                format!("ROLLBACK FAILED: {repo} {env} needs a person now"),
+                format!(
+                    "Rolling {env} back from {short} failed: {reason}. Left to do by hand: {}.",
+                    by_hand.join("; ")
+                ),
+            );
+            n.alert = true;
+            vec![n]
+        }
+        NoticeKind::Superseded { env, by } => vec![one(
+            "superseded",
+            Some(env.as_str()),
+            format!("{repo} {short} superseded for {env}"),
+            format!("A newer commit (run {by}) takes its place; {short} will not reach {env}."),
+        )],
+        NoticeKind::Held { env, reason } => vec![one(
+            "held",
+            Some(env.as_str()),
+            format!("{repo} {short} is held before {env}"),
+            format!("{reason}. It goes on by itself when {env} opens."),
+        )],
         NoticeKind::ApprovalExpired { env } => vec![one(
             "approval_expired",
             Some(env.as_str()),

@@ -245,6 +245,7 @@ pub(super) async fn decide_link(
         approver: link.approver.id.clone(),
         approve,
         comment,
+        bot: link.approver.is_bot(),
     };
     match app
         .apply(&link.run.id, || app.input(actor.clone(), event.clone()))
@@ -256,6 +257,20 @@ pub(super) async fn decide_link(
             "The run this link is for no longer exists.",
         )),
         Some(Applied::Changed(run)) => {
+            let gate = run.stage(StageKind::Approval, Some(&env));
+            let pending = gate
+                .filter(|s| s.status == StageStatus::Waiting)
+                .and_then(|s| s.approval.as_ref());
+            if let (true, Some(info)) = (approve, pending) {
+                let text = format!(
+                    "Thank you. {} of {} approvals for {env} are in; {} goes on when the rest approve.",
+                    info.approvals.len(),
+                    info.required,
+                    run.sha.short()
+                );
+                tracing::info!(run = %run.id, %env, approver = %link.approver.id, "approval counted");
+                return Ok(Html(pages::message("Approval counted", &text).into_string()));
+            }
             let (title, text) = if approve {
                 (
                     "Approved",

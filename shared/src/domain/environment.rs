@@ -1,0 +1,302 @@
+//! One environment of one pipeline, shared by all its runs: who may deploy to it now (the
+//! lease), who is waiting, and what it runs. Pure: callers read the record, decide here,
+//! and write it back with a conditional write, so two runs never both hold the lease.
+//!
+//! The rules:
+//! - one run holds the lease while its work for the environment (deploy, smoke checks,
+//!   bake, rollback) is under way; the lease expires unless renewed, and only an expired
+//!   lease is taken over;
+//! - a run that finds the lease held waits in line; when the lease frees, the newest
+//!   waiting run goes first, and older ones are superseded;
+//! - a run is never deployed over a newer one: if the environment already runs, or a
+//!   newer run is waiting for, a newer commit, the older run is superseded.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::ids::RunId;
+use super::run::Release;
+
+/// How many releases an environment remembers, newest last.
+pub const RELEASES_KEPT: usize = 50;
+
+/// A waiting run that has not asked again for this long is forgotten: its run ended or
+/// moved on.
+pub const WAITER_TTL: SignedDuration = SignedDuration::from_mins(15);
+
+/// An environment's shared record.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Environment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<Waiter>,
+    /// What the environment runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Release>,
+    /// Everything released here, oldest first, at most [`RELEASES_KEPT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<Release>,
+}
+
+/// The right to deploy to the environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub run: RunId,
+    /// When the holding run opened (its commit's place in line).
+    pub opened_at: Timestamp,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A run waiting for the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub run: RunId,
+    pub opened_at: Timestamp,
+    /// The last time it asked.
+    pub seen_at: Timestamp,
+}
+
+/// What [`Environment::claim`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The run holds the lease (newly, or still).
+    Granted,
+    /// Another run holds it until `until`; the asking run is in line.
+    Wait { holder: RunId, until: Timestamp },
+    /// A newer commit runs here or waits: the asking run must not deploy.
+    Superseded { by: RunId },
+}
+
+impl Environment {
+    /// `run` (opened at `opened_at`) asks for the lease at `now`; a granted lease lasts
+    /// `ttl`. Changes the record as decided; the caller writes it back conditionally.
+    pub fn claim(&mut self, run: &RunId, opened_at: Timestamp, now: Timestamp, ttl: SignedDuration) -> Claim {
+        self.waiting
+            .retain(|w| w.run != *run && now.duration_since(w.seen_at) < WAITER_TTL);
+        if let Some(lease) = self.lease.as_mut()
+            && lease.run == *run
+        {
+            lease.expires_at = later(now, ttl);
+            return Claim::Granted;
+        }
+        if let Some(current) = &self.current
+            && current.opened_at > opened_at
+            && current.run != *run
+        {
+            return Claim::Superseded {
+                by: current.run.clone(),
+            };
+        }
+        if let Some(newer) = self
+            .waiting
+            .iter()
+            .filter(|w| w.opened_at > opened_at)
+            .max_by_key(|w| w.opened_at)
+        {
+            return Claim::Superseded { by: newer.run.clone() };
+        }
+        if let Some(lease) = &self.lease
+            && lease.expires_at > now
+        {
+            let holder = lease.run.clone();
+            let until = lease.expires_at;
+            self.waiting.push(Waiter {
+                run: run.clone(),
+                opened_at,
+                seen_at: now,
+            });
+            return Claim::Wait { holder, until };
+        }
+        self.lease = Some(Lease {
+            run: run.clone(),
+            opened_at,
+            acquired_at: now,
+            expires_at: later(now, ttl),
+        });
+        Claim::Granted
+    }
+
+    /// Extends `run`'s lease. `false` if it does not hold it (it expired and was taken).
+    pub fn renew(&mut self, run: &RunId, now: Timestamp, ttl: SignedDuration) -> bool {
+        match self.lease.as_mut() {
+            Some(lease) if lease.run == *run => {
+                lease.expires_at = later(now, ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives the lease up if `run` holds it. `true` if it did.
+    pub fn release_lease(&mut self, run: &RunId) -> bool {
+        if self.lease.as_ref().is_some_and(|l| l.run == *run) {
+            self.lease = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The newest waiting run: the one to wake when the lease frees.
+    pub fn next_in_line(&self) -> Option<&Waiter> {
+        self.waiting.iter().max_by_key(|w| w.opened_at)
+    }
+
+    /// `release` now runs here (a deploy, or a rollback to it). A release already current
+    /// changes nothing.
+    pub fn record(&mut self, release: Release) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.run == release.run && c.artifact == release.artifact)
+        {
+            return;
+        }
+        self.current = Some(release.clone());
+        self.releases.push(release);
+        if self.releases.len() > RELEASES_KEPT {
+            let extra = self.releases.len() - RELEASES_KEPT;
+            self.releases.drain(..extra);
+        }
+    }
+
+    /// The release before the current one, of another run: where a rollback goes by default.
+    pub fn previous(&self) -> Option<&Release> {
+        let current = self.current.as_ref()?;
+        self.releases.iter().rev().find(|r| r.run != current.run)
+    }
+
+    /// A release of `run` this environment ran.
+    pub fn release_of(&self, run: &RunId) -> Option<&Release> {
+        self.releases.iter().rev().find(|r| r.run == *run)
+    }
+}
+
+fn later(now: Timestamp, ttl: SignedDuration) -> Timestamp {
+    now.checked_add(ttl).unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CommitSha;
+
+    const TTL: SignedDuration = SignedDuration::from_mins(10);
+
+    fn at(minute: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + minute * 60).unwrap()
+    }
+
+    fn run(n: u8) -> RunId {
+        RunId::parse(&format!("shop-{}", format!("{n:x}").repeat(40).get(..40).unwrap())).unwrap()
+    }
+
+    fn release(n: u8, opened: i64) -> Release {
+        Release {
+            run: run(n),
+            sha: CommitSha::parse(&format!("{n:x}").repeat(40)[..40]).unwrap(),
+            artifact: Some(format!("app@sha256:{n}")),
+            opened_at: at(opened),
+            at: at(opened + 1),
+        }
+    }
+
+    #[test]
+    fn a_free_environment_is_granted_and_the_holder_may_ask_again() {
+        let mut env = Environment::default();
+        assert_eq!(env.claim(&run(1), at(0), at(1), TTL), Claim::Granted);
+        assert_eq!(env.lease.as_ref().unwrap().expires_at, at(11));
+        // A redelivered message of the holder renews instead of queueing behind itself.
+        assert_eq!(env.claim(&run(1), at(0), at(5), TTL), Claim::Granted);
+        assert_eq!(env.lease.as_ref().unwrap().expires_at, at(15));
+    }
+
+    #[test]
+    fn a_held_lease_makes_others_wait_until_it_expires() {
+        let mut env = Environment::default();
+        env.claim(&run(1), at(0), at(1), TTL);
+        assert_eq!(
+            env.claim(&run(2), at(2), at(3), TTL),
+            Claim::Wait {
+                holder: run(1),
+                until: at(11)
+            }
+        );
+        assert_eq!(env.waiting.len(), 1);
+        // Asking again does not queue twice.
+        env.claim(&run(2), at(2), at(4), TTL);
+        assert_eq!(env.waiting.len(), 1);
+        // Past the expiry the waiting run takes over.
+        assert_eq!(env.claim(&run(2), at(2), at(12), TTL), Claim::Granted);
+        assert_eq!(env.lease.as_ref().unwrap().run, run(2));
+        assert!(env.waiting.is_empty());
+    }
+
+    #[test]
+    fn when_the_lease_frees_the_newest_waiting_run_goes_first_and_older_ones_are_superseded() {
+        let mut env = Environment::default();
+        env.claim(&run(1), at(0), at(1), TTL);
+        env.claim(&run(2), at(2), at(3), TTL);
+        env.claim(&run(3), at(4), at(5), TTL);
+        assert!(env.release_lease(&run(1)));
+        assert_eq!(env.next_in_line().unwrap().run, run(3));
+        // The older waiter asks first: it must not go ahead of the newer one.
+        assert_eq!(env.claim(&run(2), at(2), at(6), TTL), Claim::Superseded { by: run(3) });
+        assert_eq!(env.claim(&run(3), at(4), at(6), TTL), Claim::Granted);
+    }
+
+    #[test]
+    fn an_older_commit_is_never_deployed_over_a_newer_one() {
+        let mut env = Environment::default();
+        env.record(release(5, 10));
+        assert_eq!(env.claim(&run(4), at(8), at(20), TTL), Claim::Superseded { by: run(5) });
+        assert!(env.lease.is_none(), "nothing was taken");
+        assert_eq!(env.claim(&run(6), at(12), at(20), TTL), Claim::Granted);
+    }
+
+    #[test]
+    fn a_waiter_that_stopped_asking_is_forgotten() {
+        let mut env = Environment::default();
+        env.claim(&run(1), at(0), at(1), TTL);
+        env.claim(&run(3), at(4), at(2), TTL);
+        env.release_lease(&run(1));
+        // Run 3 never came back (its run failed elsewhere): run 2 is not blocked forever.
+        assert_eq!(env.claim(&run(2), at(3), at(30), TTL), Claim::Granted);
+    }
+
+    #[test]
+    fn renewing_or_releasing_someone_elses_lease_does_nothing() {
+        let mut env = Environment::default();
+        env.claim(&run(1), at(0), at(1), TTL);
+        assert!(!env.renew(&run(2), at(2), TTL));
+        assert!(!env.release_lease(&run(2)));
+        assert!(env.renew(&run(1), at(2), TTL));
+        assert_eq!(env.lease.as_ref().unwrap().expires_at, at(12));
+    }
+
+    #[test]
+    fn releases_are_remembered_and_previous_is_the_one_before_current() {
+        let mut env = Environment::default();
+        assert!(env.previous().is_none());
+        env.record(release(1, 0));
+        assert!(env.previous().is_none(), "a first release has nothing before it");
+        env.record(release(2, 5));
+        env.record(release(2, 5));
+        assert_eq!(
+            env.releases.len(),
+            2,
+            "recording the current release again changes nothing"
+        );
+        assert_eq!(env.previous().unwrap().run, run(1));
+        // A rollback to release 1 makes it current again; previous is then release 2.
+        env.record(release(1, 0));
+        assert_eq!(env.current.as_ref().unwrap().run, run(1));
+        assert_eq!(env.previous().unwrap().run, run(2));
+        for n in 0..60 {
+            env.record(release(n % 7 + 1, i64::from(n)));
+        }
+        assert!(env.releases.len() <= RELEASES_KEPT);
+    }
+}

@@ -1,0 +1,227 @@
+//! Environment records in the state store: the lease one run holds while it works on an
+//! environment, the line of waiting runs, and what the environment runs. Every change is a
+//! conditional write, re-decided on a lost race, so two runs never both hold a lease.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use jiff::SignedDuration;
+
+use crate::app::{App, EngineError};
+use crate::domain::{Claim, Command, EnvName, Environment, PipelineName, Run, RunId};
+use crate::ports::{StoreError, StoreKey, Version};
+
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: SignedDuration = SignedDuration::from_mins(10);
+
+/// How often a worker renews the lease while it works.
+pub const LEASE_RENEW: Duration = Duration::from_secs(120);
+
+impl App {
+    /// An environment's record and the version it was read at (`None`: never written).
+    pub async fn environment(
+        &self,
+        pipeline: &PipelineName,
+        env: &EnvName,
+    ) -> Result<(Environment, Option<Version>), EngineError> {
+        let key = StoreKey::environment(pipeline, env);
+        match self.store.get(&key).await? {
+            None => Ok((Environment::default(), None)),
+            Some(found) => {
+                let record = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt {
+                    key: key.clone(),
+                    source,
+                })?;
+                Ok((record, Some(found.version)))
+            }
+        }
+    }
+
+    /// Reads an environment's record, lets `decide` change it, and writes it back if it is
+    /// still as read; a lost race reads and decides again. Nothing is written when
+    /// `decide` leaves the record as it was.
+    pub async fn update_environment<R>(
+        &self,
+        pipeline: &PipelineName,
+        env: &EnvName,
+        decide: impl Fn(&mut Environment) -> R,
+    ) -> Result<R, EngineError> {
+        let key = StoreKey::environment(pipeline, env);
+        let mut backoff = self.tuning.write_backoff;
+        for _ in 0..self.tuning.max_write_attempts {
+            let (before, version) = self.environment(pipeline, env).await?;
+            let mut after = before.clone();
+            let decided = decide(&mut after);
+            if after == before {
+                return Ok(decided);
+            }
+            let bytes = Bytes::from(serde_json::to_vec(&after).expect("an environment always serialises"));
+            let written = match &version {
+                None => self.store.create(&key, bytes).await.map(|_| ()),
+                Some(version) => self.store.replace(&key, bytes, version).await.map(|_| ()),
+            };
+            match written {
+                Ok(()) => return Ok(decided),
+                Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Unavailable(
+            format!("environment {pipeline}/{env} is being changed by others").into(),
+        ))
+    }
+}
+
+/// `run` asks for `env`'s lease to deploy there (newer-first rules apply).
+pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<Claim, EngineError> {
+    let now = app.clock.now();
+    app.update_environment(&run.pipeline, env, |record| {
+        record.claim(&run.id, run.created_at, now, LEASE_TTL)
+    })
+    .await
+}
+
+/// `run` asks for `env`'s lease to roll it back: no newer-first rule, only the lease.
+pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<Claim, EngineError> {
+    let now = app.clock.now();
+    app.update_environment(&run.pipeline, env, |record| {
+        match &record.lease {
+            Some(lease) if lease.run != run.id && lease.expires_at > now => Claim::Wait {
+                holder: lease.run.clone(),
+                until: lease.expires_at,
+            },
+            _ => {
+                record.lease = None;
+                record.claim(&run.id, run.created_at, now, LEASE_TTL);
+                // The lease is taken above whatever the newer-first rules would say: a
+                // rollback puts back what ran, it does not compete with deploys.
+                if record.lease.as_ref().is_none_or(|l| l.run != run.id) {
+                    record.lease = Some(crate::domain::Lease {
+                        run: run.id.clone(),
+                        opened_at: run.created_at,
+                        acquired_at: now,
+                        expires_at: now.checked_add(LEASE_TTL).unwrap_or(jiff::Timestamp::MAX),
+                    });
+                }
+                Claim::Granted
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `work` while renewing `run`'s lease on `env` every [`LEASE_RENEW`].
+pub async fn holding<F: Future>(app: &App, pipeline: &PipelineName, run: &RunId, env: &EnvName, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval(LEASE_RENEW);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                let now = app.clock.now();
+                match app.update_environment(pipeline, env, |record| record.renew(run, now, LEASE_TTL)).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(%run, %env, "lost the environment's lease while working"),
+                    Err(e) => tracing::warn!(%run, %env, error = %e, "could not renew the environment's lease"),
+                }
+            }
+        }
+    }
+}
+
+/// Brings `env`'s record up to date with `run`: what it runs now, and — once the run's
+/// work there is over — the lease given up and the newest waiting run woken. Safe to call
+/// any number of times.
+pub async fn settle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), EngineError> {
+    let Some((run, _)) = app.load(run_id).await? else {
+        return Ok(());
+    };
+    let release = current_release_of(&run, env);
+    let busy = run.busy_in(env);
+    let wake = app
+        .update_environment(&run.pipeline, env, |record| {
+            if let Some(release) = &release
+                && record.lease.as_ref().is_some_and(|l| l.run == run.id)
+            {
+                record.record(release.clone());
+            }
+            if !busy && record.release_lease(&run.id) {
+                record.next_in_line().map(|w| w.run.clone())
+            } else {
+                None
+            }
+        })
+        .await?;
+    if let Some(next) = wake {
+        tracing::info!(run = %next, %env, "environment free; waking the next run in line");
+        app.dispatch(&[Command::Deploy {
+            run: next,
+            env: env.clone(),
+        }])
+        .await?;
+    }
+    Ok(())
+}
+
+/// What `env` runs because of `run`: its own release after a deploy there succeeded, or
+/// the release a successful rollback put back.
+fn current_release_of(run: &Run, env: &EnvName) -> Option<crate::domain::Release> {
+    use crate::domain::{StageKind, StageStatus};
+    let rollback = run.stage(StageKind::Rollback, Some(env));
+    match rollback {
+        Some(stage) if stage.status == StageStatus::Succeeded => stage.rollback.as_ref().and_then(|p| p.to.clone()),
+        Some(_) => None,
+        None => run.release_in(env),
+    }
+}
+
+/// Frees leases whose holder is done, gone, or silent past expiry, and wakes who waits.
+/// Returns how many leases it freed.
+pub async fn sweep(app: &App) -> Result<usize, EngineError> {
+    let now = app.clock.now();
+    let mut freed = 0;
+    for key in app.store.list(StoreKey::ENVIRONMENTS).await? {
+        let Some((pipeline, env)) = key
+            .as_str()
+            .strip_prefix(StoreKey::ENVIRONMENTS)
+            .and_then(|rest| rest.strip_suffix(".json"))
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(p, e)| Some((PipelineName::parse(p).ok()?, EnvName::parse(e).ok()?)))
+        else {
+            continue;
+        };
+        let (record, _) = app.environment(&pipeline, &env).await?;
+        let Some(lease) = record.lease else { continue };
+        let holder = app.load(&lease.run).await?.map(|(run, _)| run);
+        let stale = lease.expires_at <= now || holder.as_ref().is_none_or(|run| !run.busy_in(&env));
+        if !stale {
+            continue;
+        }
+        let wake = app
+            .update_environment(&pipeline, &env, |record| {
+                let same = record.lease.as_ref().is_some_and(|l| l.run == lease.run);
+                if same {
+                    record.lease = None;
+                    record.next_in_line().map(|w| w.run.clone())
+                } else {
+                    None
+                }
+            })
+            .await?;
+        tracing::warn!(%pipeline, %env, holder = %lease.run, "freed a lease whose holder is done or silent");
+        freed += 1;
+        if let Some(next) = wake {
+            app.dispatch(&[Command::Deploy {
+                run: next,
+                env: env.clone(),
+            }])
+            .await?;
+        }
+    }
+    Ok(freed)
+}
