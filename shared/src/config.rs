@@ -547,12 +547,15 @@ impl Config {
                     return Err(invalid(at("approvals_required"), "must be at least 1".into()));
                 }
                 let humans = pipeline.approvers.iter().filter(|a| !a.is_bot()).count();
-                if env.approval.unwrap_or(false)
-                    || (pipeline.mode == Mode::Delivery
-                        && env.approval.is_none()
-                        && e + 1 == pipeline.environments.len())
+                let gated = env
+                    .approval
+                    .unwrap_or(pipeline.mode == Mode::Delivery && e + 1 == pipeline.environments.len());
+                // None listed at all is reported for the whole pipeline, below.
+                if gated
+                    && !pipeline.approvers.is_empty()
+                    && usize::try_from(env.approvals_required).unwrap_or(usize::MAX) > humans
                 {
-                    if usize::try_from(env.approvals_required).unwrap_or(usize::MAX) > humans {
+                    {
                         return Err(invalid(
                             at("approvals_required"),
                             format!(

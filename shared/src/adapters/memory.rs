@@ -499,13 +499,16 @@ pub struct RecordedDeploy {
     pub secrets: Vec<(String, String)>,
 }
 
+/// Scripted failures, per environment and phase.
+type PhaseFailures = HashMap<(String, Phase), VecDeque<String>>;
+
 /// A deploy target that records every phase and fails on request. A backup answers with
 /// the reference `backup-<n>` (n counts backups); every other phase succeeds unless told.
 #[derive(Debug, Clone, Default)]
 pub struct FakeDeployTarget {
     deploys: Arc<Mutex<Vec<RecordedDeploy>>>,
     takes: Arc<Mutex<Duration>>,
-    failures: Arc<Mutex<HashMap<(String, Phase), VecDeque<String>>>>,
+    failures: Arc<Mutex<PhaseFailures>>,
 }
 
 impl FakeDeployTarget {

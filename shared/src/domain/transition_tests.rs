@@ -1150,7 +1150,10 @@ fn a_failed_migration_queues_a_rollback_that_restores_the_backup_and_the_previou
     let (run, commands) = step(&run, 5, done);
     assert_eq!(describe(&commands), ["notify rolled_back staging"]);
     assert_eq!(run.status(), RunStatus::RolledBack);
-    assert_eq!(statuses(&run).split(' ').last(), Some("rollback:staging=succeeded"));
+    assert_eq!(
+        statuses(&run).split(' ').next_back(),
+        Some("rollback:staging=succeeded")
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod api;
 mod approvals;
 mod ci;
+pub mod deploy_callback;
 mod hooks;
 mod pages;
 mod slack;
@@ -37,6 +38,7 @@ pub fn router(app: App) -> Router {
         .route("/hooks/bitbucket", post(hooks::bitbucket))
         .route("/hooks/slack/interactions", post(slack::interactions))
         .route("/hooks/ci", post(ci::callback))
+        .route("/hooks/deploy", post(deploy_callback::receive))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY));
     let pages = Router::new()
         .route(
