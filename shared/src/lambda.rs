@@ -55,6 +55,10 @@ pub async fn run_sweeper(app: App) -> Result<(), Error> {
 /// Handles one SQS batch and names the records that failed, so SQS retries only those.
 /// A record that must wait (its stage is claimed by another worker) is made visible again
 /// when it is worth looking; a failing one backs off by its receive count.
+fn body_of(record: &aws_lambda_events::sqs::SqsMessage) -> String {
+    record.body.clone().unwrap_or_default()
+}
+
 pub async fn handle_batch(app: &App, queue: QueueName, event: SqsEvent) -> SqsBatchResponse {
     let mut failures = Vec::new();
     for record in event.records {
@@ -79,6 +83,9 @@ pub async fn handle_batch(app: &App, queue: QueueName, event: SqsEvent) -> SqsBa
             Err(panic) => Err(HandlerError::BadMessage(format!("the handler panicked: {panic}"))),
         };
         if let Err(e) = outcome {
+            if crate::worker::look_again(app, queue, &body_of(&record), &e).await {
+                continue;
+            }
             let delay = e.retry_in(receive_count);
             tracing::warn!(parent: &span, error = %e, ?delay, "record failed; SQS will deliver it again");
             if let Some(receipt) = record.receipt_handle.clone()

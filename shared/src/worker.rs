@@ -23,12 +23,14 @@ pub async fn process(app: &App, queue: QueueName, delivery: &Delivery) -> Result
                     tracing::warn!(error = %e, "could not ack; the message will be handled again (harmlessly)");
                 }
             }
+            Err(e @ HandlerError::NotYet { .. }) if look_again(app, queue, &delivery.body, e).await => {
+                if let Err(e) = app.queue.ack(queue, &delivery.receipt).await {
+                    tracing::warn!(error = %e, "could not ack a message sent again for later; it will be handled twice (harmlessly)");
+                }
+            }
             Err(e) => {
                 let delay = e.retry_in(delivery.receive_count);
-                match e {
-                    HandlerError::NotYet { .. } => tracing::info!(error = %e, ?delay, "not yet; will look again"),
-                    _ => tracing::warn!(error = %e, ?delay, "message failed; will retry"),
-                }
+                tracing::warn!(error = %e, ?delay, "message failed; will retry");
                 if let Err(e) = app.queue.release(queue, &delivery.receipt, delay).await {
                     tracing::warn!(error = %e, "could not release; it will reappear after its visibility timeout");
                 }
@@ -38,6 +40,30 @@ pub async fn process(app: &App, queue: QueueName, delivery: &Delivery) -> Result
     }
     .instrument(span)
     .await
+}
+
+/// The longest delay a queue message may carry (SQS `DelaySeconds`).
+pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+
+/// Work that is waiting (a freeze, a busy environment, a bake between readings) must not
+/// use up the message's receives, or it would end in the dead-letter queue: a fresh copy
+/// is sent with a delay instead, and the caller acks the one it has. `false` if the copy
+/// could not be sent (the caller then releases the message as for any failure).
+pub async fn look_again(app: &App, queue: QueueName, body: &str, why: &HandlerError) -> bool {
+    let HandlerError::NotYet { after, .. } = why else {
+        return false;
+    };
+    let delay = (*after).min(MAX_DELAY);
+    match app.queue.send(queue, body, delay).await {
+        Ok(()) => {
+            tracing::info!(error = %why, ?delay, "not yet; will look again");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not send the message again for later");
+            false
+        }
+    }
 }
 
 /// Runs `work` while keeping the message hidden from other workers: every half visibility

@@ -126,6 +126,7 @@ fn closed(link: &Link<'_>, stage: Option<&Stage>) -> PageError {
             format!("{by} already rejected promotion to {env}."),
         ),
         StageStatus::Expired => expired(link),
+        StageStatus::Superseded => superseded(stage.superseded_by.as_ref(), env),
         StageStatus::Pending => PageError::new(
             StatusCode::CONFLICT,
             "Not ready",
@@ -137,6 +138,17 @@ fn closed(link: &Link<'_>, stage: Option<&Stage>) -> PageError {
             format!("This run ended before the approval for {env}; there is nothing to decide."),
         ),
     }
+}
+
+/// A newer run took this approval's place: say which, with a link to it.
+fn superseded(by: Option<&crate::domain::RunId>, env: &crate::domain::EnvName) -> PageError {
+    let text = match by {
+        Some(by) => format!(
+            "A newer commit reached the approval for {env} and took this one's place: see /runs/{by} (its own approval request has been sent)."
+        ),
+        None => format!("A newer commit took this one's place at the approval for {env}."),
+    };
+    PageError::new(StatusCode::CONFLICT, "Superseded", text)
 }
 
 fn expired(link: &Link<'_>) -> PageError {
@@ -166,12 +178,24 @@ pub(super) async fn confirm_page(
     if let Some(refusal) = self_approval(&link) {
         return Err(refusal);
     }
+    let (record, _) = app.environment(&link.run.pipeline, &link.claim.env).await?;
+    let since = record.current.as_ref().map(|c| c.opened_at);
+    let mut carries: Vec<Run> = app
+        .list_runs(Some(link.run.repo.as_str()))
+        .await?
+        .into_iter()
+        .filter(|r| r.pipeline == link.run.pipeline && r.created_at <= link.run.created_at)
+        .filter(|r| since.is_none_or(|s| r.created_at > s))
+        .collect();
+    carries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let page = pages::confirm(&Confirm {
         run: &link.run,
         env: &link.claim.env,
         approver: link.approver.id.as_str(),
         expires_at: link.claim.expires_at,
         preselect: pre.decision.as_deref().filter(|d| matches!(*d, "approve" | "reject")),
+        current: record.current.as_ref(),
+        carries: &carries,
     });
     Ok(Html(page.into_string()))
 }
@@ -289,6 +313,17 @@ pub(super) async fn decide_link(
             Ok(Html(pages::message(title, &text).into_string()))
         }
         Some(Applied::Ignored(Ignored::ApprovalExpired { .. }, _)) => Err(expired(link)),
+        Some(Applied::Ignored(Ignored::Superseded { by, .. }, _)) => Err(superseded(Some(&by), &env)),
+        Some(Applied::Ignored(Ignored::Bot(who), _)) => Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "Bots do not approve",
+            format!("{who} is a bot account: it is told about approvals, but its decisions never count."),
+        )),
+        Some(Applied::Ignored(Ignored::AlreadyApproved(who), _)) => Err(PageError::new(
+            StatusCode::CONFLICT,
+            "Already approved",
+            format!("{who} already approved; another approver must approve too."),
+        )),
         Some(Applied::Ignored(_, run)) => Err(closed(link, run.stage(StageKind::Approval, Some(&env)))),
     }
 }

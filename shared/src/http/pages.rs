@@ -86,6 +86,11 @@ pub(super) struct Confirm<'a> {
     pub expires_at: Timestamp,
     /// The decision the link was for (`?decision=`), highlighted.
     pub preselect: Option<&'a str>,
+    /// What the environment runs now.
+    pub current: Option<&'a crate::domain::Release>,
+    /// The runs this promotion brings to the environment since its current release, oldest
+    /// first, this one last.
+    pub carries: &'a [Run],
 }
 
 pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
@@ -96,6 +101,18 @@ pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
             h1 { "Promote " code { (c.run.sha.short()) } " of " (c.run.repo) " to " (c.env) "?" }
             (commit_summary(c.run))
             (environments_and_checks(c.run))
+            h2 { "What this brings to " (c.env) }
+            p {
+                @match c.current {
+                    Some(current) => { (c.env) " runs " code { (current.sha.short()) } " now. Approving brings these commits:" }
+                    None => { "Nothing was released to " (c.env) " yet. Approving brings these commits:" }
+                }
+            }
+            ul {
+                @for run in c.carries {
+                    li { code { (run.sha.short()) } " " (run.commit.message.lines().next().unwrap_or("")) " — " (run.commit.author_login.as_deref().unwrap_or(&run.commit.author_name)) }
+                }
+            }
             h2 { "Your decision, " (c.approver) }
             form method="post" {
                 p { label { "Comment (optional)" br; textarea name="comment" maxlength="2000" {} } }
