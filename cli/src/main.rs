@@ -3,6 +3,7 @@
 mod aws;
 mod demo;
 mod inspect;
+mod rollback;
 mod send;
 
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ enum Command {
     /// Create a stack's bucket, queues (with dead-letter queues) and parameters on AWS or an
     /// emulator, and upload the configuration.
     Bootstrap(aws::BootstrapArgs),
+    /// Put an environment back to an earlier release (queued; the workers carry it out).
+    Rollback(rollback::RollbackArgs),
     /// Queue messages that exhausted their retries.
     DeadLetters {
         #[command(flatten)]
@@ -137,6 +140,7 @@ async fn main() -> ExitCode {
         Command::Runs { repo, data } => inspect::runs(&data, repo.as_deref()).await,
         Command::Run { id, data } => inspect::run(&data, &id).await,
         Command::Send(args) => send::run(args).await,
+        Command::Rollback(args) => rollback::run(args).await,
         Command::Bootstrap(args) => aws::bootstrap(args).await,
         Command::DeadLetters { data } => inspect::dead_letters(&data).await,
     };

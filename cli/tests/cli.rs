@@ -592,3 +592,31 @@ fn stage<'a>(run: &'a Value, kind: &str, env: Option<&str>) -> &'a Value {
         .find(|s| s["kind"] == kind && s["env"] == json!(env))
         .unwrap_or_else(|| panic!("no {kind} stage for {env:?} in {run:#}"))
 }
+
+#[tokio::test]
+async fn rollback_says_what_is_missing_instead_of_guessing() {
+    let dir = TempDir::new().unwrap();
+    write_file(&dir.path().join("slipway.toml"), MINIMAL, 0o644);
+    write_file(&dir.path().join("slipway.secrets.toml"), MINIMAL_SECRETS, 0o600);
+    let mut cmd = command();
+    cmd.current_dir(dir.path())
+        .args(["rollback", "--env", "staging", "--data-dir", "data"]);
+    finish(cmd).await.failure().stderr_has(&["no slipway data in data"]);
+    // With data but nothing released there yet, it says so and queues nothing.
+    let mut serve = command();
+    serve.current_dir(dir.path()).args([
+        "rollback",
+        "--env",
+        "staging",
+        "--data-dir",
+        "data",
+        "--to",
+        "hello-0000000000000000000000000000000000000001",
+    ]);
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    slipway::adapters::local::sqlite::SqliteBackend::open(&dir.path().join("data/slipway.db")).unwrap();
+    finish(serve)
+        .await
+        .failure()
+        .stderr_has(&["not rolled back: nothing was ever released to staging in hello"]);
+}

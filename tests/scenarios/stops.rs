@@ -41,13 +41,18 @@ async fn a_failed_staging_deploy_stops_the_run_and_says_why() {
     p.run_queues().await;
 
     let run = p.run(SHA).await;
-    assert_eq!(run.status(), RunStatus::Failed);
+    // The deploy took a backup before it failed, so staging is put back: the backup restored.
+    assert_eq!(run.status(), RunStatus::RolledBack);
+    assert_eq!(
+        p.deployer.phases_of("staging"),
+        ["backup", "migrate", "release", "restore"]
+    );
     assert_eq!(p.stage_status(SHA, "deploy:staging").await, StageStatus::Failed);
     assert_eq!(p.stage_status(SHA, "approval:production").await, StageStatus::Skipped);
     let failed = p.notifications_of("failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].stage.as_deref(), Some("deploy:staging"));
-    assert_eq!(failed[0].text, "exited with status 3");
+    assert_eq!(failed[0].text, "exited with status 3 in release");
     assert!(!failed[0].alert);
     assert_eq!(
         p.deployer.deploys().len(),
@@ -102,7 +107,9 @@ async fn failing_production_smoke_checks_fail_the_run_and_notify() {
     p.post_decision(&link, "approve").await;
     p.run_queues().await;
     assert_eq!(p.deployed("production"), [SHA]);
-    assert_eq!(p.run(SHA).await.status(), RunStatus::Failed);
+    // Nothing ran in production before; the deploy's backup is restored.
+    assert_eq!(p.run(SHA).await.status(), RunStatus::RolledBack);
+    assert_eq!(p.notifications_of("rolled_back").len(), 1);
     assert_eq!(
         p.notifications_of("failed")[0].stage.as_deref(),
         Some("smoke:production")
