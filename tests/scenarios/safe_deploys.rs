@@ -2,6 +2,8 @@
 //! a failed migration is restored, a failed rollback raises an alert, approvals need
 //! enough people, freezes hold, bakes watch, and a release can be rolled back by hand.
 
+#![allow(clippy::unwrap_used)]
+
 use http::StatusCode;
 use jiff::SignedDuration;
 use slipway::domain::{EnvName, Phase, PipelineName, RunStatus, StageKind, StageStatus};
