@@ -71,8 +71,11 @@ pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
                             _ => Command::Rollback { run: run_id, env },
                         };
                         tracing::warn!(run = %run.id, stage = %stage.label(), "queued too long; sending its work again");
-                        app.dispatch(&[command]).await?;
-                        app.dispatch(&domain::resendable(&run)).await?;
+                        let mut commands = domain::resendable(&run);
+                        if !commands.contains(&command) {
+                            commands.push(command);
+                        }
+                        app.dispatch(&commands).await?;
                         swept.resent += 1;
                     }
                 }

@@ -785,7 +785,6 @@ impl Tx<'_> {
 
     /// A worker claims a queued stage.
     fn claim(&mut self, kind: StageKind, env: &EnvName) -> Result<(), Ignored> {
-        // (see artifact_mismatch for what a deploy checks as it starts)
         let i = self.index(kind, env)?;
         if self.run.stages[i].status != StageStatus::Queued {
             return Err(self.not_applicable(i));

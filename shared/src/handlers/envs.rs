@@ -94,19 +94,21 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
                 holder: lease.run.clone(),
                 until: lease.expires_at,
             },
+            // A rollback puts back what ran; it does not compete with deploys, so only the
+            // lease itself counts, not the newer-first rules of `claim`.
             _ => {
-                record.lease = None;
-                record.claim(&run.id, run.created_at, now, LEASE_TTL);
-                // The lease is taken above whatever the newer-first rules would say: a
-                // rollback puts back what ran, it does not compete with deploys.
-                if record.lease.as_ref().is_none_or(|l| l.run != run.id) {
-                    record.lease = Some(crate::domain::Lease {
-                        run: run.id.clone(),
-                        opened_at: run.created_at,
-                        acquired_at: now,
-                        expires_at: now.checked_add(LEASE_TTL).unwrap_or(jiff::Timestamp::MAX),
-                    });
-                }
+                record.waiting.retain(|w| w.run != run.id);
+                let acquired_at = record
+                    .lease
+                    .as_ref()
+                    .filter(|l| l.run == run.id)
+                    .map_or(now, |l| l.acquired_at);
+                record.lease = Some(crate::domain::Lease {
+                    run: run.id.clone(),
+                    opened_at: run.created_at,
+                    acquired_at,
+                    expires_at: now.checked_add(LEASE_TTL).unwrap_or(jiff::Timestamp::MAX),
+                });
                 Claim::Granted
             }
         }
