@@ -1,8 +1,9 @@
 //! `slipway demo`: the whole path on this machine, with nothing to set up.
 //!
 //! It makes a throw-away directory with a sample app whose staging and production are two
-//! local HTTP services, each with a database file; a deploy script that backs the database
-//! up, migrates it and releases the commit; and a slipway configuration and secrets file.
+//! local HTTP services, each with a database file; a deploy script that slipway runs once
+//! per phase — back the database up, migrate it, release the commit (and restore the backup
+//! if a later phase fails); and a slipway configuration and secrets file.
 //! Then it starts slipway on the embedded backend and plays the outside world through real
 //! signed HTTP: GitHub pushes, CI reports green, and an approver clicks (or, with `--yes`,
 //! the demo POSTs the approval itself).
@@ -31,19 +32,36 @@ pub struct DemoArgs {
 }
 
 const DEPLOY_SCRIPT: &str = r#"#!/bin/sh
-# The sample app's deploy: backup first, then migrations, then release. No prompts.
+# The sample app's deploy, one program for every phase slipway runs in turn:
+# backup, then migrate, then release (and restore, if a later phase fails). No prompts.
 set -eu
 dir="$DEMO_ENVS/$SLIPWAY_ENV"
-echo "deploying $SLIPWAY_SHA to $SLIPWAY_ENV (artifact $SLIPWAY_ARTIFACT)"
-echo "1/3 backup: copying the database"
-mkdir -p "$dir/backups"
-cp "$dir/db.json" "$dir/backups/db-before-$SLIPWAY_SHA.json"
-echo "2/3 migrate: schema 1 -> 2, connecting with password $DEMO_DB_PASSWORD"
-sed 's/"schema": *1/"schema": 2/' "$dir/db.json" > "$dir/db.json.new"
-mv "$dir/db.json.new" "$dir/db.json"
-echo "3/3 release"
-printf '%s' "$SLIPWAY_SHA" > "$dir/current"
-echo "done"
+case "$SLIPWAY_PHASE" in
+backup)
+  mkdir -p "$dir/backups"
+  ref="db-before-$(printf %.12s "$SLIPWAY_SHA").json"
+  cp "$dir/db.json" "$dir/backups/$ref"
+  echo "copied the database to backups/$ref"
+  echo "SLIPWAY_BACKUP_REF=$ref"
+  ;;
+migrate)
+  echo "schema 1 -> 2, connecting with password $DEMO_DB_PASSWORD"
+  sed 's/"schema": *1/"schema": 2/' "$dir/db.json" > "$dir/db.json.new"
+  mv "$dir/db.json.new" "$dir/db.json"
+  ;;
+release)
+  echo "releasing $SLIPWAY_SHA (artifact $SLIPWAY_ARTIFACT)"
+  printf '%s' "$SLIPWAY_SHA" > "$dir/current"
+  ;;
+restore)
+  echo "restoring backups/$SLIPWAY_BACKUP_REF"
+  cp "$dir/backups/$SLIPWAY_BACKUP_REF" "$dir/db.json"
+  ;;
+*)
+  echo "unknown phase $SLIPWAY_PHASE" >&2
+  exit 2
+  ;;
+esac
 "#;
 
 /// The schema version the sample app's code needs.
@@ -105,7 +123,7 @@ fn write_files(dir: &Path, slipway: SocketAddr, staging: SocketAddr, production:
             r#"
 [[pipelines.environments]]
 name = "{name}"
-deploy = {{ type = "command", command = [{script}], timeout = "1m", env = {{ DEMO_ENVS = {envs} }}, secrets = {{ DEMO_DB_PASSWORD = "/slipway/shop/{name}/db-password" }} }}
+deploy = {{ type = "command", command = [{script}], backup = [{script}], migrate = [{script}], restore = [{script}], timeout = "1m", env = {{ DEMO_ENVS = {envs} }}, secrets = {{ DEMO_DB_PASSWORD = "/slipway/shop/{name}/db-password" }} }}
 
 [[pipelines.environments.smoke]]
 name = "health, version and database"

@@ -61,7 +61,11 @@ async fn demo_releases_with_masked_secrets_and_cleans_up() {
     out.stdout_has(&[
         "→ GitHub: push of",
         "deployed ",
-        "│ deploying ",
+        "(backup db-before-",
+        "│ == backup ==",
+        "│ == migrate ==",
+        "│ == release ==",
+        "│ releasing ",
         "connecting with password ***",
         "alice approved promotion to production",
         "✔ released",
@@ -102,6 +106,18 @@ async fn demo_keep_leaves_a_directory_to_inspect() {
         .await
         .success();
     assert!(runs.line_with("shop-").contains("released"), "{runs}");
+
+    // The backup phase really made a copy of each database before migrating it.
+    for env in ["staging", "production"] {
+        let backups: Vec<_> = std::fs::read_dir(dir.join("envs").join(env).join("backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            backups.len() == 1 && backups[0].starts_with("db-before-"),
+            "{env}: {backups:?}"
+        );
+    }
 
     std::fs::remove_dir_all(&dir).unwrap();
 }

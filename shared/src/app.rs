@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::config::{Config, PipelineConfig};
 use crate::domain::{self, Command, Ignored, Input, NewRun, Outcome, ParamName, Run, RunId};
+use crate::open_runs;
 use crate::ports::{
     Clock, DeployTarget, HealthSource, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore,
     StateStore, StoreError, StoreKey, Version,
@@ -129,11 +130,18 @@ impl App {
         list_runs(self.store.as_ref(), repo).await
     }
 
+    /// Every unfinished run, newest first, read through the index of open runs.
+    pub async fn open_runs(&self) -> Result<Vec<Run>, EngineError> {
+        open_runs::open_runs(self.store.as_ref()).await
+    }
+
     /// Opens a run for a pushed commit, once: a second push of the same commit finds the
     /// existing run and re-sends its outbox, in case the first attempt failed after writing.
     pub async fn open_run(&self, new: NewRun) -> Result<Opened, EngineError> {
         let run = domain::open(new, self.clock.now());
         let key = StoreKey::run(&run.id);
+        // Indexed first: a run is never in the store without being in the index.
+        open_runs::mark(self.store.as_ref(), &run.id, run.created_at).await?;
         match self.store.create(&key, to_bytes(&run)).await {
             Ok(_) => {
                 tracing::info!(run = %run.id, sha = %run.sha, "run opened");
@@ -166,8 +174,18 @@ impl App {
                 Outcome::Applied { run, commands } => (*run, commands),
                 Outcome::Ignored(why) => return Ok(Some(Applied::Ignored(why, run))),
             };
+            // A finished run that moves again (a manual rollback of a release) goes back
+            // into the index of open runs: before the write, and after it too, in case the
+            // sweep dropped its marker in between (see `open_runs`).
+            let reopened = run.status().is_finished() && !next.status().is_finished();
+            if reopened {
+                open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
+            }
             match self.store.replace(&key, to_bytes(&next), &version).await {
                 Ok(_) => {
+                    if reopened {
+                        open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
+                    }
                     self.dispatch(&commands).await?;
                     return Ok(Some(Applied::Changed(next)));
                 }

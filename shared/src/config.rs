@@ -555,15 +555,13 @@ impl Config {
                     && !pipeline.approvers.is_empty()
                     && usize::try_from(env.approvals_required).unwrap_or(usize::MAX) > humans
                 {
-                    {
-                        return Err(invalid(
-                            at("approvals_required"),
-                            format!(
-                                "{} approvals are required but only {humans} approver(s) are not bots",
-                                env.approvals_required
-                            ),
-                        ));
-                    }
+                    return Err(invalid(
+                        at("approvals_required"),
+                        format!(
+                            "{} approvals are required but only {humans} approver(s) are not bots",
+                            env.approvals_required
+                        ),
+                    ));
                 }
                 if let Some(bake) = &env.bake {
                     if bake.duration.is_zero() || bake.interval.is_zero() {
@@ -573,6 +571,19 @@ impl Config {
                         && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
                     {
                         return Err(invalid(at("bake.source.url"), format!("{url:?} is not an http(s) URL")));
+                    }
+                    // `""` is the whole body; anything else must start with `/`.
+                    if let HealthSourceConfig::Http { pointer, .. } = &bake.source
+                        && !(pointer.is_empty() || pointer.starts_with('/'))
+                    {
+                        return Err(invalid(
+                            at("bake.source.pointer"),
+                            format!(
+                                "{pointer:?} is not a JSON pointer (RFC 6901): it starts with / and names each \
+                                 step down, like \"/errors/rate\" for {{\"errors\": {{\"rate\": 0.01}}}} (\"\" is \
+                                 the whole body)"
+                            ),
+                        ));
                     }
                 }
                 crate::policy::validate(env.timezone.as_deref(), &env.windows, &env.freezes)
@@ -847,6 +858,33 @@ deploy = { type = "command", command = ["./deploy.sh"] }
             let err = parse(&text).expect_err(expected);
             assert!(err.starts_with("slipway.toml"), "{err}");
             assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn a_bake_pointer_that_is_not_a_json_pointer_stops_start_up() {
+        let with_pointer = |pointer: &str| {
+            EXAMPLE.replace(
+                "name = \"production\"\n",
+                &format!(
+                    "name = \"production\"\nbake = {{ duration = \"10m\", source = {{ type = \"http\", url = \"https://metrics.example.com/shop\", pointer = {pointer:?}, max = 0.05 }} }}\n"
+                ),
+            )
+        };
+        for bad in ["error_rate", "errors.rate", "#/errors/rate", " /errors/rate"] {
+            let err = parse(&with_pointer(bad)).expect_err(bad);
+            assert!(
+                err.starts_with(&format!(
+                    "slipway.toml: pipelines[0] (shop).environments[1] (production).bake.source.pointer: {bad:?} is not a JSON pointer (RFC 6901)"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("\"/errors/rate\""), "{err}");
+        }
+        for good in ["/error_rate", "/errors/rate", "/checks/0/rate", ""] {
+            let config = parse(&with_pointer(good)).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            let bake = config.pipelines[0].environments[1].bake.as_ref().unwrap();
+            assert!(matches!(&bake.source, HealthSourceConfig::Http { pointer, .. } if pointer == good));
         }
     }
 

@@ -59,13 +59,47 @@ impl StoreKey {
     }
 
     /// A webhook deploy target's signed completion callback for one phase:
-    /// `deploy-callbacks/<run>/<env>/<phase>.json`.
-    pub fn deploy_callback(run: &RunId, env: &crate::domain::EnvName, phase: crate::domain::Phase) -> Self {
-        Self(format!("deploy-callbacks/{run}/{env}/{phase}.json"))
+    /// `deploy-callbacks/<run>/<env>/<phase>.json` for `run`'s own deploy, and
+    /// `deploy-callbacks/<run>/<env>/<phase>.rollback.<rolling back>.json` when run
+    /// `rolling_back`'s rollback stage (re)deploys `run`'s release or restores its backup — so
+    /// a rollback to an earlier release never meets that release's own deploy callback.
+    pub fn deploy_callback(
+        run: &RunId,
+        env: &crate::domain::EnvName,
+        phase: crate::domain::Phase,
+        purpose: DeployPurpose<'_>,
+    ) -> Self {
+        Self(format!("deploy-callbacks/{run}/{env}/{phase}{}.json", purpose.suffix()))
+    }
+
+    /// A marker that run `id` is unfinished: `open-runs/<run id>`. The sweep lists these
+    /// instead of every run ever made, and removes a marker once its run has finished.
+    pub fn open_run(id: &RunId) -> Self {
+        Self(format!("{}{id}", Self::OPEN_RUNS))
+    }
+
+    /// Set once the index of unfinished runs holds every run made before it existed.
+    pub fn open_runs_indexed() -> Self {
+        Self("index/open-runs.json".to_owned())
     }
 
     /// The prefix under which all runs live.
     pub const RUNS: &'static str = "runs/";
+
+    /// The prefix of the unfinished-run markers.
+    pub const OPEN_RUNS: &'static str = "open-runs/";
+
+    /// Every prefix slipway stores under. `infra/template.yaml` grants each one to the
+    /// functions that need it; a test holds the template to this list.
+    pub const PREFIXES: [&'static str; 7] = [
+        Self::RUNS,
+        Self::ENVIRONMENTS,
+        Self::OPEN_RUNS,
+        "index/",
+        "notices/",
+        "deliveries/",
+        "deploy-callbacks/",
+    ];
 
     /// The prefix under which environment records live.
     pub const ENVIRONMENTS: &'static str = "environments/";
@@ -76,15 +110,7 @@ impl StoreKey {
 
     /// Rebuilds a key an adapter listed. Only keys under known prefixes are accepted.
     pub fn from_listed(raw: &str) -> Option<Self> {
-        let known = [
-            Self::RUNS,
-            Self::ENVIRONMENTS,
-            "notices/",
-            "deliveries/",
-            "deploy-callbacks/",
-        ]
-        .iter()
-        .any(|prefix| raw.starts_with(prefix));
+        let known = Self::PREFIXES.iter().any(|prefix| raw.starts_with(prefix));
         let clean = !raw.contains("..") && !raw.starts_with('/');
         (known && clean).then(|| Self(raw.to_owned()))
     }
@@ -93,6 +119,11 @@ impl StoreKey {
     pub fn run_id(&self) -> Option<RunId> {
         let id = self.0.strip_prefix(Self::RUNS)?.strip_suffix(".json")?;
         RunId::parse(id).ok()
+    }
+
+    /// The run id of an `open-runs/<id>` marker.
+    pub fn open_run_id(&self) -> Option<RunId> {
+        RunId::parse(self.0.strip_prefix(Self::OPEN_RUNS)?).ok()
     }
 }
 
@@ -146,6 +177,10 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// Every key that starts with `prefix`, in lexical order.
     async fn list(&self, prefix: &str) -> Result<Vec<StoreKey>, StoreError>;
+
+    /// Removes the object at `key`; nothing there is not an error. Only index markers are
+    /// ever removed (see [`StoreKey::open_run`]): runs and environment records never are.
+    async fn remove(&self, key: &StoreKey) -> Result<(), StoreError>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -320,6 +355,11 @@ pub struct Notification {
     pub approve_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_url: Option<String>,
+    /// On `released`: this approver's signed link to roll the environment back from this
+    /// run (the run page, with a rollback action). Works until `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_url: Option<String>,
+    /// When the approval links (or the rollback link) stop working.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
     pub run_url: String,
@@ -364,7 +404,13 @@ pub use crate::domain::Phase;
 #[derive(Debug)]
 pub struct DeployRequest<'a> {
     pub phase: Phase,
+    /// The run whose commit and artifact this phase deploys. In a rollback's redeploy that is
+    /// the *earlier* run being put back, not the run rolling back: see `purpose`.
     pub run: &'a RunId,
+    /// Which stage asked for this phase: `run`'s own deploy, or a rollback. Together with
+    /// `run`, `env` and `phase` it names the phase uniquely, so a target that keys anything on
+    /// the phase (the webhook target's delivery id and callback) must include it.
+    pub purpose: DeployPurpose<'a>,
     pub repo: &'a str,
     pub sha: &'a str,
     pub env: &'a str,
@@ -375,6 +421,74 @@ pub struct DeployRequest<'a> {
     /// target expects them under.
     pub secrets: Vec<(String, SecretString)>,
     pub target: &'a crate::config::DeployTargetConfig,
+}
+
+/// Which stage asked a deploy target for a phase.
+///
+/// | stage | phases | `run` | `purpose` |
+/// |---|---|---|---|
+/// | run R's deploy | backup, migrate, release | R | `Deploy` |
+/// | run B's automatic rollback to A | restore | B | `Rollback { rolling_back: B }` |
+/// | | release | A | `Rollback { rolling_back: B }` |
+/// | run B's rollback to A, asked for by hand | backup, migrate, release | A | `Rollback { rolling_back: B }` |
+/// | | restore (when one of those fails) | B | `Rollback { rolling_back: B }` |
+///
+/// A rollback redeploys an earlier run A's release, so `run` alone does not tell A's own
+/// deploy from B rolling back to it; the rolling-back run does. And B may roll back in one
+/// environment more than once (an automatic rollback that failed, then one asked for by
+/// hand): `attempt` counts them, so a retry never finds the first attempt's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployPurpose<'a> {
+    /// The run's own deploy stage: `run` deploys its own commit.
+    Deploy,
+    /// The rollback stage of run `rolling_back` — the run whose release is being undone, and
+    /// on which the rollback stage is recorded. It restores that run's backup and (re)deploys
+    /// an earlier release, whose run is then the request's `run`.
+    Rollback {
+        rolling_back: &'a RunId,
+        /// 1 for B's first rollback in this environment, 2 for the next, …
+        attempt: u32,
+    },
+}
+
+impl<'a> DeployPurpose<'a> {
+    /// The run rolling back, for a rollback; `None` for a deploy.
+    pub fn rolling_back(self) -> Option<&'a RunId> {
+        match self {
+            Self::Deploy => None,
+            Self::Rollback { rolling_back, .. } => Some(rolling_back),
+        }
+    }
+
+    /// Which of the rolling-back run's rollbacks in this environment, for a rollback.
+    pub fn attempt(self) -> Option<u32> {
+        match self {
+            Self::Deploy => None,
+            Self::Rollback { attempt, .. } => Some(attempt),
+        }
+    }
+
+    /// What tells this stage's requests apart from the run's own deploy in delivery ids and
+    /// callback keys: nothing for a deploy, `.rollback.<rolling_back>` for a first rollback,
+    /// `.rollback.<rolling_back>.<attempt>` for a later one.
+    pub fn suffix(self) -> String {
+        match self {
+            Self::Deploy => String::new(),
+            Self::Rollback {
+                rolling_back,
+                attempt: 0 | 1,
+            } => format!(".rollback.{rolling_back}"),
+            Self::Rollback { rolling_back, attempt } => format!(".rollback.{rolling_back}.{attempt}"),
+        }
+    }
+
+    /// The stage's name as the webhook target sends it: `deploy` or `rollback`.
+    pub fn stage(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Rollback { .. } => "rollback",
+        }
+    }
 }
 
 /// What a finished phase printed (secrets masked) and returned.

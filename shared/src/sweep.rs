@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::app::{App, Applied, EngineError};
 use crate::domain::{self, Actor, Command, Event, StageKind, StageStatus};
 use crate::handlers;
+use crate::open_runs;
 
 /// How long a stage may sit queued before its work is sent again. Re-sending is safe —
 /// workers claim a stage before acting — so this only trades duplicate messages for delay.
@@ -30,14 +31,12 @@ pub struct Swept {
     pub leases_freed: usize,
 }
 
-/// Sweeps every unfinished run once.
+/// Sweeps every unfinished run once (read through the index of open runs, so a pass costs
+/// what is in flight, not the whole history).
 pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
     let now = app.clock.now();
     let mut swept = Swept::default();
-    for run in app.list_runs(None).await? {
-        if run.status().is_finished() {
-            continue;
-        }
+    for run in open_runs::sweep(app.store.as_ref(), now).await? {
         for stage in &run.stages {
             let Some(env) = &stage.env else { continue };
             match (stage.kind, stage.status) {

@@ -1,12 +1,14 @@
 //! At-least-once delivery: duplicated, redelivered and failed messages never deploy twice,
 //! and nothing is lost.
 
+#![allow(clippy::unwrap_used)]
+
 use jiff::SignedDuration;
 use slipway::adapters::memory::Fault;
 use slipway::domain::{RunStatus, StageStatus};
-use slipway::ports::{Queue as _, QueueName};
+use slipway::ports::{QueueName, StoreKey};
 
-use slipway_tests::{Pipeline, SHA};
+use slipway_tests::{Pipeline, SHA, SHA2};
 
 #[tokio::test(start_paused = true)]
 async fn duplicated_messages_deploy_once() {
@@ -185,14 +187,7 @@ async fn the_sweep_resends_work_whose_message_was_lost() {
     p.push(SHA).await;
     p.ci(SHA, "success").await;
     // The deploy message is lost: the state says queued, but the queue is empty.
-    let lost = p
-        .queue
-        .receive(QueueName::Deploy, 10, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
-    for m in &lost {
-        p.queue.ack(QueueName::Deploy, &m.receipt).await.unwrap();
-    }
+    p.lose_pending(QueueName::Deploy).await;
     p.advance(SignedDuration::from_secs(60));
     assert_eq!(
         slipway::sweep::run_once(&p.app).await.unwrap().resent,
@@ -219,14 +214,7 @@ async fn the_sweep_fails_a_stage_whose_worker_and_message_both_vanished() {
         .apply(&id, || p.app.input(slipway::domain::Actor::Slipway, claim.clone()))
         .await
         .unwrap();
-    for m in p
-        .queue
-        .receive(QueueName::Deploy, 10, std::time::Duration::from_secs(60))
-        .await
-        .unwrap()
-    {
-        p.queue.ack(QueueName::Deploy, &m.receipt).await.unwrap();
-    }
+    p.lose_pending(QueueName::Deploy).await;
     p.advance(SignedDuration::from_mins(10));
     assert_eq!(
         slipway::sweep::run_once(&p.app).await.unwrap().abandoned,
@@ -239,4 +227,139 @@ async fn the_sweep_fails_a_stage_whose_worker_and_message_both_vanished() {
     assert_eq!(p.stage_status(SHA, "deploy:staging").await, StageStatus::Failed);
     assert!(p.deployed("staging").is_empty(), "never redone");
     assert_eq!(p.notifications_of("failed").len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// The index of unfinished runs: what the sweep reads instead of every run ever made.
+// ---------------------------------------------------------------------------------------
+
+/// The runs the index holds, by commit.
+async fn indexed(p: &Pipeline) -> Vec<String> {
+    use slipway::ports::StateStore as _;
+    let mut shas = Vec::new();
+    for key in p.store.list(StoreKey::OPEN_RUNS).await.unwrap() {
+        let id = key.open_run_id().unwrap();
+        let (run, _) = p.app.load(&id).await.unwrap().unwrap();
+        shas.push(run.sha.to_string());
+    }
+    shas
+}
+
+fn continuous() -> String {
+    slipway_tests::CONFIG.replace("mode = \"delivery\"", "mode = \"deployment\"")
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_reads_only_the_runs_still_moving() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    p.run_queues().await;
+    p.push(SHA2).await;
+    p.ci(SHA2, "failure").await;
+    p.run_queues().await;
+    assert_eq!(p.run(SHA2).await.status(), RunStatus::Failed);
+
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(indexed(&p).await, [SHA], "the failed run left the index");
+
+    let approval = p.approval_for("alice");
+    p.post_decision(approval.approve_url.as_deref().unwrap(), "approve")
+        .await;
+    p.run_queues().await;
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Released);
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert!(indexed(&p).await.is_empty(), "nothing is moving");
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap(), Default::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_made_before_the_index_existed_are_still_swept() {
+    use slipway::ports::StateStore as _;
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    // A run from before the index: no marker. And its deploy message was lost.
+    let id = p.run(SHA).await.id;
+    p.store.remove(&StoreKey::open_run(&id)).await.unwrap();
+    p.lose_pending(QueueName::Deploy).await;
+    p.advance(SignedDuration::from_mins(3));
+
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap().resent, 1);
+    assert_eq!(indexed(&p).await, [SHA], "indexed by the first sweep");
+    p.run_queues().await;
+    assert_eq!(p.deployed("staging"), [SHA]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_rolled_back_by_hand_is_swept_while_it_moves() {
+    let p = Pipeline::with_config(&continuous()).await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    p.run_queues().await;
+    p.advance(SignedDuration::from_mins(10));
+    p.healthy("staging", SHA2);
+    p.healthy("production", SHA2);
+    p.push(SHA2).await;
+    p.ci(SHA2, "success").await;
+    p.run_queues().await;
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert!(indexed(&p).await.is_empty());
+
+    // A released run moves again: its rollback message is lost on the way.
+    let production = "production".parse().unwrap();
+    let shop = slipway::domain::PipelineName::parse("shop").unwrap();
+    slipway::handlers::deploy::request_rollback(&p.app, &shop, &production, None, "alice")
+        .await
+        .unwrap();
+    assert_eq!(indexed(&p).await, [SHA2], "back in the index");
+    p.lose_pending(QueueName::Deploy).await;
+    p.advance(SignedDuration::from_mins(3));
+    p.healthy("production", SHA);
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap().resent, 1);
+    p.run_queues().await;
+    assert_eq!(p.run(SHA2).await.status(), RunStatus::RolledBack);
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert!(indexed(&p).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_marker_left_by_a_crash_before_its_run_was_written_is_dropped_later() {
+    use slipway::ports::StateStore as _;
+    let p = Pipeline::start().await;
+    let id = slipway::domain::RunId::new(
+        &slipway::domain::PipelineName::parse("shop").unwrap(),
+        &SHA.parse().unwrap(),
+    );
+    slipway::open_runs::mark(&p.store, &id, p.now()).await.unwrap();
+    let markers = || async { p.store.list(StoreKey::OPEN_RUNS).await.unwrap().len() };
+
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(markers().await, 1, "its run may still be on its way");
+    p.advance(SignedDuration::from_mins(11));
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(markers().await, 0);
+
+    // The push that crashed is redelivered: the run is made and indexed as usual.
+    p.push(SHA).await;
+    assert_eq!(indexed(&p).await, [SHA]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn superseding_finds_the_older_approval_through_the_index() {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    use slipway::ports::StateStore as _;
+    assert!(
+        p.store.get(&StoreKey::open_runs_indexed()).await.unwrap().is_some(),
+        "the sweep built the index"
+    );
+    p.advance(SignedDuration::from_mins(5));
+    p.healthy("staging", SHA2);
+    p.to_approval(SHA2).await;
+    p.run_queues().await;
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Superseded);
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(indexed(&p).await, [SHA2]);
 }

@@ -209,7 +209,7 @@ async fn a_green_commit_reaches_production_on_the_emulator() {
     let runs = app.list_runs(None).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].status(), RunStatus::Released);
-    assert_eq!(p.notifications_of("released").len(), 1);
+    assert_eq!(p.notifications_of("released").len(), 3, "one per approver");
     assert_eq!(
         p.deployer.deploys_to("production")[0].secrets[0].1,
         "postgres://prod-secret@db/shop",

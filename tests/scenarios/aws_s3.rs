@@ -126,6 +126,21 @@ async fn list_returns_the_keys_under_a_prefix_in_order() {
     assert!(s3.list("runs/c").await.unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn remove_deletes_the_object_and_a_missing_key_is_fine() {
+    let moto = Moto::start().await;
+    let s3 = store(&moto).await;
+    let k = key("open-runs/shop-1");
+    s3.create(&k, Bytes::from_static(b"{}")).await.unwrap();
+    s3.remove(&k).await.unwrap();
+    assert!(s3.get(&k).await.unwrap().is_none());
+    assert!(s3.list(StoreKey::OPEN_RUNS).await.unwrap().is_empty());
+    s3.remove(&k).await.expect("removing what is not there succeeds");
+    s3.create(&k, Bytes::from_static(b"{}"))
+        .await
+        .expect("and it can be made again");
+}
+
 /// One writer's successful write: after how many attempts, and which version it replaced.
 #[derive(Debug)]
 struct Won {

@@ -12,7 +12,7 @@ use slipway::adapters::aws::lambda_target::LambdaTarget;
 use slipway::adapters::aws::s3_target::S3Target;
 use slipway::config::DeployTargetConfig;
 use slipway::domain::{CommitSha, PipelineName, RunId};
-use slipway::ports::{DeployError, DeployReport, DeployRequest, DeployTarget, Phase};
+use slipway::ports::{DeployError, DeployPurpose, DeployReport, DeployRequest, DeployTarget, Phase};
 use slipway_tests::moto::Moto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,6 +45,15 @@ async fn phase(
         .deploy(DeployRequest {
             phase,
             run: &run,
+            // A restore comes from the run's rollback; every other phase here from its deploy.
+            purpose: if phase == Phase::Restore {
+                DeployPurpose::Rollback {
+                    rolling_back: &run,
+                    attempt: 1,
+                }
+            } else {
+                DeployPurpose::Deploy
+            },
             repo: "acme/shop",
             sha,
             env: "production",

@@ -45,9 +45,17 @@ async fn a_green_commit_reaches_production_after_one_approval() {
     assert_eq!(p.deployed("production"), [SHA]);
     let run = p.run(SHA).await;
     assert_eq!(run.status(), RunStatus::Released);
+    // Each approver hears of the release with their own signed rollback link.
     let released = p.notifications_of("released");
-    assert_eq!(released.len(), 1);
-    assert_eq!(released[0].environment.as_deref(), Some("production"));
+    let to: Vec<_> = released.iter().filter_map(|n| n.approver.as_deref()).collect();
+    assert_eq!(to, ["alice", "bob", "dev"]);
+    for n in &released {
+        assert_eq!(n.environment.as_deref(), Some("production"));
+        assert!(
+            n.rollback_url.as_deref().is_some_and(|u| u.contains("?token=")),
+            "{n:?}"
+        );
+    }
 
     // The deploy got the environment's secret from the store, and the artifact CI built.
     let prod = &p.deployer.deploys_to("production")[0];
@@ -75,7 +83,7 @@ async fn continuous_deployment_releases_without_anyone_clicking() {
     assert_eq!(p.deployed("production"), [SHA]);
     assert_eq!(p.run(SHA).await.status(), RunStatus::Released);
     assert!(p.notifications_of("approval_requested").is_empty());
-    assert_eq!(p.notifications_of("released").len(), 1);
+    assert_eq!(p.notifications_of("released").len(), 3, "one per approver");
 }
 
 #[tokio::test(start_paused = true)]

@@ -126,3 +126,48 @@ fn every_lambda_fixture_is_a_valid_event() {
     }
     assert_eq!(seen, 10);
 }
+
+/// The state bucket prefixes each function's role in `infra/template.yaml` grants. New state
+/// (environment leases, the index of open runs) once landed without its IAM; moto does not
+/// check IAM, so this holds the template to what the code stores.
+#[test]
+fn every_function_role_grants_the_state_it_uses() {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml")).unwrap();
+    // A resource runs from its `  Name:` line to the next line indented by exactly two.
+    let role = |name: &str| {
+        let header = format!("  {name}:");
+        let mut lines = template.lines().skip_while(|l| *l != header);
+        let first = lines.next().unwrap_or_else(|| panic!("no {name} in the template"));
+        let body = lines.take_while(|l| {
+            let top = l.len() > 2 && l.starts_with("  ") && !l[2..].starts_with([' ', '#']);
+            !top
+        });
+        std::iter::once(first).chain(body).collect::<Vec<_>>().join("\n")
+    };
+    let grants = |text: &str, prefix: &str| text.contains(&format!("${{StateBucket.Arn}}/{prefix}*"));
+    for prefix in slipway::ports::StoreKey::PREFIXES {
+        assert!(grants(&template, prefix), "no function may use {prefix}");
+    }
+    let needs: [(&str, &[&str]); 7] = [
+        ("PushWebhookRole", &["runs/", "deliveries/", "open-runs/"]),
+        ("BuildResultRole", &["runs/", "deliveries/", "open-runs/"]),
+        (
+            "ApprovalRole",
+            &["runs/", "environments/", "open-runs/", "deploy-callbacks/"],
+        ),
+        (
+            "DeployRole",
+            &["runs/", "environments/", "open-runs/", "index/", "deploy-callbacks/"],
+        ),
+        ("SmokeTestRole", &["runs/", "environments/", "open-runs/"]),
+        ("NotifyRole", &["runs/", "notices/"]),
+        ("SweeperRole", &["runs/", "environments/", "open-runs/", "index/"]),
+    ];
+    for (name, prefixes) in needs {
+        let text = role(name);
+        assert!(text.contains("AWS::IAM::Role"), "{name} is a role:\n{text}");
+        for prefix in prefixes {
+            assert!(grants(&text, prefix), "{name} does not grant {prefix}");
+        }
+    }
+}

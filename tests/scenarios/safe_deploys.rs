@@ -157,6 +157,21 @@ async fn a_failed_migration_is_restored_and_the_previous_release_redeployed() {
         "the backup this deploy took (staging, production, then staging again)"
     );
     assert_eq!(p.deployed("staging"), [SHA, SHA], "the previous release is back");
+    // Targets are told which phases belong to the rollback, and whose: SHA's release put
+    // back by SHA2's rollback is not SHA's own deploy again.
+    let rolling_back: Vec<_> = p
+        .deployer
+        .phases()
+        .into_iter()
+        .filter(|d| d.env == "staging")
+        .map(|d| d.rolling_back)
+        .collect();
+    let by = Some(run.id.to_string());
+    assert_eq!(
+        rolling_back,
+        [None, None, None, None, None, by.clone(), by],
+        "deploy phases carry no rolling_back; the restore and the redeploy carry SHA2's run"
+    );
     assert!(
         p.deployed("production").iter().all(|s| s == SHA),
         "production never saw SHA2"
@@ -368,4 +383,49 @@ async fn a_release_is_rolled_back_by_hand_through_the_same_phases() {
         refused.to_string().contains("never released to production"),
         "{refused}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_overtaken_by_a_newer_release_is_called_off_not_run() {
+    const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f901234567890ab";
+    let p = Pipeline::with_config(&deployment()).await;
+    ship(&p, SHA).await;
+    p.advance(SignedDuration::from_mins(10));
+    p.healthy("staging", SHA2);
+    p.healthy("production", SHA2);
+    ship(&p, SHA2).await;
+
+    // Someone asks to roll SHA2 back; before a worker gets to it, SHA3 is released.
+    slipway::handlers::deploy::request_rollback(&p.app, &shop(), &env("production"), None, "alice")
+        .await
+        .unwrap();
+    let rollback = p.lose_pending(QueueName::Deploy).await;
+    assert_eq!(rollback.len(), 1);
+    p.advance(SignedDuration::from_mins(10));
+    p.healthy("staging", SHA3);
+    p.healthy("production", SHA3);
+    ship(&p, SHA3).await;
+    assert_eq!(p.deployed("production"), [SHA, SHA2, SHA3]);
+
+    // Now the rollback's message arrives: it would take production back over SHA3.
+    slipway::handlers::handle(&p.app, QueueName::Deploy, &rollback[0])
+        .await
+        .unwrap();
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA, SHA2, SHA3], "nothing deployed");
+    let run = p.run(SHA2).await;
+    assert_eq!(run.status(), RunStatus::Released, "it was released; nothing was undone");
+    let stage = run.stage(StageKind::Rollback, Some(&env("production"))).unwrap();
+    assert_eq!(stage.status, StageStatus::Superseded);
+    assert_eq!(stage.superseded_by.as_ref(), Some(&p.run(SHA3).await.id));
+    let told = p.notifications_of("superseded");
+    assert_eq!(told.len(), 1);
+    assert!(
+        told[0].title.contains("rollback of production called off"),
+        "{:?}",
+        told[0]
+    );
+    let (record, _) = p.app.environment(&shop(), &env("production")).await.unwrap();
+    assert_eq!(record.current.unwrap().sha.as_str(), SHA3);
+    assert!(record.lease.is_none());
 }

@@ -365,6 +365,28 @@ impl Pipeline {
         self.queue.pending(queue)
     }
 
+    /// Loses every message waiting on `queue`, as a crash between a state write and its send
+    /// would: the run says the work is queued, but no worker will ever get it. Returns the
+    /// bodies lost.
+    pub async fn lose_pending(&self, queue: QueueName) -> Vec<String> {
+        use slipway::ports::Queue as _;
+        let mut lost = Vec::new();
+        loop {
+            let batch = self
+                .queue
+                .receive(queue, 10, std::time::Duration::from_secs(60))
+                .await
+                .expect("the memory queue receives");
+            if batch.is_empty() {
+                return lost;
+            }
+            for m in batch {
+                self.queue.ack(queue, &m.receipt).await.expect("the memory queue acks");
+                lost.push(m.body);
+            }
+        }
+    }
+
     /// Drives a commit from push to the production approval request.
     pub async fn to_approval(&self, sha: &str) {
         assert_eq!(self.push(sha).await.status, StatusCode::CREATED);

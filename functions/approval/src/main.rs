@@ -1,5 +1,6 @@
-//! `approval`: approval links, Slack buttons and the read API (`/approvals/{token}`,
-//! `/hooks/slack/interactions`, `/api/runs`, `/runs/{id}`). See infra/template.yaml.
+//! `approval`: approval and rollback links, Slack buttons and the read API
+//! (`/approvals/{token}`, `/rollback/{token}`, `/hooks/slack/interactions`, `/hooks/deploy`,
+//! `/api/runs`, `/runs/{id}`). See infra/template.yaml.
 
 #[tokio::main]
 async fn main() -> Result<(), slipway::lambda::Error> {

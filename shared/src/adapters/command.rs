@@ -24,6 +24,7 @@ use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use crate::config::DeployTargetConfig;
+use crate::domain::RunId;
 use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget, Phase};
 
 /// How much of a deploy's output is kept: its last 64 KiB.
@@ -138,7 +139,12 @@ impl DeployTarget for CommandTarget {
             .env("SLIPWAY_RUN", request.run.as_str())
             .env("SLIPWAY_ARTIFACT", request.artifact.unwrap_or_default())
             .env("SLIPWAY_PHASE", request.phase.as_str())
-            .env("SLIPWAY_BACKUP_REF", request.backup.unwrap_or_default());
+            .env("SLIPWAY_BACKUP_REF", request.backup.unwrap_or_default())
+            .env("SLIPWAY_STAGE", request.purpose.stage())
+            .env(
+                "SLIPWAY_ROLLING_BACK",
+                request.purpose.rolling_back().map(RunId::as_str).unwrap_or_default(),
+            );
         #[cfg(unix)]
         cmd.process_group(0);
         if let Some(dir) = working_dir {
@@ -457,6 +463,25 @@ mod tests {
         secrets: &[(&str, &str)],
         artifact: Option<&str>,
     ) -> Result<DeployReport, DeployError> {
+        deploy_as(
+            target,
+            phase,
+            backup,
+            secrets,
+            artifact,
+            crate::ports::DeployPurpose::Deploy,
+        )
+        .await
+    }
+
+    async fn deploy_as(
+        target: &DeployTargetConfig,
+        phase: Phase,
+        backup: Option<&str>,
+        secrets: &[(&str, &str)],
+        artifact: Option<&str>,
+        purpose: crate::ports::DeployPurpose<'_>,
+    ) -> Result<DeployReport, DeployError> {
         let run = run_id();
         // Another test thread forking while this one wrote a script can leave the script
         // briefly "busy"; that is a test artefact, so try again.
@@ -465,6 +490,7 @@ mod tests {
                 phase,
                 backup,
                 run: &run,
+                purpose,
                 repo: "acme/shop",
                 sha: SHA,
                 env: "staging",
@@ -527,6 +553,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(restored.output.trim(), "restoring dump-1.sql");
+
+        // A program can tell a run's own deploy from a rollback redeploying it.
+        let stage = script(
+            dir.path(),
+            "stage.sh",
+            "echo \"$SLIPWAY_STAGE of [$SLIPWAY_ROLLING_BACK] putting back $SLIPWAY_RUN\"",
+        );
+        let by_stage = target(vec![stage], SignedDuration::from_secs(10));
+        let own = deploy_phase(&by_stage, Phase::Release, None, &[], None).await.unwrap();
+        assert_eq!(own.output.trim(), format!("deploy of [] putting back {}", run_id()));
+        let later = RunId::parse("shop-b2c3d4e5f60718293a4b5c6d7e8f901234567890").unwrap();
+        let rollback = crate::ports::DeployPurpose::Rollback {
+            rolling_back: &later,
+            attempt: 1,
+        };
+        let back = deploy_as(&by_stage, Phase::Release, None, &[], None, rollback)
+            .await
+            .unwrap();
+        assert_eq!(
+            back.output.trim(),
+            format!("rollback of [{later}] putting back {}", run_id())
+        );
 
         // Without a restore command a rollback cannot restore: that is an error, not a skip.
         let bare = target(vec!["true".into()], SignedDuration::from_secs(10));

@@ -21,8 +21,8 @@ use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::error::DisplayErrorContext;
 use aws_sdk_cloudwatch::types::{AlarmType, StateValue};
 use jiff::SignedDuration;
-use tokio::sync::OnceCell;
 
+use super::aws::SharedConfig;
 use crate::config::HealthSourceConfig;
 use crate::ports::{Health, HealthSource};
 
@@ -41,7 +41,7 @@ pub struct HealthSources {
     /// The HTTP client, or why it could not be built.
     http: Result<reqwest::Client, String>,
     /// The AWS configuration, loaded on first use.
-    sdk: OnceCell<SdkConfig>,
+    sdk: SharedConfig,
     cloudwatch: Mutex<Clients>,
 }
 
@@ -53,17 +53,17 @@ impl HealthSources {
     /// at most 5 redirects) and the AWS configuration loaded from the environment when an
     /// alarm is first read.
     pub fn new() -> Self {
-        Self::with(OnceCell::new())
+        Self::with(SharedConfig::from_env())
     }
 
     /// Health sources reading CloudWatch with `sdk` instead of the environment's AWS
     /// configuration (an emulator's, in tests). Per-source `endpoint_url` and `region` still
     /// apply on top.
     pub fn with_sdk(sdk: SdkConfig) -> Self {
-        Self::with(OnceCell::from(sdk))
+        Self::with(SharedConfig::given(sdk))
     }
 
-    fn with(sdk: OnceCell<SdkConfig>) -> Self {
+    fn with(sdk: SharedConfig) -> Self {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(concat!("slipway/", env!("CARGO_PKG_VERSION")))
@@ -203,18 +203,12 @@ impl HealthSources {
         if let Some(client) = self.clients().get(&key) {
             return client.clone();
         }
-        let sdk = self
+        let config = self
             .sdk
-            .get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
-            .await;
-        let mut config = aws_sdk_cloudwatch::config::Builder::from(sdk);
-        if let Some(endpoint) = endpoint {
-            config = config.endpoint_url(endpoint.as_str().trim_end_matches('/'));
-        }
-        if let Some(region) = region {
-            config = config.region(aws_config::Region::new(region.to_owned()));
-        }
-        let client = aws_sdk_cloudwatch::Client::from_conf(config.build());
+            .service::<aws_sdk_cloudwatch::config::Builder>(endpoint, region)
+            .await
+            .build();
+        let client = aws_sdk_cloudwatch::Client::from_conf(config);
         self.clients().insert(key, client.clone());
         client
     }

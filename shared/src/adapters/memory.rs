@@ -184,6 +184,14 @@ impl StateStore for MemoryStore {
             .cloned()
             .collect())
     }
+
+    async fn remove(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.fault("remove", key)?;
+        if lock(&self.objects).remove(key).is_some() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,6 +503,8 @@ pub struct RecordedDeploy {
     pub artifact: Option<String>,
     /// For a restore: the backup reference it was given.
     pub backup: Option<String>,
+    /// For a phase a rollback asked for: the run rolling back ([`crate::ports::DeployPurpose::Rollback`]).
+    pub rolling_back: Option<String>,
     /// The secrets it was given, by variable name, exposed for assertions.
     pub secrets: Vec<(String, String)>,
 }
@@ -573,6 +583,7 @@ impl DeployTarget for FakeDeployTarget {
                 sha: request.sha.to_owned(),
                 artifact: request.artifact.map(str::to_owned),
                 backup: request.backup.map(str::to_owned),
+                rolling_back: request.purpose.rolling_back().map(ToString::to_string),
                 secrets: request
                     .secrets
                     .iter()

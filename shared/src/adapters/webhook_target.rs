@@ -12,11 +12,21 @@
 //! ```json
 //! {"phase":"release","run":"shop-a1b2…","repo":"acme/shop","sha":"a1b2…","env":"production",
 //!  "artifact":"registry.example.com/shop@sha256:…","backup":null,
+//!  "stage":"deploy","rolling_back":null,"attempt":null,
 //!  "callback_path":"/hooks/deploy","callback_url":null}
 //! ```
 //!
-//! - `artifact`: what CI built, or `null`. `backup`: for `restore`, the reference the backup
-//!   phase returned, else `null`.
+//! - `run`, `sha`, `artifact`: the run whose commit and artifact this phase deploys; `artifact`
+//!   is what CI built, or `null`. `backup`: for `restore`, the reference the backup phase
+//!   returned, else `null`.
+//! - `stage`: which stage asked. `deploy`: `run`'s own deploy (`rolling_back` is `null`).
+//!   `rollback`: the rollback of run `rolling_back`, which restores that run's backup and
+//!   redeploys an earlier release — so `run` is then the *earlier* run whose release is put
+//!   back (the rolling-back run itself for `restore`). The same `run`, `env` and `phase` can
+//!   thus come twice, once for that run's deploy and once for a later run rolling back to it:
+//!   `rolling_back` tells them apart. `attempt`: for a rollback, which of that run's rollbacks
+//!   in this environment it is (1, then 2 if it is rolled back again, for instance by hand
+//!   after an automatic rollback failed); `null` for a deploy.
 //! - `callback_path`: always `/hooks/deploy`; a receiver that answers `accepted` without a
 //!   `status_url` reports the result by POSTing to slipway's public URL + this path.
 //!   `callback_url`: that full URL when slipway was told its public URL
@@ -28,8 +38,11 @@
 //! - `X-Slipway-Signature: sha256=<hex>`: HMAC-SHA256 of the raw body under the target's
 //!   `secret` ([`crate::signature::sign`]). Check it over the raw bytes, in constant time,
 //!   before parsing.
-//! - `X-Slipway-Delivery: <run>.<env>.<phase>`: the same on every retry of this phase, so a
-//!   receiver can drop duplicates (delivery is at least once).
+//! - `X-Slipway-Delivery`: `<run>.<env>.<phase>` for a deploy,
+//!   `<run>.<env>.<phase>.rollback.<rolling_back>` for a first rollback and
+//!   `….rollback.<rolling_back>.<attempt>` for a later one. The same on every retry of
+//!   this phase, so a receiver can drop duplicates (delivery is at least once); a rollback
+//!   redeploying an earlier run's release never repeats that run's own delivery id.
 //!
 //! # The answer
 //!
@@ -55,11 +68,13 @@
 //!
 //! **Callback**: the receiver POSTs to slipway's `/hooks/deploy` (see
 //! [`crate::http::deploy_callback`]):
-//! `{"run":"…","env":"…","phase":"release","status":"succeeded|skipped|failed","reference":…,"output":…,"reason":…}`,
-//! signed `X-Slipway-Signature: sha256=<hex>` with the same secret. slipway stores it under
-//! `deploy-callbacks/<run>/<env>/<phase>.json` and the waiting target picks it up within one
-//! `poll_interval`. The first callback for a phase stands; the callback may even arrive before
-//! the `accepted` answer.
+//! `{"run":"…","env":"…","phase":"release","rolling_back":…,"attempt":…,"status":"succeeded|skipped|failed","reference":…,"output":…,"reason":…}`,
+//! signed `X-Slipway-Signature: sha256=<hex>` with the same secret. `run`, `env`, `phase`,
+//! `rolling_back` and `attempt` are the request's (`rolling_back` and `attempt` may be left
+//! out for a deploy; a rollback must give `rolling_back`, and `attempt` when it is not 1).
+//! slipway stores it under `deploy-callbacks/<run>/<env>/<phase><suffix>.json`, the suffix
+//! being the delivery id's (empty for a deploy) and the waiting target picks it up within one `poll_interval`. The first callback
+//! for a phase stands; the callback may even arrive before the `accepted` answer.
 //!
 //! # Failures
 //!
@@ -87,13 +102,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DeployTargetConfig;
 use crate::domain::{EnvName, Phase, RunId};
-use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget, StateStore, StoreKey};
+use crate::ports::{DeployError, DeployPurpose, DeployReport, DeployRequest, DeployTarget, StateStore, StoreKey};
 
 /// Where receivers POST completion callbacks, under slipway's public URL.
 pub const CALLBACK_PATH: &str = "/hooks/deploy";
 /// The header carrying `sha256=<hex>` of the body.
 pub const SIGNATURE_HEADER: &str = "x-slipway-signature";
-/// The header carrying `<run>.<env>.<phase>`, stable across retries.
+/// The header carrying the phase's delivery id ([`delivery_id`]), stable across retries.
 pub const DELIVERY_HEADER: &str = "x-slipway-delivery";
 
 /// How long one request may take, connecting included (the phase's `timeout` still bounds
@@ -170,6 +185,14 @@ pub struct DeployCallback {
     pub run: RunId,
     pub env: EnvName,
     pub phase: Phase,
+    /// The request's `rolling_back`: the run whose rollback asked for the phase, or `None`
+    /// for `run`'s own deploy. Left out of the record when `None`, so a deploy's record is the
+    /// same as before rollbacks were told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_back: Option<RunId>,
+    /// The request's `attempt`, for a rollback; left out, it is the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     pub status: Finished,
     #[serde(default)]
     pub reference: Option<String>,
@@ -177,6 +200,19 @@ pub struct DeployCallback {
     pub output: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+impl DeployCallback {
+    /// The stage the callback answers for, as its request named it.
+    pub fn purpose(&self) -> DeployPurpose<'_> {
+        match &self.rolling_back {
+            None => DeployPurpose::Deploy,
+            Some(rolling_back) => DeployPurpose::Rollback {
+                rolling_back,
+                attempt: self.attempt.unwrap_or(1),
+            },
+        }
+    }
 }
 
 /// How a phase ended, as a receiver says it.
@@ -198,6 +234,12 @@ struct Outgoing<'a> {
     env: &'a str,
     artifact: Option<&'a str>,
     backup: Option<&'a str>,
+    /// `deploy` or `rollback`.
+    stage: &'static str,
+    /// For a rollback, the run rolling back; else `null`.
+    rolling_back: Option<&'a RunId>,
+    /// For a rollback, which of that run's rollbacks in this environment (1, 2, …); else `null`.
+    attempt: Option<u32>,
     callback_path: &'static str,
     callback_url: Option<String>,
 }
@@ -305,8 +347,9 @@ impl DeployTarget for WebhookTarget {
                 "the webhook target's signing secret was not resolved; nothing was sent",
             ));
         };
-        let delivery = format!("{}.{env}.{}", request.run, request.phase);
+        let delivery = delivery_id(request.run, &env, request.phase, request.purpose);
         let delivery = HeaderValue::from_str(&delivery).map_err(|e| could_not_start(e.to_string()))?;
+        let rolling_back = request.purpose.rolling_back();
         let body = Outgoing {
             phase: request.phase,
             run: request.run,
@@ -315,6 +358,9 @@ impl DeployTarget for WebhookTarget {
             env: request.env,
             artifact: request.artifact,
             backup: request.backup,
+            stage: request.purpose.stage(),
+            rolling_back,
+            attempt: request.purpose.attempt(),
             callback_path: CALLBACK_PATH,
             callback_url: self.public_url.as_ref().map(|base| {
                 let base = base.as_str().trim_end_matches('/');
@@ -327,7 +373,7 @@ impl DeployTarget for WebhookTarget {
             url,
             secret,
             delivery,
-            key: StoreKey::deploy_callback(request.run, &env, request.phase),
+            key: StoreKey::deploy_callback(request.run, &env, request.phase, request.purpose),
             poll: poll_interval.unsigned_abs().max(self.pacing.min_poll),
         };
 
@@ -343,13 +389,14 @@ impl DeployTarget for WebhookTarget {
             }),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let rolling_back = rolling_back.map(RunId::as_str);
         match &result {
             Ok(report) => tracing::info!(
-                run = %request.run, env = request.env, phase = %request.phase, host = host(url),
+                run = %request.run, env = request.env, phase = %request.phase, rolling_back, host = host(url),
                 skipped = report.skipped, duration_ms, "webhook deploy phase done"
             ),
             Err(e) => tracing::warn!(
-                run = %request.run, env = request.env, phase = %request.phase, host = host(url),
+                run = %request.run, env = request.env, phase = %request.phase, rolling_back, host = host(url),
                 duration_ms, reason = %e, "webhook deploy phase failed"
             ),
         }
@@ -502,6 +549,13 @@ impl WebhookTarget {
             body: body.freeze(),
         })
     }
+}
+
+/// The `X-Slipway-Delivery` id of one phase: `<run>.<env>.<phase>` for `run`'s own deploy,
+/// `<run>.<env>.<phase>.rollback.<rolling back>` for a rollback, so a rollback redeploying an
+/// earlier run's release never repeats that run's own delivery.
+pub fn delivery_id(run: &RunId, env: &EnvName, phase: Phase, purpose: DeployPurpose<'_>) -> String {
+    format!("{run}.{env}.{phase}{}", purpose.suffix())
 }
 
 fn signature_of(secret: &SecretString, body: &[u8]) -> Result<HeaderValue, DeployError> {
@@ -762,11 +816,23 @@ mod tests {
         phase: Phase,
         secrets: Vec<(String, SecretString)>,
     ) -> Result<DeployReport, DeployError> {
-        let run = run();
+        deploy_as(target, config, phase, &run(), DeployPurpose::Deploy, secrets).await
+    }
+
+    /// Deploys `phase` of `run`'s release for `purpose`.
+    async fn deploy_as(
+        target: &WebhookTarget,
+        config: &DeployTargetConfig,
+        phase: Phase,
+        run: &RunId,
+        purpose: DeployPurpose<'_>,
+        secrets: Vec<(String, SecretString)>,
+    ) -> Result<DeployReport, DeployError> {
         target
             .deploy(DeployRequest {
                 phase,
-                run: &run,
+                run,
+                purpose,
                 repo: "acme/shop",
                 sha: SHA,
                 env: "production",
@@ -838,6 +904,9 @@ mod tests {
                 "env": "production",
                 "artifact": "registry.example.com/shop@sha256:abc",
                 "backup": null,
+                "stage": "deploy",
+                "rolling_back": null,
+                "attempt": null,
                 "callback_path": "/hooks/deploy",
                 "callback_url": null,
             })
@@ -978,11 +1047,13 @@ mod tests {
         let (url, receiver) = serve(&[(202, json!({"status": "accepted"}))]).await;
         let config = target_config(url, SignedDuration::from_secs(5));
         let env = EnvName::parse("production").unwrap();
-        let key = StoreKey::deploy_callback(&run(), &env, Phase::Release);
+        let key = StoreKey::deploy_callback(&run(), &env, Phase::Release, DeployPurpose::Deploy);
         let callback = DeployCallback {
             run: run(),
             env,
             phase: Phase::Release,
+            rolling_back: None,
+            attempt: None,
             status: Finished::Succeeded,
             reference: Some("v44".into()),
             output: Some(format!("released with {SECRET}")),
@@ -1018,6 +1089,8 @@ mod tests {
             run: run(),
             env: env.clone(),
             phase: Phase::Backup,
+            rolling_back: None,
+            attempt: None,
             status: Finished::Failed,
             reference: None,
             output: Some("pg_dump: disk full".into()),
@@ -1026,7 +1099,7 @@ mod tests {
         // A callback may come before the `accepted` answer: it is found at once.
         store
             .create(
-                &StoreKey::deploy_callback(&run(), &env, Phase::Backup),
+                &StoreKey::deploy_callback(&run(), &env, Phase::Backup, DeployPurpose::Deploy),
                 Bytes::from(serde_json::to_vec(&callback).unwrap()),
             )
             .await
@@ -1185,5 +1258,182 @@ mod tests {
             "run": format!("shop-{SHA}"), "env": "production", "phase": "release", "status": "running",
         }));
         assert!(unknown.is_err());
+    }
+
+    /// Run B, rolling back, redeploys the release of the earlier run A (`run()`).
+    fn rolling_back_run() -> RunId {
+        RunId::parse("shop-b2c3d4e5f60718293a4b5c6d7e8f901234567890").unwrap()
+    }
+
+    async fn store_callback(store: &MemoryStore, callback: &DeployCallback) -> StoreKey {
+        let key = StoreKey::deploy_callback(&callback.run, &callback.env, callback.phase, callback.purpose());
+        store
+            .create(&key, Bytes::from(serde_json::to_vec(callback).unwrap()))
+            .await
+            .unwrap();
+        key
+    }
+
+    #[tokio::test]
+    async fn a_rollback_redeploying_an_earlier_release_is_a_delivery_of_its_own() {
+        let (url, receiver) = serve(&[(200, json!({"status": "succeeded"}))]).await;
+        let config = target_config(url, SignedDuration::from_secs(5));
+        let target = fast(&MemoryStore::new());
+        let (a, b) = (run(), rolling_back_run());
+        // A's own release, then B's rollback putting A's release back.
+        deploy_as(&target, &config, Phase::Release, &a, DeployPurpose::Deploy, secrets())
+            .await
+            .unwrap();
+        let rollback = DeployPurpose::Rollback {
+            rolling_back: &b,
+            attempt: 1,
+        };
+        deploy_as(&target, &config, Phase::Release, &a, rollback, secrets())
+            .await
+            .unwrap();
+
+        let seen = receiver.seen();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[0].headers[DELIVERY_HEADER],
+            format!("{a}.production.release").as_str()
+        );
+        assert_eq!(
+            seen[1].headers[DELIVERY_HEADER],
+            format!("{a}.production.release.rollback.{b}").as_str()
+        );
+        assert_ne!(
+            seen[0].headers[DELIVERY_HEADER], seen[1].headers[DELIVERY_HEADER],
+            "a receiver dropping repeated delivery ids must not drop the rollback"
+        );
+        let (deploy, rollback_body) = (seen[0].json(), seen[1].json());
+        assert_eq!(
+            (&deploy["stage"], &deploy["rolling_back"]),
+            (&json!("deploy"), &Value::Null)
+        );
+        assert_eq!(
+            (&rollback_body["stage"], &rollback_body["rolling_back"]),
+            (&json!("rollback"), &json!(b.as_str()))
+        );
+        assert_eq!(rollback_body["run"], a.as_str(), "run is still the release put back");
+
+        let env = EnvName::parse("production").unwrap();
+        let first = DeployPurpose::Rollback {
+            rolling_back: &b,
+            attempt: 1,
+        };
+        let second = DeployPurpose::Rollback {
+            rolling_back: &b,
+            attempt: 2,
+        };
+        assert_eq!(rollback_body["attempt"], 1);
+        assert_eq!(deploy["attempt"], Value::Null);
+        assert_ne!(
+            StoreKey::deploy_callback(&a, &env, Phase::Release, DeployPurpose::Deploy),
+            StoreKey::deploy_callback(&a, &env, Phase::Release, first)
+        );
+        assert_eq!(
+            StoreKey::deploy_callback(&a, &env, Phase::Release, first).as_str(),
+            format!("deploy-callbacks/{a}/production/release.rollback.{b}.json")
+        );
+        // B rolled back again (its first rollback failed; someone asked by hand): the retry
+        // never reads the first attempt's answer.
+        assert_eq!(
+            StoreKey::deploy_callback(&a, &env, Phase::Release, second).as_str(),
+            format!("deploy-callbacks/{a}/production/release.rollback.{b}.2.json")
+        );
+        assert_eq!(
+            delivery_id(&a, &env, Phase::Release, second),
+            format!("{a}.production.release.rollback.{b}.2")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_callback_for_a_release_does_not_complete_a_rollback_to_it_nor_the_other_way() {
+        let env = EnvName::parse("production").unwrap();
+        let (a, b) = (run(), rolling_back_run());
+        let callback = |rolling_back: Option<RunId>, status, reason: &str| DeployCallback {
+            run: a.clone(),
+            env: env.clone(),
+            phase: Phase::Release,
+            rolling_back,
+            attempt: None,
+            status,
+            reference: None,
+            output: None,
+            reason: Some(reason.to_owned()),
+        };
+
+        // A's own release was reported long ago; B's rollback to it is then accepted, and its
+        // own callback (a failure) is the one that ends it.
+        let store = MemoryStore::new();
+        let own = callback(None, Finished::Succeeded, "A released");
+        let own_key = store_callback(&store, &own).await;
+        let (url, _) = serve(&[(202, json!({"status": "accepted"}))]).await;
+        let config = target_config(url, SignedDuration::from_secs(5));
+        let writer = {
+            let store = store.clone();
+            let rollback = callback(Some(b.clone()), Finished::Failed, "B's rollback failed");
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                store_callback(&store, &rollback).await
+            })
+        };
+        let rollback = DeployPurpose::Rollback {
+            rolling_back: &b,
+            attempt: 1,
+        };
+        let result = deploy_as(&fast(&store), &config, Phase::Release, &a, rollback, secrets()).await;
+        let rollback_key = writer.await.unwrap();
+        assert!(
+            matches!(&result, Err(DeployError::Failed { reason, .. }) if reason == "B's rollback failed"),
+            "{result:?}"
+        );
+        assert_ne!(own_key, rollback_key);
+        let kept: DeployCallback = serde_json::from_slice(&store.get(&own_key).await.unwrap().unwrap().value).unwrap();
+        assert_eq!(kept, own, "A's own record is untouched");
+
+        // And the other way: a stored rollback callback never completes A's own deploy.
+        let store = MemoryStore::new();
+        store_callback(&store, &callback(Some(b.clone()), Finished::Succeeded, "rolled back")).await;
+        let (url, _) = serve(&[(202, json!({"status": "accepted"}))]).await;
+        let config = target_config(url, SignedDuration::from_millis(100));
+        let result = deploy_as(
+            &fast(&store),
+            &config,
+            Phase::Release,
+            &a,
+            DeployPurpose::Deploy,
+            secrets(),
+        )
+        .await;
+        assert!(
+            matches!(&result, Err(DeployError::Failed { reason, .. }) if reason == "timed out after 100ms"),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_deploy_callback_record_has_no_rolling_back_and_a_rollback_one_does() {
+        let deploy: DeployCallback = serde_json::from_value(json!({
+            "run": format!("shop-{SHA}"), "env": "production", "phase": "release", "status": "succeeded",
+        }))
+        .unwrap();
+        assert_eq!(deploy.rolling_back, None);
+        assert!(
+            !serde_json::to_string(&deploy).unwrap().contains("rolling_back"),
+            "a deploy's record is written as before"
+        );
+        let rollback: DeployCallback = serde_json::from_value(json!({
+            "run": format!("shop-{SHA}"), "env": "production", "phase": "release",
+            "rolling_back": rolling_back_run().as_str(), "status": "succeeded",
+        }))
+        .unwrap();
+        assert_eq!(rollback.rolling_back, Some(rolling_back_run()));
+        let not_a_run = serde_json::from_value::<DeployCallback>(json!({
+            "run": format!("shop-{SHA}"), "env": "production", "phase": "release",
+            "rolling_back": "../../etc", "status": "succeeded",
+        }));
+        assert!(not_a_run.is_err());
     }
 }

@@ -452,14 +452,21 @@ pub struct Run {
 impl Run {
     /// The run's overall status, derived from its stages.
     pub fn status(&self) -> RunStatus {
-        if let Some(rollback) = self.stages.iter().rev().find(|s| s.kind == StageKind::Rollback) {
+        // The latest rollback decides; one a newer release overtook before it ran (superseded)
+        // changed nothing and does not count.
+        let mut rollbacks = self
+            .stages
+            .iter()
+            .filter(|s| s.kind == StageKind::Rollback && s.status != StageStatus::Superseded);
+        if let Some(rollback) = rollbacks.next_back() {
             return match rollback.status {
                 StageStatus::Succeeded => RunStatus::RolledBack,
                 StageStatus::Queued | StageStatus::Running => RunStatus::InProgress,
                 _ => RunStatus::Failed,
             };
         }
-        for stage in &self.stages {
+        let stages = || self.stages.iter().filter(|s| s.kind != StageKind::Rollback);
+        for stage in stages() {
             match stage.status {
                 StageStatus::Failed => return RunStatus::Failed,
                 StageStatus::Rejected => return RunStatus::Rejected,
@@ -468,14 +475,10 @@ impl Run {
                 _ => {}
             }
         }
-        if self.stages.iter().all(|s| s.status == StageStatus::Succeeded) {
+        if stages().all(|s| s.status == StageStatus::Succeeded) {
             return RunStatus::Released;
         }
-        if self
-            .stages
-            .iter()
-            .any(|s| s.kind == StageKind::Approval && s.status == StageStatus::Waiting)
-        {
+        if stages().any(|s| s.kind == StageKind::Approval && s.status == StageStatus::Waiting) {
             return RunStatus::AwaitingApproval;
         }
         RunStatus::InProgress

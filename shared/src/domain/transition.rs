@@ -415,10 +415,18 @@ impl Tx<'_> {
                 Ok(())
             }
             Event::Superseded { env, by } => {
-                let i = [StageKind::Approval, StageKind::Deploy]
+                // A pending approval, a queued deploy, or a rollback asked for by hand that a
+                // newer release overtook before it ran.
+                let pending = |stage: &Stage| match stage.kind {
+                    StageKind::Rollback => {
+                        stage.status == StageStatus::Queued && stage.rollback.as_ref().is_some_and(|p| p.manual)
+                    }
+                    _ => matches!(stage.status, StageStatus::Waiting | StageStatus::Queued),
+                };
+                let i = [StageKind::Approval, StageKind::Deploy, StageKind::Rollback]
                     .into_iter()
                     .filter_map(|kind| self.run.stage_index(kind, Some(env)))
-                    .find(|i| matches!(self.run.stages[*i].status, StageStatus::Waiting | StageStatus::Queued))
+                    .find(|i| pending(&self.run.stages[*i]))
                     .ok_or_else(|| match self.run.stage_index(StageKind::Deploy, Some(env)) {
                         Some(i) => self.not_applicable(i),
                         None => Ignored::NoSuchStage(format!("deploy:{env}")),

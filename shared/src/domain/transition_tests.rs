@@ -1436,3 +1436,65 @@ fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
         Ignored::CannotRollBack(_)
     ));
 }
+
+#[test]
+fn a_manual_rollback_overtaken_by_a_newer_release_is_superseded_and_the_run_stays_released() {
+    let released = drive(
+        Mode::Deployment,
+        &[
+            green(),
+            deploy_started("staging"),
+            deployed("staging"),
+            smoke_started("staging"),
+            smoke("staging", true),
+            deploy_started("production"),
+            deployed("production"),
+            smoke_started("production"),
+            smoke("production", true),
+        ],
+    );
+    let (asked, _) = step(
+        &released,
+        20,
+        Event::RollbackRequested {
+            env: env("production"),
+            to: earlier_release(),
+            by: "alice".into(),
+        },
+    );
+    assert_eq!(asked.status(), RunStatus::InProgress);
+    let newer = RunId::parse("shop-cccccccccccccccccccccccccccccccccccccccc").unwrap();
+    let (called_off, commands) = step(
+        &asked,
+        21,
+        Event::Superseded {
+            env: env("production"),
+            by: newer.clone(),
+        },
+    );
+    let stage = called_off.stage(StageKind::Rollback, Some(&env("production"))).unwrap();
+    assert_eq!(stage.status, StageStatus::Superseded);
+    assert_eq!(stage.superseded_by.as_ref(), Some(&newer));
+    assert_eq!(called_off.status(), RunStatus::Released, "nothing was undone");
+    assert_eq!(describe(&commands), ["notify superseded production"]);
+    // It can be asked for again, and then counts again.
+    let (again, _) = step(
+        &called_off,
+        22,
+        Event::RollbackRequested {
+            env: env("production"),
+            to: earlier_release(),
+            by: "alice".into(),
+        },
+    );
+    assert_eq!(again.status(), RunStatus::InProgress);
+    // A released run with nothing pending has nothing to supersede.
+    ignored(
+        &released,
+        23,
+        Event::Superseded {
+            env: env("production"),
+            by: newer,
+        },
+    );
+}

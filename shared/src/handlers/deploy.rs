@@ -19,7 +19,7 @@ use crate::domain::{
     StageStatus,
 };
 use crate::policy::Verdict;
-use crate::ports::{DeployError, DeployRequest};
+use crate::ports::{DeployError, DeployPurpose, DeployRequest};
 
 /// The longest a held deploy waits before looking again (a freeze lifted early, a window
 /// changed in the configuration).
@@ -80,7 +80,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
                     &pipeline,
                     &run.id,
                     env,
-                    run_steps(app, &run, env, target, &secrets, &steps),
+                    run_steps(app, &run, env, target, &secrets, DeployPurpose::Deploy, &steps),
                 )
                 .await
             }
@@ -112,6 +112,26 @@ pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Ha
             BUSY_RECHECK,
             format!("rollback waits for {env}: run {holder} is working there"),
         ));
+    }
+    // A rollback asked for by hand rolls back what ran when it was asked. If a newer release
+    // reached the environment while it waited, going back now would undo that one too: the
+    // rollback is superseded instead, and nothing is deployed.
+    let manual = run
+        .stage(StageKind::Rollback, Some(env))
+        .and_then(|s| s.rollback.as_ref())
+        .is_some_and(|plan| plan.manual);
+    if queued && manual {
+        let (record, _) = app.environment(&run.pipeline, env).await?;
+        if let Some(current) = record.current.filter(|c| &c.run != run_id) {
+            tracing::warn!(run = %run_id, %env, now = %current.run, "a newer release came first; rollback superseded");
+            let event = Event::Superseded {
+                env: env.clone(),
+                by: current.run,
+            };
+            super::record(app, run_id, event).await?;
+            envs::settle(app, run_id, env).await?;
+            return Ok(());
+        }
     }
     let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();
     let target = config.as_ref().map(|e| e.deploy.clone());
@@ -188,8 +208,23 @@ async fn automatic_rollback(
             backup: None,
         });
     }
-    let (phases, _, result) = run_steps(app, run, env, target, secrets, &steps).await;
+    let purpose = rollback_purpose(run, env);
+    let (phases, _, result) = run_steps(app, run, env, target, secrets, purpose, &steps).await;
     (phases, result)
+}
+
+/// What the rollback stage `run` has queued in `env` asks targets for: which run rolls back,
+/// and which of its rollbacks there this is.
+fn rollback_purpose<'a>(run: &'a Run, env: &EnvName) -> DeployPurpose<'a> {
+    let attempt = run
+        .stages
+        .iter()
+        .filter(|s| s.kind == StageKind::Rollback && s.env.as_ref() == Some(env))
+        .count();
+    DeployPurpose::Rollback {
+        rolling_back: &run.id,
+        attempt: u32::try_from(attempt).unwrap_or(u32::MAX).max(1),
+    }
 }
 
 /// Redeploy an earlier release through the same phases, then verify it with the
@@ -213,7 +248,8 @@ async fn manual_rollback(
         artifact: to.artifact.as_deref(),
         backup: None,
     });
-    let (mut phases, _, mut result) = run_steps(app, run, env, target, secrets, &steps).await;
+    let purpose = rollback_purpose(run, env);
+    let (mut phases, _, mut result) = run_steps(app, run, env, target, secrets, purpose, &steps).await;
     if result.is_ok()
         && let Some(checks) = config.map(|c| &c.smoke).filter(|c| !c.is_empty())
     {
@@ -246,7 +282,7 @@ async fn manual_rollback(
             artifact: run.build.artifact.as_deref(),
             backup: Some(&backup),
         }];
-        let (more, _, restored) = run_steps(app, run, env, target, secrets, &restore).await;
+        let (more, _, restored) = run_steps(app, run, env, target, secrets, purpose, &restore).await;
         phases.extend(more);
         result = Err(match restored {
             Ok(()) => format!("{reason}; backup {backup} restored"),
@@ -260,8 +296,10 @@ async fn manual_rollback(
 /// run already reached the gate.
 pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
     let run = super::run_of(app, run_id).await?;
+    // Only unfinished runs can be pending; a newer run that already finished matters only
+    // if it is what the environment runs now, which its record says.
     let others: Vec<Run> = app
-        .list_runs(Some(run.repo.as_str()))
+        .open_runs()
         .await?
         .into_iter()
         .filter(|o| o.pipeline == run.pipeline && o.id != run.id)
@@ -279,17 +317,26 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), H
         };
         super::record(app, &older.id, event).await?;
     }
+    if gate(&run) != Some(StageStatus::Waiting) {
+        return Ok(());
+    }
     let reached = |o: &&Run| matches!(gate(o), Some(StageStatus::Waiting | StageStatus::Succeeded));
-    if let Some(newest) = others
+    let in_flight = others
         .iter()
         .filter(|o| newer(o, &run))
         .filter(reached)
-        .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
-        && gate(&run) == Some(StageStatus::Waiting)
-    {
+        .map(|o| (o.created_at, &o.id))
+        .max();
+    let (record, _) = app.environment(&run.pipeline, env).await?;
+    let released = record
+        .current
+        .as_ref()
+        .map(|r| (r.opened_at, &r.run))
+        .filter(|newest| *newest > (run.created_at, &run.id));
+    if let Some((_, newest)) = in_flight.max(released) {
         let event = Event::Superseded {
             env: env.clone(),
-            by: newest.id.clone(),
+            by: newest.clone(),
         };
         super::record(app, run_id, event).await?;
     }
@@ -306,17 +353,71 @@ pub async fn request_rollback(
     to: Option<&RunId>,
     by: &str,
 ) -> Result<Run, RollbackRefused> {
+    rollback_request(app, pipeline, env, None, to, by).await
+}
+
+/// Asks for a rollback of `env` in `pipeline` from `from` to the release before it (the
+/// newest release of an older commit, [`release_before`]), only if `env` still runs `from`
+/// ([`RollbackRefused::NotCurrent`] otherwise): a request made for one release — a signed
+/// link, a page someone kept open — never rolls back a newer one, nor goes back further
+/// than its sender meant once the rollback has happened. The check is made on the same read
+/// as the target; the rollback itself is applied to `from`'s run, which refuses a second
+/// one while the first is queued or running.
+pub async fn request_rollback_from(
+    app: &App,
+    pipeline: &domain::PipelineName,
+    env: &EnvName,
+    from: &RunId,
+    by: &str,
+) -> Result<Run, RollbackRefused> {
+    rollback_request(app, pipeline, env, Some(from), None, by).await
+}
+
+/// Where a rollback from `from` goes: the newest release of `record` of an older commit.
+/// Never a newer one — not even a release that came after `from` and was rolled back, which
+/// is what [`domain::Environment::previous`] would give once `from` runs again.
+pub fn release_before<'a>(record: &'a domain::Environment, from: &Release) -> Option<&'a Release> {
+    record
+        .releases
+        .iter()
+        .rev()
+        .find(|r| r.run != from.run && r.opened_at < from.opened_at)
+}
+
+async fn rollback_request(
+    app: &App,
+    pipeline: &domain::PipelineName,
+    env: &EnvName,
+    expected_current: Option<&RunId>,
+    to: Option<&RunId>,
+    by: &str,
+) -> Result<Run, RollbackRefused> {
     let (record, _) = app.environment(pipeline, env).await?;
+    if let Some(expected) = expected_current
+        && record.current.as_ref().map(|c| &c.run) != Some(expected)
+    {
+        return Err(RollbackRefused::NotCurrent {
+            env: env.clone(),
+            expected: expected.clone(),
+            current: record.current.map(|c| c.run),
+        });
+    }
     let current = record
         .current
         .clone()
         .ok_or_else(|| RollbackRefused::Refused(format!("nothing was ever released to {env} in {pipeline}")))?;
-    let target = match to {
-        Some(id) => record
+    let target = match (to, expected_current) {
+        (Some(id), _) => record
             .release_of(id)
             .cloned()
             .ok_or_else(|| RollbackRefused::Refused(format!("run {id} was never released to {env}")))?,
-        None => record
+        (None, Some(_)) => release_before(&record, &current).cloned().ok_or_else(|| {
+            RollbackRefused::Refused(format!(
+                "{env} has no release of an older commit than {} to go back to",
+                current.sha.short()
+            ))
+        })?,
+        (None, None) => record
             .previous()
             .cloned()
             .ok_or_else(|| RollbackRefused::Refused(format!("{env} has no earlier release to go back to")))?,
@@ -345,6 +446,17 @@ pub enum RollbackRefused {
     /// It does not make sense as asked; the message says why.
     #[error("{0}")]
     Refused(String),
+    /// The environment no longer runs the release the request was made for (a newer one
+    /// was released, or it was already rolled back); nothing was changed.
+    #[error("{env} no longer runs {expected}{}; nothing was rolled back", match current {
+        Some(current) => format!(": it runs {current} now"),
+        None => String::new(),
+    })]
+    NotCurrent {
+        env: EnvName,
+        expected: RunId,
+        current: Option<RunId>,
+    },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -358,14 +470,16 @@ struct Step<'a> {
     backup: Option<&'a str>,
 }
 
-/// Runs `steps` in order, stopping at the first failure. Returns each phase's outcome, the
-/// combined output, and the result.
+/// Runs `steps` in order, stopping at the first failure. `purpose` says which of `run`'s
+/// stages they belong to: its deploy, or its rollback of `env`. Returns each phase's outcome,
+/// the combined output, and the result.
 async fn run_steps(
     app: &App,
     run: &Run,
     env: &EnvName,
     target: &DeployTargetConfig,
     secrets: &[(String, SecretString)],
+    purpose: DeployPurpose<'_>,
     steps: &[Step<'_>],
 ) -> (Vec<PhaseOutcome>, String, Result<(), String>) {
     let mut phases = Vec::new();
@@ -376,6 +490,7 @@ async fn run_steps(
             .deploy(DeployRequest {
                 phase: step.phase,
                 run: step.run,
+                purpose,
                 repo: run.repo.as_str(),
                 sha: step.sha.as_str(),
                 env: env.as_str(),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::HandlerError;
 use crate::app::{App, EngineError};
-use crate::approvals::{self, ApprovalClaim};
+use crate::approvals::{self, Action, ApprovalClaim};
 use crate::domain::{Notice, NoticeKind, Run, StageKind, StageStatus};
 use crate::ports::{Notification, NotifyError, StoreError, StoreKey};
 
@@ -47,7 +47,9 @@ pub async fn handle(app: &App, notice: &Notice) -> Result<(), HandlerError> {
 }
 
 /// The notifications a notice becomes: one per approver for an approval request (each with
-/// their own signed links), one otherwise.
+/// their own signed links), one per approver who is not a bot for a release (each with their
+/// own signed rollback link; one without a link when there is no such approver), one
+/// otherwise.
 pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notification>, HandlerError> {
     let short = run.sha.short();
     let repo = run.repo.as_str();
@@ -74,6 +76,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
         address: None,
         approve_url: None,
         reject_url: None,
+        rollback_url: None,
         expires_at: None,
         run_url: app.link(&format!("/runs/{}", run.id)),
     };
@@ -107,6 +110,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                     let token = approvals::issue(
                         &key,
                         &ApprovalClaim {
+                            action: Action::Approve,
                             run: run.id.clone(),
                             env: env.clone(),
                             approver: approver.id.clone(),
@@ -138,12 +142,55 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                 })
                 .collect()
         }
-        NoticeKind::Released { env } => vec![one(
-            "released",
-            Some(env.as_str()),
-            format!("Released {repo} {short} to {env}"),
-            format!("\"{}\" by {} is live on {env}.", base.commit_message, base.author),
-        )],
+        NoticeKind::Released { env } => {
+            let released = one(
+                "released",
+                Some(env.as_str()),
+                format!("Released {repo} {short} to {env}"),
+                format!("\"{}\" by {} is live on {env}.", base.commit_message, base.author),
+            );
+            let people: Vec<_> = app
+                .pipeline_of(run)
+                .map(|p| p.approvers.iter().filter(|a| !a.is_bot()).collect())
+                .unwrap_or_default();
+            if people.is_empty() {
+                return Ok(vec![released]);
+            }
+            // Each person who may approve may also undo: their own link, as for approvals.
+            let key = app.secret(&app.config.approvals.signing_key).await?;
+            // From when the release happened, so a redelivered notice signs the same links.
+            let released_at = run.history.get(notice.seq).map_or_else(|| app.clock.now(), |h| h.at);
+            let expires_at = released_at
+                .checked_add(approvals::ROLLBACK_LINK_VALIDITY)
+                .unwrap_or(jiff::Timestamp::MAX);
+            people
+                .into_iter()
+                .map(|approver| {
+                    let token = approvals::issue(
+                        &key,
+                        &ApprovalClaim {
+                            action: Action::Rollback,
+                            run: run.id.clone(),
+                            env: env.clone(),
+                            approver: approver.id.clone(),
+                            expires_at,
+                        },
+                    );
+                    Notification {
+                        id: format!("{}.{}", notice.id(), approver.id),
+                        text: format!(
+                            "{} If it misbehaves, {}, roll {env} back from the run page before {expires_at}.",
+                            released.text, approver.id
+                        ),
+                        approver: Some(approver.id.to_string()),
+                        address: Some(approver.address.clone()),
+                        rollback_url: Some(app.link(&format!("/runs/{}?token={token}", run.id))),
+                        expires_at: Some(expires_at),
+                        ..released.clone()
+                    }
+                })
+                .collect()
+        }
         NoticeKind::Failed {
             stage,
             reason,
@@ -191,6 +238,21 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
             );
             n.alert = true;
             vec![n]
+        }
+        NoticeKind::Superseded { env, by }
+            if run
+                .stage(StageKind::Rollback, Some(env))
+                .is_some_and(|s| s.status == StageStatus::Superseded && s.superseded_by.as_ref() == Some(by)) =>
+        {
+            vec![one(
+                "superseded",
+                Some(env.as_str()),
+                format!("{repo} {short}: rollback of {env} called off"),
+                format!(
+                    "A newer release (run {by}) reached {env} before the rollback ran; rolling {short} back \
+                     would have undone it too. Nothing was deployed. To roll back the newer release, ask again."
+                ),
+            )]
         }
         NoticeKind::Superseded { env, by } => vec![one(
             "superseded",

@@ -1,5 +1,6 @@
 //! `GET /api/runs`, `GET /api/runs/{id}` (JSON) and `GET /runs/{id}` (HTML). Runs never hold
-//! secrets or approval tokens, so nothing here can leak them.
+//! secrets or approval tokens, so nothing here can leak them; the run page shows a rollback
+//! token only to whoever opened it with that token (`?token=`).
 
 use axum::Json;
 use axum::extract::{Path, Query};
@@ -66,14 +67,23 @@ pub(super) async fn get_run(
     Ok(Json(detail(&run)))
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct RunPageQuery {
+    /// A rollback link's token, from a `released` notification.
+    token: Option<String>,
+}
+
 pub(super) async fn run_page(
     axum::extract::State(app): AppState,
     Path(id): Path<String>,
+    Query(q): Query<RunPageQuery>,
 ) -> Result<Html<String>, PageError> {
     let id = RunId::parse(&id).map_err(|e| PageError::new(StatusCode::BAD_REQUEST, "Bad run id", e.to_string()))?;
     let (run, _) = app
         .load(&id)
         .await?
         .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "Unknown run", format!("There is no run {id}.")))?;
-    Ok(Html(pages::run_page(&run).into_string()))
+    let token = q.token.as_deref().filter(|t| !t.is_empty());
+    let rollback = super::rollback::run_page_section(&app, &run, token).await?;
+    Ok(Html(pages::run_page(&run, &rollback).into_string()))
 }

@@ -5,20 +5,27 @@
 //! the request's `callback_path`):
 //!
 //! ```json
-//! {"run":"shop-a1b2…","env":"production","phase":"release","status":"succeeded",
-//!  "reference":"v42","output":"…","reason":null}
+//! {"run":"shop-a1b2…","env":"production","phase":"release","rolling_back":null,"attempt":null,
+//!  "status":"succeeded","reference":"v42","output":"…","reason":null}
 //! ```
 //!
-//! `status` is `succeeded`, `skipped` or `failed`; `reference`, `output` and `reason` are
-//! optional (`reference`: one line of at most 1024 bytes). The body is signed like the
+//! `run`, `env`, `phase` and `rolling_back` are the request's: `rolling_back` is `null` (or
+//! left out) for a deploy and names the run rolling back for a rollback (`"stage":"rollback"`),
+//! which may redeploy an earlier run's release — the same `run`, `env` and `phase` as that
+//! run's own deploy; `attempt` is the request's too (left out, the first rollback). `status` is `succeeded`, `skipped` or `failed`; `reference`, `output` and
+//! `reason` are optional (`reference`: one line of at most 1024 bytes). The body is signed like the
 //! request, `X-Slipway-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, with the
 //! environment's webhook `secret`.
 //!
 //! The signature is checked over the raw bytes, in constant time, against the secret of every
 //! environment that deploys through a webhook, before the body is parsed; the body must then
-//! name a run whose environment uses one of the secrets that matched. The callback is stored
-//! under `deploy-callbacks/<run>/<env>/<phase>.json`, where the waiting target finds it
-//! ([`crate::adapters::webhook_target`]). Only the first callback for a phase counts.
+//! name a run whose environment uses one of the secrets that matched (and, for a rollback, a
+//! `rolling_back` run that exists). The callback is stored under
+//! `deploy-callbacks/<run>/<env>/<phase>.json` (a deploy) or
+//! `deploy-callbacks/<run>/<env>/<phase>.rollback.<rolling_back>[.<attempt>].json` (a rollback;
+//! the attempt only from the second on), where the
+//! waiting target finds it ([`crate::adapters::webhook_target`]). Only the first callback for a
+//! phase counts.
 //!
 //! | answer | when |
 //! |---|---|
@@ -26,7 +33,7 @@
 //! | 200 `{"status":"duplicate",…}` | the same callback was already stored (a redelivery) |
 //! | 400 | the body is not the callback JSON, or `status` is not succeeded/skipped/failed |
 //! | 401 | missing or wrong signature; nothing is stored |
-//! | 404 | no such run, or its environment does not deploy through a webhook |
+//! | 404 | no such run (or `rolling_back` run), or its environment does not deploy through a webhook |
 //! | 409 | a different callback for this phase was already stored; the first one stands |
 //! | 413 | the body is over 1 MiB |
 //! | 503 | the state store or the secret store is unavailable; retry |
@@ -48,7 +55,7 @@ use super::hooks::header;
 use crate::adapters::webhook_target::{DeployCallback, SIGNATURE_HEADER};
 use crate::app::{App, EngineError};
 use crate::config::DeployTargetConfig;
-use crate::domain::ParamName;
+use crate::domain::{ParamName, RunId};
 use crate::ports::{StoreError, StoreKey};
 use crate::signature;
 
@@ -115,7 +122,7 @@ async fn store_callback(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "expected {{\"run\", \"env\", \"phase\": \"backup|migrate|release|restore\", \"status\": \"succeeded|skipped|failed\", \"reference\"?, \"output\"?, \"reason\"?}}: {e}"
+                "expected {{\"run\", \"env\", \"phase\": \"backup|migrate|release|restore\", \"rolling_back\"?, \"status\": \"succeeded|skipped|failed\", \"reference\"?, \"output\"?, \"reason\"?}}: {e}"
             ),
         )
     })?;
@@ -133,6 +140,14 @@ async fn store_callback(
     let Some((run, _)) = app.load(&callback.run).await? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no run {}", callback.run)));
     };
+    if let Some(rolling_back) = &callback.rolling_back
+        && app.load(rolling_back).await?.is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no run {rolling_back} (rolling_back)"),
+        ));
+    }
     let Some(environment) = app.pipeline_of(&run).and_then(|p| p.environment(&callback.env)) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -159,7 +174,9 @@ async fn store_callback(
         ));
     }
 
-    let key = StoreKey::deploy_callback(&callback.run, &callback.env, callback.phase);
+    let purpose = callback.purpose();
+    let rolling_back = purpose.rolling_back();
+    let key = StoreKey::deploy_callback(&callback.run, &callback.env, callback.phase, purpose);
     let record = serde_json::to_vec(&callback).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -167,22 +184,31 @@ async fn store_callback(
         )
     })?;
     let record = Bytes::from(record);
-    let what = json!({"run_id": callback.run, "env": callback.env, "phase": callback.phase});
+    let what = json!({
+        "run_id": callback.run, "env": callback.env, "phase": callback.phase,
+        "rolling_back": rolling_back, "attempt": purpose.attempt(),
+    });
+    let rolling_back = rolling_back.map(RunId::as_str);
     match app.store.create(&key, record.clone()).await {
         Ok(_) => {
-            tracing::info!(run = %callback.run, env = %callback.env, phase = %callback.phase, status = ?callback.status, "deploy callback stored");
+            tracing::info!(run = %callback.run, env = %callback.env, phase = %callback.phase, rolling_back, status = ?callback.status, "deploy callback stored");
             Ok((StatusCode::ACCEPTED, Json(with_status(what, "stored"))).into_response())
         }
         Err(StoreError::AlreadyExists(_)) => match app.store.get(&key).await.map_err(EngineError::from)? {
             Some(stored) if stored.value == record => {
-                tracing::info!(run = %callback.run, env = %callback.env, phase = %callback.phase, "deploy callback redelivered");
+                tracing::info!(run = %callback.run, env = %callback.env, phase = %callback.phase, rolling_back, "deploy callback redelivered");
                 Ok((StatusCode::OK, Json(with_status(what, "duplicate"))).into_response())
             }
             Some(_) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!(
-                    "a different callback for the {} phase of run {} in {} was already received; the first one stands",
-                    callback.phase, callback.run, callback.env
+                    "a different callback for the {} phase of run {} in {}{} was already received; the first one stands",
+                    callback.phase,
+                    callback.run,
+                    callback.env,
+                    rolling_back
+                        .map(|by| format!(" (rollback of {by})"))
+                        .unwrap_or_default()
                 ),
             )),
             // Created and gone again: nothing deletes callbacks, so the store is misbehaving.
@@ -290,12 +316,18 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
             tuning: Tuning::default(),
             config: Arc::new(config),
         };
+        open(&app, SHA).await;
+        Slipway { app, store, secrets }
+    }
+
+    /// Opens a run of `sha`.
+    async fn open(app: &App, sha: &str) {
         let pipeline = &app.config.pipelines[0];
         app.open_run(NewRun {
             pipeline: pipeline.name.clone(),
             repo: pipeline.repo.clone(),
             branch: BranchName::parse("main").unwrap(),
-            sha: CommitSha::parse(SHA).unwrap(),
+            sha: CommitSha::parse(sha).unwrap(),
             commit: CommitInfo {
                 message: "Add basket".into(),
                 author_login: Some("dev".into()),
@@ -308,7 +340,6 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
         })
         .await
         .unwrap();
-        Slipway { app, store, secrets }
     }
 
     fn run_id() -> String {
@@ -326,6 +357,7 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
             &RunId::parse(&run_id()).unwrap(),
             &EnvName::parse(env).unwrap(),
             Phase::Release,
+            crate::ports::DeployPurpose::Deploy,
         )
     }
 
@@ -452,6 +484,87 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
         assert_eq!(stored.status, Finished::Succeeded, "the first one stands");
     }
 
+    /// A later run rolling back to this run's release reports the same run, environment and
+    /// phase as this run's own deploy did: `rolling_back` keeps the two apart.
+    #[tokio::test]
+    async fn a_rollback_callback_is_kept_apart_from_the_release_it_redeploys() {
+        let s = slipway("https://deployer.example.com/slipway").await;
+        let later = "b2c3d4e5f60718293a4b5c6d7e8f901234567890";
+        open(&s.app, later).await;
+        let rolling_back = RunId::parse(&format!("shop-{later}")).unwrap();
+        assert_eq!(
+            signed(&s.app, &callback("production", "succeeded")).await.0,
+            StatusCode::ACCEPTED
+        );
+
+        let rollback = json!({
+            "run": run_id(), "env": "production", "phase": "release", "rolling_back": rolling_back,
+            "status": "failed", "reason": "the old release no longer starts",
+        })
+        .to_string();
+        let (status, answer) = signed(&s.app, rollback.as_bytes()).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "not a conflict with the deploy's callback: {answer}"
+        );
+        assert_eq!(answer["rolling_back"], rolling_back.as_str());
+        let rollback_key = StoreKey::deploy_callback(
+            &RunId::parse(&run_id()).unwrap(),
+            &EnvName::parse("production").unwrap(),
+            Phase::Release,
+            crate::ports::DeployPurpose::Rollback {
+                rolling_back: &rolling_back,
+                attempt: 1,
+            },
+        );
+        let stored: DeployCallback =
+            serde_json::from_slice(&s.store.get(&rollback_key).await.unwrap().unwrap().value).unwrap();
+        assert_eq!(stored.status, Finished::Failed);
+        assert_eq!(stored.rolling_back.as_ref(), Some(&rolling_back));
+        let own: DeployCallback =
+            serde_json::from_slice(&s.store.get(&key("production")).await.unwrap().unwrap().value).unwrap();
+        assert_eq!(
+            own.status,
+            Finished::Succeeded,
+            "the deploy's own callback is untouched"
+        );
+        assert_eq!(own.rolling_back, None);
+
+        // A rolling-back run that does not exist is not found; nothing is stored.
+        let unknown = json!({
+            "run": run_id(), "env": "production", "phase": "backup",
+            "rolling_back": "shop-c3d4e5f60718293a4b5c6d7e8f90123456789012", "status": "succeeded",
+        })
+        .to_string();
+        let (status, answer) = signed(&s.app, unknown.as_bytes()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains("rolling_back"), "{answer}");
+        assert_eq!(s.store.list("deploy-callbacks/").await.unwrap().len(), 2);
+
+        // The same run rolling back a second time (the first attempt failed): its answer has
+        // a place of its own, and the first attempt's failure does not stand in its way.
+        let again = json!({
+            "run": run_id(), "env": "production", "phase": "release", "rolling_back": rolling_back,
+            "attempt": 2, "status": "succeeded",
+        })
+        .to_string();
+        let (status, answer) = signed(&s.app, again.as_bytes()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["attempt"], 2);
+        let second = StoreKey::deploy_callback(
+            &RunId::parse(&run_id()).unwrap(),
+            &EnvName::parse("production").unwrap(),
+            Phase::Release,
+            crate::ports::DeployPurpose::Rollback {
+                rolling_back: &rolling_back,
+                attempt: 2,
+            },
+        );
+        assert!(second.as_str().ends_with(".2.json"), "{second}");
+        assert!(s.store.get(&second).await.unwrap().is_some());
+    }
+
     #[tokio::test]
     async fn unavailable_stores_answer_503() {
         let s = slipway("https://deployer.example.com/slipway").await;
@@ -532,6 +645,7 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
             target.deploy(DeployRequest {
                 phase: Phase::Release,
                 run: &run,
+                purpose: crate::ports::DeployPurpose::Deploy,
                 repo: "acme/shop",
                 sha: SHA,
                 env: "production",

@@ -8,6 +8,7 @@ mod ci;
 pub mod deploy_callback;
 mod hooks;
 mod pages;
+mod rollback;
 mod slack;
 
 use std::sync::Arc;
@@ -46,6 +47,10 @@ pub fn router(app: App) -> Router {
             get(approvals::confirm_page).post(approvals::decide),
         )
         .route("/runs/{id}", get(api::run_page))
+        .route(
+            "/rollback/{token}",
+            get(rollback::confirm_page).post(rollback::roll_back),
+        )
         .layer(DefaultBodyLimit::max(MAX_FORM_BODY))
         .layer(axum::middleware::map_response(private_page));
     Router::new()
@@ -72,8 +77,9 @@ pub fn router(app: App) -> Router {
 
 type AppState = axum::extract::State<Arc<App>>;
 
-/// Page URLs carry approval tokens: never send them on as a `Referer` when a person follows
-/// a link to the commit or the build, and never keep them in a shared cache.
+/// Page URLs carry approval and rollback tokens (`/approvals/…`, `/rollback/…`,
+/// `/runs/…?token=…`): never send them on as a `Referer` when a person follows a link to the
+/// commit or the build, and never keep them in a shared cache.
 async fn private_page(mut response: Response) -> Response {
     use axum::http::{HeaderValue, header};
     let headers = response.headers_mut();
@@ -151,6 +157,8 @@ pub struct PageError {
     pub status: StatusCode,
     pub title: String,
     pub message: String,
+    /// A page to go on to, `(href, label)`: the run that took this one's place, say.
+    pub link: Option<(String, String)>,
 }
 
 impl PageError {
@@ -159,13 +167,23 @@ impl PageError {
             status,
             title: title.into(),
             message: message.into(),
+            link: None,
         }
+    }
+
+    /// The same page, with a link to go on to.
+    pub fn with_link(mut self, href: impl Into<String>, label: impl Into<String>) -> Self {
+        self.link = Some((href.into(), label.into()));
+        self
     }
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let body = pages::message(&self.title, &self.message);
+        let body = match &self.link {
+            None => pages::message(&self.title, &self.message),
+            Some((href, label)) => pages::message_with_link(&self.title, &self.message, href, label),
+        };
         (self.status, Html(body.into_string())).into_response()
     }
 }

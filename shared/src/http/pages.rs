@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use maud::{DOCTYPE, Markup, html};
 
-use crate::domain::{EnvName, Run, StageKind, StageStatus};
+use crate::domain::{EnvName, PipelineName, Release, Run, RunId, StageKind, StageStatus};
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}\
 h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}\
@@ -33,6 +33,14 @@ fn layout(title: &str, body: Markup) -> Markup {
 /// A page that only says something: errors and outcomes.
 pub(super) fn message(title: &str, message: &str) -> Markup {
     layout(title, html! { h1 { (title) } p { (message) } })
+}
+
+/// A page that says something and links to where to go on.
+pub(super) fn message_with_link(title: &str, message: &str, href: &str, label: &str) -> Markup {
+    layout(
+        title,
+        html! { h1 { (title) } p { (message) } p { a href=(href) { (label) } } },
+    )
 }
 
 fn status_class(status: StageStatus) -> &'static str {
@@ -124,8 +132,157 @@ pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
     )
 }
 
-/// A run's stages and history.
-pub(super) fn run_page(run: &Run) -> Markup {
+/// What the rollback confirmation page shows: the environment, what runs there now, and
+/// the release a rollback goes back to. The button POSTs; the GET changes nothing.
+pub(super) struct RollbackConfirm<'a> {
+    /// The run the environment runs now: the link's.
+    pub run: &'a Run,
+    pub env: &'a EnvName,
+    /// The release before it, where the rollback goes.
+    pub to: &'a Release,
+    /// That release's run, if it is still stored.
+    pub to_run: Option<&'a Run>,
+    pub approver: &'a str,
+    pub expires_at: Timestamp,
+}
+
+fn subject(run: &Run) -> &str {
+    run.commit.message.lines().next().unwrap_or("")
+}
+
+pub(super) fn rollback_confirm(c: &RollbackConfirm<'_>) -> Markup {
+    let (env, now, to) = (c.env, c.run.sha.short(), c.to.sha.short());
+    layout(
+        &format!("Roll {env} back to {to}?"),
+        html! {
+            h1 { "Roll " (env) " of " (c.run.repo) " back?" }
+            table {
+                tr { th { "Environment" } td { (env) " " span.muted { "(pipeline " (c.run.pipeline) ")" } } }
+                tr { th { "Runs now" } td { a href={ "/runs/" (c.run.id) } { code { (now) } } " " (subject(c.run)) } }
+                tr { th { "Goes back to" } td {
+                    a href={ "/runs/" (c.to.run) } { code { (to) } }
+                    @if let Some(run) = c.to_run { " " (subject(run)) }
+                    " " span.muted { "(released there " (c.to.at) ")" }
+                } }
+                @if let Some(artifact) = &c.to.artifact { tr { th { "Artifact" } td { code { (artifact) } } } }
+            }
+            p {
+                "slipway redeploys " code { (to) } " to " (env) " through backup, migrate and release, then runs "
+                (env) "'s smoke checks; if they fail, the backup is restored. The run of " code { (now) } " ends rolled back."
+            }
+            form method="post" {
+                button type="submit" class="reject" { "Roll " (env) " back to " (to) }
+            }
+            p.muted { "This link is " (c.approver) "'s and works until " (c.expires_at) ". Opening it changes nothing; only the button does." }
+        },
+    )
+}
+
+/// What the run page says about rolling back.
+pub(super) struct RunRollback {
+    pub pipeline: PipelineName,
+    /// The environments the run is the current release of, each with the release a rollback
+    /// goes back to.
+    pub current_in: Vec<(EnvName, Option<Release>)>,
+    /// What the rollback link the page was opened with (`?token=`) allows.
+    pub link: Option<RollbackLink>,
+}
+
+/// A rollback link opened on the run page.
+pub(super) enum RollbackLink {
+    /// A valid link for this run, and the environment still runs it: offer the action.
+    Usable {
+        env: EnvName,
+        /// The confirmation page.
+        confirm: String,
+        /// Where the rollback goes.
+        previous: Release,
+        approver: String,
+        expires_at: Timestamp,
+    },
+    /// A valid link, but the environment runs something else now.
+    Moved {
+        env: EnvName,
+        current: Option<RunId>,
+    },
+    /// A valid link, but the environment has no release of an older commit to go back to.
+    NothingOlder {
+        env: EnvName,
+    },
+    Expired {
+        env: EnvName,
+        at: Timestamp,
+    },
+    /// Not a rollback link of this run: the reason.
+    Invalid {
+        why: String,
+    },
+}
+
+fn rollback_section(r: &RunRollback) -> Markup {
+    let command = |env: &str| format!("slipway rollback --env {env} --pipeline {}", r.pipeline);
+    // Named explicitly: without `--to`, the CLI goes to the release before the current one,
+    // which may be a newer commit that was rolled back.
+    let command_to = |env: &EnvName, to: &Release| format!("{} --to {}", command(env.as_str()), to.run);
+    // An unusable link names the CLI command itself when the list below does not.
+    let fallback = match &r.link {
+        Some(RollbackLink::Expired { env, .. }) if !r.current_in.iter().any(|(e, _)| e == env) => {
+            Some(command(env.as_str()))
+        }
+        Some(RollbackLink::Invalid { .. }) if r.current_in.is_empty() => Some(command("ENV")),
+        _ => None,
+    };
+    html! {
+        @if r.link.is_some() || !r.current_in.is_empty() {
+            h2 { "Roll back" }
+            @match &r.link {
+                Some(RollbackLink::Usable { env, confirm, previous, approver, expires_at }) => {
+                    p {
+                        a href=(confirm) { strong { "Roll back " (env) } }
+                        " to " code { (previous.sha.short()) }
+                        " — opens a confirmation page; nothing changes until you confirm there."
+                    }
+                    p.muted { "This rollback link is " (approver) "'s and works until " (expires_at) "." }
+                }
+                Some(RollbackLink::Moved { env, current }) => {
+                    p.bad {
+                        "This rollback link no longer applies: " (env) " does not run this commit any more"
+                        @if let Some(current) = current { " (it runs " a href={ "/runs/" (current) } { (current) } " now)" }
+                        ". Nothing can be rolled back from here."
+                    }
+                }
+                Some(RollbackLink::NothingOlder { env }) => {
+                    p.muted { (env) " has no release of an older commit to go back to, so there is nothing to roll back to." }
+                }
+                Some(RollbackLink::Expired { env, at }) => {
+                    p.bad { "This rollback link expired at " (at) ", so it can no longer roll " (env) " back. Roll back with the CLI instead." }
+                }
+                Some(RollbackLink::Invalid { why }) => {
+                    p.bad { "This rollback link is not valid: " (why) ". Roll back with the CLI instead." }
+                }
+                None => {}
+            }
+            @if let Some(fallback) = &fallback { pre { code { (fallback) } } }
+            @for (env, previous) in &r.current_in {
+                @match previous {
+                    Some(previous) => {
+                        p {
+                            "This commit is what " strong { (env) } " runs now. To roll it back to "
+                            code { (previous.sha.short()) } " from a shell where slipway is set up:"
+                        }
+                        pre { code { (command_to(env, previous)) } }
+                    }
+                    None => {
+                        p.muted { "This commit is what " strong { (env) } " runs now; there is no release of an older commit to roll back to." }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A run's stages and history, and how to roll back where it is the current release.
+pub(super) fn run_page(run: &Run, rollback: &RunRollback) -> Markup {
     let status = run.status().as_str();
     layout(
         &format!("Run {}", run.sha.short()),
@@ -144,6 +301,7 @@ pub(super) fn run_page(run: &Run) -> Markup {
                 }
             }
             (environments_and_checks(run))
+            (rollback_section(rollback))
             @for stage in run.stages.iter().filter(|s| s.output.as_deref().is_some_and(|o| !o.is_empty())) {
                 details { summary { "Output of " (stage.label()) } pre { (stage.output.as_deref().unwrap_or("")) } }
             }

@@ -34,11 +34,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_lambda::types::LastUpdateStatus;
-use tokio::sync::OnceCell;
 
-use super::s3_target::{NO_BACKUP, NO_REGION, Stop, endpoint, finish, sdk_error, shared_config};
+use super::SharedConfig;
+use super::s3_target::{NO_BACKUP, NO_REGION, Stop, finish, sdk_error};
 use crate::config::DeployTargetConfig;
 use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget, Phase};
 
@@ -55,7 +55,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// Deploys Lambda functions; see the [module docs](self).
 #[derive(Debug)]
 pub struct LambdaTarget {
-    sdk: OnceCell<SdkConfig>,
+    sdk: SharedConfig,
 }
 
 impl Default for LambdaTarget {
@@ -67,14 +67,16 @@ impl Default for LambdaTarget {
 impl LambdaTarget {
     /// A target on the standard AWS configuration, loaded from the environment on first use.
     pub fn new() -> Self {
-        Self { sdk: OnceCell::new() }
+        Self {
+            sdk: SharedConfig::from_env(),
+        }
     }
 
     /// A target on `sdk` (an emulator's configuration, say) instead of the environment's.
     /// Each target's `endpoint_url` and `region` still apply on top.
     pub fn with_sdk(sdk: SdkConfig) -> Self {
         Self {
-            sdk: OnceCell::new_with(Some(sdk)),
+            sdk: SharedConfig::given(sdk),
         }
     }
 
@@ -84,14 +86,11 @@ impl LambdaTarget {
         endpoint_url: Option<&url::Url>,
         region: Option<&str>,
     ) -> Result<aws_sdk_lambda::Client, Stop> {
-        let mut builder = aws_sdk_lambda::config::Builder::from(shared_config(&self.sdk).await);
-        if let Some(url) = endpoint_url {
-            builder = builder.endpoint_url(endpoint(url));
-        }
-        if let Some(region) = region {
-            builder = builder.region(Region::new(region.to_owned()));
-        }
-        let config = builder.build();
+        let config = self
+            .sdk
+            .service::<aws_sdk_lambda::config::Builder>(endpoint_url, region)
+            .await
+            .build();
         if config.region().is_none() {
             return Err(Stop::Start(NO_REGION.to_owned()));
         }

@@ -14,6 +14,9 @@ pub mod ssm;
 
 use std::time::Duration;
 
+use aws_config::{Region, SdkConfig};
+use tokio::sync::OnceCell;
+
 use crate::domain::ParamName;
 
 /// The environment variables the AWS backend reads.
@@ -148,6 +151,75 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// The AWS configuration an adapter builds its clients from — the deploy targets'
+/// (`s3`, `lambda`) and the bake's CloudWatch alarms: the standard environment's
+/// ([`sdk_config`]), loaded once on first use, or one given instead (an emulator's, in tests).
+/// Each client may then override the endpoint and region for its own resource
+/// ([`SharedConfig::service`]).
+#[derive(Debug, Default)]
+pub struct SharedConfig(OnceCell<SdkConfig>);
+
+impl SharedConfig {
+    /// The standard environment's configuration, loaded the first time it is needed.
+    pub fn from_env() -> Self {
+        Self(OnceCell::new())
+    }
+
+    /// `sdk` instead of the environment's.
+    pub fn given(sdk: SdkConfig) -> Self {
+        Self(OnceCell::new_with(Some(sdk)))
+    }
+
+    /// The shared configuration, loading it on first use.
+    pub async fn get(&self) -> &SdkConfig {
+        self.0.get_or_init(|| sdk_config(None)).await
+    }
+
+    /// A service's configuration builder on the shared configuration, with a resource's own
+    /// `endpoint_url` (an emulator, a VPC endpoint) and `region` on top. These are set on the
+    /// service builder, so they win over the environment's, service-specific ones included.
+    pub async fn service<B: ServiceConfig>(&self, endpoint_url: Option<&url::Url>, region: Option<&str>) -> B {
+        let mut builder = B::from(self.get().await);
+        if let Some(url) = endpoint_url {
+            builder = builder.with_endpoint_url(endpoint(url));
+        }
+        if let Some(region) = region {
+            builder = builder.with_region(Region::new(region.to_owned()));
+        }
+        builder
+    }
+}
+
+/// A service client's configuration builder that [`SharedConfig::service`] can make.
+pub trait ServiceConfig: for<'a> From<&'a SdkConfig> {
+    fn with_endpoint_url(self, url: String) -> Self;
+    fn with_region(self, region: Region) -> Self;
+}
+
+macro_rules! service_config {
+    ($($builder:ty),* $(,)?) => {$(
+        impl ServiceConfig for $builder {
+            fn with_endpoint_url(self, url: String) -> Self {
+                self.endpoint_url(url)
+            }
+            fn with_region(self, region: Region) -> Self {
+                self.region(region)
+            }
+        }
+    )*};
+}
+
+service_config!(
+    aws_sdk_s3::config::Builder,
+    aws_sdk_lambda::config::Builder,
+    aws_sdk_cloudwatch::config::Builder,
+);
+
+/// An endpoint URL as the SDK wants it: `http://host:port`, without the `/` a parsed URL has.
+fn endpoint(url: &url::Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
 /// An S3 client; path-style addressing whenever an endpoint is set (emulators serve
 /// buckets under the path, not as subdomains).
 pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
@@ -195,6 +267,33 @@ mod tests {
                 format!("environment variable {name} is not set")
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_resource_overrides_the_shared_region_and_endpoint() {
+        let shared = SharedConfig::given(
+            SdkConfig::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(Region::new("eu-west-1"))
+                .build(),
+        );
+        let region = |c: &aws_sdk_lambda::Config| c.region().map(ToString::to_string);
+        let plain = shared
+            .service::<aws_sdk_lambda::config::Builder>(None, None)
+            .await
+            .build();
+        assert_eq!(region(&plain).as_deref(), Some("eu-west-1"));
+        let url: url::Url = "http://127.0.0.1:5000/".parse().unwrap();
+        let own = shared
+            .service::<aws_sdk_lambda::config::Builder>(Some(&url), Some("us-east-2"))
+            .await
+            .build();
+        assert_eq!(region(&own).as_deref(), Some("us-east-2"));
+        assert_eq!(endpoint(&url), "http://127.0.0.1:5000", "no trailing slash for the SDK");
+        assert!(
+            shared.get().await.endpoint_url().is_none(),
+            "the shared configuration is unchanged"
+        );
     }
 
     #[test]

@@ -172,6 +172,18 @@ impl StateStore for S3Store {
         keys.dedup();
         Ok(keys)
     }
+
+    /// DeleteObject. S3 answers a delete of a missing key with success, as the port asks.
+    async fn remove(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
 }
 
 /// The version a successful put reported.

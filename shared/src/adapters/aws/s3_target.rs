@@ -47,13 +47,13 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use jiff::SignedDuration;
 use serde::Serialize;
-use tokio::sync::OnceCell;
 
+use super::SharedConfig;
 use crate::config::DeployTargetConfig;
 use crate::domain::RunId;
 use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget, Phase};
@@ -74,7 +74,7 @@ const POINTER_TYPE: &str = "application/json";
 /// Promotes S3 artifacts; see the [module docs](self).
 #[derive(Debug)]
 pub struct S3Target {
-    sdk: OnceCell<SdkConfig>,
+    sdk: SharedConfig,
 }
 
 impl Default for S3Target {
@@ -86,28 +86,29 @@ impl Default for S3Target {
 impl S3Target {
     /// A target on the standard AWS configuration, loaded from the environment on first use.
     pub fn new() -> Self {
-        Self { sdk: OnceCell::new() }
+        Self {
+            sdk: SharedConfig::from_env(),
+        }
     }
 
     /// A target on `sdk` (an emulator's configuration, say) instead of the environment's.
     /// Each target's `endpoint_url` and `region` still apply on top.
     pub fn with_sdk(sdk: SdkConfig) -> Self {
         Self {
-            sdk: OnceCell::new_with(Some(sdk)),
+            sdk: SharedConfig::given(sdk),
         }
     }
 
-    /// An S3 client for one target: the shared configuration with its overrides.
+    /// An S3 client for one target: the shared configuration with its overrides, addressing
+    /// buckets path-style whenever either names an endpoint.
     async fn client(&self, endpoint_url: Option<&url::Url>, region: Option<&str>) -> Result<aws_sdk_s3::Client, Stop> {
-        let sdk = shared_config(&self.sdk).await;
-        let mut builder = aws_sdk_s3::config::Builder::from(sdk).force_path_style(sdk.endpoint_url().is_some());
-        if let Some(url) = endpoint_url {
-            builder = builder.endpoint_url(endpoint(url)).force_path_style(true);
-        }
-        if let Some(region) = region {
-            builder = builder.region(Region::new(region.to_owned()));
-        }
-        let config = builder.build();
+        let path_style = endpoint_url.is_some() || self.sdk.get().await.endpoint_url().is_some();
+        let config = self
+            .sdk
+            .service::<aws_sdk_s3::config::Builder>(endpoint_url, region)
+            .await
+            .force_path_style(path_style)
+            .build();
         if config.region().is_none() {
             return Err(Stop::Start(NO_REGION.to_owned()));
         }
@@ -182,17 +183,6 @@ pub(super) fn finish(
 
 pub(super) const NO_REGION: &str =
     "no AWS region: set `region` on the deploy target, or AWS_REGION in slipway's environment";
-
-/// The configuration loaded once (from the environment, unless a test gave one).
-pub(super) async fn shared_config(cell: &OnceCell<SdkConfig>) -> &SdkConfig {
-    cell.get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load())
-        .await
-}
-
-/// An endpoint URL as the SDK wants it: `http://host:port`, without the `/` a parsed URL has.
-pub(super) fn endpoint(url: &url::Url) -> String {
-    url.as_str().trim_end_matches('/').to_owned()
-}
 
 /// What went wrong in an SDK call, in words: the service's error code and message when AWS
 /// answered, else the whole chain of causes (timeout, connection refused, …).

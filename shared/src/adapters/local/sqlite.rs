@@ -348,6 +348,18 @@ impl StateStore for SqliteBackend {
             })
             .collect())
     }
+
+    /// Deletes the row; no row is fine.
+    async fn remove(&self, key: &StoreKey) -> Result<(), StoreError> {
+        let raw = key.as_str().to_owned();
+        self.with_conn(move |conn| {
+            conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
+                .execute(params![raw])
+                .map(|_| ())
+        })
+        .await
+        .map_err(StoreError::Unavailable)
+    }
 }
 
 #[async_trait]
@@ -638,6 +650,20 @@ mod tests {
         }
         assert_eq!(read_counter(a.as_ref(), &k).await, 20);
         assert_eq!(read_counter(b.as_ref(), &k).await, 20);
+    }
+
+    #[tokio::test]
+    async fn remove_deletes_the_object_and_a_missing_key_is_fine() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let k = key("open-runs/shop-1");
+        db.create(&k, Bytes::from_static(b"{}")).await.unwrap();
+        db.remove(&k).await.unwrap();
+        assert!(db.get(&k).await.unwrap().is_none());
+        assert!(db.list(StoreKey::OPEN_RUNS).await.unwrap().is_empty());
+        db.remove(&k).await.unwrap();
+        // Gone means gone: it can be made again from scratch.
+        assert_eq!(db.create(&k, Bytes::from_static(b"{}")).await.unwrap().0, "1");
     }
 
     #[tokio::test]

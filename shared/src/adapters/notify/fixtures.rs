@@ -37,6 +37,7 @@ pub(crate) fn notification(kind: &str) -> Notification {
         address: None,
         approve_url: None,
         reject_url: None,
+        rollback_url: None,
         expires_at: None,
         run_url: format!("https://slipway.example.com/runs/shop-{SHA}"),
     };
@@ -56,6 +57,10 @@ pub(crate) fn notification(kind: &str) -> Notification {
             n.environment = Some("staging".to_owned());
             n.title = "Released acme/shop to staging".to_owned();
             n.text = "a1b2c3d4e5f6 is live on staging.".to_owned();
+            n.approver = Some("alice".to_owned());
+            n.address = Some("alice@example.com".to_owned());
+            n.rollback_url = Some(format!("https://slipway.example.com/runs/shop-{SHA}?token=tok456"));
+            n.expires_at = Some("2025-06-08T12:00:00Z".parse::<Timestamp>().unwrap());
         }
         "failed" => {
             n.environment = Some("staging".to_owned());

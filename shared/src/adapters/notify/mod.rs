@@ -51,8 +51,8 @@ pub fn channels(config: &[ChannelConfig], secrets: Arc<dyn SecretStore>) -> Vec<
 }
 
 /// A short human-readable rendering of `n`: the title; `repo@sha "subject" by author`; the
-/// text; for approvals who decides, the approve and reject links and the deadline; the run
-/// link. Lines are separated by `\n`, with no trailing newline; other control characters
+/// text; for approvals who decides, the approve and reject links and the deadline; for a
+/// release, whose rollback link it is and until when it works; the run link. Lines are separated by `\n`, with no trailing newline; other control characters
 /// (terminal escape sequences in a commit message) are replaced by `U+FFFD`.
 pub fn render_text(n: &Notification) -> String {
     let mut out = String::new();
@@ -91,8 +91,15 @@ pub fn render_text(n: &Notification) -> String {
     if let Some(url) = &n.reject_url {
         let _ = writeln!(out, "Reject: {url}");
     }
+    if let Some(url) = &n.rollback_url {
+        let _ = writeln!(out, "Roll back: {url}");
+    }
     if let Some(deadline) = &n.expires_at {
-        let _ = writeln!(out, "Decide by: {deadline}");
+        if n.approve_url.is_some() || n.reject_url.is_some() {
+            let _ = writeln!(out, "Decide by: {deadline}");
+        } else {
+            let _ = writeln!(out, "Link works until: {deadline}");
+        }
     }
     let _ = write!(out, "Run: {}", n.run_url);
     // Commit messages and reasons come from outside: no terminal escape sequences.

@@ -126,7 +126,9 @@ impl Notifier for SlackNotifier {
 /// for `approval_requested`, who decides by when, an `actions` block with two interactive
 /// buttons, "Approve" (primary, `action_id` `approve`) and "Reject" (danger, `reject`), whose
 /// `value` is the approval token (handled by [`crate::providers::slack`]), and a plain link to
-/// the approval page for those whose Slack app has no interactivity set up; and a link to the
+/// the approval page for those whose Slack app has no interactivity set up; for a release
+/// with a rollback link, that link (a plain link, not a button: Slack would send a button's
+/// click to the interactions endpoint too), whose it is and until when; and a link to the
 /// run. A decision URL without a token under `/approvals/` gets a link button instead.
 ///
 /// Every user-controlled string in `mrkdwn` is escaped (`&`, `<`, `>`), so a commit message
@@ -215,6 +217,21 @@ pub fn blocks(n: &Notification) -> Value {
                 link_target(url)
             )));
         }
+    }
+
+    if let Some(url) = &n.rollback_url {
+        let env = n.environment.as_deref().unwrap_or("the environment");
+        let mut line = format!("If it misbehaves: <{}|roll {} back>", link_target(url), escape(env));
+        if let Some(approver) = &n.approver {
+            line.push_str(&format!(" · link for *{}*", escape(approver)));
+        }
+        if let Some(deadline) = &n.expires_at {
+            line.push_str(&format!(
+                ", works until <!date^{}^{{date_short_pretty}} at {{time}}|{deadline}>",
+                deadline.as_second()
+            ));
+        }
+        blocks.push(context(&line));
     }
 
     blocks.push(context(&format!(
