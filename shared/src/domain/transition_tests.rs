@@ -1387,9 +1387,9 @@ fn an_unhealthy_bake_rolls_back_and_a_healthy_one_releases() {
     assert_eq!(sick.status(), RunStatus::InProgress);
 }
 
-#[test]
-fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
-    let released = drive(
+/// A continuous-deployment run that went green through staging and production.
+fn released_everywhere() -> Run {
+    drive(
         Mode::Deployment,
         &[
             green(),
@@ -1402,7 +1402,12 @@ fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
             smoke_started("production"),
             smoke("production", true),
         ],
-    );
+    )
+}
+
+#[test]
+fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
+    let released = released_everywhere();
     assert_eq!(released.status(), RunStatus::Released);
     let ask = |to: Release| Event::RollbackRequested {
         env: env("production"),
@@ -1439,20 +1444,7 @@ fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
 
 #[test]
 fn a_manual_rollback_overtaken_by_a_newer_release_is_superseded_and_the_run_stays_released() {
-    let released = drive(
-        Mode::Deployment,
-        &[
-            green(),
-            deploy_started("staging"),
-            deployed("staging"),
-            smoke_started("staging"),
-            smoke("staging", true),
-            deploy_started("production"),
-            deployed("production"),
-            smoke_started("production"),
-            smoke("production", true),
-        ],
-    );
+    let released = released_everywhere();
     let (asked, _) = step(
         &released,
         20,
