@@ -83,6 +83,15 @@ impl StoreKey {
         Self("index/open-runs.json".to_owned())
     }
 
+    /// What slipway learned of a pipeline's git history from its pushes:
+    /// `lineage/<pipeline>.json` ([`crate::domain::Lineage`]).
+    pub fn lineage(pipeline: &crate::domain::PipelineName) -> Self {
+        Self(format!("{}{pipeline}.json", Self::LINEAGE))
+    }
+
+    /// The prefix of the pipelines' lineages.
+    pub const LINEAGE: &'static str = "lineage/";
+
     /// The prefix under which all runs live.
     pub const RUNS: &'static str = "runs/";
 
@@ -91,9 +100,10 @@ impl StoreKey {
 
     /// Every prefix slipway stores under. `infra/template.yaml` grants each one to the
     /// functions that need it; a test holds the template to this list.
-    pub const PREFIXES: [&'static str; 7] = [
+    pub const PREFIXES: [&'static str; 8] = [
         Self::RUNS,
         Self::ENVIRONMENTS,
+        Self::LINEAGE,
         Self::OPEN_RUNS,
         "index/",
         "notices/",

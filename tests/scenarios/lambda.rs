@@ -149,19 +149,19 @@ fn every_function_role_grants_the_state_it_uses() {
         assert!(grants(&template, prefix), "no function may use {prefix}");
     }
     let needs: [(&str, &[&str]); 7] = [
-        ("PushWebhookRole", &["runs/", "deliveries/", "open-runs/"]),
+        ("PushWebhookRole", &["runs/", "deliveries/", "open-runs/", "lineage/"]),
         ("BuildResultRole", &["runs/", "deliveries/", "open-runs/"]),
         (
             "ApprovalRole",
-            &["runs/", "environments/", "open-runs/", "deploy-callbacks/"],
+            &["runs/", "environments/", "open-runs/", "deploy-callbacks/", "lineage/"],
         ),
         (
             "DeployRole",
-            &["runs/", "environments/", "open-runs/", "index/", "deploy-callbacks/"],
+            &["runs/", "environments/", "open-runs/", "index/", "deploy-callbacks/", "lineage/"],
         ),
-        ("SmokeTestRole", &["runs/", "environments/", "open-runs/"]),
+        ("SmokeTestRole", &["runs/", "environments/", "open-runs/", "lineage/"]),
         ("NotifyRole", &["runs/", "notices/"]),
-        ("SweeperRole", &["runs/", "environments/", "open-runs/", "index/"]),
+        ("SweeperRole", &["runs/", "environments/", "open-runs/", "index/", "lineage/"]),
     ];
     for (name, prefixes) in needs {
         let text = role(name);

@@ -10,11 +10,16 @@
 //!   waiting run goes first, and older ones are superseded;
 //! - a run is never deployed over a newer one: if the environment already runs, or a
 //!   newer run is waiting for, a newer commit, the older run is superseded.
+//!
+//! "Newer" is git's order where git says ([`Lineage::is_newer`]): a push of B whose
+//! `before` is A makes B newer than A whichever of them arrived first; arrival order decides
+//! only between commits git's facts do not relate.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::ids::RunId;
+use super::lineage::{Lineage, Place};
 use super::run::Release;
 
 /// How many releases an environment remembers, newest last.
@@ -58,6 +63,12 @@ pub struct Waiter {
     pub seen_at: Timestamp,
 }
 
+impl Waiter {
+    fn place(&self) -> Place<'_> {
+        Place::new(&self.run, self.opened_at)
+    }
+}
+
 /// What [`Environment::claim`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -71,8 +82,17 @@ pub enum Claim {
 
 impl Environment {
     /// `run` (opened at `opened_at`) asks for the lease at `now`; a granted lease lasts
-    /// `ttl`. Changes the record as decided; the caller writes it back conditionally.
-    pub fn claim(&mut self, run: &RunId, opened_at: Timestamp, now: Timestamp, ttl: SignedDuration) -> Claim {
+    /// `ttl`. Which commit is newer comes from `lineage`. Changes the record as decided; the
+    /// caller writes it back conditionally.
+    pub fn claim(
+        &mut self,
+        run: &RunId,
+        opened_at: Timestamp,
+        now: Timestamp,
+        ttl: SignedDuration,
+        lineage: &Lineage,
+    ) -> Claim {
+        let me = Place::new(run, opened_at);
         self.waiting
             .retain(|w| w.run != *run && now.duration_since(w.seen_at) < WAITER_TTL);
         if let Some(lease) = self.lease.as_mut()
@@ -82,20 +102,20 @@ impl Environment {
             return Claim::Granted;
         }
         if let Some(current) = &self.current
-            && current.opened_at > opened_at
-            && current.run != *run
+            && lineage.is_newer(current.place(), me)
         {
             return Claim::Superseded {
                 by: current.run.clone(),
             };
         }
-        if let Some(newer) = self
+        let newer = self
             .waiting
             .iter()
-            .filter(|w| w.opened_at > opened_at)
-            .max_by_key(|w| w.opened_at)
-        {
-            return Claim::Superseded { by: newer.run.clone() };
+            .filter(|w| lineage.is_newer(w.place(), me));
+        if let Some(newest) = lineage.newest(newer, |w| w.place()) {
+            return Claim::Superseded {
+                by: newest.run.clone(),
+            };
         }
         if let Some(lease) = &self.lease
             && lease.expires_at > now
@@ -140,8 +160,8 @@ impl Environment {
     }
 
     /// The newest waiting run: the one to wake when the lease frees.
-    pub fn next_in_line(&self) -> Option<&Waiter> {
-        self.waiting.iter().max_by_key(|w| w.opened_at)
+    pub fn next_in_line(&self, lineage: &Lineage) -> Option<&Waiter> {
+        lineage.newest(&self.waiting, |w| w.place())
     }
 
     /// `release` now runs here (a deploy, or a rollback to it). A release already current
@@ -184,6 +204,8 @@ mod tests {
     use crate::domain::CommitSha;
 
     const TTL: SignedDuration = SignedDuration::from_mins(10);
+    /// No git facts: arrival order decides.
+    const UNKNOWN: Lineage = Lineage { links: Vec::new() };
 
     fn at(minute: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + minute * 60).unwrap()
@@ -206,19 +228,19 @@ mod tests {
     #[test]
     fn a_free_environment_is_granted_and_the_holder_may_ask_again() {
         let mut env = Environment::default();
-        assert_eq!(env.claim(&run(1), at(0), at(1), TTL), Claim::Granted);
+        assert_eq!(env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN), Claim::Granted);
         assert_eq!(env.lease.as_ref().unwrap().expires_at, at(11));
         // A redelivered message of the holder renews instead of queueing behind itself.
-        assert_eq!(env.claim(&run(1), at(0), at(5), TTL), Claim::Granted);
+        assert_eq!(env.claim(&run(1), at(0), at(5), TTL, &UNKNOWN), Claim::Granted);
         assert_eq!(env.lease.as_ref().unwrap().expires_at, at(15));
     }
 
     #[test]
     fn a_held_lease_makes_others_wait_until_it_expires() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL);
+        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
         assert_eq!(
-            env.claim(&run(2), at(2), at(3), TTL),
+            env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN),
             Claim::Wait {
                 holder: run(1),
                 until: at(11)
@@ -226,10 +248,10 @@ mod tests {
         );
         assert_eq!(env.waiting.len(), 1);
         // Asking again does not queue twice.
-        env.claim(&run(2), at(2), at(4), TTL);
+        env.claim(&run(2), at(2), at(4), TTL, &UNKNOWN);
         assert_eq!(env.waiting.len(), 1);
         // Past the expiry the waiting run takes over.
-        assert_eq!(env.claim(&run(2), at(2), at(12), TTL), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(2), at(12), TTL, &UNKNOWN), Claim::Granted);
         assert_eq!(env.lease.as_ref().unwrap().run, run(2));
         assert!(env.waiting.is_empty());
     }
@@ -237,39 +259,39 @@ mod tests {
     #[test]
     fn when_the_lease_frees_the_newest_waiting_run_goes_first_and_older_ones_are_superseded() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL);
-        env.claim(&run(2), at(2), at(3), TTL);
-        env.claim(&run(3), at(4), at(5), TTL);
+        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
+        env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN);
+        env.claim(&run(3), at(4), at(5), TTL, &UNKNOWN);
         assert!(env.release_lease(&run(1)));
-        assert_eq!(env.next_in_line().unwrap().run, run(3));
+        assert_eq!(env.next_in_line(&UNKNOWN).unwrap().run, run(3));
         // The older waiter asks first: it must not go ahead of the newer one.
-        assert_eq!(env.claim(&run(2), at(2), at(6), TTL), Claim::Superseded { by: run(3) });
-        assert_eq!(env.claim(&run(3), at(4), at(6), TTL), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(2), at(6), TTL, &UNKNOWN), Claim::Superseded { by: run(3) });
+        assert_eq!(env.claim(&run(3), at(4), at(6), TTL, &UNKNOWN), Claim::Granted);
     }
 
     #[test]
     fn an_older_commit_is_never_deployed_over_a_newer_one() {
         let mut env = Environment::default();
         env.record(release(5, 10));
-        assert_eq!(env.claim(&run(4), at(8), at(20), TTL), Claim::Superseded { by: run(5) });
+        assert_eq!(env.claim(&run(4), at(8), at(20), TTL, &UNKNOWN), Claim::Superseded { by: run(5) });
         assert!(env.lease.is_none(), "nothing was taken");
-        assert_eq!(env.claim(&run(6), at(12), at(20), TTL), Claim::Granted);
+        assert_eq!(env.claim(&run(6), at(12), at(20), TTL, &UNKNOWN), Claim::Granted);
     }
 
     #[test]
     fn a_waiter_that_stopped_asking_is_forgotten() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL);
-        env.claim(&run(3), at(4), at(2), TTL);
+        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
+        env.claim(&run(3), at(4), at(2), TTL, &UNKNOWN);
         env.release_lease(&run(1));
         // Run 3 never came back (its run failed elsewhere): run 2 is not blocked forever.
-        assert_eq!(env.claim(&run(2), at(3), at(30), TTL), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(3), at(30), TTL, &UNKNOWN), Claim::Granted);
     }
 
     #[test]
     fn renewing_or_releasing_someone_elses_lease_does_nothing() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL);
+        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
         assert!(!env.renew(&run(2), at(2), TTL));
         assert!(!env.release_lease(&run(2)));
         assert!(env.renew(&run(1), at(2), TTL));
@@ -298,5 +320,48 @@ mod tests {
             env.record(release(n % 7 + 1, i64::from(n)));
         }
         assert!(env.releases.len() <= RELEASES_KEPT);
+    }
+
+    /// Pushes `(after, before)`, as a git host reported them.
+    fn lineage(pushes: &[(u8, u8)]) -> Lineage {
+        let mut lineage = Lineage::default();
+        for (after, before) in pushes {
+            lineage.learn(&run(*after).sha(), &[run(*before).sha()]);
+        }
+        lineage
+    }
+
+    #[test]
+    fn git_order_decides_over_arrival_order() {
+        // B (2) was pushed on top of A (1), but B's push arrived first.
+        let git = lineage(&[(2, 1)]);
+        let mut env = Environment::default();
+        env.record(release(2, 0));
+        // A arrives later, yet it is the older commit: it never goes over B.
+        assert_eq!(env.claim(&run(1), at(5), at(6), TTL, &git), Claim::Superseded { by: run(2) });
+        // Without the fact, arrival order would have let it through.
+        assert_eq!(env.clone().claim(&run(1), at(5), at(6), TTL, &UNKNOWN), Claim::Granted);
+    }
+
+    #[test]
+    fn the_newest_waiter_by_git_goes_first() {
+        // 1 → 2 → 3 in git; they asked in the order 1 (holder), 3, 2.
+        let git = lineage(&[(2, 1), (3, 2)]);
+        let mut env = Environment::default();
+        env.claim(&run(1), at(0), at(1), TTL, &git);
+        assert!(matches!(env.claim(&run(3), at(1), at(2), TTL, &git), Claim::Wait { .. }));
+        // 2 arrived last but git says 3 is newer: 2 is superseded, not queued.
+        assert_eq!(env.claim(&run(2), at(4), at(3), TTL, &git), Claim::Superseded { by: run(3) });
+        env.release_lease(&run(1));
+        assert_eq!(env.next_in_line(&git).unwrap().run, run(3));
+    }
+
+    #[test]
+    fn a_run_git_says_nothing_about_waits_its_turn_by_arrival() {
+        let git = lineage(&[(2, 1)]);
+        let mut env = Environment::default();
+        env.record(release(2, 0));
+        // Commit 7 is unknown to git's facts; it arrived after 2, so it goes ahead.
+        assert_eq!(env.claim(&run(7), at(5), at(6), TTL, &git), Claim::Granted);
     }
 }

@@ -15,8 +15,8 @@ use super::{HandlerError, claim_and_run, envs};
 use crate::app::{App, Applied, EngineError};
 use crate::config::{DeployTargetConfig, EnvironmentConfig};
 use crate::domain::{
-    self, Actor, Claim, CommitSha, EnvName, Event, Phase, PhaseOutcome, PhaseStatus, Release, Run, RunId, StageKind,
-    StageStatus,
+    self, Actor, Claim, CommitSha, EnvName, Event, Phase, PhaseOutcome, PhaseStatus, Release, Run, RunId,
+    StageKind, StageStatus,
 };
 use crate::policy::Verdict;
 use crate::ports::{DeployError, DeployPurpose, DeployRequest};
@@ -304,7 +304,8 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), H
         .into_iter()
         .filter(|o| o.pipeline == run.pipeline && o.id != run.id)
         .collect();
-    let newer = |a: &Run, b: &Run| (a.created_at, &a.id) > (b.created_at, &b.id);
+    let lineage = app.lineage(&run.pipeline).await?;
+    let newer = |a: &Run, b: &Run| lineage.is_newer(a.place(), b.place());
     let gate = |o: &Run| o.stage(StageKind::Approval, Some(env)).map(|s| s.status);
     for older in others
         .iter()
@@ -325,18 +326,17 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), H
         .iter()
         .filter(|o| newer(o, &run))
         .filter(reached)
-        .map(|o| (o.created_at, &o.id))
-        .max();
+        .map(Run::place);
     let (record, _) = app.environment(&run.pipeline, env).await?;
     let released = record
         .current
         .as_ref()
-        .map(|r| (r.opened_at, &r.run))
-        .filter(|newest| *newest > (run.created_at, &run.id));
-    if let Some((_, newest)) = in_flight.max(released) {
+        .map(Release::place)
+        .filter(|current| lineage.is_newer(*current, run.place()));
+    if let Some(newest) = lineage.newest(in_flight.chain(released), |p| *p) {
         let event = Event::Superseded {
             env: env.clone(),
-            by: newest.clone(),
+            by: newest.run.clone(),
         };
         super::record(app, run_id, event).await?;
     }
@@ -373,15 +373,20 @@ pub async fn request_rollback_from(
     rollback_request(app, pipeline, env, Some(from), None, by).await
 }
 
-/// Where a rollback from `from` goes: the newest release of `record` of an older commit.
-/// Never a newer one — not even a release that came after `from` and was rolled back, which
-/// is what [`domain::Environment::previous`] would give once `from` runs again.
-pub fn release_before<'a>(record: &'a domain::Environment, from: &Release) -> Option<&'a Release> {
+/// Where a rollback from `from` goes: the newest release of `record` of an older commit
+/// (older by git's order where `lineage` knows it, else by arrival). Never a newer one — not
+/// even a release that came after `from` and was rolled back, which is what
+/// [`domain::Environment::previous`] would give once `from` runs again.
+pub fn release_before<'a>(
+    record: &'a domain::Environment,
+    from: &Release,
+    lineage: &domain::Lineage,
+) -> Option<&'a Release> {
     record
         .releases
         .iter()
         .rev()
-        .find(|r| r.run != from.run && r.opened_at < from.opened_at)
+        .find(|r| lineage.is_newer(from.place(), r.place()))
 }
 
 async fn rollback_request(
@@ -411,7 +416,9 @@ async fn rollback_request(
             .release_of(id)
             .cloned()
             .ok_or_else(|| RollbackRefused::Refused(format!("run {id} was never released to {env}")))?,
-        (None, Some(_)) => release_before(&record, &current).cloned().ok_or_else(|| {
+        (None, Some(_)) => release_before(&record, &current, &app.lineage(pipeline).await?)
+            .cloned()
+            .ok_or_else(|| {
             RollbackRefused::Refused(format!(
                 "{env} has no release of an older commit than {} to go back to",
                 current.sha.short()

@@ -5,12 +5,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::Bytes;
 use jiff::SignedDuration;
 
 use crate::app::{App, EngineError};
 use crate::domain::{Claim, Command, EnvName, Environment, PipelineName, Run, RunId};
-use crate::ports::{StoreError, StoreKey, Version};
+use crate::ports::{StoreKey, Version};
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: SignedDuration = SignedDuration::from_mins(10);
@@ -25,17 +24,7 @@ impl App {
         pipeline: &PipelineName,
         env: &EnvName,
     ) -> Result<(Environment, Option<Version>), EngineError> {
-        let key = StoreKey::environment(pipeline, env);
-        match self.store.get(&key).await? {
-            None => Ok((Environment::default(), None)),
-            Some(found) => {
-                let record = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt {
-                    key: key.clone(),
-                    source,
-                })?;
-                Ok((record, Some(found.version)))
-            }
-        }
+        self.record(&StoreKey::environment(pipeline, env)).await
     }
 
     /// Reads an environment's record, lets `decide` change it, and writes it back if it is
@@ -48,39 +37,17 @@ impl App {
         decide: impl Fn(&mut Environment) -> R,
     ) -> Result<R, EngineError> {
         let key = StoreKey::environment(pipeline, env);
-        let mut backoff = self.tuning.write_backoff;
-        for _ in 0..self.tuning.max_write_attempts {
-            let (before, version) = self.environment(pipeline, env).await?;
-            let mut after = before.clone();
-            let decided = decide(&mut after);
-            if after == before {
-                return Ok(decided);
-            }
-            let bytes = Bytes::from(serde_json::to_vec(&after).expect("an environment always serialises"));
-            let written = match &version {
-                None => self.store.create(&key, bytes).await.map(|_| ()),
-                Some(version) => self.store.replace(&key, bytes, version).await.map(|_| ()),
-            };
-            match written {
-                Ok(()) => return Ok(decided),
-                Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(EngineError::Unavailable(
-            format!("environment {pipeline}/{env} is being changed by others").into(),
-        ))
+        self.update_record(&key, &format!("environment {pipeline}/{env}"), decide)
+            .await
     }
 }
 
 /// `run` asks for `env`'s lease to deploy there (newer-first rules apply).
 pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<Claim, EngineError> {
     let now = app.clock.now();
+    let lineage = app.lineage(&run.pipeline).await?;
     app.update_environment(&run.pipeline, env, |record| {
-        record.claim(&run.id, run.created_at, now, LEASE_TTL)
+        record.claim(&run.id, run.created_at, now, LEASE_TTL, &lineage)
     })
     .await
 }
@@ -145,6 +112,7 @@ pub async fn settle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Engi
     };
     let release = current_release_of(&run, env);
     let busy = run.busy_in(env);
+    let lineage = app.lineage(&run.pipeline).await?;
     let wake = app
         .update_environment(&run.pipeline, env, |record| {
             if let Some(release) = &release
@@ -153,7 +121,7 @@ pub async fn settle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Engi
                 record.record(release.clone());
             }
             if !busy && record.release_lease(&run.id) {
-                record.next_in_line().map(|w| w.run.clone())
+                record.next_in_line(&lineage).map(|w| w.run.clone())
             } else {
                 None
             }
@@ -204,12 +172,13 @@ pub async fn sweep(app: &App) -> Result<usize, EngineError> {
         if !stale {
             continue;
         }
+        let lineage = app.lineage(&pipeline).await?;
         let wake = app
             .update_environment(&pipeline, &env, |record| {
                 let same = record.lease.as_ref().is_some_and(|l| l.run == lease.run);
                 if same {
                     record.lease = None;
-                    record.next_in_line().map(|w| w.run.clone())
+                    record.next_in_line(&lineage).map(|w| w.run.clone())
                 } else {
                     None
                 }
