@@ -80,11 +80,18 @@ struct PlannedFault {
 }
 
 /// A versioned key-value store in memory, with the same conditional-write semantics as S3.
+///
+/// Besides planned faults, it can make its caller *crash* (see [`MemoryStore::crash_at`]) and
+/// can make concurrent callers interleave at every operation (see [`MemoryStore::interleave`]).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     objects: Arc<Mutex<BTreeMap<StoreKey, (Bytes, u64)>>>,
     faults: Arc<Mutex<Vec<PlannedFault>>>,
     writes: Arc<AtomicU64>,
+    /// Operations to let through before the planned crash; `None`: no crash planned.
+    crash_after: Arc<Mutex<Option<usize>>>,
+    crashed: Arc<tokio::sync::Notify>,
+    interleave: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemoryStore {
@@ -102,6 +109,56 @@ impl MemoryStore {
     /// the same operation count their skips from the same calls.
     pub fn fail_later(&self, op: &'static str, skip: usize, fault: Fault) {
         lock(&self.faults).push(PlannedFault { op, fault, skip });
+    }
+
+    /// Makes the caller of the operation after the next `n` (of any kind; 0: the very next)
+    /// "crash": that call never returns and changes nothing, as if the process died while
+    /// waiting for the store. Drop the caller's future once [`crashed`](Self::crashed)
+    /// resolves; a queue message it was handling comes back after its visibility timeout.
+    pub fn crash_at(&self, n: usize) {
+        *lock(&self.crash_after) = Some(n);
+    }
+
+    /// Resolves once a crash planned with [`crash_at`](Self::crash_at) has happened.
+    pub async fn crashed(&self) {
+        self.crashed.notified().await;
+    }
+
+    /// Forgets a planned crash that has not happened yet. `true` if there was one.
+    pub fn cancel_crash(&self) -> bool {
+        lock(&self.crash_after).take().is_some()
+    }
+
+    /// While `true`, every operation first yields to the async runtime once, so callers
+    /// running concurrently on one thread (`tokio::join!`) interleave at every store call —
+    /// the races two workers or two approvers produce.
+    pub fn interleave(&self, on: bool) {
+        self.interleave.store(on, Ordering::SeqCst);
+    }
+
+    /// Where every operation starts: yields if interleaving, and crashes if one is due.
+    async fn enter(&self) {
+        if self.interleave.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let crash = {
+            let mut after = lock(&self.crash_after);
+            match *after {
+                Some(0) => {
+                    *after = None;
+                    true
+                }
+                Some(n) => {
+                    *after = Some(n - 1);
+                    false
+                }
+                None => false,
+            }
+        };
+        if crash {
+            self.crashed.notify_one();
+            std::future::pending::<()>().await;
+        }
     }
 
     /// How many successful writes there were.
@@ -142,6 +199,7 @@ impl MemoryStore {
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn get(&self, key: &StoreKey) -> Result<Option<Versioned<Bytes>>, StoreError> {
+        self.enter().await;
         self.fault("get", key)?;
         Ok(lock(&self.objects).get(key).map(|(value, v)| Versioned {
             value: value.clone(),
@@ -150,6 +208,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn create(&self, key: &StoreKey, value: Bytes) -> Result<Version, StoreError> {
+        self.enter().await;
         self.fault("create", key)?;
         let mut objects = lock(&self.objects);
         if objects.contains_key(key) {
@@ -161,6 +220,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn replace(&self, key: &StoreKey, value: Bytes, expected: &Version) -> Result<Version, StoreError> {
+        self.enter().await;
         self.fault("replace", key)?;
         let mut objects = lock(&self.objects);
         match objects.get_mut(key) {
@@ -175,6 +235,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<StoreKey>, StoreError> {
+        self.enter().await;
         if let Some(key) = StoreKey::from_listed(prefix) {
             self.fault("list", &key)?;
         }
@@ -186,6 +247,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn remove(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.enter().await;
         self.fault("remove", key)?;
         if lock(&self.objects).remove(key).is_some() {
             self.writes.fetch_add(1, Ordering::SeqCst);
@@ -418,6 +480,15 @@ impl MemorySecrets {
         lock(&self.values).insert(name, SecretString::from(value.to_owned()));
     }
 
+    /// Every value held, in the clear: what a test looks for where no secret may appear.
+    pub fn values(&self) -> Vec<String> {
+        use secrecy::ExposeSecret as _;
+        lock(&self.values)
+            .values()
+            .map(|v| v.expose_secret().to_owned())
+            .collect()
+    }
+
     /// While `true`, every read fails as if the parameter store were unreachable.
     pub fn set_unavailable(&self, unavailable: bool) {
         *lock(&self.unavailable) = unavailable;
@@ -499,14 +570,20 @@ impl Notifier for RecordingNotifier {
 pub struct RecordedDeploy {
     pub phase: Phase,
     pub env: String,
+    /// The run whose commit the phase deploys (for a rollback's release, the earlier run).
+    pub run: String,
     pub sha: String,
     pub artifact: Option<String>,
     /// For a restore: the backup reference it was given.
     pub backup: Option<String>,
     /// For a phase a rollback asked for: the run rolling back ([`crate::ports::DeployPurpose::Rollback`]).
     pub rolling_back: Option<String>,
+    /// For a phase a rollback asked for: which of that run's rollbacks of the environment.
+    pub attempt: Option<u32>,
     /// The secrets it was given, by variable name, exposed for assertions.
     pub secrets: Vec<(String, String)>,
+    /// It failed, as scripted with [`FakeDeployTarget::fail_phase`].
+    pub failed: bool,
 }
 
 /// Scripted failures, per environment and phase.
@@ -575,20 +652,26 @@ impl FakeDeployTarget {
 #[async_trait]
 impl DeployTarget for FakeDeployTarget {
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<DeployReport, DeployError> {
+        let failure = lock(&self.failures)
+            .get_mut(&(request.env.to_owned(), request.phase))
+            .and_then(VecDeque::pop_front);
         let backups = {
             let mut deploys = lock(&self.deploys);
             deploys.push(RecordedDeploy {
                 phase: request.phase,
                 env: request.env.to_owned(),
+                run: request.run.to_string(),
                 sha: request.sha.to_owned(),
                 artifact: request.artifact.map(str::to_owned),
                 backup: request.backup.map(str::to_owned),
                 rolling_back: request.purpose.rolling_back().map(ToString::to_string),
+                attempt: request.purpose.attempt(),
                 secrets: request
                     .secrets
                     .iter()
                     .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
                     .collect(),
+                failed: failure.is_some(),
             });
             deploys.iter().filter(|d| d.phase == Phase::Backup).count()
         };
@@ -596,10 +679,7 @@ impl DeployTarget for FakeDeployTarget {
         if !takes.is_zero() {
             tokio::time::sleep(takes).await;
         }
-        if let Some(reason) = lock(&self.failures)
-            .get_mut(&(request.env.to_owned(), request.phase))
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(reason) = failure {
             return Err(DeployError::Failed {
                 reason,
                 output: format!("fake {} failed", request.phase),
@@ -751,6 +831,42 @@ mod tests {
         store.fail_next("get", Fault::Unavailable);
         assert!(matches!(store.get(&key()).await, Err(StoreError::Unavailable(_))));
         assert!(store.get(&key()).await.is_ok(), "a fault is used once");
+    }
+
+    #[tokio::test]
+    async fn a_planned_crash_stops_the_caller_at_its_nth_call_and_writes_nothing() {
+        let store = MemoryStore::new();
+        store.crash_at(1);
+        let work = async {
+            store.create(&key(), Bytes::from_static(b"1")).await.unwrap();
+            store
+                .replace(&key(), Bytes::from_static(b"2"), &Version("1".into()))
+                .await
+        };
+        tokio::select! {
+            _ = work => panic!("the second call must never return"),
+            () = store.crashed() => {}
+        }
+        let got = store.get(&key()).await.unwrap().unwrap();
+        assert_eq!(got.value, Bytes::from_static(b"1"), "the crashed write changed nothing");
+        assert!(!store.cancel_crash(), "the crash was used");
+        store.crash_at(5);
+        assert!(store.cancel_crash());
+        assert!(store.get(&key()).await.is_ok(), "a cancelled crash never happens");
+    }
+
+    #[tokio::test]
+    async fn interleaving_lets_concurrent_callers_race_for_a_conditional_write() {
+        let store = MemoryStore::new();
+        let v1 = store.create(&key(), Bytes::from_static(b"1")).await.unwrap();
+        store.interleave(true);
+        // Both read version 1 before either writes: exactly one write wins.
+        let key = key();
+        let (a, b) = tokio::join!(
+            store.replace(&key, Bytes::from_static(b"a"), &v1),
+            store.replace(&key, Bytes::from_static(b"b"), &v1),
+        );
+        assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "{a:?} {b:?}");
     }
 
     #[tokio::test]
