@@ -8,13 +8,15 @@ use bytes::Bytes;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::config::{Config, PipelineConfig};
+use crate::approvals::{self, TokenError};
+use crate::config::{Config, PipelineConfig, PreviousSecret};
 use crate::domain::{self, Command, Ignored, Input, NewRun, Outcome, ParamName, Run, RunId};
 use crate::open_runs;
 use crate::ports::{
     Clock, DeployTarget, HealthSource, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore,
     StateStore, StoreError, StoreKey, Version,
 };
+use crate::signature::{Retiring, Rotation};
 
 /// Knobs that tests turn down and production leaves alone.
 #[derive(Debug, Clone)]
@@ -218,6 +220,44 @@ impl App {
     /// Reads a secret by name.
     pub async fn secret(&self, name: &ParamName) -> Result<SecretString, EngineError> {
         Ok(self.secrets.get(name).await?)
+    }
+
+    /// The secrets an inbound request may be signed with: the one under `current` and, while
+    /// a rotation is configured, the previous one (read even after its `until`, so a request
+    /// signed with it is logged as such when refused).
+    pub async fn rotation(
+        &self,
+        current: &ParamName,
+        previous: Option<&PreviousSecret>,
+    ) -> Result<Rotation, EngineError> {
+        let current = self.secret(current).await?;
+        let previous = match previous {
+            Some(p) => Some(Retiring {
+                secret: self.secret(&p.param).await?,
+                param: p.param.clone(),
+                until: p.until,
+            }),
+            None => None,
+        };
+        Ok(Rotation { current, previous })
+    }
+
+    /// Checks an approval or rollback link with the key its key id names (a link without one:
+    /// the key configured without an id). The outer error is the secret store's; the inner one
+    /// is the link's fault, and an id no key is configured for is [`TokenError::UnknownKey`].
+    pub async fn verify_link(
+        &self,
+        token: &str,
+        expected: approvals::Action,
+    ) -> Result<Result<approvals::ApprovalClaim, TokenError>, EngineError> {
+        let param = approvals::key_id(token)
+            .and_then(|id| self.config.approvals.key_for(id.as_ref()).ok_or(TokenError::UnknownKey));
+        let param = match param {
+            Ok(param) => param,
+            Err(e) => return Ok(Err(e)),
+        };
+        let key = self.secret(param).await?;
+        Ok(approvals::verify(&key, token, expected))
     }
 
     /// The pipeline a run belongs to, if it is still configured.

@@ -2,10 +2,17 @@
 //!
 //! A token binds one action (approve, or roll back), one run, one environment, one approver
 //! and an expiry, signed with HMAC-SHA256 under a key from the secret store:
-//! `v1.<payload>.<mac>`, both parts base64url. [`verify`] takes the action the caller
-//! serves, so an approval link never works as a rollback link nor the other way round.
-//! Nothing is stored per token; a decision is recorded in the run, which is what makes a
-//! replayed link answer 409 and a racing approve/reject resolve to exactly one winner.
+//! `v1.<payload>.<mac>`, both parts base64url, or `v1.<key id>.<payload>.<mac>` when the key
+//! has an id (`[approvals] key_id`). The MAC covers everything before it, the key id too.
+//! [`verify`] takes the action the caller serves, so an approval link never works as a
+//! rollback link nor the other way round. Nothing is stored per token; a decision is recorded
+//! in the run, which is what makes a replayed link answer 409 and a racing approve/reject
+//! resolve to exactly one winner.
+//!
+//! Key rotation: the caller reads a token's [`key_id`] (before anything else of it is trusted
+//! or parsed), looks up the key configured for that id — the current one, or one of the
+//! previous keys kept so links they signed work until their own expiry — and [`verify`]s with
+//! it. A token without an id is checked with the key configured without one.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::{ApproverId, EnvName, RunId};
+use crate::domain::{ApproverId, EnvName, IdError, RunId};
 
 /// How long the rollback link sent with a `released` notification works: a week, long
 /// enough to cover a release that misbehaves over a weekend, short enough that old links
@@ -65,12 +72,51 @@ pub struct ApprovalClaim {
     pub expires_at: Timestamp,
 }
 
+/// The id of a link-signing key, carried in the links it signs: 1–32 of `A-Z a-z 0-9 _ -`
+/// (`"2026-11"`). No dot: it is one part of the token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(IdError {
+                kind: "key id",
+                value: s.chars().take(40).collect(),
+                rule: "expected 1-32 of A-Z a-z 0-9 _ -",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("this is not a slipway approval link")]
     Malformed,
     #[error("this approval link has been altered or was not issued by this slipway")]
     BadSignature,
+    /// The link names a key id slipway has no key for: a retired key that was dropped from
+    /// `previous_keys`, or a forgery. Answered as a forged link is.
+    #[error("this approval link was signed with a key this slipway does not hold (or no longer holds)")]
+    UnknownKey,
     /// A genuine link, but for another action: an approval link opened as a rollback link,
     /// or the other way round.
     #[error("this link is for {found}, not for {expected}")]
@@ -83,28 +129,67 @@ fn mac(key: &SecretString) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes keys of any length")
 }
 
-/// Signs a claim into a URL-safe token.
-pub fn issue(key: &SecretString, claim: &ApprovalClaim) -> String {
-    let payload = serde_json::to_vec(claim).expect("a claim always serialises");
-    let signed = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(payload));
+/// Signs a claim into a URL-safe token with `key`, whose id (if it has one) the token
+/// carries.
+pub fn issue(key: &SecretString, key_id: Option<&KeyId>, claim: &ApprovalClaim) -> String {
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claim).expect("a claim always serialises"));
+    let signed = match key_id {
+        Some(id) => format!("{PREFIX}{id}.{payload}"),
+        None => format!("{PREFIX}{payload}"),
+    };
     let mut m = mac(key);
     m.update(signed.as_bytes());
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
 }
 
-/// Checks a token's signature in constant time and returns its claim if it grants
-/// `expected`. Expiry is the caller's to judge against its clock.
-pub fn verify(key: &SecretString, token: &str, expected: Action) -> Result<ApprovalClaim, TokenError> {
+/// A token cut into its parts; nothing in it is trusted yet.
+struct Parts<'a> {
+    /// Everything the MAC covers: `v1.[<key id>.]<payload>`.
+    signed: &'a str,
+    key_id: Option<KeyId>,
+    payload: &'a str,
+    mac: &'a str,
+}
+
+fn split(token: &str) -> Result<Parts<'_>, TokenError> {
     if token.len() > 1024 || !token.starts_with(PREFIX) {
         return Err(TokenError::Malformed);
     }
-    let (signed, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
-    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
+    let (signed, mac) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let rest = signed.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
+    let (key_id, payload) = match rest.split_once('.') {
+        None => (None, rest),
+        Some((id, payload)) => (Some(KeyId::parse(id).map_err(|_| TokenError::Malformed)?), payload),
+    };
+    if payload.contains('.') {
+        return Err(TokenError::Malformed);
+    }
+    Ok(Parts {
+        signed,
+        key_id,
+        payload,
+        mac,
+    })
+}
+
+/// The id of the key a token says it was signed with (`None`: a token without one, as all
+/// were before key ids existed). Only the token's shape is checked: verify it with the key
+/// configured for this id.
+pub fn key_id(token: &str) -> Result<Option<KeyId>, TokenError> {
+    split(token).map(|parts| parts.key_id)
+}
+
+/// Checks a token's signature under `key` in constant time and returns its claim if it
+/// grants `expected`. `key` is the one configured for the token's [`key_id`]. Expiry is the
+/// caller's to judge against its clock.
+pub fn verify(key: &SecretString, token: &str, expected: Action) -> Result<ApprovalClaim, TokenError> {
+    let parts = split(token)?;
+    let sig = URL_SAFE_NO_PAD.decode(parts.mac).map_err(|_| TokenError::Malformed)?;
     let mut m = mac(key);
-    m.update(signed.as_bytes());
+    m.update(parts.signed.as_bytes());
     m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
     let payload = URL_SAFE_NO_PAD
-        .decode(&signed[PREFIX.len()..])
+        .decode(parts.payload)
         .map_err(|_| TokenError::Malformed)?;
     let claim: ApprovalClaim = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
     if claim.action != expected {
@@ -149,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_token_round_trips() {
-        let token = issue(&key("k1"), &claim());
+        let token = issue(&key("k1"), None, &claim());
         assert!(token.starts_with("v1."));
         assert!(
             token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
@@ -160,7 +245,7 @@ mod tests {
 
     #[test]
     fn another_key_cannot_forge_a_token() {
-        let token = issue(&key("attacker"), &claim());
+        let token = issue(&key("attacker"), None, &claim());
         assert_eq!(
             verify(&key("k1"), &token, Action::Approve),
             Err(TokenError::BadSignature)
@@ -169,7 +254,7 @@ mod tests {
 
     #[test]
     fn any_changed_character_is_detected() {
-        let token = issue(&key("k1"), &claim());
+        let token = issue(&key("k1"), None, &claim());
         for i in PREFIX.len()..token.len() {
             let mut bytes = token.clone().into_bytes();
             if bytes[i] == b'.' {
@@ -189,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_claim_for_another_approver_needs_its_own_signature() {
-        let token = issue(&key("k1"), &claim());
+        let token = issue(&key("k1"), None, &claim());
         let (_, sig) = token.rsplit_once('.').unwrap();
         let bob = ApprovalClaim {
             approver: ApproverId::parse("bob").unwrap(),
@@ -225,14 +310,14 @@ mod tests {
 
     #[test]
     fn a_rollback_token_round_trips_as_a_rollback() {
-        let token = issue(&key("k1"), &rollback());
+        let token = issue(&key("k1"), None, &rollback());
         assert_eq!(verify(&key("k1"), &token, Action::Rollback).unwrap(), rollback());
         assert_eq!(payload_of(&token)["k"], "rollback");
     }
 
     #[test]
     fn an_approval_token_is_never_a_rollback_token_nor_the_other_way_round() {
-        let approval = issue(&key("k1"), &claim());
+        let approval = issue(&key("k1"), None, &claim());
         assert_eq!(
             verify(&key("k1"), &approval, Action::Rollback),
             Err(TokenError::WrongAction {
@@ -240,7 +325,7 @@ mod tests {
                 found: Action::Approve
             })
         );
-        let rollback = issue(&key("k1"), &rollback());
+        let rollback = issue(&key("k1"), None, &rollback());
         assert_eq!(
             verify(&key("k1"), &rollback, Action::Approve),
             Err(TokenError::WrongAction {
@@ -270,12 +355,82 @@ mod tests {
         m.update(signed.as_bytes());
         let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
         assert_eq!(verify(&key("k1"), &token, Action::Approve).unwrap(), claim());
-        assert_eq!(issue(&key("k1"), &claim()), token, "approvals are issued as before");
+        assert_eq!(
+            issue(&key("k1"), None, &claim()),
+            token,
+            "approvals are issued as before"
+        );
+    }
+
+    fn kid(id: &str) -> KeyId {
+        KeyId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_token_carries_its_key_id_and_round_trips() {
+        let token = issue(&key("k2"), Some(&kid("2026-11")), &claim());
+        assert!(token.starts_with("v1.2026-11."), "{token}");
+        assert_eq!(key_id(&token), Ok(Some(kid("2026-11"))));
+        assert_eq!(verify(&key("k2"), &token, Action::Approve).unwrap(), claim());
+        assert_eq!(
+            verify(&key("k1"), &token, Action::Approve),
+            Err(TokenError::BadSignature),
+            "only the key its id names verifies it"
+        );
+    }
+
+    #[test]
+    fn tokens_without_a_key_id_still_verify() {
+        let token = issue(&key("k1"), None, &claim());
+        assert_eq!(token.matches('.').count(), 2, "v1.<payload>.<mac>: {token}");
+        assert_eq!(key_id(&token), Ok(None));
+        assert_eq!(verify(&key("k1"), &token, Action::Approve).unwrap(), claim());
+    }
+
+    #[test]
+    fn the_key_id_is_signed_too() {
+        let token = issue(&key("k1"), Some(&kid("2026-10")), &claim());
+        for (from, to) in [("v1.2026-10.", "v1.2026-11."), ("v1.2026-10.", "v1.")] {
+            let changed = token.replacen(from, to, 1);
+            assert_eq!(
+                verify(&key("k1"), &changed, Action::Approve),
+                Err(TokenError::BadSignature),
+                "{changed}"
+            );
+        }
+        let without = issue(&key("k1"), None, &claim());
+        let with_id = without.replacen("v1.", "v1.2026-10.", 1);
+        assert_eq!(
+            verify(&key("k1"), &with_id, Action::Approve),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_key_id_that_is_not_one_is_malformed() {
+        let token = issue(&key("k1"), None, &claim());
+        let (_, rest) = token.split_once('.').unwrap();
+        for bad in ["", "has space", "x".repeat(33).as_str(), "ü"] {
+            let forged = format!("v1.{bad}.{rest}");
+            assert_eq!(key_id(&forged), Err(TokenError::Malformed), "{forged}");
+            assert_eq!(verify(&key("k1"), &forged, Action::Approve), Err(TokenError::Malformed));
+        }
+        assert_eq!(key_id("v1.a.b.c.d"), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn key_ids_are_short_and_url_safe() {
+        for good in ["2026-11", "a", "key_2", &"x".repeat(32)] {
+            assert_eq!(KeyId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in ["", "2026.11", "a/b", "a b", &"x".repeat(33)] {
+            assert!(KeyId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn turning_an_approval_into_a_rollback_breaks_the_signature() {
-        let token = issue(&key("k1"), &claim());
+        let token = issue(&key("k1"), None, &claim());
         let (_, sig) = token.rsplit_once('.').unwrap();
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&rollback()).unwrap());
         let forged = format!("v1.{forged_payload}.{sig}");
@@ -287,7 +442,7 @@ mod tests {
 
     #[test]
     fn an_unknown_action_is_malformed() {
-        let mut payload = payload_of(&issue(&key("k1"), &rollback()));
+        let mut payload = payload_of(&issue(&key("k1"), None, &rollback()));
         payload["k"] = "deploy".into();
         let signed = format!(
             "{PREFIX}{}",

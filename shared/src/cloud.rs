@@ -123,6 +123,7 @@ pub async fn app(settings: &Settings, sdk: &aws_config::SdkConfig, config: Optio
             Config::parse(&text, Path::new(&origin))?
         }
     };
+    crate::embedded::warn_about_ended_rotations(&config, jiff::Timestamp::now());
     let prefix = format!("{}/", settings.parameter_prefix);
     for name in crate::embedded::required_secrets(&config) {
         if !name.as_str().starts_with(&prefix) {
@@ -203,6 +204,7 @@ pub async fn bootstrap(
     crate::embedded::check_secret_forms(&config, secrets)
         .await
         .map_err(|(name, reason)| aws("checking secrets")(format!("{name} is not usable: {reason}").into()))?;
+    crate::embedded::warn_about_ended_rotations(&config, jiff::Timestamp::now());
     let s3 = s3_client(sdk);
     let bucket = names.bucket();
     let created = s3.create_bucket().bucket(&bucket).send().await;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use jiff::SignedDuration;
 use serde::{Deserialize, Deserializer};
 
+use crate::approvals::KeyId;
 use crate::domain::{ApproverId, BranchName, EnvName, EnvPlan, Mode, ParamName, PipelineName, Plan, RepoName};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ pub struct Config {
 pub struct GithubConfig {
     /// The parameter holding the secret of the GitHub webhook.
     pub webhook_secret: ParamName,
+    /// The secret being rotated out, still accepted until its `until`.
+    #[serde(default)]
+    pub previous_webhook_secret: Option<PreviousSecret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,10 +64,16 @@ pub struct GithubConfig {
 pub struct GitlabConfig {
     /// The parameter holding the hook's secret token, sent as `X-Gitlab-Token`.
     pub token: ParamName,
+    /// The secret token being rotated out, still accepted until its `until`.
+    #[serde(default)]
+    pub previous_token: Option<PreviousSecret>,
     /// The parameter holding the hook's signing token (`whsec_…`); when set, the Standard
     /// Webhooks signature (`webhook-signature`) is required too.
     #[serde(default)]
     pub signing_key: Option<ParamName>,
+    /// The signing token being rotated out, still accepted until its `until`.
+    #[serde(default)]
+    pub previous_signing_key: Option<PreviousSecret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +81,9 @@ pub struct GitlabConfig {
 pub struct BitbucketConfig {
     /// The parameter holding the webhook's secret (`X-Hub-Signature: sha256=…`).
     pub secret: ParamName,
+    /// The secret being rotated out, still accepted until its `until`.
+    #[serde(default)]
+    pub previous_secret: Option<PreviousSecret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,13 +91,72 @@ pub struct BitbucketConfig {
 pub struct SlackConfig {
     /// The parameter holding the Slack app's signing secret, for interactive approvals.
     pub signing_secret: ParamName,
+    /// The signing secret being rotated out, still accepted until its `until`.
+    #[serde(default)]
+    pub previous_signing_secret: Option<PreviousSecret>,
 }
 
+/// A secret being rotated out of an inbound check (a webhook secret, a CI secret): requests
+/// signed with it are still accepted until `until`, and refused from then on, as any wrong
+/// signature is. Written `{ param = "/slipway/github/webhook-secret-old", until =
+/// "2026-12-01T00:00:00Z" }`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSecret {
+    /// The parameter holding the old value.
+    pub param: ParamName,
+    /// When the old value stops being accepted (RFC 3339, with an offset or `Z`).
+    #[serde(deserialize_with = "timestamp")]
+    pub until: jiff::Timestamp,
+}
+
+impl PreviousSecret {
+    /// Is the old value still accepted at `now`?
+    pub fn accepted_at(&self, now: jiff::Timestamp) -> bool {
+        now < self.until
+    }
+}
+
+/// The keys that sign approval and rollback links. New links are signed with `signing_key`
+/// and carry `key_id` (none if unset); a link is checked with the key its id names, so links
+/// signed with a key listed in `previous_keys` keep working until their own expiry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsConfig {
-    /// The parameter holding the key that signs approval links.
+    /// The parameter holding the key that signs new links.
     pub signing_key: ParamName,
+    /// The id new links carry, so they are checked with this key after the next rotation.
+    #[serde(default)]
+    pub key_id: Option<KeyId>,
+    /// Keys that signed links still out there. One of these (or the current key) may have no
+    /// `id`: it checks links that carry none, which are all links sent before key ids existed.
+    #[serde(default)]
+    pub previous_keys: Vec<PreviousKey>,
+}
+
+/// A retired link-signing key, kept so the links it signed still work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    /// The key id its links carry; none for the key that signed links without an id.
+    #[serde(default)]
+    pub id: Option<KeyId>,
+    /// The parameter holding the key.
+    pub param: ParamName,
+}
+
+impl ApprovalsConfig {
+    /// The parameter of the key that checks links carrying `id` (`None`: links without an
+    /// id), if any key is configured for it.
+    pub fn key_for(&self, id: Option<&KeyId>) -> Option<&ParamName> {
+        if self.key_id.as_ref() == id {
+            return Some(&self.signing_key);
+        }
+        self.previous_keys
+            .iter()
+            .find(|k| k.id.as_ref() == id)
+            .map(|k| &k.param)
+    }
 }
 
 /// Where notifications go.
@@ -120,6 +192,9 @@ pub struct PipelineConfig {
     pub mode: Mode,
     /// The parameter holding the secret CI signs its result callbacks with.
     pub ci_secret: ParamName,
+    /// The CI secret being rotated out, still accepted until its `until`.
+    #[serde(default)]
+    pub previous_ci_secret: Option<PreviousSecret>,
     #[serde(default = "default_expiry", deserialize_with = "duration")]
     pub approval_expiry: SignedDuration,
     /// May the commit's author approve their own commit?
@@ -283,6 +358,10 @@ pub enum DeployTargetConfig {
         url: url::Url,
         /// The parameter holding the HMAC key requests and callbacks are signed with.
         secret: ParamName,
+        /// The key being rotated out: callbacks signed with it are still accepted until its
+        /// `until`. Requests are always signed with `secret`.
+        #[serde(default)]
+        previous_secret: Option<PreviousSecret>,
         /// How often to poll a status URL (or look for the callback).
         #[serde(default = "default_poll_interval", deserialize_with = "duration")]
         poll_interval: SignedDuration,
@@ -336,7 +415,13 @@ impl DeployTargetConfig {
     pub fn secret_params(&self) -> Vec<&ParamName> {
         match self {
             DeployTargetConfig::Command { secrets, .. } => secrets.values().collect(),
-            DeployTargetConfig::Webhook { secret, .. } => vec![secret],
+            DeployTargetConfig::Webhook {
+                secret,
+                previous_secret,
+                ..
+            } => std::iter::once(secret)
+                .chain(previous_secret.iter().map(|p| &p.param))
+                .collect(),
             DeployTargetConfig::S3 { .. } | DeployTargetConfig::Lambda { .. } => Vec::new(),
         }
     }
@@ -417,6 +502,16 @@ fn default_backoff() -> SignedDuration {
     SignedDuration::from_secs(2)
 }
 
+/// `"2026-12-01T00:00:00Z"`: an instant, with its offset.
+fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<jiff::Timestamp, D::Error> {
+    let raw = String::deserialize(d)?;
+    raw.parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{raw:?} is not a time like \"2026-12-01T00:00:00Z\" (RFC 3339, with Z or an offset): {e}"
+        ))
+    })
+}
+
 /// `"24h"`, `"10m"`, `"1h 30m"`, `"PT5S"`.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error> {
     let raw = String::deserialize(d)?;
@@ -464,6 +559,42 @@ impl Config {
             && !matches!(url.scheme(), "http" | "https")
         {
             return Err(invalid("public_url".into(), format!("{url} is not an http(s) URL")));
+        }
+        for (key, current, previous) in self.rotations() {
+            if &previous.param == current {
+                return Err(invalid(
+                    format!("{key}.param"),
+                    format!("{current} is the current secret too: name the parameter holding the old value"),
+                ));
+            }
+        }
+        if let Some(gl) = &self.gitlab
+            && gl.signing_key.is_none()
+            && gl.previous_signing_key.is_some()
+        {
+            return Err(invalid(
+                "gitlab.previous_signing_key".into(),
+                "there is no signing_key to rotate: set signing_key too, or drop previous_signing_key".into(),
+            ));
+        }
+        let approvals = &self.approvals;
+        let mut key_ids = HashSet::from([approvals.key_id.as_ref()]);
+        for (k, key) in approvals.previous_keys.iter().enumerate() {
+            if !key_ids.insert(key.id.as_ref()) {
+                let problem = match &key.id {
+                    Some(id) if approvals.key_id.as_ref() == Some(id) => {
+                        format!("{:?} is the current key_id", id.as_str())
+                    }
+                    Some(id) => format!("another previous key already has id {:?}", id.as_str()),
+                    None if approvals.key_id.is_none() => {
+                        "signing_key has no key_id, so it already checks links without one: give signing_key a \
+                         key_id when you keep the old key here"
+                            .into()
+                    }
+                    None => "another previous key already has no id: only one key can check links without one".into(),
+                };
+                return Err(invalid(format!("approvals.previous_keys[{k}].id"), problem));
+            }
         }
         let mut names = HashSet::new();
         let mut branches = HashSet::new();
@@ -663,6 +794,61 @@ impl Config {
         Ok(())
     }
 
+    /// Every inbound secret being rotated out: where it is configured (`github.previous_webhook_secret`),
+    /// the current secret's parameter, and the previous one.
+    pub fn rotations(&self) -> Vec<(String, &ParamName, &PreviousSecret)> {
+        let mut all: Vec<(String, &ParamName, &Option<PreviousSecret>)> = Vec::new();
+        if let Some(gh) = &self.github {
+            all.push((
+                "github.previous_webhook_secret".into(),
+                &gh.webhook_secret,
+                &gh.previous_webhook_secret,
+            ));
+        }
+        if let Some(gl) = &self.gitlab {
+            all.push(("gitlab.previous_token".into(), &gl.token, &gl.previous_token));
+            if let Some(signing_key) = &gl.signing_key {
+                all.push((
+                    "gitlab.previous_signing_key".into(),
+                    signing_key,
+                    &gl.previous_signing_key,
+                ));
+            }
+        }
+        if let Some(bb) = &self.bitbucket {
+            all.push(("bitbucket.previous_secret".into(), &bb.secret, &bb.previous_secret));
+        }
+        if let Some(slack) = &self.slack {
+            all.push((
+                "slack.previous_signing_secret".into(),
+                &slack.signing_secret,
+                &slack.previous_signing_secret,
+            ));
+        }
+        for (p, pipeline) in self.pipelines.iter().enumerate() {
+            let at = format!("pipelines[{p}] ({})", pipeline.name);
+            all.push((
+                format!("{at}.previous_ci_secret"),
+                &pipeline.ci_secret,
+                &pipeline.previous_ci_secret,
+            ));
+            for (e, env) in pipeline.environments.iter().enumerate() {
+                if let DeployTargetConfig::Webhook {
+                    secret,
+                    previous_secret,
+                    ..
+                } = &env.deploy
+                {
+                    let key = format!("{at}.environments[{e}] ({}).deploy.previous_secret", env.name);
+                    all.push((key, secret, previous_secret));
+                }
+            }
+        }
+        all.into_iter()
+            .filter_map(|(key, current, previous)| previous.as_ref().map(|p| (key, current, p)))
+            .collect()
+    }
+
     pub fn pipeline(&self, name: &PipelineName) -> Option<&PipelineConfig> {
         self.pipelines.iter().find(|p| &p.name == name)
     }
@@ -714,7 +900,9 @@ impl PipelineConfig {
 
     /// Every secret parameter this pipeline needs, so start-up can check they exist.
     pub fn secret_params(&self) -> impl Iterator<Item = &ParamName> {
-        std::iter::once(&self.ci_secret).chain(self.environments.iter().flat_map(|e| e.deploy.secret_params()))
+        std::iter::once(&self.ci_secret)
+            .chain(self.previous_ci_secret.iter().map(|p| &p.param))
+            .chain(self.environments.iter().flat_map(|e| e.deploy.secret_params()))
     }
 }
 
@@ -886,6 +1074,144 @@ deploy = { type = "command", command = ["./deploy.sh"] }
             let bake = config.pipelines[0].environments[1].bake.as_ref().unwrap();
             assert!(matches!(&bake.source, HealthSourceConfig::Http { pointer, .. } if pointer == good));
         }
+    }
+
+    /// The example with a GitHub secret and the shop pipeline's CI secret being rotated.
+    fn rotating(github_until: &str) -> String {
+        EXAMPLE
+            .replace(
+                "webhook_secret = \"/slipway/github/webhook-secret\"\n",
+                &format!(
+                    "webhook_secret = \"/slipway/github/webhook-secret\"\nprevious_webhook_secret = {{ param = \"/slipway/github/webhook-secret-old\", until = \"{github_until}\" }}\n"
+                ),
+            )
+            .replace(
+                "ci_secret = \"/slipway/shop/ci-secret\"\n",
+                "ci_secret = \"/slipway/shop/ci-secret\"\nprevious_ci_secret = { param = \"/slipway/shop/ci-secret-old\", until = \"2026-12-01T01:00:00+01:00\" }\n",
+            )
+    }
+
+    #[test]
+    fn previous_secrets_are_listed_with_their_key_and_needed_at_start_up() {
+        let config = parse(&rotating("2026-12-01T00:00:00Z")).unwrap();
+        let rotations: Vec<_> = config
+            .rotations()
+            .into_iter()
+            .map(|(key, current, previous)| (key, current.to_string(), previous.param.to_string(), previous.until))
+            .collect();
+        let until: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            rotations,
+            [
+                (
+                    "github.previous_webhook_secret".to_owned(),
+                    "/slipway/github/webhook-secret".to_owned(),
+                    "/slipway/github/webhook-secret-old".to_owned(),
+                    until
+                ),
+                (
+                    "pipelines[0] (shop).previous_ci_secret".to_owned(),
+                    "/slipway/shop/ci-secret".to_owned(),
+                    "/slipway/shop/ci-secret-old".to_owned(),
+                    until
+                ),
+            ]
+        );
+        let previous = &config.rotations()[0].2;
+        assert!(previous.accepted_at("2026-11-30T23:59:59Z".parse().unwrap()));
+        assert!(!previous.accepted_at(until));
+        assert!(
+            config.pipelines[0]
+                .secret_params()
+                .any(|p| p.as_str() == "/slipway/shop/ci-secret-old")
+        );
+        // An `until` already past parses: start-up warns, it does not refuse.
+        assert!(parse(&rotating("2020-01-01T00:00:00Z")).is_ok());
+    }
+
+    #[test]
+    fn rotation_mistakes_name_the_key() {
+        let cases = [
+            (rotating("next tuesday"), "\"next tuesday\" is not a time like \"2026-12-01T00:00:00Z\""),
+            (rotating("2026-12-01"), "is not a time like"),
+            (
+                rotating("2026-12-01T00:00:00Z").replace("webhook-secret-old", "webhook-secret"),
+                "github.previous_webhook_secret.param: /slipway/github/webhook-secret is the current secret too",
+            ),
+            (
+                rotating("2026-12-01T00:00:00Z").replace("until = ", "expires = "),
+                "unknown field `expires`",
+            ),
+            (
+                EXAMPLE.replace(
+                    "signing_key = \"/slipway/approvals/signing-key\"",
+                    "signing_key = \"/slipway/approvals/signing-key\"\nprevious_keys = [{ param = \"/a\" }, { param = \"/b\" }]",
+                ),
+                "approvals.previous_keys[0].id: signing_key has no key_id, so it already checks links without one",
+            ),
+            (
+                EXAMPLE.replace(
+                    "signing_key = \"/slipway/approvals/signing-key\"",
+                    "signing_key = \"/slipway/approvals/signing-key\"\nkey_id = \"k\"\nprevious_keys = [{ param = \"/a\" }, { param = \"/b\" }]",
+                ),
+                "approvals.previous_keys[1].id: another previous key already has no id",
+            ),
+            (
+                EXAMPLE.replace(
+                    "signing_key = \"/slipway/approvals/signing-key\"",
+                    "signing_key = \"/slipway/approvals/signing-key\"\nprevious_keys = [{ id = \"a\", param = \"/a\" }, { id = \"a\", param = \"/b\" }]",
+                ),
+                "approvals.previous_keys[1].id: another previous key already has id \"a\"",
+            ),
+            (
+                EXAMPLE.replace(
+                    "signing_key = \"/slipway/approvals/signing-key\"",
+                    "signing_key = \"/slipway/approvals/signing-key\"\nkey_id = \"2026-11\"\nprevious_keys = [{ id = \"2026-11\", param = \"/a\" }]",
+                ),
+                "approvals.previous_keys[0].id: \"2026-11\" is the current key_id",
+            ),
+            (
+                EXAMPLE.replace(
+                    "signing_key = \"/slipway/approvals/signing-key\"",
+                    "signing_key = \"/slipway/approvals/signing-key\"\nkey_id = \"2026.11\"",
+                ),
+                "invalid key id \"2026.11\"",
+            ),
+            (
+                format!(
+                    "{EXAMPLE}\n[gitlab]\ntoken = \"/t\"\nprevious_signing_key = {{ param = \"/k\", until = \"2026-12-01T00:00:00Z\" }}\n"
+                ),
+                "gitlab.previous_signing_key: there is no signing_key to rotate",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(expected);
+            assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn each_link_key_id_finds_its_key() {
+        let config = parse(&EXAMPLE.replace(
+            "signing_key = \"/slipway/approvals/signing-key\"",
+            "signing_key = \"/p/new\"\nkey_id = \"2026-11\"\nprevious_keys = [{ id = \"2026-10\", param = \"/p/old\" }, { param = \"/p/first\" }]",
+        ))
+        .unwrap();
+        let approvals = &config.approvals;
+        let id = |s: &str| KeyId::parse(s).unwrap();
+        let found = |k: Option<&KeyId>| approvals.key_for(k).map(|p| p.to_string());
+        assert_eq!(found(Some(&id("2026-11"))).as_deref(), Some("/p/new"));
+        assert_eq!(found(Some(&id("2026-10"))).as_deref(), Some("/p/old"));
+        assert_eq!(found(None).as_deref(), Some("/p/first"), "links without an id");
+        assert_eq!(found(Some(&id("2026-09"))), None);
+
+        // Before any rotation: the one key has no id and checks links without one.
+        let plain = parse(EXAMPLE).unwrap();
+        assert_eq!(
+            plain.approvals.key_for(None).map(|p| p.as_str()),
+            Some("/slipway/approvals/signing-key")
+        );
+        assert_eq!(plain.approvals.key_for(Some(&id("2026-11"))), None);
     }
 
     #[test]

@@ -40,9 +40,14 @@ pub enum StartupError {
 }
 
 /// Checks the secrets whose form slipway knows, so a bad one is found at start-up and not at
-/// the first delivery: today GitLab's signing token (`whsec_<base64>`).
+/// the first delivery: today GitLab's signing token (`whsec_<base64>`), current and previous.
 pub async fn check_secret_forms(config: &Config, secrets: &dyn SecretStore) -> Result<(), (String, String)> {
-    if let Some(name) = config.gitlab.as_ref().and_then(|gl| gl.signing_key.as_ref()) {
+    let gitlab_keys = config.gitlab.iter().flat_map(|gl| {
+        gl.signing_key
+            .iter()
+            .chain(gl.previous_signing_key.iter().map(|p| &p.param))
+    });
+    for name in gitlab_keys {
         let value = secrets.get(name).await.map_err(|e| (name.to_string(), e.to_string()))?;
         crate::providers::gitlab::signing_key(value.expose_secret()).map_err(|e| {
             (
@@ -52,6 +57,22 @@ pub async fn check_secret_forms(config: &Config, secrets: &dyn SecretStore) -> R
         })?;
     }
     Ok(())
+}
+
+/// Warns, once at start-up, about each previous secret whose rotation window has ended: it is
+/// refused now, so its configuration (and the parameter) can go. Not an error: the rotation
+/// simply finished while slipway was running or stopped.
+pub fn warn_about_ended_rotations(config: &Config, now: jiff::Timestamp) {
+    for (key, _, previous) in config.rotations() {
+        if !previous.accepted_at(now) {
+            tracing::warn!(
+                key,
+                parameter = %previous.param,
+                until = %previous.until,
+                "the rotation window ended: requests signed with the previous secret are refused; remove it from the configuration"
+            );
+        }
+    }
 }
 
 /// Where everything is.
@@ -77,6 +98,7 @@ impl Paths {
 pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
     let mut names: BTreeSet<&ParamName> = BTreeSet::new();
     names.insert(&config.approvals.signing_key);
+    names.extend(config.approvals.previous_keys.iter().map(|k| &k.param));
     if let Some(gh) = &config.github {
         names.insert(&gh.webhook_secret);
     }
@@ -90,6 +112,8 @@ pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
     if let Some(slack) = &config.slack {
         names.insert(&slack.signing_secret);
     }
+    // Every previous secret of a rotation (the pipelines' are among their secret_params).
+    names.extend(config.rotations().into_iter().map(|(_, _, previous)| &previous.param));
     for channel in &config.notify {
         match channel {
             crate::config::ChannelConfig::Slack { webhook_url } => {
@@ -131,6 +155,7 @@ pub async fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> 
             name,
             reason,
         })?;
+    warn_about_ended_rotations(&config, jiff::Timestamp::now());
     if config.github.is_none() && config.gitlab.is_none() && config.bitbucket.is_none() {
         tracing::warn!("no [github], [gitlab] or [bitbucket] section in the configuration: no push opens a run");
     }
@@ -145,4 +170,79 @@ pub async fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> 
         secrets: Arc::new(secrets),
     };
     Ok(wire(config, backend, public_url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemorySecrets;
+
+    const ROTATING: &str = r#"
+[github]
+webhook_secret = "/s/github"
+previous_webhook_secret = { param = "/s/github-old", until = "2026-12-01T00:00:00Z" }
+
+[gitlab]
+token = "/s/gitlab-token"
+previous_token = { param = "/s/gitlab-token-old", until = "2026-12-01T00:00:00Z" }
+signing_key = "/s/gitlab-key"
+previous_signing_key = { param = "/s/gitlab-key-old", until = "2026-12-01T00:00:00Z" }
+
+[bitbucket]
+secret = "/s/bitbucket"
+previous_secret = { param = "/s/bitbucket-old", until = "2026-12-01T00:00:00Z" }
+
+[slack]
+signing_secret = "/s/slack"
+previous_signing_secret = { param = "/s/slack-old", until = "2026-12-01T00:00:00Z" }
+
+[approvals]
+signing_key = "/s/links-2026-11"
+key_id = "2026-11"
+previous_keys = [{ param = "/s/links" }]
+
+[[pipelines]]
+name = "shop"
+repo = "acme/shop"
+mode = "deployment"
+ci_secret = "/s/ci"
+previous_ci_secret = { param = "/s/ci-old", until = "2026-12-01T00:00:00Z" }
+environments = [{ name = "production", deploy = { type = "webhook", url = "https://deploy.example.com", secret = "/s/deploy", previous_secret = { param = "/s/deploy-old", until = "2026-12-01T00:00:00Z" } } }]
+"#;
+
+    fn config() -> Config {
+        Config::parse(ROTATING, Path::new("slipway.toml")).unwrap()
+    }
+
+    #[test]
+    fn start_up_needs_every_previous_secret_and_key() {
+        let config = config();
+        let names: Vec<&str> = required_secrets(&config).into_iter().map(|n| n.as_str()).collect();
+        for old in [
+            "/s/github-old",
+            "/s/gitlab-token-old",
+            "/s/gitlab-key-old",
+            "/s/bitbucket-old",
+            "/s/slack-old",
+            "/s/links",
+            "/s/ci-old",
+            "/s/deploy-old",
+        ] {
+            assert!(names.contains(&old), "{old} in {names:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_previous_gitlab_signing_key_must_have_the_form_too() {
+        let config = config();
+        let secrets = MemorySecrets::new();
+        secrets.set("/s/gitlab-key", "whsec_Y3VycmVudA==");
+        secrets.set("/s/gitlab-key-old", "not base64!");
+        let (name, reason) = check_secret_forms(&config, &secrets).await.unwrap_err();
+        assert_eq!(name, "/s/gitlab-key-old");
+        assert!(reason.contains("whsec_"), "{reason}");
+        assert!(!reason.contains("not base64!"), "no value: {reason}");
+        secrets.set("/s/gitlab-key-old", "whsec_b2xk");
+        assert_eq!(check_secret_forms(&config, &secrets).await, Ok(()));
+    }
 }

@@ -6,9 +6,17 @@
 //!
 //! This module knows nothing about HTTP: callers pass the header's value and say which header
 //! it came from in their own error messages.
+//!
+//! [`Rotation`] is the rotation window every inbound check shares (webhook secrets, GitLab's
+//! token and signing key, Slack's signing secret, CI secrets, deploy callbacks): the previous
+//! secret is accepted beside the current one until a configured time.
 
 use hmac::{Hmac, Mac};
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
+
+use crate::domain::ParamName;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -61,6 +69,61 @@ pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8]) -> Result<(), Si
     mac(secret, body)
         .verify_slice(&expected)
         .map_err(|_| SignatureError::Mismatch)
+}
+
+/// A secret being rotated out, as read from the secret store.
+#[derive(Debug)]
+pub struct Retiring {
+    pub secret: SecretString,
+    /// Its parameter, named in logs (never its value).
+    pub param: ParamName,
+    /// Accepted before this instant, refused from it on.
+    pub until: Timestamp,
+}
+
+/// The secrets a sender may sign with: the current one and, while a rotation is configured,
+/// the previous one.
+#[derive(Debug)]
+pub struct Rotation {
+    pub current: SecretString,
+    pub previous: Option<Retiring>,
+}
+
+impl Rotation {
+    /// Runs `check` (a constant-time verification) with the current secret and, if that
+    /// fails and a previous secret is configured, with the previous one. The previous secret
+    /// passes only before its `until`; a request signed with it later is refused with the
+    /// current secret's error — the answer to any wrong signature — and logged at WARN.
+    /// `what` names the secret in logs ("GitHub webhook secret"); no value is ever logged.
+    pub fn check<E>(&self, what: &str, now: Timestamp, check: impl Fn(&str) -> Result<(), E>) -> Result<(), E> {
+        let refused = match check(self.current.expose_secret()) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let Some(previous) = &self.previous else {
+            return Err(refused);
+        };
+        if check(previous.secret.expose_secret()).is_err() {
+            return Err(refused);
+        }
+        if now < previous.until {
+            tracing::info!(
+                secret = what,
+                parameter = %previous.param,
+                until = %previous.until,
+                "request signed with the previous secret: accepted until the rotation ends; switch the sender to the current one"
+            );
+            Ok(())
+        } else {
+            tracing::warn!(
+                secret = what,
+                parameter = %previous.param,
+                until = %previous.until,
+                "request signed with the retired secret, whose rotation window has ended: refused"
+            );
+            Err(refused)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +198,111 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    const OLD: &str = "old-webhook-secret";
+    const NEW: &str = "new-webhook-secret";
+
+    fn at(t: &str) -> Timestamp {
+        t.parse().unwrap()
+    }
+
+    fn rotation(previous: Option<&str>) -> Rotation {
+        Rotation {
+            current: SecretString::from(NEW),
+            previous: previous.map(|p| Retiring {
+                secret: SecretString::from(p),
+                param: ParamName::parse("/slipway/github/webhook-secret-old").unwrap(),
+                until: at("2026-12-01T00:00:00Z"),
+            }),
+        }
+    }
+
+    fn signed_with(secret: &str) -> impl Fn(&str) -> Result<(), SignatureError> {
+        let header = sign(secret.as_bytes(), BODY);
+        move |key: &str| verify(key.as_bytes(), Some(&header), BODY)
+    }
+
+    /// Runs `f` with logs captured at every level, and returns them.
+    fn logs(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn the_current_secret_is_accepted_with_or_without_a_rotation() {
+        let before = at("2026-11-25T00:00:00Z");
+        let after = at("2026-12-02T00:00:00Z");
+        for now in [before, after] {
+            assert_eq!(rotation(None).check("test", now, signed_with(NEW)), Ok(()));
+            assert_eq!(rotation(Some(OLD)).check("test", now, signed_with(NEW)), Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_previous_secret_is_accepted_until_the_rotation_ends_then_refused_as_a_mismatch() {
+        let log = logs(|| {
+            assert_eq!(
+                rotation(Some(OLD)).check("GitHub webhook secret", at("2026-11-30T23:59:59Z"), signed_with(OLD)),
+                Ok(())
+            );
+        });
+        assert!(log.contains("signed with the previous secret"), "{log}");
+        for now in ["2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"] {
+            let log = logs(|| {
+                assert_eq!(
+                    rotation(Some(OLD)).check("GitHub webhook secret", at(now), signed_with(OLD)),
+                    Err(SignatureError::Mismatch),
+                    "{now}"
+                );
+            });
+            assert!(log.contains("WARN"), "{log}");
+            assert!(log.contains("retired secret"), "{log}");
+            assert!(log.contains("/slipway/github/webhook-secret-old"), "names the parameter: {log}");
+            assert!(!log.contains(OLD) && !log.contains(NEW), "no value in the log: {log}");
+        }
+    }
+
+    #[test]
+    fn without_a_rotation_an_old_secret_is_a_mismatch_and_nothing_is_logged() {
+        let log = logs(|| {
+            assert_eq!(
+                rotation(None).check("test", at("2026-11-25T00:00:00Z"), signed_with(OLD)),
+                Err(SignatureError::Mismatch)
+            );
+        });
+        assert_eq!(log, "");
+    }
+
+    #[test]
+    fn a_request_signed_with_neither_gets_the_current_secrets_error() {
+        let now = at("2026-11-25T00:00:00Z");
+        assert_eq!(
+            rotation(Some(OLD)).check("test", now, signed_with("a third secret")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            rotation(Some(OLD)).check("test", now, |key: &str| verify(key.as_bytes(), None, BODY)),
+            Err(SignatureError::Missing)
+        );
     }
 
     #[test]

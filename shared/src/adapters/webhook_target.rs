@@ -792,6 +792,7 @@ mod tests {
         DeployTargetConfig::Webhook {
             url,
             secret: ParamName::parse("/slipway/shop/deploy-hook").unwrap(),
+            previous_secret: None,
             poll_interval: SignedDuration::from_millis(5),
             timeout,
         }

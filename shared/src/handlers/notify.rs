@@ -97,6 +97,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                 return Ok(Vec::new());
             };
             let key = app.secret(&app.config.approvals.signing_key).await?;
+            let key_id = app.config.approvals.key_id.as_ref();
             let passed = run
                 .deployed_to()
                 .iter()
@@ -109,6 +110,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                 .map(|approver| {
                     let token = approvals::issue(
                         &key,
+                        key_id,
                         &ApprovalClaim {
                             action: Action::Approve,
                             run: run.id.clone(),
@@ -158,6 +160,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
             }
             // Each person who may approve may also undo: their own link, as for approvals.
             let key = app.secret(&app.config.approvals.signing_key).await?;
+            let key_id = app.config.approvals.key_id.as_ref();
             // From when the release happened, so a redelivered notice signs the same links.
             let released_at = run.history.get(notice.seq).map_or_else(|| app.clock.now(), |h| h.at);
             let expires_at = released_at
@@ -168,6 +171,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                 .map(|approver| {
                     let token = approvals::issue(
                         &key,
+                        key_id,
                         &ApprovalClaim {
                             action: Action::Rollback,
                             run: run.id.clone(),

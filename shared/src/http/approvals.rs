@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::pages::{self, Confirm};
 use super::{AppState, PageError};
 use crate::app::{App, Applied};
-use crate::approvals::{self, Action, ApprovalClaim, TokenError};
+use crate::approvals::{Action, ApprovalClaim, TokenError};
 use crate::config::{ApproverConfig, PipelineConfig};
 use crate::domain::{Actor, Event, Ignored, Run, Stage, StageKind, StageStatus};
 
@@ -43,10 +43,9 @@ impl Link<'_> {
 }
 
 pub(super) async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, PageError> {
-    let key = app.secret(&app.config.approvals.signing_key).await?;
-    let claim = approvals::verify(&key, token, Action::Approve).map_err(|e| match e {
+    let claim = app.verify_link(token, Action::Approve).await?.map_err(|e| match e {
         TokenError::Malformed => PageError::new(StatusCode::NOT_FOUND, "Unknown link", e.to_string()),
-        TokenError::BadSignature | TokenError::WrongAction { .. } => {
+        TokenError::BadSignature | TokenError::UnknownKey | TokenError::WrongAction { .. } => {
             PageError::new(StatusCode::FORBIDDEN, "Invalid link", e.to_string())
         }
     })?;

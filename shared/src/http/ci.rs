@@ -8,7 +8,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -47,8 +46,12 @@ pub(super) async fn callback(
         ));
     }
     let mut signed_by: Vec<&PipelineConfig> = Vec::new();
+    let now = app.clock.now();
     for pipeline in &app.config.pipelines {
-        let secret = match app.secret(&pipeline.ci_secret).await {
+        let secrets = match app
+            .rotation(&pipeline.ci_secret, pipeline.previous_ci_secret.as_ref())
+            .await
+        {
             Ok(s) => s,
             Err(EngineError::MissingSecret(name)) => {
                 tracing::error!(pipeline = %pipeline.name, %name, "CI secret missing; this pipeline cannot accept results");
@@ -56,7 +59,11 @@ pub(super) async fn callback(
             }
             Err(e) => return Err(e.into()),
         };
-        if signature::verify(secret.expose_secret().as_bytes(), sig, &body).is_ok() {
+        let what = format!("CI secret of pipeline {}", pipeline.name);
+        if secrets
+            .check(&what, now, |secret| signature::verify(secret.as_bytes(), sig, &body))
+            .is_ok()
+        {
             signed_by.push(pipeline);
         }
     }

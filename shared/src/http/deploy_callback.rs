@@ -47,14 +47,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::ApiError;
 use super::hooks::header;
 use crate::adapters::webhook_target::{DeployCallback, SIGNATURE_HEADER};
 use crate::app::{App, EngineError};
-use crate::config::DeployTargetConfig;
+use crate::config::{DeployTargetConfig, PreviousSecret};
 use crate::domain::{ParamName, RunId};
 use crate::ports::{StoreError, StoreKey};
 use crate::signature;
@@ -80,16 +79,14 @@ async fn store_callback(
         ));
     };
 
-    // Every webhook target's secret, each read once: the body is not trusted to say which.
-    let params: BTreeSet<&ParamName> = app
+    // Every webhook target's secret (and the one it is rotating out), each read once: the
+    // body is not trusted to say which.
+    let params: BTreeSet<Keys> = app
         .config
         .pipelines
         .iter()
         .flat_map(|p| &p.environments)
-        .filter_map(|e| match &e.deploy {
-            DeployTargetConfig::Webhook { secret, .. } => Some(secret),
-            _ => None,
-        })
+        .filter_map(|e| keys(&e.deploy))
         .collect();
     if params.is_empty() {
         return Err(ApiError::new(
@@ -97,9 +94,10 @@ async fn store_callback(
             "no environment deploys through a webhook target (deploy = { type = \"webhook\", … })",
         ));
     }
-    let mut signed_with: Vec<&ParamName> = Vec::new();
+    let mut signed_with: Vec<Keys> = Vec::new();
+    let now = app.clock.now();
     for param in params {
-        let secret = match app.secret(param).await {
+        let secrets = match app.rotation(param.0, param.1).await {
             Ok(s) => s,
             Err(EngineError::MissingSecret(name)) => {
                 tracing::error!(%name, "webhook deploy secret missing; callbacks signed with it are refused");
@@ -107,7 +105,12 @@ async fn store_callback(
             }
             Err(e) => return Err(e.into()),
         };
-        if signature::verify(secret.expose_secret().as_bytes(), Some(sig), &body).is_ok() {
+        if secrets
+            .check("webhook deploy secret", now, |secret| {
+                signature::verify(secret.as_bytes(), Some(sig), &body)
+            })
+            .is_ok()
+        {
             signed_with.push(param);
         }
     }
@@ -154,7 +157,7 @@ async fn store_callback(
             format!("run {} has no environment {}", run.id, callback.env),
         ));
     };
-    let DeployTargetConfig::Webhook { secret, .. } = &environment.deploy else {
+    let Some(secret) = keys(&environment.deploy) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -218,6 +221,20 @@ async fn store_callback(
             )),
         },
         Err(e) => Err(EngineError::from(e).into()),
+    }
+}
+
+/// A webhook target's secret and the one it is rotating out, if any.
+type Keys<'a> = (&'a ParamName, Option<&'a PreviousSecret>);
+
+fn keys(target: &DeployTargetConfig) -> Option<Keys<'_>> {
+    match target {
+        DeployTargetConfig::Webhook {
+            secret,
+            previous_secret,
+            ..
+        } => Some((secret, previous_secret.as_ref())),
+        _ => None,
     }
 }
 

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
@@ -112,13 +111,14 @@ pub(super) async fn github(
     let Some(gh) = &app.config.github else {
         return Err(not_configured("GitHub", "[github] webhook_secret"));
     };
-    let secret = app.secret(&gh.webhook_secret).await?;
-    signature::verify(
-        secret.expose_secret().as_bytes(),
-        header(&headers, "x-hub-signature-256"),
-        &body,
-    )
-    .map_err(|e| unauthorized("X-Hub-Signature-256", e))?;
+    let secrets = app
+        .rotation(&gh.webhook_secret, gh.previous_webhook_secret.as_ref())
+        .await?;
+    secrets
+        .check("GitHub webhook secret", app.clock.now(), |secret| {
+            signature::verify(secret.as_bytes(), header(&headers, "x-hub-signature-256"), &body)
+        })
+        .map_err(|e| unauthorized("X-Hub-Signature-256", e))?;
     let event = header(&headers, "x-github-event")
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header"))?;
     let delivery = header(&headers, "x-github-delivery").unwrap_or("-");
@@ -139,19 +139,25 @@ pub(super) async fn gitlab(
     let Some(gl) = &app.config.gitlab else {
         return Err(not_configured("GitLab", "[gitlab] token"));
     };
-    let token = app.secret(&gl.token).await?;
-    gitlab::verify_token(token.expose_secret(), header(&headers, "x-gitlab-token"))
+    let now = app.clock.now();
+    let tokens = app.rotation(&gl.token, gl.previous_token.as_ref()).await?;
+    tokens
+        .check("GitLab token", now, |token| {
+            gitlab::verify_token(token, header(&headers, "x-gitlab-token"))
+        })
         .map_err(|e| unauthorized("X-Gitlab-Token", e))?;
     if let Some(signing_key) = &gl.signing_key {
-        let key = app.secret(signing_key).await?;
-        gitlab::verify_signature(
-            key.expose_secret(),
-            header(&headers, "webhook-id"),
-            header(&headers, "webhook-timestamp"),
-            header(&headers, "webhook-signature"),
-            &body,
-            app.clock.now(),
-        )
+        let keys = app.rotation(signing_key, gl.previous_signing_key.as_ref()).await?;
+        keys.check("GitLab signing key", now, |key| {
+            gitlab::verify_signature(
+                key,
+                header(&headers, "webhook-id"),
+                header(&headers, "webhook-timestamp"),
+                header(&headers, "webhook-signature"),
+                &body,
+                now,
+            )
+        })
         .map_err(|e| match e {
             // Our key is unusable: a configuration mistake, not the sender's fault.
             gitlab::VerifyError::BadSecret => {
@@ -185,13 +191,12 @@ pub(super) async fn bitbucket(
     let Some(bb) = &app.config.bitbucket else {
         return Err(not_configured("Bitbucket", "[bitbucket] secret"));
     };
-    let secret = app.secret(&bb.secret).await?;
-    bitbucket::verify(
-        secret.expose_secret().as_bytes(),
-        header(&headers, "x-hub-signature"),
-        &body,
-    )
-    .map_err(|e| unauthorized("X-Hub-Signature", e))?;
+    let secrets = app.rotation(&bb.secret, bb.previous_secret.as_ref()).await?;
+    secrets
+        .check("Bitbucket webhook secret", app.clock.now(), |secret| {
+            bitbucket::verify(secret.as_bytes(), header(&headers, "x-hub-signature"), &body)
+        })
+        .map_err(|e| unauthorized("X-Hub-Signature", e))?;
     let delivery = header(&headers, "x-request-uuid");
     let event = header(&headers, "x-event-key");
     let parsed = bitbucket::parse(event, &body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;

@@ -15,7 +15,7 @@ use axum::response::Html;
 use super::pages::{self, RollbackConfirm, RollbackLink, RunRollback};
 use super::{AppState, PageError};
 use crate::app::App;
-use crate::approvals::{self, Action, ApprovalClaim, TokenError};
+use crate::approvals::{Action, ApprovalClaim, TokenError};
 use crate::config::ApproverConfig;
 use crate::domain::{EnvName, Release, Run, RunId};
 use crate::handlers::deploy::{self, RollbackRefused};
@@ -32,6 +32,7 @@ fn invalid(e: &TokenError) -> String {
     match e {
         TokenError::Malformed => "it is not a slipway rollback link (was it copied whole?)".into(),
         TokenError::BadSignature => "it has been altered, or was not issued by this slipway".into(),
+        TokenError::UnknownKey => "it was signed with a key this slipway no longer holds".into(),
         TokenError::WrongAction { .. } => format!("{e}: an approval link cannot roll anything back"),
     }
 }
@@ -40,7 +41,7 @@ fn invalid(e: &TokenError) -> String {
 fn refused(e: &TokenError) -> PageError {
     let (status, title) = match e {
         TokenError::Malformed => (StatusCode::NOT_FOUND, "Unknown link"),
-        TokenError::BadSignature => (StatusCode::FORBIDDEN, "Invalid link"),
+        TokenError::BadSignature | TokenError::UnknownKey => (StatusCode::FORBIDDEN, "Invalid link"),
         TokenError::WrongAction { .. } => (StatusCode::FORBIDDEN, "Not a rollback link"),
     };
     let message = format!("This link does not work: {}. Nothing was changed.", invalid(e));
@@ -49,8 +50,10 @@ fn refused(e: &TokenError) -> PageError {
 
 /// Verifies `token` as an unexpired rollback link and finds its run and approver.
 async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, PageError> {
-    let key = app.secret(&app.config.approvals.signing_key).await?;
-    let claim = approvals::verify(&key, token, Action::Rollback).map_err(|e| refused(&e))?;
+    let claim = app
+        .verify_link(token, Action::Rollback)
+        .await?
+        .map_err(|e| refused(&e))?;
     let gone = || {
         PageError::new(
             StatusCode::NOT_FOUND,
@@ -234,8 +237,7 @@ async fn link_state(
     token: &str,
     current_in: &[(EnvName, Option<Release>)],
 ) -> Result<RollbackLink, PageError> {
-    let key = app.secret(&app.config.approvals.signing_key).await?;
-    let claim = match approvals::verify(&key, token, Action::Rollback) {
+    let claim = match app.verify_link(token, Action::Rollback).await? {
         Ok(claim) => claim,
         Err(e) => return Ok(RollbackLink::Invalid { why: invalid(&e) }),
     };

@@ -14,7 +14,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::hooks::header;
@@ -60,15 +59,21 @@ pub(super) async fn interactions(
             "Slack interactions are not configured: add [slack] signing_secret to slipway.toml",
         ));
     };
-    let secret = app.secret(&config.signing_secret).await?;
-    slack::verify(
-        secret.expose_secret().as_bytes(),
-        header(&headers, "x-slack-request-timestamp"),
-        header(&headers, "x-slack-signature"),
-        &body,
-        app.clock.now(),
-    )
-    .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("X-Slack-Signature: {e}")))?;
+    let secrets = app
+        .rotation(&config.signing_secret, config.previous_signing_secret.as_ref())
+        .await?;
+    let now = app.clock.now();
+    secrets
+        .check("Slack signing secret", now, |secret| {
+            slack::verify(
+                secret.as_bytes(),
+                header(&headers, "x-slack-request-timestamp"),
+                header(&headers, "x-slack-signature"),
+                &body,
+                now,
+            )
+        })
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("X-Slack-Signature: {e}")))?;
     let interaction = match slack::parse_interaction(&body) {
         Ok(interaction) => interaction,
         Err(SlackPayloadError::Ignored(why)) => {
