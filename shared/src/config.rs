@@ -1215,6 +1215,30 @@ deploy = { type = "command", command = ["./deploy.sh"] }
     }
 
     #[test]
+    fn the_example_file_parses_and_so_do_its_commented_rotations() {
+        let text = include_str!("../../slipway.example.toml");
+        parse(text).unwrap();
+        let rotated = text
+            .replacen("webhook_secret = \"/slipway/github/webhook-secret\"\n", "", 1)
+            .replacen("signing_key = \"/slipway/approvals/signing-key\"\n", "", 1)
+            .replace("# webhook_secret = ", "webhook_secret = ")
+            .replace("# previous_webhook_secret = ", "previous_webhook_secret = ")
+            .replace(
+                "# signing_key = \"/slipway/approvals/",
+                "signing_key = \"/slipway/approvals/",
+            )
+            .replace("# key_id = ", "key_id = ")
+            .replace("# previous_keys = ", "previous_keys = ");
+        let config = parse(&rotated).unwrap();
+        assert_eq!(config.rotations().len(), 1);
+        assert_eq!(config.approvals.key_id.as_ref().map(KeyId::as_str), Some("2026-11"));
+        assert_eq!(
+            config.approvals.key_for(None).map(ParamName::as_str),
+            Some("/slipway/approvals/signing-key")
+        );
+    }
+
+    #[test]
     fn deployment_mode_has_no_approvals() {
         let config = parse(&EXAMPLE.replace("mode = \"delivery\"", "mode = \"deployment\"")).unwrap();
         assert!(config.pipelines[0].plan().environments.iter().all(|e| !e.approval));
