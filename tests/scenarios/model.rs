@@ -1,0 +1,202 @@
+//! The model-based property test of the whole engine: random schedules of pushes, CI
+//! results, workers (crashing or racing), store and queue faults, approvals and rollbacks,
+//! over the real router and handlers, with five invariants checked after every step (see
+//! `slipway_tests::model`). A failing schedule is shrunk and printed as a scenario test.
+//!
+//! `SLIPWAY_MODEL_CASES` sets how many schedules run (default 500; `.ci/run` runs 100,000);
+//! `SLIPWAY_MODEL_SEED` replays a run's random choices (its seed is printed).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
+use slipway::domain::Phase;
+use slipway_tests::model::{Approver, Build, Env, Model, Op, Q, Schedule, Step, sha};
+
+/// The longest schedule.
+const MAX_STEPS: usize = 40;
+
+/// Schedules `cargo test` runs when `SLIPWAY_MODEL_CASES` is not set.
+const DEFAULT_CASES: u32 = 500;
+
+fn approver() -> impl Strategy<Value = Approver> {
+    prop_oneof![
+        4 => Just(Approver::Alice),
+        4 => Just(Approver::Bob),
+        2 => Just(Approver::Carol),
+        1 => Just(Approver::Dev),
+        1 => Just(Approver::ReleaseBot),
+    ]
+}
+
+fn env() -> impl Strategy<Value = Env> {
+    prop_oneof![Just(Env::Staging), Just(Env::Production)]
+}
+
+fn queue() -> impl Strategy<Value = Q> {
+    prop_oneof![3 => Just(Q::Deploy), 2 => Just(Q::Smoke), 2 => Just(Q::Notify)]
+}
+
+fn phase() -> impl Strategy<Value = Phase> {
+    prop_oneof![
+        Just(Phase::Backup),
+        Just(Phase::Migrate),
+        Just(Phase::Release),
+        Just(Phase::Restore)
+    ]
+}
+
+/// One step, for a history of `pushes` pushes carrying commits 1..=`commits`.
+fn step(pushes: usize, commits: usize) -> impl Strategy<Value = Step> {
+    let commit = 1..=commits;
+    prop_oneof![
+        5 => (0..pushes).prop_map(Step::Push),
+        5 => (commit.clone(), prop_oneof![4 => Just(Build::Green), 1 => Just(Build::Red)]).prop_map(|(n, c)| Step::Ci(n, c)),
+        8 => queue().prop_map(Step::Work),
+        2 => queue().prop_map(Step::WorkTwo),
+        2 => (queue(), 0..12usize).prop_map(|(q, k)| Step::Crash(q, k)),
+        4 => Just(Step::Drain),
+        5 => (commit.clone(), approver()).prop_map(|(n, a)| Step::Approve(n, a)),
+        1 => (commit.clone(), approver(), approver()).prop_map(|(n, a, b)| Step::ApproveTwo(n, a, b)),
+        1 => (commit.clone(), approver()).prop_map(|(n, a)| Step::Reject(n, a)),
+        1 => env().prop_map(Step::Rollback),
+        1 => (commit, approver()).prop_map(|(n, a)| Step::RollbackLink(n, a)),
+        1 => (prop_oneof![1 => Just(Op::Get), 1 => Just(Op::Create), 2 => Just(Op::Replace)], 0..6usize, any::<bool>())
+            .prop_map(|(op, skip, conflict)| Step::StoreFault(op, skip, conflict)),
+        1 => (1..3u32).prop_map(Step::SendFails),
+        1 => (env(), phase()).prop_map(|(e, p)| Step::DeployFails(e, p)),
+        1 => (env(), any::<bool>()).prop_map(|(e, ok)| Step::Health(e, ok)),
+        2 => prop_oneof![Just(1i64), Just(3), Just(15), Just(90), Just(60 * 25)].prop_map(Step::Advance),
+        1 => Just(Step::Sweep),
+    ]
+}
+
+/// A history of two or three pushes of one or two commits each, and up to [`MAX_STEPS`] steps.
+fn schedule() -> impl Strategy<Value = Schedule> {
+    prop::collection::vec(1usize..=2, 2..=3)
+        .prop_flat_map(|pushes| {
+            let commits = pushes.iter().sum();
+            let steps = prop::collection::vec(step(pushes.len(), commits), 1..=MAX_STEPS);
+            (Just(pushes), steps)
+        })
+        .prop_map(|(pushes, steps)| Schedule { pushes, steps })
+}
+
+/// Runs one schedule to the end on `rt`.
+fn run(rt: &tokio::runtime::Runtime, schedule: &Schedule) -> Result<(), TestCaseError> {
+    rt.block_on(async {
+        let mut m = Model::start(&schedule.pushes).await;
+        for step in &schedule.steps {
+            m.try_step(*step).await?;
+        }
+        m.try_finish().await
+    })
+    .map_err(|v| TestCaseError::fail(v.what))
+}
+
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value} is not a number")),
+    )
+}
+
+/// Runs `cases` schedules from `seed` on this thread.
+fn run_cases(cases: u32, seed: u64) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 20_000,
+        ..Config::default()
+    };
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    match runner.run(&schedule(), |s| run(&rt, &s)) {
+        Ok(()) => Ok(()),
+        Err(TestError::Fail(why, schedule)) => Err(format!(
+            "the model found a schedule that breaks an invariant (seed {seed}).\n\n{why}\n\nShrunk to {} steps; {schedule:?}",
+            schedule.steps.len()
+        )),
+        Err(TestError::Abort(why)) => Err(format!("the model test aborted (seed {seed}): {why}")),
+    }
+}
+
+#[test]
+fn random_schedules_keep_every_invariant() {
+    let cases: u32 = env_number("SLIPWAY_MODEL_CASES").unwrap_or(DEFAULT_CASES);
+    let seed: u64 = env_number("SLIPWAY_MODEL_SEED").unwrap_or_else(rand_seed);
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4);
+    let threads = u32::try_from(threads).unwrap().min(cases.max(1));
+    let started = Instant::now();
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let share = cases / threads + u32::from(t < cases % threads);
+                std::thread::Builder::new()
+                    .name(format!("model-{t}"))
+                    .stack_size(64 << 20)
+                    .spawn_scoped(scope, move || run_cases(share, seed.wrapping_add(u64::from(t))))
+                    .unwrap()
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    println!(
+        "model: ran {cases} random schedules on {threads} thread(s) in {:.1?} (seed {seed}; threads use seed, seed+1, …)",
+        started.elapsed()
+    );
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// The harness itself: a plain schedule releases a commit to production with two approvals,
+/// and a rollback link puts the earlier release back — so the model reaches the states its
+/// invariants are about.
+#[tokio::test(start_paused = true)]
+async fn the_model_releases_with_two_approvals_and_rolls_back_from_a_link() {
+    use Approver::*;
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[1, 1]).await;
+    for n in [1, 2] {
+        m.step(Push(n - 1)).await;
+        m.step(Ci(n, Green)).await;
+        m.step(Drain).await;
+        m.step(Approve(n, Alice)).await;
+        m.step(Approve(n, Alice)).await;
+        m.step(Approve(n, ReleaseBot)).await;
+        m.step(Approve(n, Dev)).await;
+        m.step(Drain).await;
+        assert_eq!(m.p.deployed("production").len(), n - 1, "one approval is not enough");
+        m.step(Approve(n, Bob)).await;
+        m.step(Drain).await;
+        m.step(Advance(15)).await;
+    }
+    assert_eq!(m.p.deployed("production"), [sha(1), sha(2)]);
+    m.step(RollbackLink(2, Carol)).await;
+    m.step(Drain).await;
+    let production: Vec<_> = m.p.deployer.phases_of("production");
+    assert_eq!(
+        production.len(),
+        9,
+        "two deploys and a rollback of three phases: {production:?}"
+    );
+    m.finish().await;
+}
