@@ -80,6 +80,28 @@ pub enum EngineError {
     /// A required secret does not exist: a configuration mistake. Tell an operator.
     #[error("secret parameter {0} is missing from the secret store")]
     MissingSecret(ParamName),
+    /// The run's change was stored, but sending the work it started to the queues failed.
+    /// The work waits in the run's outbox: the same request again (a redelivered webhook, a
+    /// retried message) sends it at once, and the sweep sends it otherwise. Retry.
+    #[error("run {run} was updated, but sending the work it started failed")]
+    Unsent {
+        run: RunId,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl EngineError {
+    /// A send that failed after `run` was written: the change stands, its work is unsent.
+    fn unsent(self, run: &RunId) -> Self {
+        match self {
+            EngineError::Unavailable(source) => EngineError::Unsent {
+                run: run.clone(),
+                source,
+            },
+            other => other,
+        }
+    }
 }
 
 impl From<StoreError> for EngineError {
@@ -147,7 +169,7 @@ impl App {
         match self.store.create(&key, to_bytes(&run)).await {
             Ok(_) => {
                 tracing::info!(run = %run.id, sha = %run.sha, "run opened");
-                self.dispatch(&run.outbox).await?;
+                self.dispatch(&run.outbox).await.map_err(|e| e.unsent(&run.id))?;
                 Ok(Opened::Created(run))
             }
             Err(StoreError::AlreadyExists(_)) => {
@@ -188,7 +210,7 @@ impl App {
                     if reopened {
                         open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
                     }
-                    self.dispatch(&commands).await?;
+                    self.dispatch(&commands).await.map_err(|e| e.unsent(id))?;
                     return Ok(Some(Applied::Changed(next)));
                 }
                 Err(StoreError::Conflict(_)) => {

@@ -10,6 +10,7 @@
 //!
 //! Set `TEST_LOG=1` to see slipway's logs while a test runs.
 
+pub mod logs;
 pub mod model;
 pub mod moto;
 
@@ -338,6 +339,18 @@ impl Pipeline {
             url: None,
             pushed_by: "dev".into(),
         }
+    }
+
+    /// Everything in the state store, each object as `key: value` on its own line.
+    pub async fn stored_text(&self) -> String {
+        use slipway::ports::StateStore as _;
+        let mut text = String::new();
+        for key in self.store.list("").await.expect("the memory store lists") {
+            if let Some(found) = self.store.get(&key).await.expect("the memory store reads") {
+                text.push_str(&format!("{key}: {}\n", String::from_utf8_lossy(&found.value)));
+            }
+        }
+        text
     }
 
     pub fn notifications(&self) -> Vec<Notification> {

@@ -150,12 +150,18 @@ mod tests {
         let error = serde_json::from_str::<Shape>(&format!(r#"{{"kind":"{big}"}}"#)).unwrap_err();
         let said = clip_quoted(&error.to_string());
         assert!(said.len() < 300, "{said}");
-        assert!(said.starts_with(&format!("unknown variant `{}… (600000 bytes)`", "y".repeat(64))), "{said}");
+        assert!(
+            said.starts_with(&format!("unknown variant `{}… (600000 bytes)`", "y".repeat(64))),
+            "{said}"
+        );
         assert!(said.contains("expected `circle` or `square`"), "{said}");
 
         let error = serde_json::from_str::<Shape>(&format!(r#"{{"kind":"circle","size":"{big}"}}"#)).unwrap_err();
         let said = clip_quoted(&error.to_string());
-        assert!(said.starts_with(&format!("invalid type: string \"{}… (600000 bytes)\"", "y".repeat(64))), "{said}");
+        assert!(
+            said.starts_with(&format!("invalid type: string \"{}… (600000 bytes)\"", "y".repeat(64))),
+            "{said}"
+        );
 
         // Unbalanced quotes in the value cannot let it through either.
         let sneaky = format!("unknown variant `a`{big}`, expected x");

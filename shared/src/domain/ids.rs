@@ -9,7 +9,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Why an identifier was refused. The message names the kind of id and the rule it broke.
+/// Why an identifier was refused. The message names the kind of id and the rule it broke,
+/// and repeats the value only [clipped](super::echo::clip).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} {value:?}: {rule}")]
 pub struct IdError {
@@ -19,8 +20,7 @@ pub struct IdError {
 }
 
 fn err(kind: &'static str, value: &str, rule: &'static str) -> IdError {
-    let mut value = value.to_owned();
-    value.truncate(120);
+    let value = super::echo::clip(value).to_string();
     IdError { kind, value, rule }
 }
 

@@ -1,10 +1,13 @@
 //! The pipeline's domain: identifiers, runs and the pure state machine. No I/O lives here.
 
+pub mod echo;
 pub mod environment;
 pub mod ids;
 pub mod run;
 pub mod transition;
+pub mod web_url;
 
+pub use echo::{Clipped, clip, clip_quoted};
 pub use environment::{Claim, Environment, Lease, Waiter};
 pub use ids::{ApproverId, BranchName, CommitSha, EnvName, IdError, ParamName, PipelineName, RepoName, RunId};
 pub use run::{
@@ -14,3 +17,4 @@ pub use run::{
 pub use transition::{
     Command, Event, GENERIC_CHECK, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable,
 };
+pub use web_url::{WebUrl, WebUrlError};

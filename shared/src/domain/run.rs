@@ -4,6 +4,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::ids::{ApproverId, BranchName, CommitSha, EnvName, PipelineName, RepoName, RunId};
+use super::web_url::WebUrl;
 
 /// How production follows staging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +61,9 @@ pub struct CommitInfo {
     pub author_login: Option<String>,
     pub author_name: String,
     pub author_email: Option<String>,
-    pub url: Option<String>,
+    /// The commit's page on the git host; a stored link that is not http(s) reads as `None`.
+    #[serde(default, deserialize_with = "WebUrl::lenient")]
+    pub url: Option<WebUrl>,
     /// The identity that pushed (may differ from the author).
     pub pushed_by: String,
 }
@@ -77,7 +80,9 @@ pub enum BuildStatus {
 /// The build that produced the run's artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct BuildInfo {
-    pub url: Option<String>,
+    /// The build's page; a stored link that is not http(s) reads as `None`.
+    #[serde(default, deserialize_with = "WebUrl::lenient")]
+    pub url: Option<WebUrl>,
     /// The artifact every environment deploys (an image digest, a package URL, …).
     pub artifact: Option<String>,
     pub coverage: Option<f64>,

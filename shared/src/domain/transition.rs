@@ -35,7 +35,7 @@ pub enum Event {
     CheckReported {
         check: String,
         status: BuildStatus,
-        url: Option<String>,
+        url: Option<super::web_url::WebUrl>,
         coverage: Option<f64>,
     },
     /// A worker claims a queued deploy. Ignored unless the deploy is still queued, which is
@@ -740,7 +740,7 @@ impl Tx<'_> {
             }
         }
         self.run.build = build.clone();
-        let via = build.url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default();
+        let via = build.url.as_ref().map(|u| format!(" ({u})")).unwrap_or_default();
         match status {
             BuildStatus::Success => {
                 if let Some(reason) = self.coverage_shortfall(build) {

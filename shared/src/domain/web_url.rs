@@ -87,6 +87,14 @@ impl fmt::Display for WebUrl {
     }
 }
 
+/// A link reads as its text: `run.build.url.as_deref()` is an `Option<&str>`.
+impl std::ops::Deref for WebUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl AsRef<str> for WebUrl {
     fn as_ref(&self) -> &str {
         self.as_str()
@@ -128,12 +136,21 @@ mod tests {
         }
         for (bad, why) in [
             ("javascript:alert(1)", "its scheme \"javascript\" is not http or https"),
-            ("JavaScript:alert(document.cookie)", "its scheme \"javascript\" is not http or https"),
-            ("data:text/html,<script>alert(1)</script>", "its scheme \"data\" is not http or https"),
+            (
+                "JavaScript:alert(document.cookie)",
+                "its scheme \"javascript\" is not http or https",
+            ),
+            (
+                "data:text/html,<script>alert(1)</script>",
+                "its scheme \"data\" is not http or https",
+            ),
             ("vbscript:msgbox", "its scheme \"vbscript\" is not http or https"),
             ("ftp://example.com/x", "its scheme \"ftp\" is not http or https"),
             ("/relative/path", "not an absolute URL (relative URL without a base)"),
-            ("//evil.example.com/x", "not an absolute URL (relative URL without a base)"),
+            (
+                "//evil.example.com/x",
+                "not an absolute URL (relative URL without a base)",
+            ),
             ("http://", "not an absolute URL (empty host)"),
         ] {
             assert_eq!(WebUrl::parse(bad).unwrap_err().to_string(), why, "{bad}");

@@ -15,7 +15,7 @@ use super::hooks::header;
 use super::{ApiError, AppState};
 use crate::app::{Applied, EngineError};
 use crate::config::PipelineConfig;
-use crate::domain::{self, Actor, BuildInfo, BuildStatus, CommitSha, Event, RepoName, RunId};
+use crate::domain::{self, Actor, BuildInfo, BuildStatus, CommitSha, Event, RepoName, RunId, WebUrl, clip_quoted};
 use crate::signature;
 
 /// The callback body.
@@ -24,8 +24,9 @@ struct CiResult {
     repo: RepoName,
     sha: CommitSha,
     status: BuildStatus,
+    /// Checked into a [`WebUrl`] after parsing, so a bad one is refused naming the field.
     #[serde(default)]
-    build_url: Option<url::Url>,
+    build_url: Option<String>,
     #[serde(default)]
     artifact: Option<String>,
     #[serde(default)]
@@ -76,9 +77,23 @@ pub(super) async fn callback(
     let result: CiResult = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("expected {{\"repo\", \"sha\", \"status\": \"success|failure|error\", \"build_url\"?, \"artifact\"?, \"coverage\"?}}: {e}"),
+            format!(
+                "expected {{\"repo\", \"sha\", \"status\": \"success|failure|error\", \"build_url\"?, \"artifact\"?, \"coverage\"?}}: {}",
+                clip_quoted(&e.to_string())
+            ),
         )
     })?;
+    let build_url = result
+        .build_url
+        .as_deref()
+        .map(WebUrl::parse)
+        .transpose()
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("build_url must be an absolute http(s) link: {e}"),
+            )
+        })?;
     if let Some(c) = result.coverage
         && !(0.0..=100.0).contains(&c)
     {
@@ -108,7 +123,7 @@ pub(super) async fn callback(
         ));
     }
     let build = BuildInfo {
-        url: result.build_url.map(|u| u.to_string()),
+        url: build_url,
         artifact: result.artifact,
         coverage: result.coverage,
         ..BuildInfo::default()

@@ -33,7 +33,7 @@
 //! | 200 `{"status":"duplicate",…}` | the same callback was already stored (a redelivery) |
 //! | 400 | the body is not the callback JSON, or `status` is not succeeded/skipped/failed |
 //! | 401 | missing or wrong signature; nothing is stored |
-//! | 404 | no such run (or `rolling_back` run), or its environment does not deploy through a webhook |
+//! | 404 | no environment deploys through a webhook at all (answered before the signature is looked at, as for the other hooks that are not configured); no such run (or `rolling_back` run), or its environment does not deploy through a webhook |
 //! | 409 | a different callback for this phase was already stored; the first one stands |
 //! | 413 | the body is over 1 MiB |
 //! | 503 | the state store or the secret store is unavailable; retry |
@@ -72,13 +72,6 @@ async fn store_callback(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = super::webhook_body(body)?;
-    let Some(sig) = header(headers, SIGNATURE_HEADER) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing X-Slipway-Signature header: sign the body with the environment's webhook deploy secret (sha256=<hex HMAC>)",
-        ));
-    };
-
     // Every webhook target's secret (and the one it is rotating out), each read once: the
     // body is not trusted to say which.
     let params: BTreeSet<Keys> = app
@@ -94,6 +87,13 @@ async fn store_callback(
             "no environment deploys through a webhook target (deploy = { type = \"webhook\", … })",
         ));
     }
+    // Checked once a webhook target exists: without one, this hook is not configured (404).
+    let Some(sig) = header(headers, SIGNATURE_HEADER) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing X-Slipway-Signature header: sign the body with the environment's webhook deploy secret (sha256=<hex HMAC>)",
+        ));
+    };
     let mut signed_with: Vec<Keys> = Vec::new();
     let now = app.clock.now();
     for param in params {
@@ -125,7 +125,8 @@ async fn store_callback(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "expected {{\"run\", \"env\", \"phase\": \"backup|migrate|release|restore\", \"rolling_back\"?, \"status\": \"succeeded|skipped|failed\", \"reference\"?, \"output\"?, \"reason\"?}}: {e}"
+                "expected {{\"run\", \"env\", \"phase\": \"backup|migrate|release|restore\", \"rolling_back\"?, \"status\": \"succeeded|skipped|failed\", \"reference\"?, \"output\"?, \"reason\"?}}: {}",
+                crate::domain::clip_quoted(&e.to_string())
             ),
         )
     })?;

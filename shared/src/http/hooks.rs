@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::app::{App, Applied, EngineError, Opened};
-use crate::domain::{self, Actor, CommitInfo, Event, NewRun, RunId};
+use crate::domain::{self, Actor, CommitInfo, Event, NewRun, RunId, clip};
 use crate::ports::{StoreError, StoreKey};
 use crate::providers::{BuildReport, GitRef, HostEvent, Push, bitbucket, github, gitlab};
 use crate::signature;
@@ -46,7 +46,7 @@ fn not_configured(provider: &str, table: &str) -> ApiError {
 async fn act(app: &App, event: HostEvent, delivery: &str) -> Result<Answer, ApiError> {
     match event {
         HostEvent::Ping => Ok((StatusCode::OK, json!({"message": "pong: slipway received the ping"}))),
-        HostEvent::Ignored { event } => Ok(ignored(format!("slipway does not act on {event:?} events"))),
+        HostEvent::Ignored { event } => Ok(ignored(format!("slipway does not act on {:?} events", clip(&event)))),
         HostEvent::Push(push) => accept_push(app, *push, delivery).await,
         HostEvent::Build(report) => accept_build(app, *report).await,
     }
@@ -84,7 +84,7 @@ async fn once(
     if let Some(marker) = &marker
         && app.store.get(marker).await.map_err(EngineError::from)?.is_some()
     {
-        tracing::info!(provider, delivery, "delivery already handled");
+        tracing::info!(provider, delivery = ?delivery.map(clip), "delivery already handled");
         let body = json!({"status": "duplicate", "message": "this delivery was already handled"});
         return Ok(respond((StatusCode::OK, body)));
     }
@@ -94,7 +94,9 @@ async fn once(
     {
         match app.store.create(&marker, Bytes::from_static(b"handled")).await {
             Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-            Err(e) => tracing::warn!(provider, delivery, error = %e, "could not mark the delivery handled"),
+            Err(e) => {
+                tracing::warn!(provider, delivery = ?delivery.map(clip), error = %e, "could not mark the delivery handled")
+            }
         }
     }
     Ok(respond(answer))
@@ -123,7 +125,7 @@ pub(super) async fn github(
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header"))?;
     let delivery = header(&headers, "x-github-delivery").unwrap_or("-");
     let parsed = github::parse(event, &body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    tracing::info!(delivery, event, "GitHub webhook verified");
+    tracing::info!(delivery = %clip(delivery), event = %clip(event), "GitHub webhook verified");
     Ok(respond(act(&app, parsed, delivery).await?))
 }
 
@@ -175,7 +177,7 @@ pub(super) async fn gitlab(
     let delivery = header(&headers, "idempotency-key").or_else(|| header(&headers, "x-gitlab-event-uuid"));
     let event = header(&headers, "x-gitlab-event");
     let parsed = gitlab::parse(event, &body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    tracing::info!(delivery, event, "GitLab webhook verified");
+    tracing::info!(delivery = ?delivery.map(clip), event = ?event.map(clip), "GitLab webhook verified");
     once(&app, "gitlab", delivery, act(&app, parsed, delivery.unwrap_or("-"))).await
 }
 
@@ -200,7 +202,7 @@ pub(super) async fn bitbucket(
     let delivery = header(&headers, "x-request-uuid");
     let event = header(&headers, "x-event-key");
     let parsed = bitbucket::parse(event, &body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    tracing::info!(delivery, event, "Bitbucket webhook verified");
+    tracing::info!(delivery = ?delivery.map(clip), event = ?event.map(clip), "Bitbucket webhook verified");
     once(
         &app,
         "bitbucket",
@@ -215,8 +217,13 @@ pub(super) async fn bitbucket(
 async fn accept_push(app: &App, push: Push, delivery: &str) -> Result<Answer, ApiError> {
     let branch = match &push.git_ref {
         GitRef::Branch(branch) => branch.clone(),
-        GitRef::Tag(tag) => return Ok(ignored(format!("tag {tag} pushed; slipway deploys branches, not tags"))),
-        GitRef::Other(r) => return Ok(ignored(format!("{r} is not a branch"))),
+        GitRef::Tag(tag) => {
+            return Ok(ignored(format!(
+                "tag {} pushed; slipway deploys branches, not tags",
+                clip(&tag)
+            )));
+        }
+        GitRef::Other(r) => return Ok(ignored(format!("{} is not a branch", clip(&r)))),
     };
     let Some(sha) = push.after.clone().filter(|_| !push.deleted) else {
         return Ok(ignored(format!("branch {branch} was deleted; nothing to deploy")));
@@ -242,12 +249,12 @@ async fn accept_push(app: &App, push: Push, delivery: &str) -> Result<Answer, Ap
     };
     match app.open_run(new).await? {
         Opened::Created(run) => {
-            tracing::info!(delivery, run = %run.id, forced = push.forced, commits = push.commit_count, "run opened");
+            tracing::info!(delivery = %clip(delivery), run = %run.id, forced = push.forced, commits = push.commit_count, "run opened");
             let body = json!({"run_id": run.id, "status": "opened", "url": app.link(&format!("/runs/{}", run.id))});
             Ok((StatusCode::CREATED, body))
         }
         Opened::Existing(run) => {
-            tracing::info!(delivery, run = %run.id, "push for a commit that already has a run");
+            tracing::info!(delivery = %clip(delivery), run = %run.id, "push for a commit that already has a run");
             let body = json!({
                 "run_id": run.id,
                 "status": "duplicate",
@@ -265,7 +272,7 @@ async fn accept_build(app: &App, report: BuildReport) -> Result<Answer, ApiError
     let Some(status) = report.status else {
         return Ok(ignored(format!(
             "{} for {} is still running",
-            report.check,
+            clip(&report.check),
             report.sha.short()
         )));
     };
@@ -295,7 +302,7 @@ async fn accept_build(app: &App, report: BuildReport) -> Result<Answer, ApiError
     if answers.is_empty() {
         return Ok(ignored(format!(
             "no run of a pipeline requiring {:?} for {} {}",
-            report.check,
+            clip(&report.check),
             report.repo,
             report.sha.short()
         )));

@@ -71,11 +71,36 @@ pub fn router(app: App) -> Router {
                 "no such endpoint; see the README's endpoint reference",
             )
         })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(app)
 }
 
 type AppState = axum::extract::State<Arc<App>>;
+
+/// The span every request's log lines carry: the method and the route it matched
+/// (`/approvals/{token}`), never the path or the query — page paths and queries carry
+/// approval and rollback tokens, which would let anyone who reads the logs use them.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(no route)", |m| m.as_str());
+    tracing::debug_span!("request", method = %request.method(), route)
+}
+
+/// Every answer: `nosniff`, and a Content-Security-Policy that lets a page load nothing and
+/// run no script — only its own inline style (allowed by hash), forms posting back to
+/// slipway, and no framing. JSON answers get the same policy; it costs nothing there.
+async fn security_headers(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if let Ok(policy) = HeaderValue::from_str(pages::content_security_policy()) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
+}
 
 /// Page URLs carry approval and rollback tokens (`/approvals/…`, `/rollback/…`,
 /// `/runs/…?token=…`): never send them on as a `Referer` when a person follows a link to the
@@ -138,6 +163,16 @@ fn engine_error(e: &EngineError) -> (StatusCode, String) {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "a backing service is unavailable; nothing was changed — retry shortly".into(),
+            )
+        }
+        EngineError::Unsent { run, source } => {
+            tracing::warn!(%run, source = %source, "change stored, its work unsent; answering 503");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this was recorded in run {run}, but sending the work it started failed (a queue is unavailable); \
+                     retry this delivery and the work is sent at once — otherwise slipway's sweep sends it within about three minutes"
+                ),
             )
         }
         EngineError::Contended(_) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}")),

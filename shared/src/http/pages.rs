@@ -13,6 +13,21 @@ button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem;border-radius:6px;
 .approve{background:#1f883d;color:#fff;border-color:#1f883d}.reject{background:#cf222e;color:#fff;border-color:#cf222e}\
 .chosen{outline:3px solid #0969da}textarea{width:100%;min-height:4rem}";
 
+/// The Content-Security-Policy sent with every answer: nothing may load, no script may run;
+/// the one inline stylesheet ([`STYLE`]) is allowed by its SHA-256; forms post only to
+/// slipway; no page may be framed.
+pub(super) fn content_security_policy() -> &'static str {
+    static POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let style = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE.as_bytes()));
+        format!(
+            "default-src 'none'; style-src 'sha256-{style}'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+    });
+    &POLICY
+}
+
 fn layout(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)

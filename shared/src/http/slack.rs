@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::hooks::header;
 use super::{ApiError, AppState, approvals};
+use crate::domain::{WebUrl, clip};
 use crate::providers::slack::{self, Decision, SlackPayloadError};
 
 /// A reply only the clicking user sees; the original message stays as it is.
@@ -27,8 +28,10 @@ fn ephemeral(text: String) -> Response {
 
 /// Posts to a Slack `response_url`, in the background and bounded: Slack wants the answer to
 /// the click within 3 seconds, and this update is a courtesy, not part of the decision.
-fn post_back(response_url: Option<String>, message: Value) {
-    let Some(url) = response_url.filter(|u| u.starts_with("https://") || u.starts_with("http://127.0.0.1")) else {
+fn post_back(response_url: Option<WebUrl>, message: Value) {
+    let Some(url) =
+        response_url.filter(|u| u.as_url().scheme() == "https" || u.as_str().starts_with("http://127.0.0.1"))
+    else {
         return;
     };
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
@@ -41,7 +44,7 @@ fn post_back(response_url: Option<String>, message: Value) {
         })
         .clone();
     tokio::spawn(async move {
-        if let Err(e) = client.post(&url).json(&message).send().await {
+        if let Err(e) = client.post(url.as_str()).json(&message).send().await {
             tracing::warn!(error = %e.without_url(), "could not update the Slack message");
         }
     });
@@ -92,7 +95,7 @@ pub(super) async fn interactions(
         .iter()
         .find(|a| a.slack.as_deref() == Some(interaction.user_id.as_str()))
     else {
-        tracing::warn!(user = %interaction.user_id, pipeline = %link.pipeline.name, "Slack user is not an approver");
+        tracing::warn!(user = %clip(&interaction.user_id), pipeline = %link.pipeline.name, "Slack user is not an approver");
         return Ok(ephemeral(format!(
             "You are not an approver of pipeline {}; nothing was changed.",
             link.pipeline.name

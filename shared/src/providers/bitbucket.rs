@@ -230,7 +230,7 @@ fn head_commit(target: RawTarget, pushed_by: Option<String>) -> Result<CommitInf
         author_login,
         author_name,
         author_email: email,
-        url: target.links.and_then(|l| l.html).map(|h| h.href),
+        url: super::payload::link("links.html.href", target.links.and_then(|l| l.html).map(|h| h.href)),
         pushed_by,
     })
 }
@@ -275,7 +275,7 @@ fn parse_status(root: &Value) -> Result<BuildReport, PayloadError> {
         branch,
         check: key,
         status: status_of(&state),
-        url,
+        url: super::payload::link("commit_status.url", url),
         coverage: None,
     })
 }
@@ -391,7 +391,9 @@ mod tests {
                 author_login: Some("alice".to_owned()),
                 author_name: "Alice Example".to_owned(),
                 author_email: Some("alice@example.com".to_owned()),
-                url: Some(format!("https://bitbucket.org/acme/shop/commits/{SHA}")),
+                url: Some(
+                    crate::domain::WebUrl::parse(&format!("https://bitbucket.org/acme/shop/commits/{SHA}")).unwrap()
+                ),
                 pushed_by: "alice".to_owned(),
             })
         );

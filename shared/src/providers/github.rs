@@ -136,7 +136,7 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
                 author_login: commit.author.username,
                 author_name: commit.author.name,
                 author_email: commit.author.email,
-                url: commit.url,
+                url: super::payload::link("head_commit.url", commit.url),
                 pushed_by,
             })
         }
@@ -261,7 +261,7 @@ fn parse_workflow_run(body: &[u8]) -> Result<BuildReport, PayloadError> {
         branch,
         check,
         status,
-        url: run.html_url,
+        url: super::payload::link("workflow_run.html_url", run.html_url),
         coverage: None,
     })
 }
@@ -445,7 +445,9 @@ mod tests {
                 author_login: Some("alice-gh".to_owned()),
                 author_name: "Alice".to_owned(),
                 author_email: Some("alice@example.com".to_owned()),
-                url: Some(format!("https://github.com/acme/shop/commit/{SHA}")),
+                url: Some(
+                    crate::domain::WebUrl::parse(&format!("https://github.com/acme/shop/commit/{SHA}")).unwrap()
+                ),
                 pushed_by: "alice".to_owned(),
             })
         );

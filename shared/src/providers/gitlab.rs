@@ -300,7 +300,7 @@ fn commit_info(root: &Value, commit: Option<&RawCommit>) -> Result<Option<Commit
         author_login: username.filter(|_| same_person),
         author_name: commit.author.name.clone(),
         author_email: commit.author.email.clone(),
-        url: commit.url.clone(),
+        url: super::payload::link("commits.url", commit.url.clone()),
         pushed_by,
     }))
 }
@@ -355,7 +355,7 @@ fn parse_pipeline(root: &Value) -> Result<BuildReport, PayloadError> {
         branch,
         check: "pipeline".to_owned(),
         status: pipeline_status(&status),
-        url,
+        url: super::payload::link("object_attributes.url", url),
         coverage: coverage.filter(|c| c.is_finite()),
     })
 }
@@ -477,7 +477,7 @@ mod tests {
                 author_login: Some("jsmith".to_owned()),
                 author_name: "John Smith".to_owned(),
                 author_email: Some("JOHN@example.com".to_owned()),
-                url: Some("https://gitlab.example.com/c".to_owned()),
+                url: Some(crate::domain::WebUrl::parse("https://gitlab.example.com/c").unwrap()),
                 pushed_by: "jsmith".to_owned(),
             })
         );

@@ -9,7 +9,7 @@ pub mod slack;
 
 pub use payload::PayloadError;
 
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName, WebUrl};
 
 /// What a git host told us, in slipway's terms.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -38,7 +38,8 @@ pub struct BuildReport {
     pub check: String,
     /// `None` while the build is still running.
     pub status: Option<BuildStatus>,
-    pub url: Option<String>,
+    /// The build's page; dropped when the host sent a link that is not http(s).
+    pub url: Option<WebUrl>,
     /// Line coverage in percent, when the host reports it (GitLab pipelines do).
     pub coverage: Option<f64>,
 }

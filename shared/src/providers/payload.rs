@@ -5,7 +5,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::GitRef;
-use crate::domain::{BranchName, IdError};
+use crate::domain::web_url::scheme_of;
+use crate::domain::{BranchName, IdError, WebUrl, clip_quoted};
 
 /// Why a verified payload could not be read. Answered as a 400 naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -33,21 +34,27 @@ pub enum PayloadError {
     },
 }
 
-/// Deserialises `value` as field `field`. A type error quotes the value it found; an
-/// oversized one is cut to 200 bytes so it stays out of the response.
+/// Deserialises `value` as field `field`. A type error quotes the value it found, clipped
+/// ([`clip_quoted`]) so an oversized one stays out of the response.
 pub(super) fn decode<T: DeserializeOwned>(field: &'static str, value: &Value) -> Result<T, PayloadError> {
-    T::deserialize(value).map_err(|e| {
-        let mut reason = e.to_string();
-        if reason.len() > 200 {
-            let mut end = 200;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-            reason.push('…');
-        }
-        PayloadError::Field { field, reason }
+    T::deserialize(value).map_err(|e| PayloadError::Field {
+        field,
+        reason: clip_quoted(&e.to_string()),
     })
+}
+
+/// A link the host sent (`field` names it), if it is one slipway may show: an absolute
+/// `http`/`https` URL. Anything else is dropped, not refused — hosts disable hooks that
+/// answer 4xx — and logged at debug with its scheme only.
+pub(crate) fn link(field: &'static str, raw: Option<String>) -> Option<WebUrl> {
+    let raw = raw?;
+    match WebUrl::parse(&raw) {
+        Ok(url) => Some(url),
+        Err(e) => {
+            tracing::debug!(field, scheme = %scheme_of(&raw), reason = %e, "dropped a link that is not http(s)");
+            None
+        }
+    }
 }
 
 /// A field at a dotted path under `root` (`project.path_with_namespace`); absent or `null`

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::adapters::notify::slack::{escape, truncate};
+use crate::domain::{WebUrl, clip, clip_quoted};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -104,8 +105,8 @@ pub struct Interaction {
     /// The approval token the button carried (its `value`).
     pub token: String,
     /// Where to post [`decided_message`] to update the original message, valid for 30
-    /// minutes and 5 uses.
-    pub response_url: Option<String>,
+    /// minutes and 5 uses; dropped unless it is an http(s) URL.
+    pub response_url: Option<WebUrl>,
     /// The channel of the message the button was on, when Slack says.
     pub channel_id: Option<String>,
     /// The `ts` of the message the button was on, when Slack says.
@@ -178,10 +179,17 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, SlackPayloadError> 
         .find(|(name, _)| name == "payload")
         .map(|(_, value)| value)
         .ok_or_else(|| SlackPayloadError::Malformed("no payload field in the form".to_owned()))?;
-    let raw: RawPayload = serde_json::from_str(&payload)
-        .map_err(|e| SlackPayloadError::Malformed(format!("the payload is not an interaction: {e}")))?;
+    let raw: RawPayload = serde_json::from_str(&payload).map_err(|e| {
+        SlackPayloadError::Malformed(format!(
+            "the payload is not an interaction: {}",
+            clip_quoted(&e.to_string())
+        ))
+    })?;
     if raw.kind != "block_actions" {
-        return Err(SlackPayloadError::Ignored(format!("interaction type {}", raw.kind)));
+        return Err(SlackPayloadError::Ignored(format!(
+            "interaction type {}",
+            clip(&raw.kind)
+        )));
     }
     let action = raw
         .actions
@@ -190,13 +198,11 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, SlackPayloadError> 
     let decision = match action.action_id.as_str() {
         "approve" => Decision::Approve,
         "reject" => Decision::Reject,
-        other => return Err(SlackPayloadError::Ignored(format!("action {other}"))),
+        other => return Err(SlackPayloadError::Ignored(format!("action {}", clip(other)))),
     };
-    let token = action
-        .value
-        .clone()
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| SlackPayloadError::Malformed(format!("the {} action carries no token", action.action_id)))?;
+    let token = action.value.clone().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        SlackPayloadError::Malformed(format!("the {} action carries no token", clip(&action.action_id)))
+    })?;
     let user_id = raw
         .user
         .map(|u| u.id)
@@ -207,7 +213,7 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, SlackPayloadError> 
         user_id,
         decision,
         token,
-        response_url: raw.response_url,
+        response_url: super::payload::link("response_url", raw.response_url),
         channel_id: raw.channel.map(|c| c.id).or(container_channel),
         message_ts: raw.message.and_then(|m| m.ts).or(container_ts),
     })
@@ -382,7 +388,8 @@ mod tests {
                 decision: Decision::Approve,
                 token: "v1.example-approval-token".to_owned(),
                 response_url: Some(
-                    "https://hooks.slack.com/actions/AABA1ABCD/1232321423432/D09sSasdasdAS9091209".to_owned()
+                    WebUrl::parse("https://hooks.slack.com/actions/AABA1ABCD/1232321423432/D09sSasdasdAS9091209")
+                        .unwrap()
                 ),
                 channel_id: Some("CBR2V3XEX".to_owned()),
                 message_ts: Some("1548261231.000200".to_owned()),
