@@ -629,3 +629,24 @@ fn token_of(link: &str) -> String {
         None => link.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned(),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_decision_on_the_approval_form_comes_back_short() {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    let approve = p.approval_for("alice").approve_url.unwrap();
+    let path = url::Url::parse(&approve).unwrap().path().to_owned();
+    let request = Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("decision={}&comment=", "x".repeat(12 * 1024))))
+        .unwrap();
+    let answer = p.send(request).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_short("the page", &answer.body);
+    assert!(answer.body.contains("(12288 bytes)"), "{}", answer.body);
+    assert_eq!(
+        p.approval_stage_status(SHA).await,
+        StageStatus::Waiting,
+        "nothing was decided"
+    );
+}

@@ -218,7 +218,10 @@ pub(super) async fn decide(
         PageError::new(
             StatusCode::BAD_REQUEST,
             "Bad request",
-            format!("Send decision=approve or decision=reject: {e}"),
+            format!(
+                "Send decision=approve or decision=reject: {}",
+                crate::domain::clip_quoted(&e.body_text())
+            ),
         )
     })?;
     let approve = match form.decision.as_str() {
@@ -228,7 +231,10 @@ pub(super) async fn decide(
             return Err(PageError::new(
                 StatusCode::BAD_REQUEST,
                 "Bad request",
-                format!("decision must be approve or reject, not {other:?}"),
+                format!(
+                    "decision must be approve or reject, not {:?}",
+                    crate::domain::clip(other)
+                ),
             ));
         }
     };

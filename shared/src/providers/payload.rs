@@ -94,3 +94,31 @@ pub(super) fn git_ref_of(full: &str) -> Result<GitRef, PayloadError> {
         Ok(GitRef::Other(full.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn only_http_links_are_kept_and_the_rest_are_dropped_not_refused() {
+        let kept = link(
+            "head_commit.url",
+            Some("https://github.com/acme/shop/commit/a1".to_owned()),
+        );
+        assert_eq!(kept.as_deref(), Some("https://github.com/acme/shop/commit/a1"));
+        for bad in ["javascript:alert(1)", "data:text/html,x", "/relative", "not a url"] {
+            assert_eq!(link("head_commit.url", Some(bad.to_owned())), None, "{bad}");
+        }
+        assert_eq!(link("head_commit.url", None), None);
+    }
+
+    #[test]
+    fn a_field_error_quotes_a_huge_value_clipped() {
+        let huge = "x".repeat(600_000);
+        let error = required::<u32>(&json!({ "id": huge }), "id").unwrap_err().to_string();
+        assert!(error.len() < 300, "{error}");
+        assert!(error.contains("(600000 bytes)"), "{error}");
+    }
+}
