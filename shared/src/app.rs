@@ -10,7 +10,9 @@ use url::Url;
 
 use crate::approvals::{self, TokenError};
 use crate::config::{Config, PipelineConfig, PreviousSecret};
-use crate::domain::{self, Command, Ignored, Input, NewRun, Outcome, ParamName, Run, RunId};
+use crate::domain::{
+    self, Command, CommitSha, Ignored, Input, Lineage, NewRun, Outcome, ParamName, PipelineName, Run, RunId,
+};
 use crate::open_runs;
 use crate::ports::{
     Clock, DeployTarget, HealthSource, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore,
@@ -164,6 +166,8 @@ impl App {
     pub async fn open_run(&self, new: NewRun) -> Result<Opened, EngineError> {
         let run = domain::open(new, self.clock.now());
         let key = StoreKey::run(&run.id);
+        // Git's order learned first, so no decision ever sees the run without its place.
+        self.learn_lineage(&run.pipeline, &run.sha, &run.parents).await?;
         // Indexed first: a run is never in the store without being in the index.
         open_runs::mark(self.store.as_ref(), &run.id, run.created_at).await?;
         match self.store.create(&key, to_bytes(&run)).await {
@@ -237,6 +241,82 @@ impl App {
             }
         }
         Ok(())
+    }
+
+    /// A record stored as JSON under `key`, and the version it was read at; the default
+    /// record (and no version) when it was never written.
+    pub(crate) async fn record<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        key: &StoreKey,
+    ) -> Result<(T, Option<Version>), EngineError> {
+        match self.store.get(key).await? {
+            None => Ok((T::default(), None)),
+            Some(found) => {
+                let record = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt {
+                    key: key.clone(),
+                    source,
+                })?;
+                Ok((record, Some(found.version)))
+            }
+        }
+    }
+
+    /// Reads the record under `key`, lets `decide` change it, and writes it back if it is
+    /// still as read (created if it was never written); a lost race reads and decides again,
+    /// with backoff. Nothing is written when `decide` leaves the record as it was. `what`
+    /// names the record in the error when others keep winning.
+    pub(crate) async fn update_record<T, R>(
+        &self,
+        key: &StoreKey,
+        what: &str,
+        decide: impl Fn(&mut T) -> R,
+    ) -> Result<R, EngineError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + PartialEq,
+    {
+        let mut backoff = self.tuning.write_backoff;
+        for _ in 0..self.tuning.max_write_attempts {
+            let (before, version) = self.record::<T>(key).await?;
+            let mut after = before.clone();
+            let decided = decide(&mut after);
+            if after == before {
+                return Ok(decided);
+            }
+            let bytes = Bytes::from(serde_json::to_vec(&after).expect("a record always serialises"));
+            let written = match &version {
+                None => self.store.create(key, bytes).await.map(|_| ()),
+                Some(version) => self.store.replace(key, bytes, version).await.map(|_| ()),
+            };
+            match written {
+                Ok(()) => return Ok(decided),
+                Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) => {
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Unavailable(format!("{what} is being changed by others").into()))
+    }
+
+    /// What slipway learned of `pipeline`'s git history: which of two commits is newer.
+    pub async fn lineage(&self, pipeline: &PipelineName) -> Result<Lineage, EngineError> {
+        Ok(self.record(&StoreKey::lineage(pipeline)).await?.0)
+    }
+
+    /// Learns that `pipeline`'s branch moved to `sha` after `parents`. Writes only what is new.
+    pub async fn learn_lineage(
+        &self,
+        pipeline: &PipelineName,
+        sha: &CommitSha,
+        parents: &[CommitSha],
+    ) -> Result<(), EngineError> {
+        let key = StoreKey::lineage(pipeline);
+        self.update_record(&key, &format!("the lineage of {pipeline}"), |lineage: &mut Lineage| {
+            lineage.learn(sha, parents)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Reads a secret by name.

@@ -228,6 +228,14 @@ impl Pipeline {
         self.github("push", delivery, body.as_bytes(), GITHUB_SECRET).await
     }
 
+    /// GitHub delivers a push that moved `main` from `before` to `sha` (one new commit): git's
+    /// own word that `sha` is newer than `before`, whatever order the pushes arrive in.
+    pub async fn push_after(&self, sha: &str, before: &str) -> Answer {
+        let body = push_payload_after("acme/shop", "main", sha, before);
+        let delivery = format!("delivery-{}", &sha[..12]);
+        self.github("push", &delivery, body.as_bytes(), GITHUB_SECRET).await
+    }
+
     /// GitHub delivers any event, signed with `secret`.
     pub async fn github(&self, event: &str, delivery: &str, body: &[u8], secret: &str) -> Answer {
         let request = Request::post("/hooks/github")
@@ -445,4 +453,15 @@ pub fn push_payload(repo: &str, branch: &str, sha: &str) -> String {
         email: "dev@example.com",
     };
     slipway::samples::github_push(repo, branch, sha, "Add the basket page\n\nWith tests.", author)
+}
+
+/// [`push_payload`] for a push that moved `branch` from `before` to `sha`, listing `sha` as
+/// its one commit.
+pub fn push_payload_after(repo: &str, branch: &str, sha: &str, before: &str) -> String {
+    let mut payload: Value = serde_json::from_str(&push_payload(repo, branch, sha)).expect("the sample push is JSON");
+    payload["before"] = json!(before);
+    let mut commit = payload["head_commit"].clone();
+    commit["id"] = json!(sha);
+    payload["commits"] = json!([commit]);
+    payload.to_string()
 }

@@ -3,12 +3,14 @@
 pub mod echo;
 pub mod environment;
 pub mod ids;
+pub mod lineage;
 pub mod run;
 pub mod transition;
 pub mod web_url;
 
 pub use echo::{Clipped, clip, clip_quoted};
 pub use environment::{Claim, Environment, Lease, Waiter};
+pub use lineage::{Lineage, Place};
 pub use ids::{ApproverId, BranchName, CommitSha, EnvName, IdError, ParamName, PipelineName, RepoName, RunId};
 pub use run::{
     Actor, Approval, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Phase,

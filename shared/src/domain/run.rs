@@ -440,6 +440,10 @@ pub struct Run {
     pub branch: BranchName,
     pub sha: CommitSha,
     pub commit: CommitInfo,
+    /// The commits its push said come before this one: `before` and the other commits it
+    /// listed. Kept so the pipeline's [`super::Lineage`] can always be learned again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<CommitSha>,
     pub plan: Plan,
     pub build: BuildInfo,
     pub stages: Vec<Stage>,

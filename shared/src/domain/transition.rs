@@ -23,6 +23,9 @@ pub struct NewRun {
     pub sha: CommitSha,
     pub commit: CommitInfo,
     pub plan: Plan,
+    /// The commits the push said come before this one (its `before` and the other commits
+    /// it listed): the run's place in git's order ([`super::Lineage`]).
+    pub parents: Vec<CommitSha>,
 }
 
 /// Something that happened to a run.
@@ -263,6 +266,7 @@ pub fn open(new: NewRun, at: Timestamp) -> Run {
         branch: new.branch,
         sha: new.sha,
         commit: new.commit,
+        parents: new.parents,
         plan: new.plan,
         build: BuildInfo::default(),
         stages,

@@ -55,6 +55,7 @@ fn new_run(mode: Mode) -> Run {
                 pushed_by: "dev".into(),
             },
             plan: plan(mode),
+            parents: Vec::new(),
         },
         minute(0),
     )

@@ -179,16 +179,38 @@ pub(super) async fn confirm_page(
     if let Some(refusal) = self_approval(&link) {
         return Err(refusal);
     }
-    let (record, _) = app.environment(&link.run.pipeline, &link.claim.env).await?;
-    let since = record.current.as_ref().map(|c| c.opened_at);
+    let pipeline = &link.run.pipeline;
+    let (record, _) = app.environment(pipeline, &link.claim.env).await?;
+    let lineage = app.lineage(pipeline).await?;
+    let this = link.run.place();
+    // Runs up to this one (by git's order where it knows) and newer than the current release.
     let mut carries: Vec<Run> = app
         .list_runs(Some(link.run.repo.as_str()))
         .await?
         .into_iter()
-        .filter(|r| r.pipeline == link.run.pipeline && r.created_at <= link.run.created_at)
-        .filter(|r| since.is_none_or(|s| r.created_at > s))
+        .filter(|r| r.pipeline == *pipeline && (r.id == link.run.id || lineage.is_newer(this, r.place())))
+        .filter(|r| record.current.as_ref().is_none_or(|c| lineage.is_newer(r.place(), c.place())))
         .collect();
     carries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    // The environment before this one may already run a newer commit than the one approved.
+    let upstream = link
+        .run
+        .plan
+        .environments
+        .iter()
+        .position(|e| e.name == link.claim.env)
+        .and_then(|i| i.checked_sub(1))
+        .map(|i| &link.run.plan.environments[i].name);
+    let newer_upstream = match upstream {
+        None => None,
+        Some(env) => {
+            let (upstream_record, _) = app.environment(pipeline, env).await?;
+            upstream_record
+                .current
+                .filter(|c| lineage.is_newer(c.place(), this))
+                .map(|c| (env.clone(), c))
+        }
+    };
     let page = pages::confirm(&Confirm {
         run: &link.run,
         env: &link.claim.env,
@@ -197,6 +219,7 @@ pub(super) async fn confirm_page(
         preselect: pre.decision.as_deref().filter(|d| matches!(*d, "approve" | "reject")),
         current: record.current.as_ref(),
         carries: &carries,
+        newer_upstream: newer_upstream.as_ref().map(|(env, release)| (env, release)),
     });
     Ok(Html(page.into_string()))
 }

@@ -355,6 +355,7 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
                 pushed_by: "dev".into(),
             },
             plan: pipeline.plan(),
+            parents: Vec::new(),
         })
         .await
         .unwrap();

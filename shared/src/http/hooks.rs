@@ -220,10 +220,10 @@ async fn accept_push(app: &App, push: Push, delivery: &str) -> Result<Answer, Ap
         GitRef::Tag(tag) => {
             return Ok(ignored(format!(
                 "tag {} pushed; slipway deploys branches, not tags",
-                clip(&tag)
+                clip(tag)
             )));
         }
-        GitRef::Other(r) => return Ok(ignored(format!("{} is not a branch", clip(&r)))),
+        GitRef::Other(r) => return Ok(ignored(format!("{} is not a branch", clip(r)))),
     };
     let Some(sha) = push.after.clone().filter(|_| !push.deleted) else {
         return Ok(ignored(format!("branch {branch} was deleted; nothing to deploy")));
@@ -246,6 +246,7 @@ async fn accept_push(app: &App, push: Push, delivery: &str) -> Result<Answer, Ap
         sha,
         commit,
         plan: pipeline.plan(),
+        parents: push.parents(),
     };
     match app.open_run(new).await? {
         Opened::Created(run) => {

@@ -11,7 +11,8 @@ h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}td,th{text-align:l
 code{background:#f3f3f3;padding:0 .25rem;overflow-wrap:anywhere}td{overflow-wrap:anywhere}.ok{color:#116329}.bad{color:#a40e26}.muted{color:#57606a}\
 button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem;border-radius:6px;border:1px solid #888;cursor:pointer}\
 .approve{background:#1f883d;color:#fff;border-color:#1f883d}.reject{background:#cf222e;color:#fff;border-color:#cf222e}\
-.chosen{outline:3px solid #0969da}textarea{width:100%;min-height:4rem}";
+.chosen{outline:3px solid #0969da}textarea{width:100%;min-height:4rem}\
+.warning{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .75rem;border-radius:6px}";
 
 /// The Content-Security-Policy sent with every answer: nothing may load, no script may run;
 /// the one inline stylesheet ([`STYLE`]) is allowed by its SHA-256; forms post only to
@@ -114,6 +115,9 @@ pub(super) struct Confirm<'a> {
     /// The runs this promotion brings to the environment since its current release, oldest
     /// first, this one last.
     pub carries: &'a [Run],
+    /// The environment before this one, when it already runs a newer commit than this run:
+    /// approving then releases an older commit than it runs.
+    pub newer_upstream: Option<(&'a EnvName, &'a Release)>,
 }
 
 pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
@@ -122,6 +126,14 @@ pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
         &format!("Promote {} to {}?", c.run.sha.short(), c.env),
         html! {
             h1 { "Promote " code { (c.run.sha.short()) } " of " (c.run.repo) " to " (c.env) "?" }
+            @if let Some((upstream, newer)) = c.newer_upstream {
+                div.warning role="alert" {
+                    strong { (upstream) " already runs a newer commit: " }
+                    a href={ "/runs/" (newer.run) } { code { (newer.sha.short()) } }
+                    ". Approving releases " code { (c.run.sha.short()) } " to " (c.env)
+                    ", an older commit than " (upstream) " runs now. To release the newer one, wait for its own approval request."
+                }
+            }
             (commit_summary(c.run))
             (environments_and_checks(c.run))
             h2 { "What this brings to " (c.env) }

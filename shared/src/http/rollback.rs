@@ -140,7 +140,8 @@ async fn target(app: &App, link: &Link<'_>) -> Result<Release, PageError> {
         )
         .with_link(format!("/runs/{}", link.run.id), "See how it goes on the run page"));
     }
-    deploy::release_before(&record, current).cloned().ok_or_else(|| {
+    let lineage = app.lineage(&link.run.pipeline).await?;
+    deploy::release_before(&record, current, &lineage).cloned().ok_or_else(|| {
         PageError::new(
             StatusCode::CONFLICT,
             "Nothing to go back to",
@@ -214,10 +215,11 @@ pub(super) async fn roll_back(
 /// why the link does not work.
 pub(super) async fn run_page_section(app: &App, run: &Run, token: Option<&str>) -> Result<RunRollback, PageError> {
     let mut current_in = Vec::new();
+    let lineage = app.lineage(&run.pipeline).await?;
     for env in run.deployed_to() {
         let (record, _) = app.environment(&run.pipeline, env).await?;
         if let Some(current) = record.current.as_ref().filter(|c| c.run == run.id) {
-            current_in.push((env.clone(), deploy::release_before(&record, current).cloned()));
+            current_in.push((env.clone(), deploy::release_before(&record, current, &lineage).cloned()));
         }
     }
     let link = match token {

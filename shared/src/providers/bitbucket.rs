@@ -94,7 +94,13 @@ struct RawChange {
     #[serde(default)]
     forced: bool,
     #[serde(default)]
-    commits: Vec<serde::de::IgnoredAny>,
+    commits: Vec<RawListedCommit>,
+}
+
+/// One entry of a change's `commits`: only its hash is used.
+#[derive(Deserialize)]
+struct RawListedCommit {
+    hash: String,
 }
 
 /// `new` or `old` in a change: a branch or tag and the commit it points to.
@@ -166,6 +172,25 @@ fn parse_push(root: &Value) -> Result<Vec<Push>, PayloadError> {
                 });
             };
             let git_ref = ref_of(reference)?;
+            let before = old
+                .as_ref()
+                .and_then(|o| o.target.as_ref())
+                .map(|t| {
+                    CommitSha::parse(&t.hash).map_err(|source| PayloadError::InvalidId {
+                        field: "push.changes.old.target.hash",
+                        source,
+                    })
+                })
+                .transpose()?;
+            let listed = commits
+                .iter()
+                .map(|c| {
+                    CommitSha::parse(&c.hash).map_err(|source| PayloadError::InvalidId {
+                        field: "push.changes.commits.hash",
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let target = new.and_then(|n| n.target);
             let after = target
                 .as_ref()
@@ -188,6 +213,8 @@ fn parse_push(root: &Value) -> Result<Vec<Push>, PayloadError> {
                 deleted,
                 forced,
                 commit_count: commits.len(),
+                before,
+                commits: listed,
                 head_commit,
             })
         })

@@ -6,7 +6,7 @@
 //! uses and never leave this module.
 
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::payload::{decode, git_ref_of};
@@ -49,6 +49,12 @@ struct RawCommit {
     message: String,
     url: Option<String>,
     author: RawCommitAuthor,
+}
+
+/// One entry of `commits` in a push: only its id is used.
+#[derive(Deserialize)]
+struct RawListedCommit {
+    id: String,
 }
 
 /// A commit's git author, with the GitHub login when GitHub could match the email.
@@ -109,7 +115,8 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
     let created = fields.optional("created")?.unwrap_or(false);
     let deleted = fields.optional("deleted")?.unwrap_or(false);
     let forced = fields.optional("forced")?.unwrap_or(false);
-    let commits: Option<Vec<IgnoredAny>> = fields.optional("commits")?;
+    let commits: Option<Vec<RawListedCommit>> = fields.optional("commits")?;
+    let before: Option<String> = fields.optional("before")?;
     let head_commit: Option<RawCommit> = fields.optional("head_commit")?;
 
     let repo = RepoName::parse(&repository.full_name).map_err(|source| PayloadError::InvalidId {
@@ -126,6 +133,17 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
         let sha = CommitSha::parse(&after).map_err(|source| PayloadError::InvalidId { field: "after", source })?;
         (!sha.is_zero()).then_some(sha)
     };
+
+    let before = before
+        .map(|b| CommitSha::parse(&b).map_err(|source| PayloadError::InvalidId { field: "before", source }))
+        .transpose()?
+        .filter(|b| !b.is_zero());
+    let commits = commits.unwrap_or_default();
+    let commit_count = commits.len();
+    let commits = commits
+        .into_iter()
+        .map(|c| CommitSha::parse(&c.id).map_err(|source| PayloadError::InvalidId { field: "commits.id", source }))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let head_commit = match head_commit {
         None => None,
@@ -149,7 +167,9 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
         created,
         deleted,
         forced,
-        commit_count: commits.map_or(0, |c| c.len()),
+        commit_count,
+        before,
+        commits,
         head_commit,
     })
 }

@@ -249,10 +249,12 @@ fn parse_push(root: &Value) -> Result<Push, PayloadError> {
     let total: Option<usize> = optional(root, "total_commits_count")?;
 
     let deleted = after.is_zero();
-    let created = match before {
-        Some(before) => sha("before", &before)?.is_zero(),
-        None => false,
-    };
+    let before = before.map(|b| sha("before", &b)).transpose()?;
+    let created = before.as_ref().is_some_and(CommitSha::is_zero);
+    let listed = commits
+        .iter()
+        .map(|c| sha("commits.id", &c.id))
+        .collect::<Result<Vec<_>, _>>()?;
     let head = if deleted {
         None
     } else {
@@ -272,6 +274,8 @@ fn parse_push(root: &Value) -> Result<Push, PayloadError> {
         deleted,
         forced: false,
         commit_count: total.unwrap_or(commits.len()),
+        before: before.filter(|b| !b.is_zero()),
+        commits: listed,
         head_commit,
     })
 }

@@ -59,8 +59,28 @@ pub struct Push {
     pub forced: bool,
     /// How many commits the push carried.
     pub commit_count: usize,
+    /// Where the ref pointed before the push (`None` when it was created, or the host does
+    /// not say): git's own word that `after` comes later on the branch than `before`.
+    pub before: Option<CommitSha>,
+    /// The commits the push listed (hosts cap the list, at 20 or so), which `after` includes.
+    /// With `before`, what slipway learns of git's order ([`crate::domain::Lineage`]).
+    pub commits: Vec<CommitSha>,
     /// The new head commit, when the host includes it.
     pub head_commit: Option<CommitInfo>,
+}
+
+impl Push {
+    /// The commits this push says come before its new head: `before` and the listed commits
+    /// other than the head itself. Empty when the ref was deleted.
+    pub fn parents(&self) -> Vec<CommitSha> {
+        let Some(after) = &self.after else { return Vec::new() };
+        self.before
+            .iter()
+            .chain(&self.commits)
+            .filter(|sha| *sha != after && !sha.is_zero())
+            .cloned()
+            .collect()
+    }
 }
 
 /// The ref a push touched.
@@ -97,5 +117,44 @@ pub(crate) mod fixtures {
         let mut listed: Vec<String> = listed.into_iter().map(str::to_owned).collect();
         listed.sort();
         assert_eq!(on_disk, listed, "add new files in events/{host}/ to FIXTURES");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(c: char) -> CommitSha {
+        CommitSha::parse(&c.to_string().repeat(40)).unwrap()
+    }
+
+    fn push(after: Option<char>, before: Option<char>, commits: &[char]) -> Push {
+        Push {
+            repo: RepoName::parse("acme/shop").unwrap(),
+            git_ref: GitRef::Branch(BranchName::parse("main").unwrap()),
+            after: after.map(sha),
+            created: false,
+            deleted: after.is_none(),
+            forced: false,
+            commit_count: commits.len(),
+            before: before.map(sha),
+            commits: commits.iter().copied().map(sha).collect(),
+            head_commit: None,
+        }
+    }
+
+    #[test]
+    fn a_push_names_what_came_before_its_head() {
+        let table = [
+            // (after, before, listed commits, parents)
+            (Some('c'), Some('a'), vec!['b', 'c'], vec!['a', 'b']),
+            (Some('c'), None, vec!['c'], vec![]),
+            (Some('c'), Some('0'), vec!['b', 'c'], vec!['b']),
+            (None, Some('a'), vec![], vec![]),
+        ];
+        for (after, before, commits, parents) in table {
+            let expected: Vec<CommitSha> = parents.into_iter().map(sha).collect();
+            assert_eq!(push(after, before, &commits).parents(), expected, "{after:?} {before:?} {commits:?}");
+        }
     }
 }
