@@ -179,3 +179,189 @@ async fn a_link_signed_with_a_previous_key_still_expires() {
     assert_eq!(p.get(&link).await.status, StatusCode::GONE);
     assert_eq!(p.post_decision(&link, "approve").await.status, StatusCode::GONE);
 }
+
+// ---------------------------------------------------------------------------------------
+// Every other inbound secret: GitLab's token and signing key, Bitbucket, Slack, and the
+// webhook deploy target's callbacks.
+// ---------------------------------------------------------------------------------------
+
+mod every_inbound_secret {
+    use axum::body::Body;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use hmac::{Hmac, Mac};
+    use http::{Request, StatusCode};
+    use jiff::SignedDuration;
+    use sha2::Sha256;
+    use slipway_tests::{Answer, CONFIG, Pipeline};
+
+    use super::UNTIL;
+
+    const TOKEN: &str = "gitlab-token-new";
+    const OLD_TOKEN: &str = "gitlab-token-old";
+    /// `whsec_` + base64 of "gitlab-key-new" / "gitlab-key-old".
+    const KEY: &str = "whsec_Z2l0bGFiLWtleS1uZXc=";
+    const OLD_KEY: &str = "whsec_Z2l0bGFiLWtleS1vbGQ=";
+    const BITBUCKET: &str = "bitbucket-new";
+    const OLD_BITBUCKET: &str = "bitbucket-old";
+    const SLACK: &str = "slack-new";
+    const OLD_SLACK: &str = "slack-old";
+    const DEPLOY: &str = "deploy-hook-new";
+    const OLD_DEPLOY: &str = "deploy-hook-old";
+
+    fn previous(param: &str) -> String {
+        format!("{{ param = \"{param}\", until = \"{UNTIL}\" }}")
+    }
+
+    /// Every host configured, each mid-rotation; staging deploys through a webhook target.
+    fn config() -> String {
+        let staging = "deploy = { type = \"command\", command = [\"./deploy.sh\", \"staging\"], timeout = \"10m\", secrets = { DATABASE_URL = \"/slipway/shop/staging/database-url\" } }";
+        assert!(CONFIG.contains(staging));
+        CONFIG.replace(
+            staging,
+            &format!(
+                "deploy = {{ type = \"webhook\", url = \"https://deploy.example.com/hook\", secret = \"/s/deploy\", previous_secret = {} }}",
+                previous("/s/deploy-old")
+            ),
+        ) + &format!(
+            "
+[gitlab]
+token = \"/s/gitlab-token\"
+previous_token = {}
+signing_key = \"/s/gitlab-key\"
+previous_signing_key = {}
+
+[bitbucket]
+secret = \"/s/bitbucket\"
+previous_secret = {}
+
+[slack]
+signing_secret = \"/s/slack\"
+previous_signing_secret = {}
+",
+            previous("/s/gitlab-token-old"),
+            previous("/s/gitlab-key-old"),
+            previous("/s/bitbucket-old"),
+            previous("/s/slack-old"),
+        )
+    }
+
+    async fn pipeline() -> Pipeline {
+        let p = Pipeline::with_config(&config()).await;
+        for (name, value) in [
+            ("/s/gitlab-token", TOKEN),
+            ("/s/gitlab-token-old", OLD_TOKEN),
+            ("/s/gitlab-key", KEY),
+            ("/s/gitlab-key-old", OLD_KEY),
+            ("/s/bitbucket", BITBUCKET),
+            ("/s/bitbucket-old", OLD_BITBUCKET),
+            ("/s/slack", SLACK),
+            ("/s/slack-old", OLD_SLACK),
+            ("/s/deploy", DEPLOY),
+            ("/s/deploy-old", OLD_DEPLOY),
+        ] {
+            p.secrets.set(name, value);
+        }
+        p
+    }
+
+    fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// A GitLab delivery of an event slipway ignores, with `token` and signed with `key`.
+    async fn gitlab(p: &Pipeline, token: &str, key: &str) -> Answer {
+        let body = br#"{"object_kind":"note"}"#;
+        let at = p.now().as_second().to_string();
+        let key = BASE64.decode(key.trim_start_matches("whsec_")).unwrap();
+        let signature = BASE64.encode(mac(&key, &[b"msg-1.", at.as_bytes(), b".", body]));
+        let request = Request::post("/hooks/gitlab")
+            .header("x-gitlab-event", "Note Hook")
+            .header("x-gitlab-token", token)
+            .header("webhook-id", "msg-1")
+            .header("webhook-timestamp", &at)
+            .header("webhook-signature", format!("v1,{signature}"))
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        p.send(request).await
+    }
+
+    /// A Bitbucket delivery of an event slipway ignores, signed with `secret`.
+    async fn bitbucket(p: &Pipeline, secret: &str) -> Answer {
+        let body = br#"{"fork":{}}"#;
+        let request = Request::post("/hooks/bitbucket")
+            .header("x-event-key", "repo:fork")
+            .header("x-hub-signature", slipway::signature::sign(secret.as_bytes(), body))
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        p.send(request).await
+    }
+
+    /// A Slack interaction (of a kind slipway ignores), signed with `secret`.
+    async fn slack(p: &Pipeline, secret: &str) -> Answer {
+        let body = b"payload=%7B%22type%22%3A%22view_submission%22%7D";
+        let at = p.now().as_second().to_string();
+        let signature = hex::encode(mac(secret.as_bytes(), &[b"v0:", at.as_bytes(), b":", body]));
+        let request = Request::post("/hooks/slack/interactions")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", &at)
+            .header("x-slack-signature", format!("v0={signature}"))
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        p.send(request).await
+    }
+
+    /// A deploy callback for a run that does not exist, signed with `secret`.
+    async fn deploy_callback(p: &Pipeline, secret: &str) -> Answer {
+        let body = br#"{"run":"shop-0000000000000000000000000000000000000001","env":"staging","phase":"release","status":"succeeded"}"#;
+        let request = Request::post("/hooks/deploy")
+            .header("x-slipway-signature", slipway::signature::sign(secret.as_bytes(), body))
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        p.send(request).await
+    }
+
+    /// Each hook's answer to a request signed with the given secrets.
+    async fn answers(p: &Pipeline, current: bool) -> Vec<(&'static str, StatusCode)> {
+        let pick = |new: &'static str, old: &'static str| if current { new } else { old };
+        vec![
+            ("gitlab token", gitlab(p, pick(TOKEN, OLD_TOKEN), KEY).await.status),
+            ("gitlab signing key", gitlab(p, TOKEN, pick(KEY, OLD_KEY)).await.status),
+            ("bitbucket", bitbucket(p, pick(BITBUCKET, OLD_BITBUCKET)).await.status),
+            ("slack", slack(p, pick(SLACK, OLD_SLACK)).await.status),
+            (
+                "deploy callback",
+                deploy_callback(p, pick(DEPLOY, OLD_DEPLOY)).await.status,
+            ),
+        ]
+    }
+
+    /// What each hook answers once the signature is accepted: an ignored event, or (for the
+    /// callback) no such run.
+    const PAST_THE_SIGNATURE: [(&str, StatusCode); 5] = [
+        ("gitlab token", StatusCode::ACCEPTED),
+        ("gitlab signing key", StatusCode::ACCEPTED),
+        ("bitbucket", StatusCode::ACCEPTED),
+        ("slack", StatusCode::OK),
+        ("deploy callback", StatusCode::NOT_FOUND),
+    ];
+
+    #[tokio::test(start_paused = true)]
+    async fn each_previous_secret_is_accepted_until_the_window_ends_then_refused() {
+        let p = pipeline().await;
+        assert_eq!(answers(&p, true).await, PAST_THE_SIGNATURE);
+        assert_eq!(answers(&p, false).await, PAST_THE_SIGNATURE);
+
+        p.advance(SignedDuration::from_hours(24));
+        assert_eq!(answers(&p, true).await, PAST_THE_SIGNATURE);
+        let refused: Vec<_> = PAST_THE_SIGNATURE
+            .iter()
+            .map(|(hook, _)| (*hook, StatusCode::UNAUTHORIZED))
+            .collect();
+        assert_eq!(answers(&p, false).await, refused);
+    }
+}
