@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::{short_sha, subject};
-use crate::domain::ParamName;
+use crate::domain::{ParamName, WebUrl};
 use crate::ports::{BoxError, Notification, Notifier, NotifyError, SecretError, SecretStore};
 
 /// How long one post may take, connecting included.
@@ -203,7 +203,7 @@ pub fn blocks(n: &Notification) -> Value {
             match approval_token(url) {
                 Some(token) => button["value"] = token.into(),
                 // Not slipway's approval link: a plain link button still lets people decide.
-                None => button["url"] = url.as_str().into(),
+                None => button["url"] = WebUrl::parse(url).ok()?.as_str().into(),
             }
             Some(button)
         })
@@ -213,15 +213,15 @@ pub fn blocks(n: &Notification) -> Value {
         }
         if let Some(url) = n.approve_url.as_ref().or(n.reject_url.as_ref()) {
             blocks.push(context(&format!(
-                "Buttons not working? Decide on <{}|the approval page>.",
-                link_target(url)
+                "Buttons not working? Decide on {}.",
+                link(url, "the approval page")
             )));
         }
     }
 
     if let Some(url) = &n.rollback_url {
         let env = n.environment.as_deref().unwrap_or("the environment");
-        let mut line = format!("If it misbehaves: <{}|roll {} back>", link_target(url), escape(env));
+        let mut line = format!("If it misbehaves: {}", link(url, &format!("roll {} back", escape(env))));
         if let Some(approver) = &n.approver {
             line.push_str(&format!(" · link for *{}*", escape(approver)));
         }
@@ -234,10 +234,9 @@ pub fn blocks(n: &Notification) -> Value {
         blocks.push(context(&line));
     }
 
-    blocks.push(context(&format!(
-        "<{}|View run {}>",
-        link_target(&n.run_url),
-        escape(n.run_id.as_str())
+    blocks.push(context(&link(
+        &n.run_url,
+        &format!("View run {}", escape(n.run_id.as_str())),
     )));
 
     let headline = format!("{title} ({})", short_sha(&n.sha));
@@ -279,10 +278,14 @@ pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// A URL as the target of a `<url|label>` link: escaped, with `|` percent-encoded so it
-/// cannot end the target early.
-fn link_target(url: &str) -> String {
-    escape(url).replace('|', "%7C")
+/// `<url|label>` (`label` already escaped): the URL escaped, with `|` percent-encoded so it
+/// cannot end the target early. Only an http(s) URL becomes a link; anything else leaves the
+/// label alone.
+fn link(url: &str, label: &str) -> String {
+    match WebUrl::parse(url) {
+        Ok(url) => format!("<{}|{label}>", escape(url.as_str()).replace('|', "%7C")),
+        Err(_) => label.to_owned(),
+    }
 }
 
 /// At most `max` characters of `text`, ending with `…` if cut.
@@ -308,6 +311,16 @@ mod tests {
     use super::*;
 
     // -- blocks ----------------------------------------------------------------------------
+
+    #[test]
+    fn only_http_links_become_slack_links() {
+        assert_eq!(
+            link("https://slipway.example.com/runs/x?a=1|2", "View run"),
+            "<https://slipway.example.com/runs/x?a=1%7C2|View run>"
+        );
+        assert_eq!(link("javascript:alert(1)", "View run"), "View run");
+        assert_eq!(link("/runs/x", "View run"), "View run");
+    }
 
     #[test]
     fn blocks_for_approval_requested() {
