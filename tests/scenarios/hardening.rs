@@ -651,3 +651,22 @@ async fn a_huge_decision_on_the_approval_form_comes_back_short() {
         "nothing was decided"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_recorded_whose_work_was_not_sent_says_the_sweep_sends_it() {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    let approve = p.approval_for("alice").approve_url.unwrap();
+    p.queue.fail_next_sends(1);
+    let page = p.post_decision(&approve, "approve").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.body.contains("This was recorded"), "{}", page.body);
+    assert!(page.body.contains("sweep sends it"), "{}", page.body);
+    assert!(!page.body.contains("nothing was changed"), "{}", page.body);
+    assert_eq!(p.approval_stage_status(SHA).await, StageStatus::Succeeded);
+    // The sweep sends the deploy once the stage has been queued long enough.
+    p.advance(SignedDuration::from_mins(3));
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA]);
+}

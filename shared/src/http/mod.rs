@@ -226,6 +226,17 @@ impl IntoResponse for PageError {
 impl From<EngineError> for PageError {
     fn from(e: EngineError) -> Self {
         let (status, message) = engine_error(&e);
+        if let EngineError::Unsent { run, .. } = &e {
+            // A person cannot "retry the delivery": the sweep sends the work for them.
+            return PageError::new(
+                status,
+                "Recorded; on its way shortly",
+                format!(
+                    "This was recorded in run {run}, but sending the work it started failed (a queue is \
+                     unavailable). slipway's sweep sends it within about three minutes; there is nothing more to do."
+                ),
+            );
+        }
         PageError::new(status, "Try again shortly", message)
     }
 }
