@@ -619,6 +619,22 @@ async fn a_release_logged_at_trace_leaks_no_secret_and_no_token() {
             assert!(!text.contains(token.as_str()), "token {token:?} found in {place}");
         }
     }
+    // Each link's token reaches only the approver it was made for.
+    for n in p.notifications() {
+        let own: Vec<String> = [&n.approve_url, &n.reject_url, &n.rollback_url]
+            .into_iter()
+            .flatten()
+            .map(|link| token_of(link))
+            .collect();
+        let said = serde_json::to_string(&n).unwrap();
+        for token in tokens.iter().filter(|t| !own.contains(t)) {
+            assert!(
+                !said.contains(token.as_str()),
+                "another approver's token in {:?}'s notification",
+                n.approver
+            );
+        }
+    }
     // Requests were logged, by their route.
     assert!(logged.contains(r#"route="/approvals/{token}""#), "{logged}");
 }
