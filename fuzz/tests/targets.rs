@@ -882,6 +882,9 @@ fn secrets_file() {
 
 const DEPTH: usize = 100_000;
 
+/// Request headers by name; `None` leaves one out.
+type Headers<'a> = Vec<(&'a str, Option<HeaderValue>)>;
+
 #[test]
 fn deeply_nested_json_in_every_hook_is_refused() {
     let h = Harness::new();
@@ -893,7 +896,7 @@ fn deeply_nested_json_in_every_hook_is_refused() {
         let sha256 = |secret: &str| Some(HeaderValue::from_str(&signature::sign(secret.as_bytes(), &body)).unwrap());
         let gitlab_sig = gitlab::sign(GITLAB_SIGNING, "msg_1", now, &body).unwrap();
         let json = Some(HeaderValue::from_static("application/json"));
-        let hooks: Vec<(&str, Vec<(&str, Option<HeaderValue>)>)> = vec![
+        let hooks: Vec<(&str, Headers)> = vec![
             (
                 "/hooks/github",
                 vec![
