@@ -10,6 +10,7 @@
 //!
 //! Set `TEST_LOG=1` to see slipway's logs while a test runs.
 
+pub mod browser;
 pub mod logs;
 pub mod model;
 pub mod moto;
