@@ -74,6 +74,10 @@ pub fn fuzz<T: for<'a> Arbitrary<'a>>(mut case: impl FnMut(&T)) {
         case(&input);
         Ok(())
     })
+    // Enough random bytes that an input holds several mutations and forged headers, not so
+    // many that most inputs are noise.
+    .size_min(256)
+    .size_max(16 * 1024)
     .budget_ms(budget_ms())
     .run();
 }
@@ -166,7 +170,7 @@ pub fn refused(body: &[u8]) -> http::StatusCode {
 #[derive(Debug, Clone, Arbitrary)]
 pub enum Forgery {
     /// The real value, changed.
-    Mutated(Vec<Mutation>),
+    Mutated(#[arbitrary(with = crate::mutate::some_mutations)] Vec<Mutation>),
     /// Any bytes at all.
     Any(Vec<u8>),
     /// No header.

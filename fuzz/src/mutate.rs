@@ -24,10 +24,18 @@ pub struct Fuzzed {
     /// Which seed, modulo the number of seeds.
     pub seed: u16,
     /// Applied in order to the seed's bytes.
+    #[arbitrary(with = some_mutations)]
     pub mutations: Vec<Mutation>,
     /// For targets whose body wraps a JSON document (Slack's `payload=` form field): `true`
     /// mutates the JSON and then wraps it, `false` wraps it and then mutates the wrapped bytes.
     pub mutate_inside: bool,
+}
+
+/// One to twelve mutations. (A derived `Vec` stops after each element with even odds, so
+/// half the inputs would be the seed unchanged, which every target replays anyway.)
+pub fn some_mutations(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Vec<Mutation>> {
+    let count = u.int_in_range(1..=12)?;
+    (0..count).map(|_| u.arbitrary()).collect()
 }
 
 /// One change to an input. Positions and lengths are taken modulo the input's size.

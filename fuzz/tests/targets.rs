@@ -679,7 +679,7 @@ fn slack_interactions() {
 #[derive(Debug, Clone, Arbitrary)]
 enum TokenText {
     Real,
-    Mutated(Vec<Mutation>),
+    Mutated(#[arbitrary(with = slipway_fuzz::mutate::some_mutations)] Vec<Mutation>),
     Any(Vec<u8>),
 }
 
