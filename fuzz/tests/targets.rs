@@ -734,6 +734,10 @@ fn token_case(h: &Harness, input: &TokenInput) {
                 }
             }
         }
+        // Longer request lines never reach the router: the HTTP server refuses them first, and
+        // an `http::Uri` holds at most 64 KiB (a percent-encoded byte takes three).
+        let mut token = token;
+        token.truncate(8 * 1024);
         let forged = token != real.as_bytes();
         let encoded = path_safe(&token);
         let form_of = |form: &Option<Vec<u8>>, default: String| form.clone().unwrap_or(default.into_bytes());
