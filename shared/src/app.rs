@@ -296,7 +296,9 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(EngineError::Unavailable(format!("{what} is being changed by others").into()))
+        Err(EngineError::Unavailable(
+            format!("{what} is being changed by others").into(),
+        ))
     }
 
     /// What slipway learned of `pipeline`'s git history: which of two commits is newer.

@@ -276,7 +276,10 @@ mod tests {
             });
             assert!(log.contains("WARN"), "{log}");
             assert!(log.contains("retired secret"), "{log}");
-            assert!(log.contains("/slipway/github/webhook-secret-old"), "names the parameter: {log}");
+            assert!(
+                log.contains("/slipway/github/webhook-secret-old"),
+                "names the parameter: {log}"
+            );
             assert!(!log.contains(OLD) && !log.contains(NEW), "no value in the log: {log}");
         }
     }

@@ -41,7 +41,11 @@ async fn a_push_that_arrives_late_never_puts_its_older_commit_over_a_newer_one()
     assert_eq!(p.deployed("staging"), vec![B.to_owned()], "A never goes over B");
     assert_eq!(p.run(A).await.status(), RunStatus::Superseded);
     assert_eq!(p.stage_status(B, "approval:production").await, StageStatus::Waiting);
-    assert_eq!(p.run(B).await.status(), RunStatus::AwaitingApproval, "B is not superseded by A");
+    assert_eq!(
+        p.run(B).await.status(),
+        RunStatus::AwaitingApproval,
+        "B is not superseded by A"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -98,7 +102,9 @@ async fn the_approval_page_says_when_the_environment_before_runs_a_newer_commit(
     p.push_after(B, A).await;
     p.ci(B, "success").await;
     for body in p.lose_pending(QueueName::Deploy).await {
-        slipway::handlers::handle(&p.app, QueueName::Deploy, &body).await.unwrap();
+        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
+            .await
+            .unwrap();
     }
     p.lose_pending(QueueName::Smoke).await;
     assert_eq!(p.deployed("staging"), vec![A.to_owned(), B.to_owned()]);

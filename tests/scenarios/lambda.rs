@@ -157,11 +157,21 @@ fn every_function_role_grants_the_state_it_uses() {
         ),
         (
             "DeployRole",
-            &["runs/", "environments/", "open-runs/", "index/", "deploy-callbacks/", "lineage/"],
+            &[
+                "runs/",
+                "environments/",
+                "open-runs/",
+                "index/",
+                "deploy-callbacks/",
+                "lineage/",
+            ],
         ),
         ("SmokeTestRole", &["runs/", "environments/", "open-runs/", "lineage/"]),
         ("NotifyRole", &["runs/", "notices/"]),
-        ("SweeperRole", &["runs/", "environments/", "open-runs/", "index/", "lineage/"]),
+        (
+            "SweeperRole",
+            &["runs/", "environments/", "open-runs/", "index/", "lineage/"],
+        ),
     ];
     for (name, prefixes) in needs {
         let text = role(name);

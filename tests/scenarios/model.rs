@@ -200,3 +200,57 @@ async fn the_model_releases_with_two_approvals_and_rolls_back_from_a_link() {
     );
     m.finish().await;
 }
+
+// ---- schedules the model found, kept as scenarios
+
+/// A deploy's worker dies after the release phase and before the environment's record
+/// learns of it; the lease expires and is freed. The older commit that was waiting must not
+/// go over the newer one that may be running.
+#[tokio::test(start_paused = true)]
+async fn found_a_worker_dying_after_its_release_never_lets_an_older_commit_over_it() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 1, 2]).await;
+    m.step(Push(2)).await;
+    m.step(Ci(5, Green)).await;
+    m.step(Crash(Q::Deploy, 7)).await;
+    m.step(Push(1)).await;
+    m.step(Ci(3, Green)).await;
+    m.finish().await;
+}
+
+/// The deploy's result was stored but its work could not be sent, so the worker stopped
+/// before settling the environment; the sweep freed the lease first.
+#[tokio::test(start_paused = true)]
+async fn found_a_release_whose_settle_was_cut_short_is_recorded_by_the_sweep() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[1, 2]).await;
+    m.step(Push(1)).await;
+    m.step(Ci(3, Green)).await;
+    m.step(SendFails(1)).await;
+    m.step(Work(Q::Deploy)).await;
+    m.step(Push(0)).await;
+    m.step(Push(0)).await;
+    m.step(Ci(1, Green)).await;
+    m.finish().await;
+}
+
+/// Staging is rolled back by hand while its run is still on its way to production: refused,
+/// instead of a rollback stage the run would later walk into.
+#[tokio::test(start_paused = true)]
+async fn found_a_rollback_asked_while_the_run_is_on_its_way_is_refused() {
+    use Approver::*;
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[1, 1]).await;
+    m.step(Push(1)).await;
+    m.step(Push(0)).await;
+    m.step(Ci(1, Green)).await;
+    m.step(Ci(2, Green)).await;
+    m.step(Drain).await;
+    m.step(ApproveTwo(2, Alice, Alice)).await;
+    m.step(ApproveTwo(2, Alice, Bob)).await;
+    m.step(Rollback(Env::Staging)).await;
+    m.finish().await;
+}

@@ -42,6 +42,38 @@ pub struct Environment {
     /// Everything released here, oldest first, at most [`RELEASES_KEPT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releases: Vec<Release>,
+    /// The newest run whose deploy here may have released without slipway knowing yet: set
+    /// when its deploy takes the lease, cleared once the deploy's outcome is known. A worker
+    /// that died between the release phase and writing what it did leaves it set, so no
+    /// older commit goes over what may be running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_doubt: Option<Mark>,
+}
+
+/// A run and its place in line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub run: RunId,
+    pub opened_at: Timestamp,
+}
+
+impl Mark {
+    fn place(&self) -> Place<'_> {
+        Place::new(&self.run, self.opened_at)
+    }
+}
+
+/// What a run's work in an environment came to, as [`Environment::settle`] needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// What the environment runs because of the run: its release, or the release its
+    /// rollback put back.
+    pub release: Option<Release>,
+    /// Work for the environment is still queued or under way.
+    pub busy: bool,
+    /// Whether its deploy here released is known (it recorded its phases, or never started).
+    /// A deploy abandoned by a vanished worker is not.
+    pub known: bool,
 }
 
 /// The right to deploy to the environment.
@@ -108,14 +140,14 @@ impl Environment {
                 by: current.run.clone(),
             };
         }
-        let newer = self
-            .waiting
-            .iter()
-            .filter(|w| lineage.is_newer(w.place(), me));
+        if let Some(doubt) = &self.in_doubt
+            && lineage.is_newer(doubt.place(), me)
+        {
+            return Claim::Superseded { by: doubt.run.clone() };
+        }
+        let newer = self.waiting.iter().filter(|w| lineage.is_newer(w.place(), me));
         if let Some(newest) = lineage.newest(newer, |w| w.place()) {
-            return Claim::Superseded {
-                by: newest.run.clone(),
-            };
+            return Claim::Superseded { by: newest.run.clone() };
         }
         if let Some(lease) = &self.lease
             && lease.expires_at > now
@@ -135,7 +167,41 @@ impl Environment {
             acquired_at: now,
             expires_at: later(now, ttl),
         });
+        self.in_doubt = Some(Mark {
+            run: run.clone(),
+            opened_at,
+        });
         Claim::Granted
+    }
+
+    /// Brings the record up to date with `run`'s work here: what it put here is recorded —
+    /// always while it holds the lease (a rollback puts an older release back on purpose),
+    /// and otherwise only if it is newer than what runs here (a late settle, after the lease
+    /// was freed, never puts an older release over a newer one) — and once its work is over,
+    /// its doubt is cleared and its lease given up. Returns the waiting run to wake, if the
+    /// lease was freed.
+    pub fn settle(&mut self, run: &RunId, outcome: &Outcome, lineage: &Lineage) -> Option<RunId> {
+        let holds = self.lease.as_ref().is_some_and(|l| l.run == *run);
+        if let Some(release) = &outcome.release {
+            let newer = self
+                .current
+                .as_ref()
+                .is_none_or(|c| c.run == release.run || lineage.is_newer(release.place(), c.place()));
+            if holds || newer {
+                self.record(release.clone());
+            }
+        }
+        if outcome.busy {
+            return None;
+        }
+        if outcome.known && self.in_doubt.as_ref().is_some_and(|d| d.run == *run) {
+            self.in_doubt = None;
+        }
+        if self.release_lease(run) {
+            self.next_in_line(lineage).map(|w| w.run.clone())
+        } else {
+            None
+        }
     }
 
     /// Extends `run`'s lease. `false` if it does not hold it (it expired and was taken).
@@ -265,7 +331,10 @@ mod tests {
         assert!(env.release_lease(&run(1)));
         assert_eq!(env.next_in_line(&UNKNOWN).unwrap().run, run(3));
         // The older waiter asks first: it must not go ahead of the newer one.
-        assert_eq!(env.claim(&run(2), at(2), at(6), TTL, &UNKNOWN), Claim::Superseded { by: run(3) });
+        assert_eq!(
+            env.claim(&run(2), at(2), at(6), TTL, &UNKNOWN),
+            Claim::Superseded { by: run(3) }
+        );
         assert_eq!(env.claim(&run(3), at(4), at(6), TTL, &UNKNOWN), Claim::Granted);
     }
 
@@ -273,7 +342,10 @@ mod tests {
     fn an_older_commit_is_never_deployed_over_a_newer_one() {
         let mut env = Environment::default();
         env.record(release(5, 10));
-        assert_eq!(env.claim(&run(4), at(8), at(20), TTL, &UNKNOWN), Claim::Superseded { by: run(5) });
+        assert_eq!(
+            env.claim(&run(4), at(8), at(20), TTL, &UNKNOWN),
+            Claim::Superseded { by: run(5) }
+        );
         assert!(env.lease.is_none(), "nothing was taken");
         assert_eq!(env.claim(&run(6), at(12), at(20), TTL, &UNKNOWN), Claim::Granted);
     }
@@ -338,7 +410,10 @@ mod tests {
         let mut env = Environment::default();
         env.record(release(2, 0));
         // A arrives later, yet it is the older commit: it never goes over B.
-        assert_eq!(env.claim(&run(1), at(5), at(6), TTL, &git), Claim::Superseded { by: run(2) });
+        assert_eq!(
+            env.claim(&run(1), at(5), at(6), TTL, &git),
+            Claim::Superseded { by: run(2) }
+        );
         // Without the fact, arrival order would have let it through.
         assert_eq!(env.clone().claim(&run(1), at(5), at(6), TTL, &UNKNOWN), Claim::Granted);
     }
@@ -349,9 +424,15 @@ mod tests {
         let git = lineage(&[(2, 1), (3, 2)]);
         let mut env = Environment::default();
         env.claim(&run(1), at(0), at(1), TTL, &git);
-        assert!(matches!(env.claim(&run(3), at(1), at(2), TTL, &git), Claim::Wait { .. }));
+        assert!(matches!(
+            env.claim(&run(3), at(1), at(2), TTL, &git),
+            Claim::Wait { .. }
+        ));
         // 2 arrived last but git says 3 is newer: 2 is superseded, not queued.
-        assert_eq!(env.claim(&run(2), at(4), at(3), TTL, &git), Claim::Superseded { by: run(3) });
+        assert_eq!(
+            env.claim(&run(2), at(4), at(3), TTL, &git),
+            Claim::Superseded { by: run(3) }
+        );
         env.release_lease(&run(1));
         assert_eq!(env.next_in_line(&git).unwrap().run, run(3));
     }
@@ -363,5 +444,82 @@ mod tests {
         env.record(release(2, 0));
         // Commit 7 is unknown to git's facts; it arrived after 2, so it goes ahead.
         assert_eq!(env.claim(&run(7), at(5), at(6), TTL, &git), Claim::Granted);
+    }
+}
+
+#[cfg(test)]
+mod doubt_tests {
+    use super::*;
+    use crate::domain::CommitSha;
+
+    const TTL: SignedDuration = SignedDuration::from_mins(10);
+    const UNKNOWN: Lineage = Lineage { links: Vec::new() };
+
+    fn at(minute: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + minute * 60).unwrap()
+    }
+
+    fn run(n: u8) -> RunId {
+        RunId::parse(&format!("shop-{}", format!("{n:x}").repeat(40).get(..40).unwrap())).unwrap()
+    }
+
+    fn release(n: u8, opened: i64) -> Release {
+        Release {
+            run: run(n),
+            sha: CommitSha::parse(&format!("{n:x}").repeat(40)[..40]).unwrap(),
+            artifact: None,
+            opened_at: at(opened),
+            at: at(opened + 1),
+        }
+    }
+
+    fn outcome(release: Option<Release>, busy: bool, known: bool) -> Outcome {
+        Outcome { release, busy, known }
+    }
+
+    #[test]
+    fn a_deploy_whose_outcome_is_unknown_keeps_older_commits_out() {
+        let mut env = Environment::default();
+        assert_eq!(env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN), Claim::Granted);
+        // Its worker vanished mid-deploy; the lease expired and was freed, the deploy abandoned.
+        env.settle(&run(2), &outcome(None, false, false), &UNKNOWN);
+        assert!(env.lease.is_none());
+        assert_eq!(
+            env.claim(&run(1), at(1), at(30), TTL, &UNKNOWN),
+            Claim::Superseded { by: run(2) }
+        );
+        // A newer commit goes ahead, and its known outcome clears the doubt.
+        assert_eq!(env.claim(&run(3), at(4), at(31), TTL, &UNKNOWN), Claim::Granted);
+        env.settle(&run(3), &outcome(Some(release(3, 4)), false, true), &UNKNOWN);
+        assert_eq!(env.in_doubt, None);
+        assert_eq!(env.current.as_ref().unwrap().run, run(3));
+    }
+
+    #[test]
+    fn a_known_failure_clears_the_doubt() {
+        let mut env = Environment::default();
+        env.record(release(1, 1));
+        env.claim(&run(3), at(3), at(4), TTL, &UNKNOWN);
+        env.settle(&run(3), &outcome(None, false, true), &UNKNOWN);
+        assert_eq!(env.in_doubt, None);
+        // Commit 2 is newer than what runs (1): it may go.
+        assert_eq!(env.claim(&run(2), at(2), at(5), TTL, &UNKNOWN), Claim::Granted);
+    }
+
+    #[test]
+    fn a_late_settle_records_only_a_newer_release() {
+        let mut env = Environment::default();
+        env.record(release(1, 1));
+        // Run 3's lease was freed before it settled: its release is newer, so it is recorded.
+        env.settle(&run(3), &outcome(Some(release(3, 3)), false, true), &UNKNOWN);
+        assert_eq!(env.current.as_ref().unwrap().run, run(3));
+        // Run 2 settles late: older than what runs, so nothing changes.
+        env.settle(&run(2), &outcome(Some(release(2, 2)), false, true), &UNKNOWN);
+        assert_eq!(env.current.as_ref().unwrap().run, run(3));
+        // While holding the lease, a rollback's older release is recorded as asked.
+        env.claim(&run(3), at(3), at(10), TTL, &UNKNOWN);
+        env.settle(&run(3), &outcome(Some(release(1, 1)), true, true), &UNKNOWN);
+        assert_eq!(env.current.as_ref().unwrap().run, run(1));
+        assert!(env.lease.is_some(), "still busy: the lease is kept");
     }
 }

@@ -238,7 +238,10 @@ mod tests {
     fn learning_the_same_push_again_changes_nothing() {
         let mut lineage = learned(&[(2, 1)]);
         assert!(!lineage.learn(&sha(2), &[sha(1)]));
-        assert!(lineage.learn(&sha(2), &[sha(9)]), "a new fact about a known commit is kept");
+        assert!(
+            lineage.learn(&sha(2), &[sha(9)]),
+            "a new fact about a known commit is kept"
+        );
         assert!(!lineage.learn(&sha(2), &[]));
     }
 
@@ -250,7 +253,10 @@ mod tests {
             many.learn(&CommitSha::parse(&b).unwrap(), &[CommitSha::parse(&a).unwrap()]);
         }
         assert_eq!(many.links.len(), LINKS_KEPT);
-        assert_eq!(many.links.last().unwrap().sha.as_str(), format!("{:040x}", LINKS_KEPT + 10));
+        assert_eq!(
+            many.links.last().unwrap().sha.as_str(),
+            format!("{:040x}", LINKS_KEPT + 10)
+        );
     }
 
     #[test]
@@ -259,6 +265,10 @@ mod tests {
         let runs = [(run(3), at(1)), (run(1), at(9)), (run(2), at(5))];
         let newest = lineage.newest(runs.iter(), |(r, t)| Place::new(r, *t)).unwrap();
         assert_eq!(newest.0, run(3));
-        assert!(lineage.newest(std::iter::empty::<(RunId, Timestamp)>(), |(r, t)| Place::new(r, *t)).is_none());
+        assert!(
+            lineage
+                .newest(std::iter::empty::<(RunId, Timestamp)>(), |(r, t)| Place::new(r, *t))
+                .is_none()
+        );
     }
 }

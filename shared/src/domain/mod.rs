@@ -9,9 +9,9 @@ pub mod transition;
 pub mod web_url;
 
 pub use echo::{Clipped, clip, clip_quoted};
-pub use environment::{Claim, Environment, Lease, Waiter};
-pub use lineage::{Lineage, Place};
+pub use environment::{Claim, Environment, Lease, Mark, Outcome as EnvOutcome, Waiter};
 pub use ids::{ApproverId, BranchName, CommitSha, EnvName, IdError, ParamName, PipelineName, RepoName, RunId};
+pub use lineage::{Lineage, Place};
 pub use run::{
     Actor, Approval, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, EnvPlan, HistoryEntry, Mode, Phase,
     PhaseOutcome, PhaseStatus, Plan, Release, RollbackPlan, Run, RunStatus, Stage, StageKind, StageStatus,

@@ -507,6 +507,15 @@ impl Tx<'_> {
                         "{env} is busy with this run; try again when it is done"
                     )));
                 }
+                // A run still on its way (waiting for an approval, deploying further) is not
+                // rolled back under its own feet: reject its approval, or wait until it ends.
+                if !self.run.status().is_finished() {
+                    return Err(Ignored::CannotRollBack(format!(
+                        "{} is still on its way ({}); reject its pending approval or wait until it ends, then roll back",
+                        self.run.sha.short(),
+                        self.run.status()
+                    )));
+                }
                 if self.run.status() == RunStatus::RolledBack {
                     return Err(Ignored::CannotRollBack(format!(
                         "{} was already rolled back",

@@ -1441,6 +1441,29 @@ fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
         ignored(&early, 3, ask(earlier_release())),
         Ignored::CannotRollBack(_)
     ));
+    // A run released to staging but still on its way to production (deploying there, or
+    // waiting for its approval) is not rolled back on staging under its own feet.
+    let on_staging = [
+        green(),
+        deploy_started("staging"),
+        deployed("staging"),
+        smoke_started("staging"),
+        smoke("staging", true),
+    ];
+    for mode in [Mode::Deployment, Mode::Delivery] {
+        let on_its_way = drive(mode, &on_staging);
+        assert!(!on_its_way.status().is_finished(), "{mode:?}");
+        let staging = Event::RollbackRequested {
+            env: env("staging"),
+            to: earlier_release(),
+            by: "alice".into(),
+        };
+        let why = ignored(&on_its_way, 12, staging);
+        assert!(
+            matches!(&why, Ignored::CannotRollBack(text) if text.contains("still on its way")),
+            "{mode:?}: {why:?}"
+        );
+    }
 }
 
 #[test]

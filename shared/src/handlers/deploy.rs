@@ -15,8 +15,8 @@ use super::{HandlerError, claim_and_run, envs};
 use crate::app::{App, Applied, EngineError};
 use crate::config::{DeployTargetConfig, EnvironmentConfig};
 use crate::domain::{
-    self, Actor, Claim, CommitSha, EnvName, Event, Phase, PhaseOutcome, PhaseStatus, Release, Run, RunId,
-    StageKind, StageStatus,
+    self, Actor, Claim, CommitSha, EnvName, Event, Phase, PhaseOutcome, PhaseStatus, Release, Run, RunId, StageKind,
+    StageStatus,
 };
 use crate::policy::Verdict;
 use crate::ports::{DeployError, DeployPurpose, DeployRequest};
@@ -322,11 +322,7 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), H
         return Ok(());
     }
     let reached = |o: &&Run| matches!(gate(o), Some(StageStatus::Waiting | StageStatus::Succeeded));
-    let in_flight = others
-        .iter()
-        .filter(|o| newer(o, &run))
-        .filter(reached)
-        .map(Run::place);
+    let in_flight = others.iter().filter(|o| newer(o, &run)).filter(reached).map(Run::place);
     let (record, _) = app.environment(&run.pipeline, env).await?;
     let released = record
         .current
@@ -419,11 +415,11 @@ async fn rollback_request(
         (None, Some(_)) => release_before(&record, &current, &app.lineage(pipeline).await?)
             .cloned()
             .ok_or_else(|| {
-            RollbackRefused::Refused(format!(
-                "{env} has no release of an older commit than {} to go back to",
-                current.sha.short()
-            ))
-        })?,
+                RollbackRefused::Refused(format!(
+                    "{env} has no release of an older commit than {} to go back to",
+                    current.sha.short()
+                ))
+            })?,
         (None, None) => record
             .previous()
             .cloned()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 
 use crate::app::{App, EngineError};
-use crate::domain::{Claim, Command, EnvName, Environment, PipelineName, Run, RunId};
+use crate::domain::{Claim, Command, EnvName, EnvOutcome, Environment, PipelineName, Run, RunId};
 use crate::ports::{StoreKey, Version};
 
 /// How long a lease lasts without renewal.
@@ -110,22 +110,10 @@ pub async fn settle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Engi
     let Some((run, _)) = app.load(run_id).await? else {
         return Ok(());
     };
-    let release = current_release_of(&run, env);
-    let busy = run.busy_in(env);
+    let outcome = outcome_of(&run, env);
     let lineage = app.lineage(&run.pipeline).await?;
     let wake = app
-        .update_environment(&run.pipeline, env, |record| {
-            if let Some(release) = &release
-                && record.lease.as_ref().is_some_and(|l| l.run == run.id)
-            {
-                record.record(release.clone());
-            }
-            if !busy && record.release_lease(&run.id) {
-                record.next_in_line(&lineage).map(|w| w.run.clone())
-            } else {
-                None
-            }
-        })
+        .update_environment(&run.pipeline, env, |record| record.settle(&run.id, &outcome, &lineage))
         .await?;
     if let Some(next) = wake {
         tracing::info!(run = %next, %env, "environment free; waking the next run in line");
@@ -136,6 +124,24 @@ pub async fn settle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Engi
         .await?;
     }
     Ok(())
+}
+
+/// What `run`'s work in `env` came to.
+fn outcome_of(run: &Run, env: &EnvName) -> EnvOutcome {
+    use crate::domain::{StageKind, StageStatus};
+    let deploy = run.stage(StageKind::Deploy, Some(env));
+    EnvOutcome {
+        release: current_release_of(run, env),
+        busy: run.busy_in(env),
+        // A deploy that never ran did not release; one that ended with its phases recorded
+        // says whether it did. One still running, or that failed with no phases recorded
+        // (abandoned by a vanished worker), may have released.
+        known: deploy.is_none_or(|s| match s.status {
+            StageStatus::Pending | StageStatus::Queued | StageStatus::Skipped | StageStatus::Superseded => true,
+            StageStatus::Running => false,
+            _ => !s.phases.is_empty(),
+        }),
+    }
 }
 
 /// What `env` runs because of `run`: its own release after a deploy there succeeded, or
@@ -173,12 +179,24 @@ pub async fn sweep(app: &App) -> Result<usize, EngineError> {
             continue;
         }
         let lineage = app.lineage(&pipeline).await?;
+        // What the holder did here is recorded before its lease goes, so a release whose
+        // worker died before settling is not forgotten (and no older commit goes over it).
+        let outcome = holder.as_ref().map_or(
+            EnvOutcome {
+                release: None,
+                busy: false,
+                known: true,
+            },
+            |run| EnvOutcome {
+                busy: false,
+                ..outcome_of(run, &env)
+            },
+        );
         let wake = app
             .update_environment(&pipeline, &env, |record| {
                 let same = record.lease.as_ref().is_some_and(|l| l.run == lease.run);
                 if same {
-                    record.lease = None;
-                    record.next_in_line(&lineage).map(|w| w.run.clone())
+                    record.settle(&lease.run, &outcome, &lineage)
                 } else {
                     None
                 }

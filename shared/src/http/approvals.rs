@@ -189,7 +189,12 @@ pub(super) async fn confirm_page(
         .await?
         .into_iter()
         .filter(|r| r.pipeline == *pipeline && (r.id == link.run.id || lineage.is_newer(this, r.place())))
-        .filter(|r| record.current.as_ref().is_none_or(|c| lineage.is_newer(r.place(), c.place())))
+        .filter(|r| {
+            record
+                .current
+                .as_ref()
+                .is_none_or(|c| lineage.is_newer(r.place(), c.place()))
+        })
         .collect();
     carries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     // The environment before this one may already run a newer commit than the one approved.

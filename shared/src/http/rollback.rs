@@ -141,16 +141,18 @@ async fn target(app: &App, link: &Link<'_>) -> Result<Release, PageError> {
         .with_link(format!("/runs/{}", link.run.id), "See how it goes on the run page"));
     }
     let lineage = app.lineage(&link.run.pipeline).await?;
-    deploy::release_before(&record, current, &lineage).cloned().ok_or_else(|| {
-        PageError::new(
-            StatusCode::CONFLICT,
-            "Nothing to go back to",
-            format!(
-                "{env} has no release of an older commit than {} to go back to; nothing was changed.",
-                link.run.sha.short()
-            ),
-        )
-    })
+    deploy::release_before(&record, current, &lineage)
+        .cloned()
+        .ok_or_else(|| {
+            PageError::new(
+                StatusCode::CONFLICT,
+                "Nothing to go back to",
+                format!(
+                    "{env} has no release of an older commit than {} to go back to; nothing was changed.",
+                    link.run.sha.short()
+                ),
+            )
+        })
 }
 
 /// `GET /rollback/{token}`: what a rollback would do, and the button. Changes nothing.

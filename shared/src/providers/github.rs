@@ -135,14 +135,24 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
     };
 
     let before = before
-        .map(|b| CommitSha::parse(&b).map_err(|source| PayloadError::InvalidId { field: "before", source }))
+        .map(|b| {
+            CommitSha::parse(&b).map_err(|source| PayloadError::InvalidId {
+                field: "before",
+                source,
+            })
+        })
         .transpose()?
         .filter(|b| !b.is_zero());
     let commits = commits.unwrap_or_default();
     let commit_count = commits.len();
     let commits = commits
         .into_iter()
-        .map(|c| CommitSha::parse(&c.id).map_err(|source| PayloadError::InvalidId { field: "commits.id", source }))
+        .map(|c| {
+            CommitSha::parse(&c.id).map_err(|source| PayloadError::InvalidId {
+                field: "commits.id",
+                source,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let head_commit = match head_commit {
@@ -465,9 +475,7 @@ mod tests {
                 author_login: Some("alice-gh".to_owned()),
                 author_name: "Alice".to_owned(),
                 author_email: Some("alice@example.com".to_owned()),
-                url: Some(
-                    crate::domain::WebUrl::parse(&format!("https://github.com/acme/shop/commit/{SHA}")).unwrap()
-                ),
+                url: Some(crate::domain::WebUrl::parse(&format!("https://github.com/acme/shop/commit/{SHA}")).unwrap()),
                 pushed_by: "alice".to_owned(),
             })
         );

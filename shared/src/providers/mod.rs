@@ -154,7 +154,11 @@ mod tests {
         ];
         for (after, before, commits, parents) in table {
             let expected: Vec<CommitSha> = parents.into_iter().map(sha).collect();
-            assert_eq!(push(after, before, &commits).parents(), expected, "{after:?} {before:?} {commits:?}");
+            assert_eq!(
+                push(after, before, &commits).parents(),
+                expected,
+                "{after:?} {before:?} {commits:?}"
+            );
         }
     }
 }
