@@ -254,3 +254,37 @@ async fn found_a_rollback_asked_while_the_run_is_on_its_way_is_refused() {
     m.step(Rollback(Env::Staging)).await;
     m.finish().await;
 }
+
+/// Staging's smoke checks fail and the rollback has nothing to redeploy (only the backup is
+/// restored), while a store fault cut the environment's update short: the environment still
+/// runs the failed commit's code, so an older commit never goes over it.
+#[tokio::test(start_paused = true)]
+async fn found_a_rollback_with_nothing_to_redeploy_leaves_its_release_current() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 1]).await;
+    m.step(Health(Env::Staging, false)).await;
+    m.step(Push(1)).await;
+    m.step(Ci(3, Green)).await;
+    m.step(StoreFault(Op::Replace, 2, false)).await;
+    m.step(Drain).await;
+    m.step(Push(0)).await;
+    m.step(Ci(2, Green)).await;
+    m.finish().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn found_a_red_then_green_build_under_a_store_fault_keeps_git_order() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 2]).await;
+    m.step(Health(Env::Staging, false)).await;
+    m.step(StoreFault(Op::Replace, 5, false)).await;
+    m.step(Push(1)).await;
+    m.step(Ci(4, Red)).await;
+    m.step(Ci(4, Green)).await;
+    m.step(Push(0)).await;
+    m.step(Drain).await;
+    m.step(Ci(2, Green)).await;
+    m.finish().await;
+}

@@ -144,15 +144,17 @@ fn outcome_of(run: &Run, env: &EnvName) -> EnvOutcome {
     }
 }
 
-/// What `env` runs because of `run`: its own release after a deploy there succeeded, or
-/// the release a successful rollback put back.
+/// What `env` runs because of `run`: the release a successful rollback put back; else its
+/// own release, once its deploy there succeeded — also after a rollback that had nothing to
+/// redeploy (the backup restored, the code left as it was) or that failed. Nothing while a
+/// rollback is under way, or for one called off because a newer release came first.
 fn current_release_of(run: &Run, env: &EnvName) -> Option<crate::domain::Release> {
     use crate::domain::{StageKind, StageStatus};
     let rollback = run.stage(StageKind::Rollback, Some(env));
-    match rollback {
-        Some(stage) if stage.status == StageStatus::Succeeded => stage.rollback.as_ref().and_then(|p| p.to.clone()),
+    match rollback.map(|stage| (stage.status, stage.rollback.as_ref().and_then(|p| p.to.clone()))) {
+        Some((StageStatus::Succeeded, Some(to))) => Some(to),
+        None | Some((StageStatus::Succeeded | StageStatus::Failed, _)) => run.release_in(env),
         Some(_) => None,
-        None => run.release_in(env),
     }
 }
 
