@@ -445,33 +445,6 @@ mod tests {
         // Commit 7 is unknown to git's facts; it arrived after 2, so it goes ahead.
         assert_eq!(env.claim(&run(7), at(5), at(6), TTL, &git), Claim::Granted);
     }
-}
-
-#[cfg(test)]
-mod doubt_tests {
-    use super::*;
-    use crate::domain::CommitSha;
-
-    const TTL: SignedDuration = SignedDuration::from_mins(10);
-    const UNKNOWN: Lineage = Lineage { links: Vec::new() };
-
-    fn at(minute: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + minute * 60).unwrap()
-    }
-
-    fn run(n: u8) -> RunId {
-        RunId::parse(&format!("shop-{}", format!("{n:x}").repeat(40).get(..40).unwrap())).unwrap()
-    }
-
-    fn release(n: u8, opened: i64) -> Release {
-        Release {
-            run: run(n),
-            sha: CommitSha::parse(&format!("{n:x}").repeat(40)[..40]).unwrap(),
-            artifact: None,
-            opened_at: at(opened),
-            at: at(opened + 1),
-        }
-    }
 
     fn outcome(release: Option<Release>, busy: bool, known: bool) -> Outcome {
         Outcome { release, busy, known }
