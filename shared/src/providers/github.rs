@@ -577,6 +577,10 @@ mod tests {
         assert!(error.to_string().contains("not a JSON object"), "{error}");
         let error = parse("push", b"[1, 2]").unwrap_err();
         assert!(matches!(error, PayloadError::Json { .. }), "{error:?}");
+        // A body that is one huge JSON string: serde quotes it, the answer does not.
+        let huge = serde_json::to_vec(&"\u{7103f}".repeat(100_000)).unwrap();
+        let error = parse("push", &huge).unwrap_err().to_string();
+        assert!(error.contains("not a JSON object") && error.len() < 600, "{} bytes", error.len());
     }
 
     #[test]

@@ -11,8 +11,9 @@ use crate::domain::{BranchName, IdError, WebUrl, clip_quoted};
 /// Why a verified payload could not be read. Answered as a 400 naming the field.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
-    /// The body is not a JSON object.
-    #[error("the payload is not a JSON object: {source}")]
+    /// The body is not a JSON object. serde's message can quote a value the body holds
+    /// (`invalid type: string "…"`): it is clipped ([`clip_quoted`]).
+    #[error("the payload is not a JSON object: {}", clip_quoted(&.source.to_string()))]
     Json {
         #[source]
         source: serde_json::Error,
