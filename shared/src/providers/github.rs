@@ -580,7 +580,11 @@ mod tests {
         // A body that is one huge JSON string: serde quotes it, the answer does not.
         let huge = serde_json::to_vec(&"\u{7103f}".repeat(100_000)).unwrap();
         let error = parse("push", &huge).unwrap_err().to_string();
-        assert!(error.contains("not a JSON object") && error.len() < 600, "{} bytes", error.len());
+        assert!(
+            error.contains("not a JSON object") && error.len() < 600,
+            "{} bytes",
+            error.len()
+        );
     }
 
     #[test]
