@@ -76,8 +76,10 @@ async fn with_heartbeat<F: std::future::Future>(
     work: F,
 ) -> F::Output {
     let visibility = app.tuning.visibility;
-    let mut beat = tokio::time::interval(visibility / 2);
-    beat.tick().await; // the first tick is immediate
+    // The first beat is one period from now: an interval's immediate first tick would make
+    // every message wait for the timer's next millisecond tick before its work starts.
+    let period = visibility / 2;
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tokio::pin!(work);
     loop {
         tokio::select! {

@@ -86,8 +86,9 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
 /// Runs `work` while renewing `run`'s lease on `env` every [`LEASE_RENEW`].
 pub async fn holding<F: Future>(app: &App, pipeline: &PipelineName, run: &RunId, env: &EnvName, work: F) -> F::Output {
     let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval(LEASE_RENEW);
-    tick.tick().await;
+    // The first renewal is one period from now, without awaiting an immediate first tick
+    // (which would hold every deploy up until the timer's next millisecond tick).
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + LEASE_RENEW, LEASE_RENEW);
     loop {
         tokio::select! {
             out = &mut work => return out,
