@@ -26,7 +26,6 @@ use http::{HeaderMap, StatusCode};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
 use slipway::domain::{RunStatus, StageStatus};
-use slipway::ports::QueueName;
 use slipway_tests::browser::{self, Browser, Chromedriver};
 use slipway_tests::{CI_SECRET, CONFIG, GITHUB_SECRET, Pipeline, SHA, SHA2, push_payload};
 
@@ -268,15 +267,7 @@ async fn the_approval_page_of_an_older_commit_points_to_the_newer_run(b: Browser
     let link = p.approval_for("alice").approve_url.unwrap();
 
     // B is deployed to staging; its smoke checks have not run yet, so A's approval stands.
-    p.healthy("staging", B);
-    p.push_after(B, A).await;
-    p.ci(B, "success").await;
-    for body in p.lose_pending(QueueName::Deploy).await {
-        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
-            .await
-            .unwrap();
-    }
-    p.lose_pending(QueueName::Smoke).await;
+    p.deploy_to_staging_only(B, A).await;
     assert_eq!(p.deployed("staging"), [A, B]);
     assert_eq!(p.approval_stage_status(A).await, StageStatus::Waiting);
 
@@ -308,23 +299,11 @@ async fn the_approval_page_of_an_older_commit_points_to_the_newer_run(b: Browser
     );
 }
 
-/// Pushes `sha`, has CI pass it and alice approve it, and lets the workers release it.
-async fn release(p: &Pipeline, sha: &str) {
-    p.healthy("staging", sha);
-    p.healthy("production", sha);
-    p.to_approval(sha).await;
-    let approve = p.approval_for("alice").approve_url.unwrap();
-    assert_eq!(p.post_decision(&approve, "approve").await.status, StatusCode::OK);
-    p.run_queues().await;
-    assert_eq!(p.run(sha).await.status(), RunStatus::Released);
-    p.advance(jiff::SignedDuration::from_mins(10));
-}
-
 async fn an_approver_rolls_production_back_from_the_release_notice(b: Browser) {
     let test = "rollback_link";
     let p = serve(CONFIG).await;
-    release(&p, SHA).await;
-    release(&p, SHA2).await;
+    p.release(SHA).await;
+    p.release(SHA2).await;
     let link = p
         .notifications_of("released")
         .into_iter()

@@ -7,7 +7,6 @@
 use http::StatusCode;
 use jiff::SignedDuration;
 use slipway::domain::{RunStatus, StageStatus};
-use slipway::ports::QueueName;
 use slipway_tests::{CONFIG, Pipeline};
 
 /// Three commits of `main`, oldest first: A → B → C.
@@ -98,15 +97,7 @@ async fn the_approval_page_says_when_the_environment_before_runs_a_newer_commit(
     assert!(!page.body.contains("already runs a newer commit"), "{}", page.body);
 
     // B is deployed to staging; its smoke checks have not run yet, so A's approval stands.
-    healthy(&p, B);
-    p.push_after(B, A).await;
-    p.ci(B, "success").await;
-    for body in p.lose_pending(QueueName::Deploy).await {
-        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
-            .await
-            .unwrap();
-    }
-    p.lose_pending(QueueName::Smoke).await;
+    p.deploy_to_staging_only(B, A).await;
     assert_eq!(p.deployed("staging"), vec![A.to_owned(), B.to_owned()]);
     assert_eq!(p.stage_status(A, "approval:production").await, StageStatus::Waiting);
 

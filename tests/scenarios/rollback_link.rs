@@ -27,19 +27,6 @@ fn with_a_bot() -> String {
     )
 }
 
-/// Pushes `sha`, has CI pass it and alice approve it, and lets the workers release it to
-/// production.
-async fn release(p: &Pipeline, sha: &str) {
-    p.healthy("staging", sha);
-    p.healthy("production", sha);
-    p.to_approval(sha).await;
-    let approve = p.approval_for("alice").approve_url.unwrap();
-    assert_eq!(p.post_decision(&approve, "approve").await.status, StatusCode::OK);
-    p.run_queues().await;
-    assert_eq!(p.run(sha).await.status(), RunStatus::Released);
-    p.advance(SignedDuration::from_mins(10));
-}
-
 /// The `released` notifications of the run of `sha`.
 fn released(p: &Pipeline, sha: &str) -> Vec<Notification> {
     p.notifications_of("released")
@@ -100,8 +87,8 @@ async fn production_runs(p: &Pipeline) -> String {
 #[tokio::test(start_paused = true)]
 async fn an_approver_rolls_production_back_from_the_link_in_the_release_notice() {
     let p = Pipeline::with_config(&with_a_bot()).await;
-    release(&p, SHA).await;
-    release(&p, SHA2).await;
+    p.release(SHA).await;
+    p.release(SHA2).await;
 
     // Every approver who is a person gets their own link; the bot gets none.
     let notices = released(&p, SHA2);
@@ -199,8 +186,8 @@ async fn an_approver_rolls_production_back_from_the_link_in_the_release_notice()
 #[tokio::test(start_paused = true)]
 async fn without_a_link_the_run_page_shows_the_cli_command_where_the_run_is_current() {
     let p = Pipeline::start().await;
-    release(&p, SHA).await;
-    release(&p, SHA2).await;
+    p.release(SHA).await;
+    p.release(SHA2).await;
     let command = "slipway rollback --env production --pipeline shop";
 
     let current = p.get(&format!("{BASE}/runs/{}", p.run(SHA2).await.id)).await;
@@ -216,8 +203,8 @@ async fn without_a_link_the_run_page_shows_the_cli_command_where_the_run_is_curr
 #[tokio::test(start_paused = true)]
 async fn two_clicks_at_once_queue_exactly_one_rollback() {
     let p = Pipeline::start().await;
-    release(&p, SHA).await;
-    release(&p, SHA2).await;
+    p.release(SHA).await;
+    p.release(SHA2).await;
     let alice = action_of(&p.get(&rollback_link(&p, SHA2, "alice")).await);
     let bob = action_of(&p.get(&rollback_link(&p, SHA2, "bob")).await);
     let (a, b) = tokio::join!(press(&p, &alice), press(&p, &bob));
@@ -242,11 +229,11 @@ async fn two_clicks_at_once_queue_exactly_one_rollback() {
 #[tokio::test(start_paused = true)]
 async fn a_link_for_a_release_that_was_followed_by_a_newer_one_answers_409_naming_it() {
     let p = Pipeline::start().await;
-    release(&p, SHA).await;
-    release(&p, SHA2).await;
+    p.release(SHA).await;
+    p.release(SHA2).await;
     let link_b = rollback_link(&p, SHA2, "alice");
     let confirm_b = format!("{BASE}/rollback/{}", token_of(&link_b));
-    release(&p, SHA3).await;
+    p.release(SHA3).await;
 
     let run_c = p.run(SHA3).await.id;
     let answer = press(&p, &confirm_b).await;
@@ -266,7 +253,7 @@ async fn a_link_for_a_release_that_was_followed_by_a_newer_one_answers_409_namin
 #[tokio::test(start_paused = true)]
 async fn altered_approval_and_garbage_links_roll_nothing_back() {
     let p = Pipeline::start().await;
-    release(&p, SHA).await;
+    p.release(SHA).await;
     p.healthy("staging", SHA2);
     p.healthy("production", SHA2);
     p.to_approval(SHA2).await;
@@ -328,8 +315,8 @@ async fn altered_approval_and_garbage_links_roll_nothing_back() {
 #[tokio::test(start_paused = true)]
 async fn an_old_link_has_expired_and_the_page_says_to_use_the_cli() {
     let p = Pipeline::start().await;
-    release(&p, SHA).await;
-    release(&p, SHA2).await;
+    p.release(SHA).await;
+    p.release(SHA2).await;
     let link = rollback_link(&p, SHA2, "alice");
     let confirm = format!("{BASE}/rollback/{}", token_of(&link));
     p.advance(SignedDuration::from_hours(7 * 24));

@@ -410,6 +410,33 @@ impl Pipeline {
         }
     }
 
+    /// Pushes `sha`, has CI pass it and alice approve it, and lets the workers release it to
+    /// production; then ten minutes pass.
+    pub async fn release(&self, sha: &str) {
+        self.healthy("staging", sha);
+        self.healthy("production", sha);
+        self.to_approval(sha).await;
+        let approve = self.approval_for("alice").approve_url.expect("an approve link");
+        assert_eq!(self.post_decision(&approve, "approve").await.status, StatusCode::OK);
+        self.run_queues().await;
+        assert_eq!(self.run(sha).await.status(), slipway::domain::RunStatus::Released);
+        self.advance(SignedDuration::from_mins(10));
+    }
+
+    /// Pushes `sha` on top of `before`, has CI pass it and deploys it to staging, and loses
+    /// its smoke checks: staging runs `sha` while its run has not reached any approval.
+    pub async fn deploy_to_staging_only(&self, sha: &str, before: &str) {
+        self.healthy("staging", sha);
+        self.push_after(sha, before).await;
+        self.ci(sha, "success").await;
+        for body in self.lose_pending(QueueName::Deploy).await {
+            slipway::handlers::handle(&self.app, QueueName::Deploy, &body)
+                .await
+                .expect("the deploy is handled");
+        }
+        self.lose_pending(QueueName::Smoke).await;
+    }
+
     /// Drives a commit from push to the production approval request.
     pub async fn to_approval(&self, sha: &str) {
         assert_eq!(self.push(sha).await.status, StatusCode::CREATED);
