@@ -10,112 +10,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use base64::Engine as _;
 use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway::adapters::aws::sqs::SqsQueues;
 use slipway::adapters::local::secrets_file::SecretsFile;
 use slipway::app::App;
 use slipway::cloud::{self, Names};
 use slipway::domain::{ParamName, RunStatus};
-use slipway::ports::{Notifier, QueueName};
+use slipway::ports::Notifier;
+use slipway_tests::functions::{drain, function_url_event, invoke_http};
 use slipway_tests::moto::Moto;
 use slipway_tests::{CI_SECRET, CONFIG, GITHUB_SECRET, Pipeline, SHA, push_payload};
-use tower::ServiceExt;
-
-/// A Lambda Function URL event (payload format 2.0), as AWS delivers it.
-fn function_url_event(method: &str, path: &str, headers: Value, body: &[u8], base64: bool) -> Value {
-    let body = if base64 {
-        base64::engine::general_purpose::STANDARD.encode(body)
-    } else {
-        String::from_utf8(body.to_vec()).unwrap()
-    };
-    json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "slipwayurl",
-            "domainName": "slipwayurl.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "slipwayurl",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
-            "requestId": "r-1",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "21/Nov/2026:10:00:00 +0000",
-            "timeEpoch": 1795255200000u64
-        },
-        "body": body,
-        "isBase64Encoded": base64
-    })
-}
-
-/// Hands a Function URL event to the router, the way `lambda_http` does in a function.
-async fn invoke_http(app: &App, event: Value) -> (StatusCode, String) {
-    let request = lambda_http::request::from_str(&event.to_string()).expect("a valid Function URL event");
-    let (parts, body) = request.into_parts();
-    let request = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
-    let response = slipway::http::router(app.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// Plays the SQS event source mappings: receive a batch from each queue, hand it to that
-/// queue's function handler, delete what it did not report as failed. Until all are quiet.
-async fn drain(app: &App) {
-    for _round in 0..30 {
-        let mut handled = 0;
-        for queue in QueueName::ALL {
-            let deliveries = app
-                .queue
-                .receive(queue, 10, std::time::Duration::from_secs(30))
-                .await
-                .unwrap();
-            if deliveries.is_empty() {
-                continue;
-            }
-            handled += deliveries.len();
-            let records: Vec<Value> = deliveries
-                .iter()
-                .map(|d| {
-                    json!({
-                        "messageId": d.message_id,
-                        "receiptHandle": d.receipt.0,
-                        "body": d.body,
-                        "attributes": {"ApproximateReceiveCount": d.receive_count.to_string()},
-                        "messageAttributes": {},
-                        "eventSource": "aws:sqs",
-                        "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:test-{queue}"),
-                        "awsRegion": "us-east-1"
-                    })
-                })
-                .collect();
-            let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
-            let response = slipway::lambda::handle_batch(app, queue, event).await;
-            let failed: Vec<&str> = response
-                .batch_item_failures
-                .iter()
-                .map(|f| f.item_identifier.as_str())
-                .collect();
-            assert!(failed.is_empty(), "{queue} records failed: {failed:?}");
-            for d in &deliveries {
-                app.queue.ack(queue, &d.receipt).await.unwrap();
-            }
-        }
-        if handled == 0 {
-            return;
-        }
-    }
-    panic!("the queues never went quiet");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_commit_reaches_production_on_the_emulator() {
@@ -188,7 +93,7 @@ async fn a_green_commit_reaches_production_on_the_emulator() {
     assert_eq!(status, StatusCode::OK, "{answer}");
 
     // deploy, smoke-test, notify: staging is deployed and checked, approvers are asked.
-    drain(&app).await;
+    drain(&app, app.queue.as_ref()).await;
     assert_eq!(p.deployed("staging"), [SHA]);
     let link = p.approval_for("alice").approve_url.unwrap();
     let path = url::Url::parse(&link).unwrap().path().to_owned();
@@ -204,7 +109,7 @@ async fn a_green_commit_reaches_production_on_the_emulator() {
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 
-    drain(&app).await;
+    drain(&app, app.queue.as_ref()).await;
     assert_eq!(p.deployed("production"), [SHA]);
     let runs = app.list_runs(None).await.unwrap();
     assert_eq!(runs.len(), 1);

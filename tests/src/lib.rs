@@ -11,6 +11,8 @@
 //! Set `TEST_LOG=1` to see slipway's logs while a test runs.
 
 pub mod browser;
+pub mod counting;
+pub mod functions;
 pub mod logs;
 pub mod model;
 pub mod moto;
