@@ -11,8 +11,9 @@ use slipway::adapters::aws::s3::S3Store;
 use slipway::adapters::aws::sqs::SqsQueues;
 use slipway::adapters::local::sqlite::SqliteBackend;
 use slipway::app;
-use slipway::domain::Run;
+use slipway::domain::{PipelineName, RepoName, RunId};
 use slipway::ports::{Queue, StateStore};
+use slipway::views::{Cursor, RunEntry, run_index};
 
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
@@ -51,12 +52,44 @@ async fn open(data: &DataArgs) -> anyhow::Result<Stores> {
     Ok((Arc::new(db.clone()), Arc::new(db)))
 }
 
-pub async fn runs(data: &DataArgs, repo: Option<&str>) -> anyhow::Result<()> {
+/// Which page of runs `slipway runs` shows.
+#[derive(Debug, clap::Args)]
+pub struct PageArgs {
+    /// Only runs of this repository (owner/name).
+    #[arg(long)]
+    repo: Option<String>,
+    /// Only runs of this pipeline.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// How many runs to show, newest first (1-200).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=200))]
+    limit: u16,
+    /// Show the runs older than these: the `next` a previous page printed.
+    #[arg(long)]
+    before: Option<String>,
+}
+
+pub async fn runs(data: &DataArgs, page: &PageArgs) -> anyhow::Result<()> {
     let (store, _) = open(data).await?;
-    let runs = app::list_runs(store.as_ref(), repo).await?;
+    let repo = page
+        .repo
+        .as_deref()
+        .map(RepoName::parse)
+        .transpose()
+        .context("--repo")?;
+    let cursor: Cursor = match &page.before {
+        Some(b) => b.parse().map_err(|e: String| anyhow::anyhow!("--before: {e}"))?,
+        None => Cursor::default(),
+    };
+    let pipelines = match &page.pipeline {
+        Some(p) => vec![PipelineName::parse(p).context("--pipeline")?],
+        None => run_index::pipelines(store.as_ref()).await?,
+    };
+    let (runs, next) = run_index::newest(store.as_ref(), &pipelines, repo.as_ref(), &cursor, page.limit.into()).await?;
     if data.json {
-        let list: Vec<_> = runs.iter().map(slipway::http::summary).collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        let list: Vec<_> = runs.iter().map(RunEntry::summary).collect();
+        let answer = serde_json::json!({"runs": list, "next": next.map(|c| c.to_string())});
+        println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }
     if runs.is_empty() {
@@ -70,25 +103,31 @@ pub async fn runs(data: &DataArgs, repo: Option<&str>) -> anyhow::Result<()> {
     for run in &runs {
         println!(
             "{:<28} {:<18} {:<22} {:<20} {}",
-            short_id(run),
-            run.status().to_string(),
-            run.current_stage().map(|s| s.label()).unwrap_or_else(|| "-".into()),
+            short_id(&run.id),
+            run.status.to_string(),
+            run.current_stage.as_deref().unwrap_or("-"),
             run.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-            run.commit.message.lines().next().unwrap_or("")
+            run.message
         );
+    }
+    if let Some(next) = next {
+        println!("\nolder runs: slipway runs --before {next}");
     }
     Ok(())
 }
 
 pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
     let (store, _) = open(data).await?;
-    let runs = app::list_runs(store.as_ref(), None).await?;
-    let matches: Vec<&Run> = runs.iter().filter(|r| r.id.as_str().starts_with(id)).collect();
-    let run = match matches.as_slice() {
-        [one] => *one,
+    let matches = run_index::resolve(store.as_ref(), id).await?;
+    let id = match matches.as_slice() {
+        [one] => one.clone(),
         [] => bail!("no run matches {id:?}; `slipway runs` lists them"),
         many => bail!("{id:?} matches {} runs; give more of the SHA", many.len()),
     };
+    let Some((run, _)) = app::load_run(store.as_ref(), &id).await? else {
+        bail!("run {id} was listed but could not be read; try again");
+    };
+    let run = &run;
     if data.json {
         println!("{}", serde_json::to_string_pretty(&slipway::http::detail(run))?);
         return Ok(());
@@ -144,6 +183,6 @@ pub async fn dead_letters(data: &DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn short_id(run: &Run) -> String {
-    format!("{}-{}", run.pipeline, run.sha.short())
+fn short_id(id: &RunId) -> String {
+    format!("{}-{}", id.pipeline(), id.sha().short())
 }

@@ -31,15 +31,15 @@ enum Command {
     Serve(ServeArgs),
     /// Run the whole path on this machine against a sample app. No set-up, nothing to configure.
     Demo(demo::DemoArgs),
-    /// List runs, newest first.
+    /// List runs, newest first, a page at a time (read from the index of runs).
     Runs {
-        /// Only runs of this repository (owner/name).
-        #[arg(long)]
-        repo: Option<String>,
+        #[command(flatten)]
+        page: inspect::PageArgs,
         #[command(flatten)]
         data: inspect::DataArgs,
     },
-    /// Show one run: its stages and history. ID may be shortened to <pipeline>-<sha prefix>.
+    /// Show one run: its stages and history. ID may be shortened to <pipeline>-<sha prefix>,
+    /// or to the start of its commit SHA.
     Run {
         id: String,
         #[command(flatten)]
@@ -137,7 +137,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Runs { repo, data } => inspect::runs(&data, repo.as_deref()).await,
+        Command::Runs { page, data } => inspect::runs(&data, &page).await,
         Command::Run { id, data } => inspect::run(&data, &id).await,
         Command::Send(args) => send::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,

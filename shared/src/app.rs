@@ -19,6 +19,7 @@ use crate::ports::{
     StateStore, StoreError, StoreKey, Version,
 };
 use crate::signature::{Retiring, Rotation};
+use crate::views::{PipelineRecord, run_index};
 
 /// Knobs that tests turn down and production leaves alone.
 #[derive(Debug, Clone)]
@@ -164,12 +165,15 @@ impl App {
     /// Opens a run for a pushed commit, once: a second push of the same commit finds the
     /// existing run and re-sends its outbox, in case the first attempt failed after writing.
     pub async fn open_run(&self, new: NewRun) -> Result<Opened, EngineError> {
-        let run = domain::open(new, self.clock.now());
+        let mut run = domain::open(new, self.clock.now());
         let key = StoreKey::run(&run.id);
-        // Git's order learned first, so no decision ever sees the run without its place.
-        self.learn_lineage(&run.pipeline, &run.sha, &run.parents).await?;
-        // Indexed first: a run is never in the store without being in the index.
+        // Git's order learned first, so no decision ever sees the run without its place; in
+        // the same write the run gets its place in the pipeline's index of runs.
+        let seq = self.learn_lineage(&run.pipeline, &run.id, &run.parents).await?;
+        run.seq = Some(seq);
+        // Indexed first: a run is never in the store without being in the indexes.
         open_runs::mark(self.store.as_ref(), &run.id, run.created_at).await?;
+        run_index::record(self.store.as_ref(), &self.tuning, &run, seq).await?;
         match self.store.create(&key, to_bytes(&run)).await {
             Ok(_) => {
                 tracing::info!(run = %run.id, sha = %run.sha, "run opened");
@@ -192,15 +196,41 @@ impl App {
     /// the commands. Losing a race re-reads and re-decides, with jittered backoff, a bounded
     /// number of times. `None` if there is no such run.
     pub async fn apply(&self, id: &RunId, input: impl Fn() -> Input) -> Result<Option<Applied>, EngineError> {
+        Ok(self.apply_from(id, None, input).await?.map(|(applied, _)| applied))
+    }
+
+    /// [`App::apply`], deciding first from `known` — the run as this caller last read or wrote
+    /// it, and that state's version — instead of reading it again: when nobody wrote since,
+    /// that is one request fewer; when somebody did, the write is refused and the run is read
+    /// as usual. Also returns the version of the state the answer stands on, so the caller
+    /// can go on from it.
+    pub async fn apply_from(
+        &self,
+        id: &RunId,
+        mut known: Option<(Run, Version)>,
+        input: impl Fn() -> Input,
+    ) -> Result<Option<(Applied, Version)>, EngineError> {
         let key = StoreKey::run(id);
         let mut backoff = self.tuning.write_backoff;
-        for attempt in 1..=self.tuning.max_write_attempts {
-            let Some((run, version)) = self.load(id).await? else {
-                return Ok(None);
+        // A carried state that turns out old costs one try more, not one of the races'.
+        let tries = self.tuning.max_write_attempts + u32::from(known.is_some());
+        for attempt in 1..=tries {
+            let carried = known.is_some();
+            let (run, version) = match known.take() {
+                Some(known) => known,
+                None => match self.load(id).await? {
+                    Some(found) => found,
+                    None => return Ok(None),
+                },
             };
             let (next, commands) = match domain::apply(&run, &input()) {
                 Outcome::Applied { run, commands } => (*run, commands),
-                Outcome::Ignored(why) => return Ok(Some(Applied::Ignored(why, run))),
+                Outcome::Ignored(why) if carried => {
+                    // Perhaps only because the carried state is old: decide on the stored one.
+                    tracing::debug!(run = %id, "ignored on the state carried over ({why}); re-reading");
+                    continue;
+                }
+                Outcome::Ignored(why) => return Ok(Some((Applied::Ignored(why, run), version))),
             };
             // A finished run that moves again (a manual rollback of a release) goes back
             // into the index of open runs: before the write, and after it too, in case the
@@ -210,12 +240,17 @@ impl App {
                 open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
             }
             match self.store.replace(&key, to_bytes(&next), &version).await {
-                Ok(_) => {
+                Ok(written) => {
                     if reopened {
                         open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
+                        // The index said it had finished; it moves again.
+                        run_index::refresh(self.store.as_ref(), &self.tuning, &next).await?;
                     }
                     self.dispatch(&commands).await.map_err(|e| e.unsent(id))?;
-                    return Ok(Some(Applied::Changed(next)));
+                    return Ok(Some((Applied::Changed(next), written)));
+                }
+                Err(StoreError::Conflict(_)) if carried => {
+                    tracing::debug!(run = %id, "the run changed since it was carried over; re-reading");
                 }
                 Err(StoreError::Conflict(_)) => {
                     tracing::debug!(run = %id, attempt, "lost a write race; re-reading");
@@ -249,22 +284,11 @@ impl App {
         &self,
         key: &StoreKey,
     ) -> Result<(T, Option<Version>), EngineError> {
-        match self.store.get(key).await? {
-            None => Ok((T::default(), None)),
-            Some(found) => {
-                let record = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt {
-                    key: key.clone(),
-                    source,
-                })?;
-                Ok((record, Some(found.version)))
-            }
-        }
+        read_record(self.store.as_ref(), key).await
     }
 
     /// Reads the record under `key`, lets `decide` change it, and writes it back if it is
-    /// still as read (created if it was never written); a lost race reads and decides again,
-    /// with backoff. Nothing is written when `decide` leaves the record as it was. `what`
-    /// names the record in the error when others keep winning.
+    /// still as read: see [`update_record`].
     pub(crate) async fn update_record<T, R>(
         &self,
         key: &StoreKey,
@@ -274,31 +298,7 @@ impl App {
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + PartialEq,
     {
-        let mut backoff = self.tuning.write_backoff;
-        for _ in 0..self.tuning.max_write_attempts {
-            let (before, version) = self.record::<T>(key).await?;
-            let mut after = before.clone();
-            let decided = decide(&mut after);
-            if after == before {
-                return Ok(decided);
-            }
-            let bytes = Bytes::from(serde_json::to_vec(&after).expect("a record always serialises"));
-            let written = match &version {
-                None => self.store.create(key, bytes).await.map(|_| ()),
-                Some(version) => self.store.replace(key, bytes, version).await.map(|_| ()),
-            };
-            match written {
-                Ok(()) => return Ok(decided),
-                Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) => {
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(EngineError::Unavailable(
-            format!("{what} is being changed by others").into(),
-        ))
+        update_record(self.store.as_ref(), &self.tuning, key, what, decide).await
     }
 
     /// What slipway learned of `pipeline`'s git history: which of two commits is newer.
@@ -306,19 +306,26 @@ impl App {
         Ok(self.record(&StoreKey::lineage(pipeline)).await?.0)
     }
 
-    /// Learns that `pipeline`'s branch moved to `sha` after `parents`. Writes only what is new.
+    /// Learns that `pipeline`'s branch moved to `run`'s commit after `parents`, and gives
+    /// `run` its place in the pipeline's index of runs (the same place again for a push
+    /// delivered again), in one conditional write. Writes only what is new.
     pub async fn learn_lineage(
         &self,
         pipeline: &PipelineName,
-        sha: &CommitSha,
+        run: &RunId,
         parents: &[CommitSha],
-    ) -> Result<(), EngineError> {
+    ) -> Result<i64, EngineError> {
         let key = StoreKey::lineage(pipeline);
-        self.update_record(&key, &format!("the lineage of {pipeline}"), |lineage: &mut Lineage| {
-            lineage.learn(sha, parents)
-        })
+        let sha = run.sha();
+        self.update_record(
+            &key,
+            &format!("the lineage of {pipeline}"),
+            |record: &mut PipelineRecord| {
+                record.lineage.learn(&sha, parents);
+                record.place(run)
+            },
+        )
         .await
-        .map(|_| ())
     }
 
     /// Reads a secret by name.
@@ -374,6 +381,96 @@ impl App {
         let base = self.public_url.as_str().trim_end_matches('/');
         format!("{base}{path}")
     }
+}
+
+/// A record stored as JSON under `key`, and the version it was read at; the default record
+/// (and no version) when it was never written.
+pub async fn read_record<T: serde::de::DeserializeOwned + Default>(
+    store: &dyn StateStore,
+    key: &StoreKey,
+) -> Result<(T, Option<Version>), EngineError> {
+    match store.get(key).await? {
+        None => Ok((T::default(), None)),
+        Some(found) => {
+            let record = serde_json::from_slice(&found.value).map_err(|source| EngineError::Corrupt {
+                key: key.clone(),
+                source,
+            })?;
+            Ok((record, Some(found.version)))
+        }
+    }
+}
+
+/// Reads the record under `key`, lets `decide` change it, and writes it back if it is still
+/// as read (created if it was never written); a lost race reads and decides again, with
+/// backoff. Nothing is written when `decide` leaves the record as it was. `what` names the
+/// record in the error when others keep winning.
+pub async fn update_record<T, R>(
+    store: &dyn StateStore,
+    tuning: &Tuning,
+    key: &StoreKey,
+    what: &str,
+    decide: impl Fn(&mut T) -> R,
+) -> Result<R, EngineError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + PartialEq,
+{
+    Ok(update_record_from(store, tuning, key, what, None, decide).await?.0)
+}
+
+/// A record as read or written, with the version of that state (`None`: never written).
+pub type Carried<T> = (T, Option<Version>);
+
+/// [`update_record`], deciding first from `known` (the record as this caller last read or
+/// wrote it) instead of reading it again; a refused write reads it as usual. Returns what
+/// `decide` said, and the record as it now stands with its version, to carry on from.
+pub async fn update_record_from<T, R>(
+    store: &dyn StateStore,
+    tuning: &Tuning,
+    key: &StoreKey,
+    what: &str,
+    mut known: Option<Carried<T>>,
+    decide: impl Fn(&mut T) -> R,
+) -> Result<(R, Carried<T>), EngineError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + PartialEq,
+{
+    let mut backoff = tuning.write_backoff;
+    // A carried record that turns out old costs one try more, not one of the races'.
+    let tries = tuning.max_write_attempts + u32::from(known.is_some());
+    for _ in 0..tries {
+        let carried = known.is_some();
+        let (before, version) = match known.take() {
+            Some(known) => known,
+            None => read_record::<T>(store, key).await?,
+        };
+        let mut after = before.clone();
+        let decided = decide(&mut after);
+        if after == before {
+            if carried {
+                // What was carried may be old: decide on the stored record.
+                continue;
+            }
+            return Ok((decided, (after, version)));
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&after).expect("a record always serialises"));
+        let written = match &version {
+            None => store.create(key, bytes).await,
+            Some(version) => store.replace(key, bytes, version).await,
+        };
+        match written {
+            Ok(version) => return Ok((decided, (after, Some(version)))),
+            Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) if carried => {}
+            Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) => {
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(EngineError::Unavailable(
+        format!("{what} is being changed by others").into(),
+    ))
 }
 
 /// Reads a run and the version it was read at from any state store.

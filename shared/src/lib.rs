@@ -25,4 +25,5 @@ pub mod signature;
 pub mod smoke;
 pub mod sweep;
 pub mod telemetry;
+pub mod views;
 pub mod worker;

@@ -15,7 +15,9 @@
 //! - runs made before the index existed are indexed once, by the first sweep that finds no
 //!   [`StoreKey::open_runs_indexed`] mark; until then [`open_runs`] reads every run.
 //!
-//! Only the sweeper removes anything, and markers are the only objects it removes.
+//! Only the sweeper removes anything, and markers are the only objects it removes. Before it
+//! removes a finished run's marker it writes the run's final state into the index of runs
+//! ([`crate::views::run_index`]), which readers otherwise treat as a hint for unfinished runs.
 
 use std::time::Duration;
 
@@ -23,9 +25,10 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::app::{EngineError, list_runs, load_run};
+use crate::app::{EngineError, Tuning, list_runs, load_run};
 use crate::domain::{Run, RunId};
 use crate::ports::{StateStore, StoreError, StoreKey};
+use crate::views::run_index;
 
 /// A marker whose run still does not exist after this long is left over from a crash.
 pub const ORPHAN_AFTER: Duration = Duration::from_secs(600);
@@ -70,6 +73,8 @@ pub async fn open_runs(store: &dyn StateStore) -> Result<Vec<Run>, EngineError> 
 /// and of runs that were never written.
 pub async fn sweep(store: &dyn StateStore, now: Timestamp) -> Result<Vec<Run>, EngineError> {
     backfill(store, now).await?;
+    let tuning = Tuning::default();
+    run_index::backfill(store, &tuning, now).await?;
     let mut runs = Vec::new();
     for key in store.list(StoreKey::OPEN_RUNS).await? {
         let Some(id) = key.open_run_id() else {
@@ -77,7 +82,10 @@ pub async fn sweep(store: &dyn StateStore, now: Timestamp) -> Result<Vec<Run>, E
         };
         match load_run(store, &id).await? {
             Some((run, _)) if !run.status().is_finished() => runs.push(run),
-            Some(_) => {
+            Some((finished, _)) => {
+                // Its entry in the index of runs takes its final state before the marker
+                // goes, so a crash in between leaves the marker for the next sweep.
+                run_index::refresh(store, &tuning, &finished).await?;
                 store.remove(&key).await?;
                 // Reopened between the read and the removal? Then it keeps its marker.
                 if let Some((run, _)) = load_run(store, &id).await?

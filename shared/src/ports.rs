@@ -89,6 +89,20 @@ impl StoreKey {
         Self(format!("{}{pipeline}.json", Self::LINEAGE))
     }
 
+    /// A chunk of a pipeline's index of runs (the read model, [`crate::views::run_index`]):
+    /// `views/runs/<pipeline>/<chunk>.json`.
+    pub fn run_chunk(pipeline: &crate::domain::PipelineName, chunk: i64) -> Self {
+        Self(format!("{}runs/{pipeline}/{chunk}.json", Self::VIEWS))
+    }
+
+    /// Set once the index of runs holds every run made before it existed.
+    pub fn views_indexed() -> Self {
+        Self(format!("{}indexed.json", Self::VIEWS))
+    }
+
+    /// The prefix of the read model's projections.
+    pub const VIEWS: &'static str = "views/";
+
     /// The prefix of the pipelines' lineages.
     pub const LINEAGE: &'static str = "lineage/";
 
@@ -100,10 +114,11 @@ impl StoreKey {
 
     /// Every prefix slipway stores under. `infra/template.yaml` grants each one to the
     /// functions that need it; a test holds the template to this list.
-    pub const PREFIXES: [&'static str; 8] = [
+    pub const PREFIXES: [&'static str; 9] = [
         Self::RUNS,
         Self::ENVIRONMENTS,
         Self::LINEAGE,
+        Self::VIEWS,
         Self::OPEN_RUNS,
         "index/",
         "notices/",

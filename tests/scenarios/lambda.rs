@@ -149,11 +149,21 @@ fn every_function_role_grants_the_state_it_uses() {
         assert!(grants(&template, prefix), "no function may use {prefix}");
     }
     let needs: [(&str, &[&str]); 7] = [
-        ("PushWebhookRole", &["runs/", "deliveries/", "open-runs/", "lineage/"]),
-        ("BuildResultRole", &["runs/", "deliveries/", "open-runs/"]),
+        (
+            "PushWebhookRole",
+            &["runs/", "deliveries/", "open-runs/", "lineage/", "views/"],
+        ),
+        ("BuildResultRole", &["runs/", "deliveries/", "open-runs/", "views/"]),
         (
             "ApprovalRole",
-            &["runs/", "environments/", "open-runs/", "deploy-callbacks/", "lineage/"],
+            &[
+                "runs/",
+                "environments/",
+                "open-runs/",
+                "deploy-callbacks/",
+                "lineage/",
+                "views/",
+            ],
         ),
         (
             "DeployRole",
@@ -164,13 +174,17 @@ fn every_function_role_grants_the_state_it_uses() {
                 "index/",
                 "deploy-callbacks/",
                 "lineage/",
+                "views/",
             ],
         ),
-        ("SmokeTestRole", &["runs/", "environments/", "open-runs/", "lineage/"]),
+        (
+            "SmokeTestRole",
+            &["runs/", "environments/", "open-runs/", "lineage/", "views/"],
+        ),
         ("NotifyRole", &["runs/", "notices/"]),
         (
             "SweeperRole",
-            &["runs/", "environments/", "open-runs/", "index/", "lineage/"],
+            &["runs/", "environments/", "open-runs/", "index/", "lineage/", "views/"],
         ),
     ];
     for (name, prefixes) in needs {

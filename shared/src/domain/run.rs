@@ -456,6 +456,10 @@ pub struct Run {
     /// them again; every command is idempotent, so that is always safe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<super::transition::Command>,
+    /// The run's place in its pipeline's index of runs ([`crate::views::run_index`]), given
+    /// when it opened; `None` for runs made before the index existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 impl Run {

@@ -274,6 +274,7 @@ pub fn open(new: NewRun, at: Timestamp) -> Run {
         updated_at: at,
         history: vec![HistoryEntry { at, actor, what }],
         outbox: Vec::new(),
+        seq: None,
     }
 }
 

@@ -30,16 +30,19 @@ const HOLD_RECHECK: Duration = Duration::from_secs(15 * 60);
 const BUSY_RECHECK: Duration = Duration::from_secs(60);
 
 pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
-    let run = super::run_of(app, run_id).await?;
+    let (run, version) = super::known_run(app, run_id).await?;
     let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();
     let queued = run
         .stage(StageKind::Deploy, Some(env))
         .is_some_and(|s| s.status == StageStatus::Queued);
+    let mut carry = envs::Carry::default();
     if queued {
         if let Some(config) = &config {
             hold_outside_windows(app, &run, env, config).await?;
         }
-        match envs::claim(app, &run, env).await? {
+        let (claim, carried) = envs::claim(app, &run, env).await?;
+        carry = carried;
+        match claim {
             Claim::Granted => {}
             Claim::Wait { holder, until } => {
                 let reason = format!("waiting for {env}: run {holder} is working there");
@@ -55,10 +58,16 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
     }
     let target = config.as_ref().map(|e| e.deploy.clone());
     let secrets = resolve_secrets(app, target.as_ref()).await?;
-    let (record, _) = app.environment(&run.pipeline, env).await?;
-    let previous = record.current.clone().filter(|r| r.run != run.id);
+    // What the environment runs now, as the lease claim left the record (read only when
+    // this delivery did not claim: a redelivery of a deploy already claimed).
+    let previous = match &carry.environment {
+        Some((record, _)) => record.current.clone(),
+        None => app.environment(&run.pipeline, env).await?.0.current,
+    }
+    .filter(|r| r.run != run.id);
     let pipeline = run.pipeline.clone();
-    claim_and_run(app, run_id, StageKind::Deploy, env, |run| async move {
+    let known = Some((run, version));
+    let finished = claim_and_run(app, known, run_id, StageKind::Deploy, env, |run| async move {
         let (phases, output, result) = match (&target, secrets) {
             (None, _) => (
                 Vec::new(),
@@ -94,7 +103,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
         }
     })
     .await?;
-    envs::settle(app, run_id, env).await?;
+    envs::settle_from(app, run_id, env, finished, carry).await?;
     Ok(())
 }
 
@@ -137,7 +146,7 @@ pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Ha
     let target = config.as_ref().map(|e| e.deploy.clone());
     let secrets = resolve_secrets(app, target.as_ref()).await?;
     let pipeline = run.pipeline.clone();
-    claim_and_run(app, run_id, StageKind::Rollback, env, |run| async move {
+    claim_and_run(app, None, run_id, StageKind::Rollback, env, |run| async move {
         let plan = run
             .stage(StageKind::Rollback, Some(env))
             .and_then(|s| s.rollback.clone());

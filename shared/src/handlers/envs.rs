@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 
-use crate::app::{App, EngineError};
-use crate::domain::{Claim, Command, EnvName, EnvOutcome, Environment, PipelineName, Run, RunId};
+use crate::app::{App, Carried, EngineError, update_record_from};
+use crate::domain::{Claim, Command, EnvName, EnvOutcome, Environment, Lineage, PipelineName, Run, RunId};
 use crate::ports::{StoreKey, Version};
 
 /// How long a lease lasts without renewal.
@@ -42,14 +42,37 @@ impl App {
     }
 }
 
-/// `run` asks for `env`'s lease to deploy there (newer-first rules apply).
-pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<Claim, EngineError> {
+/// What a deploy carries from its lease claim to the rest of its work instead of reading
+/// it again: the pipeline's lineage, and the environment's record as the claim left it.
+#[derive(Debug, Default)]
+pub struct Carry {
+    pub lineage: Option<Lineage>,
+    pub environment: Option<Carried<Environment>>,
+}
+
+/// `run` asks for `env`'s lease to deploy there (newer-first rules apply). Also hands back
+/// what it read and wrote, so the deploy needs no second read of them (the environment's
+/// current release is the one the deploy replaces).
+pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<(Claim, Carry), EngineError> {
     let now = app.clock.now();
     let lineage = app.lineage(&run.pipeline).await?;
-    app.update_environment(&run.pipeline, env, |record| {
-        record.claim(&run.id, run.created_at, now, LEASE_TTL, &lineage)
-    })
-    .await
+    let key = StoreKey::environment(&run.pipeline, env);
+    let (claim, record) = update_record_from(
+        app.store.as_ref(),
+        &app.tuning,
+        &key,
+        &format!("environment {}/{env}", run.pipeline),
+        None,
+        |record: &mut Environment| record.claim(&run.id, run.created_at, now, LEASE_TTL, &lineage),
+    )
+    .await?;
+    Ok((
+        claim,
+        Carry {
+            lineage: Some(lineage),
+            environment: Some(record),
+        },
+    ))
 }
 
 /// `run` asks for `env`'s lease to roll it back: no newer-first rule, only the lease.
@@ -108,14 +131,40 @@ pub async fn holding<F: Future>(app: &App, pipeline: &PipelineName, run: &RunId,
 /// work there is over — the lease given up and the newest waiting run woken. Safe to call
 /// any number of times.
 pub async fn settle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), EngineError> {
-    let Some((run, _)) = app.load(run_id).await? else {
-        return Ok(());
+    settle_from(app, run_id, env, None, Carry::default()).await
+}
+
+/// [`settle`], from the run as the handler last wrote it and what it carried from its claim,
+/// instead of reading them again (a refused write reads the record as usual).
+pub async fn settle_from(
+    app: &App,
+    run_id: &RunId,
+    env: &EnvName,
+    run: Option<Run>,
+    carry: Carry,
+) -> Result<(), EngineError> {
+    let run = match run {
+        Some(run) => run,
+        None => match app.load(run_id).await? {
+            Some((run, _)) => run,
+            None => return Ok(()),
+        },
     };
     let outcome = outcome_of(&run, env);
-    let lineage = app.lineage(&run.pipeline).await?;
-    let wake = app
-        .update_environment(&run.pipeline, env, |record| record.settle(&run.id, &outcome, &lineage))
-        .await?;
+    let lineage = match carry.lineage {
+        Some(lineage) => lineage,
+        None => app.lineage(&run.pipeline).await?,
+    };
+    let key = StoreKey::environment(&run.pipeline, env);
+    let (wake, _) = update_record_from(
+        app.store.as_ref(),
+        &app.tuning,
+        &key,
+        &format!("environment {}/{env}", run.pipeline),
+        carry.environment,
+        |record: &mut Environment| record.settle(&run.id, &outcome, &lineage),
+    )
+    .await?;
     if let Some(next) = wake {
         tracing::info!(run = %next, %env, "environment free; waking the next run in line");
         app.dispatch(&[Command::Deploy {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::app::{App, Applied, EngineError};
 use crate::domain::{self, Actor, Command, EnvName, Event, Ignored, Input, RunId, StageKind, StageStatus};
-use crate::ports::QueueName;
+use crate::ports::{QueueName, Version};
 
 /// Why a message was not done. Either way it is not acked: it comes back after `retry_in`,
 /// and after the queue's maximum receives it goes to the dead-letter store.
@@ -62,8 +62,13 @@ pub async fn handle(app: &App, queue: QueueName, body: &str) -> Result<(), Handl
 
 /// Loads the run a message is about; a message about no run is a bad message.
 async fn run_of(app: &App, run_id: &RunId) -> Result<domain::Run, HandlerError> {
+    Ok(known_run(app, run_id).await?.0)
+}
+
+/// A run and the version it was read at, to carry into the handler's first write.
+async fn known_run(app: &App, run_id: &RunId) -> Result<(domain::Run, Version), HandlerError> {
     match app.load(run_id).await? {
-        Some((run, _)) => Ok(run),
+        Some(found) => Ok(found),
         None => Err(HandlerError::BadMessage(format!("run {run_id} does not exist"))),
     }
 }
@@ -85,11 +90,12 @@ impl App {
 /// since nobody knows whether the work happened.
 async fn claim_and_run<W, F>(
     app: &App,
+    known: Option<(domain::Run, Version)>,
     run_id: &RunId,
     kind: StageKind,
     env: &EnvName,
     work: W,
-) -> Result<(), HandlerError>
+) -> Result<Option<domain::Run>, HandlerError>
 where
     W: FnOnce(domain::Run) -> F,
     F: Future<Output = Event>,
@@ -100,49 +106,71 @@ where
         StageKind::Bake => Event::BakeStarted { env: env.clone() },
         _ => Event::SmokeStarted { env: env.clone() },
     };
-    let run = match app.apply(run_id, || app.input(Actor::Slipway, claim.clone())).await? {
+    let (run, version) = match app
+        .apply_from(run_id, known, || app.input(Actor::Slipway, claim.clone()))
+        .await?
+    {
         None => return Err(HandlerError::BadMessage(format!("run {run_id} does not exist"))),
         // The claim itself may end the stage (a deploy refusing a different artifact).
-        Some(Applied::Changed(run))
+        Some((Applied::Changed(run), _))
             if run
                 .stage(kind, Some(env))
                 .is_some_and(|s| s.status != StageStatus::Running) =>
         {
-            return Ok(());
+            return Ok(None);
         }
-        Some(Applied::Changed(run)) => run,
-        Some(Applied::Ignored(
-            Ignored::AlreadyDone {
-                status: StageStatus::Running,
-                ..
-            },
-            run,
+        Some((Applied::Changed(run), version)) => (run, version),
+        Some((
+            Applied::Ignored(
+                Ignored::AlreadyDone {
+                    status: StageStatus::Running,
+                    ..
+                },
+                run,
+            ),
+            _,
         )) => {
-            return still_running(app, &run, kind, env).await;
+            return still_running(app, &run, kind, env).await.map(|()| None);
         }
-        Some(Applied::Ignored(why, run)) => {
+        Some((Applied::Ignored(why, run), _)) => {
             tracing::info!(run = %run_id, %env, stage = kind.label(), "nothing to do: {why}");
             // The earlier delivery may have written state and then failed to send.
             app.dispatch(&domain::resendable(&run)).await?;
-            return Ok(());
+            return Ok(None);
         }
     };
-    let finished = work(run).await;
-    record(app, run_id, finished).await
+    let finished = work(run.clone()).await;
+    // The result is written over the claim's own write, unless someone wrote in between.
+    record_from(app, run_id, finished, Some((run, version))).await
 }
 
 /// Records a stage's result. Lost races are re-decided inside `apply`; an unreachable store
 /// is retried here a few times before the message is left to the queue.
-pub(crate) async fn record(app: &App, run_id: &RunId, event: Event) -> Result<(), HandlerError> {
+pub(crate) async fn record(app: &App, run_id: &RunId, event: Event) -> Result<Option<domain::Run>, HandlerError> {
+    record_from(app, run_id, event, None).await
+}
+
+/// [`record`], starting from `known` (the run as the handler last wrote it) instead of
+/// reading it again. Returns the run as it stands after the result, if there is one.
+pub(crate) async fn record_from(
+    app: &App,
+    run_id: &RunId,
+    event: Event,
+    mut known: Option<(domain::Run, Version)>,
+) -> Result<Option<domain::Run>, HandlerError> {
     let mut pause = app.tuning.write_backoff * 5;
     let mut attempt = 1;
     loop {
-        match app.apply(run_id, || app.input(Actor::Slipway, event.clone())).await {
-            Ok(Some(Applied::Ignored(why, _))) => {
+        match app
+            .apply_from(run_id, known.take(), || app.input(Actor::Slipway, event.clone()))
+            .await
+        {
+            Ok(Some((Applied::Ignored(why, run), _))) => {
                 tracing::warn!(run = %run_id, "result not recorded: {why}");
-                return Ok(());
+                return Ok(Some(run));
             }
-            Ok(_) => return Ok(()),
+            Ok(Some((Applied::Changed(run), _))) => return Ok(Some(run)),
+            Ok(None) => return Ok(None),
             Err(EngineError::Unavailable(e)) if attempt < 4 => {
                 tracing::warn!(run = %run_id, attempt, error = %e, "could not record a result; retrying");
                 tokio::time::sleep(pause).await;
@@ -154,8 +182,6 @@ pub(crate) async fn record(app: &App, run_id: &RunId, event: Event) -> Result<()
     }
 }
 
-/// How long a claimed stage may take: a deploy its target's timeout; smoke checks the
-/// longest check's deadline plus one request timeout.
 pub fn stage_budget(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Duration {
     let environment = app.pipeline_of(run).and_then(|p| p.environment(env));
     let budget = match kind {
@@ -204,6 +230,7 @@ pub async fn abandon(app: &App, run: &domain::Run, kind: StageKind, env: &EnvNam
         },
     )
     .await
+    .map(|_| ())
 }
 
 async fn still_running(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Result<(), HandlerError> {

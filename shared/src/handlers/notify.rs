@@ -1,6 +1,8 @@
 //! The notify queue: render a notice for each recipient and deliver it to every channel,
-//! once. A marker per (notice, recipient, channel) is written after each delivery, so a
-//! redelivered message only retries the channels that have not had it yet.
+//! once. A marker per (notice, recipient, channel) is created before each delivery — one
+//! conditional create, which also keeps two deliveries of one message from both sending — and
+//! given back if the delivery fails, so a redelivered message only retries the channels that
+//! have not had it yet.
 
 use bytes::Bytes;
 
@@ -14,14 +16,20 @@ pub async fn handle(app: &App, notice: &Notice) -> Result<(), HandlerError> {
     let run = super::run_of(app, &notice.run).await?;
     let notifications = render(app, &run, notice).await?;
     let mut failed = Vec::new();
+    // Markers of deliveries that succeeded while another failed: rewritten as delivered, so
+    // the retry (perhaps after the visibility timeout) does not send them again.
+    let mut delivered = Vec::new();
     for notification in &notifications {
         for (c, channel) in app.notifiers.iter().enumerate() {
             let marker = StoreKey::notice_sent(&notification.id, c);
-            if app.store.get(&marker).await.map_err(EngineError::from)?.is_some() {
+            if !take(app, &marker).await? {
                 continue;
             }
             let outcome = match channel.deliver(notification).await {
-                Ok(()) => "delivered".to_owned(),
+                Ok(()) => {
+                    delivered.push(marker);
+                    continue;
+                }
                 Err(e @ NotifyError::Permanent { .. }) => {
                     // Retrying will not help; say so loudly and do not try again.
                     tracing::error!(notice = %notification.id, channel = channel.name(), error = %e, source = ?std::error::Error::source(&e), "notification refused");
@@ -30,19 +38,78 @@ pub async fn handle(app: &App, notice: &Notice) -> Result<(), HandlerError> {
                 Err(e @ NotifyError::Transient { .. }) => {
                     tracing::warn!(notice = %notification.id, channel = channel.name(), error = %e, "notification failed; will retry");
                     failed.push(channel.name());
+                    // Given back, so the retry sends it.
+                    app.store.remove(&marker).await.map_err(EngineError::from)?;
                     continue;
                 }
             };
-            match app.store.create(&marker, Bytes::from(outcome)).await {
-                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-                Err(e) => return Err(EngineError::from(e).into()),
-            }
+            settle(app, &marker, outcome).await?;
         }
     }
     if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(HandlerError::Channel(failed.join(", ")))
+        return Ok(());
+    }
+    for marker in delivered {
+        settle(app, &marker, "delivered".to_owned()).await?;
+    }
+    Err(HandlerError::Channel(failed.join(", ")))
+}
+
+/// What a delivery marker says while its delivery is under way.
+const SENDING: &str = "sending";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sending {
+    state: String,
+    at: jiff::Timestamp,
+}
+
+/// Takes the delivery `marker` stands for, with one conditional create: `false` if it was
+/// done (or is being done by another worker right now). A delivery whose worker vanished
+/// mid-way (its marker still says `sending` after a visibility timeout) is taken again: a
+/// notification may then be sent twice, never lost.
+async fn take(app: &App, marker: &StoreKey) -> Result<bool, EngineError> {
+    let sending = |at| {
+        Bytes::from(
+            serde_json::to_vec(&Sending {
+                state: SENDING.to_owned(),
+                at,
+            })
+            .expect("a marker always serialises"),
+        )
+    };
+    let now = app.clock.now();
+    match app.store.create(marker, sending(now)).await {
+        Ok(_) => return Ok(true),
+        Err(StoreError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some(found) = app.store.get(marker).await? else {
+        // Given back meanwhile by a worker whose delivery failed: try again.
+        return Ok(matches!(app.store.create(marker, sending(now)).await, Ok(_)));
+    };
+    let Ok(claim) = serde_json::from_slice::<Sending>(&found.value) else {
+        return Ok(false); // `delivered` or `refused: …`: done.
+    };
+    let stale = jiff::SignedDuration::try_from(app.tuning.visibility)
+        .ok()
+        .and_then(|v| claim.at.checked_add(v).ok())
+        .is_some_and(|deadline| deadline <= now);
+    if !stale {
+        return Ok(false);
+    }
+    tracing::warn!(marker = %marker, "a delivery was left unfinished by a vanished worker; sending it again");
+    Ok(app.store.replace(marker, sending(now), &found.version).await.is_ok())
+}
+
+/// Records how a taken delivery ended.
+async fn settle(app: &App, marker: &StoreKey, outcome: String) -> Result<(), EngineError> {
+    let Some(found) = app.store.get(marker).await? else {
+        return Ok(());
+    };
+    match app.store.replace(marker, Bytes::from(outcome), &found.version).await {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

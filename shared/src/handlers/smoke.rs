@@ -7,12 +7,13 @@ use crate::app::{App, Applied};
 use crate::domain::{self, Actor, CheckResult, EnvName, Event, RunId, StageKind, StageStatus};
 
 pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
-    let run = super::run_of(app, run_id).await?;
+    let (run, version) = super::known_run(app, run_id).await?;
     let checks = app
         .pipeline_of(&run)
         .and_then(|p| p.environment(env))
         .map(|e| e.smoke.clone());
-    claim_and_run(app, run_id, StageKind::Smoke, env, |run| async move {
+    let known = Some((run, version));
+    let finished = claim_and_run(app, known, run_id, StageKind::Smoke, env, |run| async move {
         let results = match &checks {
             Some(checks) => crate::smoke::run_checks(app.checker.as_ref(), checks, run.sha.as_str()).await,
             None => vec![CheckResult {
@@ -28,7 +29,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
         }
     })
     .await?;
-    envs::settle(app, run_id, env).await?;
+    envs::settle_from(app, run_id, env, finished, envs::Carry::default()).await?;
     Ok(())
 }
 

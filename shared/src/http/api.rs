@@ -11,12 +11,19 @@ use serde_json::{Value, json};
 
 use super::pages;
 use super::{ApiError, AppState, PageError};
-use crate::domain::{RepoName, Run, RunId};
+use crate::domain::{PipelineName, RepoName, Run, RunId};
+use crate::views::{Cursor, RunEntry, run_index};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
     repo: Option<String>,
+    pipeline: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
 }
+
+/// How many runs a page shows unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 50;
 
 /// One line per run.
 pub fn summary(run: &Run) -> Value {
@@ -44,15 +51,59 @@ pub fn detail(run: &Run) -> Value {
     value
 }
 
+/// `GET /api/runs?pipeline=&repo=&limit=&before=`: the newest runs first, `limit` of them
+/// (default 50, at most 200), read from the index of runs; `next` is the `before` of the next
+/// (older) page, `null` on the last one.
 pub(super) async fn list_runs(
     axum::extract::State(app): AppState,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(repo) = &q.repo {
-        RepoName::parse(repo).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    }
-    let runs = app.list_runs(q.repo.as_deref()).await?;
-    Ok(Json(json!({"runs": runs.iter().map(summary).collect::<Vec<_>>()})))
+    let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+    let repo = match q.repo.as_deref().filter(|r| !r.is_empty()) {
+        Some(repo) => Some(RepoName::parse(repo).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    let limit = match q.limit.as_deref().filter(|l| !l.is_empty()) {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=run_index::MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(bad(format!(
+                    "limit must be a number from 1 to {}, not {}",
+                    run_index::MAX_PAGE,
+                    crate::domain::clip(l)
+                )));
+            }
+        },
+    };
+    let cursor: Cursor = match q.before.as_deref().filter(|b| !b.is_empty()) {
+        None => Cursor::default(),
+        Some(b) => b.parse().map_err(|e: String| bad(format!("before: {e}")))?,
+    };
+    let pipelines: Vec<PipelineName> = match q.pipeline.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let name = PipelineName::parse(p).map_err(|e| bad(e.to_string()))?;
+            if app.config.pipeline(&name).is_none() {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pipeline {name}")));
+            }
+            vec![name]
+        }
+        None => app
+            .config
+            .pipelines
+            .iter()
+            .filter(|p| {
+                repo.as_ref()
+                    .is_none_or(|r| p.repo.as_str().eq_ignore_ascii_case(r.as_str()))
+            })
+            .map(|p| p.name.clone())
+            .collect(),
+    };
+    let (runs, next) = run_index::newest(app.store.as_ref(), &pipelines, repo.as_ref(), &cursor, limit).await?;
+    Ok(Json(json!({
+        "runs": runs.iter().map(RunEntry::summary).collect::<Vec<_>>(),
+        "next": next.map(|c| c.to_string()),
+    })))
 }
 
 pub(super) async fn get_run(

@@ -14,6 +14,7 @@ use crate::app::{App, Applied};
 use crate::approvals::{Action, ApprovalClaim, TokenError};
 use crate::config::{ApproverConfig, PipelineConfig};
 use crate::domain::{Actor, Event, Ignored, Run, Stage, StageKind, StageStatus};
+use crate::views::{PipelineRecord, RunEntry, run_index};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Preselect {
@@ -163,6 +164,10 @@ fn expired(link: &Link<'_>) -> PageError {
     )
 }
 
+/// How many runs of the index the approval page reads, at most, looking for the current
+/// release: what it brings beyond that is summed up as "and older commits".
+const CARRIES_READ: usize = 100;
+
 pub(super) async fn confirm_page(
     axum::extract::State(app): AppState,
     Path(token): Path<String>,
@@ -181,21 +186,34 @@ pub(super) async fn confirm_page(
     }
     let pipeline = &link.run.pipeline;
     let (record, _) = app.environment(pipeline, &link.claim.env).await?;
-    let lineage = app.lineage(pipeline).await?;
+    // The pipeline's record: its lineage, and the places of its runs in the index of runs.
+    let (head, _) = app
+        .record::<PipelineRecord>(&crate::ports::StoreKey::lineage(pipeline))
+        .await?;
+    let lineage = &head.lineage;
     let this = link.run.place();
-    // Runs up to this one (by git's order where it knows) and newer than the current release.
-    let mut carries: Vec<Run> = app
-        .list_runs(Some(link.run.repo.as_str()))
-        .await?
-        .into_iter()
-        .filter(|r| r.pipeline == *pipeline && (r.id == link.run.id || lineage.is_newer(this, r.place())))
-        .filter(|r| {
-            record
+    // Runs up to this one (by git's order where it knows) and newer than the current release,
+    // read from the index of runs from this one down to the current release.
+    let (mut carries, carries_more) = match head.place_of(&link.run) {
+        Some(seq) => {
+            let current = record.current.as_ref().map(|c| c.run.clone());
+            let walked = run_index::walk_down(app.store.as_ref(), &head, pipeline, seq, CARRIES_READ, |e| {
+                current.as_ref() == Some(&e.id)
+            })
+            .await?;
+            let more = walked.len() == CARRIES_READ;
+            (walked, more)
+        }
+        None => (vec![RunEntry::of(&link.run, 0)], false),
+    };
+    carries.retain(|e| {
+        let place = crate::domain::Place::new(&e.id, e.created_at);
+        (e.id == link.run.id || lineage.is_newer(this, place))
+            && record
                 .current
                 .as_ref()
-                .is_none_or(|c| lineage.is_newer(r.place(), c.place()))
-        })
-        .collect();
+                .is_none_or(|c| lineage.is_newer(place, c.place()))
+    });
     carries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     // The environment before this one may already run a newer commit than the one approved.
     let upstream = link
@@ -224,6 +242,7 @@ pub(super) async fn confirm_page(
         preselect: pre.decision.as_deref().filter(|d| matches!(*d, "approve" | "reject")),
         current: record.current.as_ref(),
         carries: &carries,
+        carries_more,
         newer_upstream: newer_upstream.as_ref().map(|(env, release)| (env, release)),
     });
     Ok(Html(page.into_string()))

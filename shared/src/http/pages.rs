@@ -113,8 +113,10 @@ pub(super) struct Confirm<'a> {
     /// What the environment runs now.
     pub current: Option<&'a crate::domain::Release>,
     /// The runs this promotion brings to the environment since its current release, oldest
-    /// first, this one last.
-    pub carries: &'a [Run],
+    /// first, this one last (from the index of runs).
+    pub carries: &'a [crate::views::RunEntry],
+    /// Older runs it brings were not looked at: too many to list.
+    pub carries_more: bool,
     /// The environment before this one, when it already runs a newer commit than this run:
     /// approving then releases an older commit than it runs.
     pub newer_upstream: Option<(&'a EnvName, &'a Release)>,
@@ -144,8 +146,11 @@ pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
                 }
             }
             ul {
+                @if c.carries_more {
+                    li.muted { "… and older commits, too many to list here" }
+                }
                 @for run in c.carries {
-                    li { code { (run.sha.short()) } " " (run.commit.message.lines().next().unwrap_or("")) " — " (run.commit.author_login.as_deref().unwrap_or(&run.commit.author_name)) }
+                    li { code { (run.sha.short()) } " " (run.message) " — " (run.author) }
                 }
             }
             h2 { "Your decision, " (c.approver) }
