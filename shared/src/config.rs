@@ -197,6 +197,9 @@ pub struct PipelineConfig {
     pub previous_ci_secret: Option<PreviousSecret>,
     #[serde(default = "default_expiry", deserialize_with = "duration")]
     pub approval_expiry: SignedDuration,
+    /// How long a run's build may wait for CI before it fails (from the push).
+    #[serde(default = "default_build_timeout", deserialize_with = "duration")]
+    pub build_timeout: SignedDuration,
     /// May the commit's author approve their own commit?
     #[serde(default)]
     pub allow_self_approval: bool,
@@ -483,6 +486,9 @@ fn default_branch() -> BranchName {
 fn default_expiry() -> SignedDuration {
     SignedDuration::from_hours(24)
 }
+fn default_build_timeout() -> SignedDuration {
+    crate::domain::DEFAULT_BUILD_TIMEOUT
+}
 fn default_deploy_timeout() -> SignedDuration {
     SignedDuration::from_mins(15)
 }
@@ -614,6 +620,9 @@ impl Config {
             }
             if pipeline.approval_expiry < SignedDuration::from_mins(1) {
                 return Err(invalid(at("approval_expiry"), "must be at least 1m".into()));
+            }
+            if pipeline.build_timeout < SignedDuration::from_mins(1) {
+                return Err(invalid(at("build_timeout"), "must be at least 1m".into()));
             }
             if pipeline.environments.is_empty() {
                 return Err(invalid(at("environments"), "declare at least one environment".into()));
@@ -868,6 +877,7 @@ impl PipelineConfig {
         Plan {
             mode: self.mode,
             approval_ttl: self.approval_expiry,
+            build_timeout: self.build_timeout,
             environments: self
                 .environments
                 .iter()
@@ -964,6 +974,7 @@ deploy = { type = "command", command = ["./deploy.sh"] }
         assert_eq!(p.approval_expiry, SignedDuration::from_hours(12));
         assert!(!p.allow_self_approval);
         let plan = p.plan();
+        assert_eq!(plan.build_timeout, SignedDuration::from_hours(24), "a day by default");
         assert_eq!(
             plan.environments
                 .iter()
@@ -981,6 +992,16 @@ deploy = { type = "command", command = ["./deploy.sh"] }
     }
 
     #[test]
+    fn a_pipeline_sets_how_long_its_builds_may_wait_for_ci() {
+        let config = parse(&EXAMPLE.replace(
+            "approval_expiry = \"12h\"",
+            "approval_expiry = \"12h\"\nbuild_timeout = \"36h\"",
+        ))
+        .unwrap();
+        assert_eq!(config.pipelines[0].plan().build_timeout, SignedDuration::from_hours(36));
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_problem() {
         let cases = [
             (
@@ -994,6 +1015,20 @@ deploy = { type = "command", command = ["./deploy.sh"] }
             (
                 EXAMPLE.replace("approval_expiry = \"12h\"", "approval_expiry = \"soon\""),
                 "\"soon\" is not a duration",
+            ),
+            (
+                EXAMPLE.replace(
+                    "approval_expiry = \"12h\"",
+                    "approval_expiry = \"12h\"\nbuild_timeout = \"2 days\"",
+                ),
+                "\"2 days\" is not a duration",
+            ),
+            (
+                EXAMPLE.replace(
+                    "approval_expiry = \"12h\"",
+                    "approval_expiry = \"12h\"\nbuild_timeout = \"30s\"",
+                ),
+                "pipelines[0] (shop).build_timeout: must be at least 1m",
             ),
             (
                 EXAMPLE.replace("name = \"production\"", "name = \"staging\""),

@@ -40,12 +40,14 @@ pub async fn run_sweeper(app: App) -> Result<(), Error> {
             let swept = crate::sweep::run_once(&app).await?;
             tracing::info!(
                 expired = swept.expired,
+                builds_timed_out = swept.builds_timed_out,
                 resent = swept.resent,
                 abandoned = swept.abandoned,
                 "swept"
             );
             Ok::<_, Error>(serde_json::json!({
-                "expired": swept.expired, "resent": swept.resent, "abandoned": swept.abandoned
+                "expired": swept.expired, "builds_timed_out": swept.builds_timed_out,
+                "resent": swept.resent, "abandoned": swept.abandoned
             }))
         }
     }))

@@ -1,9 +1,10 @@
 //! Hosting the router and the workers in one process, as `slipway serve` and
-//! `slipway demo` do: serve HTTP on a listener, run a worker per queue, and on shutdown stop
-//! taking requests, let in-flight ones finish, then stop the workers between messages.
+//! `slipway demo` do: serve HTTP on a listener, run the workers (each queue's messages up to
+//! [`worker::Options::concurrency`](crate::worker::Options) at once), and on shutdown stop
+//! taking requests, let in-flight ones finish, then stop the workers once every message they
+//! hold is handled.
 
 use std::future::Future;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -16,7 +17,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_workers, stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(crate::worker::run(app.clone(), Duration::from_millis(250), stopped));
+    let workers = tokio::spawn(crate::worker::run(
+        app.clone(),
+        crate::worker::Options::default(),
+        stopped,
+    ));
     let router = crate::http::router(app);
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     let _ = stop_workers.send(true);

@@ -2,6 +2,8 @@
 //! follows it are not atomic, and workers can die; the sweep is what makes both harmless:
 //!
 //! - an approval past its deadline expires, and the team is told;
+//! - a build still waiting for CI past the pipeline's `build_timeout` fails, and the team is
+//!   told — so a run CI never reported on ends, and leaves the index of open runs;
 //! - a stage queued longer than [`RESEND_AFTER`] has its work sent again (its message was
 //!   lost between the state write and the send, or is stuck);
 //! - a claimed stage silent past its deadline is failed loudly — never redone;
@@ -25,6 +27,8 @@ pub const RESEND_AFTER: Duration = Duration::from_secs(120);
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {
     pub expired: usize,
+    /// Builds failed because CI never reported within their timeout.
+    pub builds_timed_out: usize,
     pub resent: usize,
     pub abandoned: usize,
     /// Environment leases whose holder was done or silent past expiry.
@@ -37,6 +41,20 @@ pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
     let now = app.clock.now();
     let mut swept = Swept::default();
     for run in open_runs::sweep(app.store.as_ref(), now).await? {
+        let waits_for_ci = run
+            .stage(StageKind::Build, None)
+            .is_some_and(|s| s.status == StageStatus::Waiting);
+        if waits_for_ci && run.build_deadline() <= now {
+            // Nothing after the build has started: failing it is all there is to do.
+            if let Some(Applied::Changed(_)) = app
+                .apply(&run.id, || app.input(Actor::Slipway, Event::BuildTimedOut))
+                .await?
+            {
+                tracing::warn!(run = %run.id, timeout = %format_args!("{:#}", run.plan.build_timeout), "CI never reported; the build timed out");
+                swept.builds_timed_out += 1;
+            }
+            continue;
+        }
         for stage in &run.stages {
             let Some(env) = &stage.env else { continue };
             match (stage.kind, stage.status) {

@@ -93,7 +93,9 @@ async fn with_heartbeat<F: std::future::Future>(
     }
 }
 
-/// Receives up to `max` messages from `queue` and handles them. Returns how many were received.
+/// Receives up to `max` messages from `queue` and handles them one after another, in the
+/// order received: deterministic, for tests and one-shot tools. Returns how many were
+/// received.
 pub async fn poll(app: &App, queue: QueueName, max: usize) -> Result<usize, QueueError> {
     let deliveries = app.queue.receive(queue, max, app.tuning.visibility).await?;
     for delivery in &deliveries {
@@ -102,8 +104,8 @@ pub async fn poll(app: &App, queue: QueueName, max: usize) -> Result<usize, Queu
     Ok(deliveries.len())
 }
 
-/// Handles messages on every queue until a full pass finds none visible. For tests and
-/// one-shot tools; at most `max_rounds` passes.
+/// Handles messages on every queue until a full pass finds none visible, one message at a
+/// time. For tests and one-shot tools; at most `max_rounds` passes.
 pub async fn drain(app: &App, max_rounds: usize) -> Result<usize, QueueError> {
     let mut total = 0;
     for _ in 0..max_rounds {
@@ -119,48 +121,41 @@ pub async fn drain(app: &App, max_rounds: usize) -> Result<usize, QueueError> {
     Ok(total)
 }
 
-/// How often `run` looks for runs that only time moves on (expired approvals).
+/// How often `run` looks for runs that only time moves on (expired approvals, builds CI
+/// never reported).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+/// The most messages one receive asks for (SQS `ReceiveMessage` takes at most 10).
+const RECEIVE_AT_MOST: usize = 10;
+
+/// How the workers of [`run`] pace themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How long a queue's worker waits before looking again when the queue was empty.
+    pub idle: Duration,
+    /// The most messages of one queue handled at once. Deploys to different environments
+    /// go side by side; each environment's lease still lets only one run work there.
+    pub concurrency: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_millis(250),
+            concurrency: 8,
+        }
+    }
+}
+
 /// Runs a worker for every queue, and the sweep every [`SWEEP_EVERY`], until `shutdown`
-/// resolves, polling every `idle` when there is nothing to do. Queues are served
-/// concurrently, so a long deploy does not hold up notifications.
-pub async fn run(app: App, idle: Duration, shutdown: tokio::sync::watch::Receiver<bool>) {
+/// resolves. Queues are served side by side, so a long deploy does not hold up
+/// notifications; and each queue's messages are handled up to `options.concurrency` at
+/// once, so a long staging deploy does not hold up a production deploy or rollback.
+/// On shutdown the workers stop receiving and finish every message they already hold.
+pub async fn run(app: App, options: Options, shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     for queue in QueueName::ALL {
-        let app = app.clone();
-        let mut shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            loop {
-                if *shutdown.borrow() {
-                    break;
-                }
-                // Waiting for messages (an SQS long poll) is cut short by shutdown; handling
-                // them never is: a message is finished, or left for redelivery, whole.
-                let received = tokio::select! {
-                    r = app.queue.receive(queue, 5, app.tuning.visibility) => r,
-                    _ = shutdown.changed() => break,
-                };
-                let busy = match received {
-                    Ok(deliveries) => {
-                        for delivery in &deliveries {
-                            let _ = process(&app, queue, delivery).await;
-                        }
-                        !deliveries.is_empty()
-                    }
-                    Err(e) => {
-                        tracing::error!(%queue, error = %e, "cannot receive; retrying");
-                        false
-                    }
-                };
-                if !busy {
-                    tokio::select! {
-                        _ = tokio::time::sleep(idle) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-            }
-        });
+        tasks.spawn(serve_queue(app.clone(), queue, options, shutdown.clone()));
     }
     let mut shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -180,4 +175,67 @@ pub async fn run(app: App, idle: Duration, shutdown: tokio::sync::watch::Receive
         }
     });
     while tasks.join_next().await.is_some() {}
+}
+
+/// One queue's worker: receives only as many messages as it has room to start at once
+/// (a received message's visibility timeout is already running), handles each in a task of
+/// its own, and on shutdown waits for every one of them.
+async fn serve_queue(app: App, queue: QueueName, options: Options, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let limit = options.concurrency.max(1);
+    let mut handling = tokio::task::JoinSet::new();
+    loop {
+        while let Some(done) = handling.try_join_next() {
+            report(queue, done);
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let room = limit.saturating_sub(handling.len());
+        if room == 0 {
+            tokio::select! {
+                Some(done) = handling.join_next() => report(queue, done),
+                _ = shutdown.changed() => break,
+            }
+            continue;
+        }
+        // Waiting for messages (an SQS long poll) is cut short by shutdown; handling
+        // them never is: a message is finished, or left for redelivery, whole.
+        let received = tokio::select! {
+            r = app.queue.receive(queue, room.min(RECEIVE_AT_MOST), app.tuning.visibility) => r,
+            _ = shutdown.changed() => break,
+        };
+        let busy = match received {
+            Ok(deliveries) => {
+                let busy = !deliveries.is_empty();
+                for delivery in deliveries {
+                    let app = app.clone();
+                    handling.spawn(async move {
+                        let _ = process(&app, queue, &delivery).await;
+                    });
+                }
+                busy
+            }
+            Err(e) => {
+                tracing::error!(%queue, error = %e, "cannot receive; retrying");
+                false
+            }
+        };
+        if !busy {
+            tokio::select! {
+                _ = tokio::time::sleep(options.idle) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+    while let Some(done) = handling.join_next().await {
+        report(queue, done);
+    }
+}
+
+/// A handler that panicked has neither acked nor released its message: it comes back after
+/// its visibility timeout, and the worker goes on with the others.
+fn report(queue: QueueName, done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(%queue, error = %e, "a message's handler panicked; the message will be delivered again");
+    }
 }

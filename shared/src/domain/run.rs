@@ -23,6 +23,11 @@ pub struct Plan {
     pub mode: Mode,
     /// How long an approval request stays valid.
     pub approval_ttl: SignedDuration,
+    /// How long the build may wait for CI, from the run's opening: past it the build fails
+    /// and later results are ignored. Runs stored before it existed wait
+    /// [`DEFAULT_BUILD_TIMEOUT`].
+    #[serde(default = "default_build_timeout")]
+    pub build_timeout: SignedDuration,
     /// Environments in deployment order.
     pub environments: Vec<EnvPlan>,
     /// Checks a git host reports that must all be green for the build to pass. Empty: one
@@ -32,6 +37,13 @@ pub struct Plan {
     /// The least coverage (percent) a green build must report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_coverage: Option<f64>,
+}
+
+/// How long a build waits for CI unless the pipeline says otherwise: a day.
+pub const DEFAULT_BUILD_TIMEOUT: SignedDuration = SignedDuration::from_hours(24);
+
+fn default_build_timeout() -> SignedDuration {
+    DEFAULT_BUILD_TIMEOUT
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,6 +524,13 @@ impl Run {
             .rposition(|s| s.kind == kind && s.env.as_ref() == env)
     }
 
+    /// Until when the build waits for CI: the run's opening plus its plan's build timeout.
+    pub fn build_deadline(&self) -> Timestamp {
+        self.created_at
+            .checked_add(self.plan.build_timeout)
+            .unwrap_or(Timestamp::MAX)
+    }
+
     /// The first stage that is not finished, if any.
     pub fn current_stage(&self) -> Option<&Stage> {
         self.stages.iter().find(|s| !s.status.is_terminal())
@@ -569,6 +588,19 @@ impl std::fmt::Display for RunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_stored_before_build_timeouts_existed_waits_a_day() {
+        let stored = serde_json::json!({
+            "mode": "delivery",
+            "approval_ttl": "PT24H",
+            "environments": [{"name": "production", "approval": true, "smoke": false}],
+        });
+        let plan: Plan = serde_json::from_value(stored).unwrap();
+        assert_eq!(plan.build_timeout, SignedDuration::from_hours(24));
+        let again: Plan = serde_json::from_value(serde_json::to_value(&plan).unwrap()).unwrap();
+        assert_eq!(again, plan);
+    }
 
     #[test]
     fn status_words_match_their_json() {

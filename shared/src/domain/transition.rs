@@ -5,7 +5,7 @@
 //! ignores duplicate and stale events, the same event delivered twice, late or out of order
 //! never causes a second deploy.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::ids::{ApproverId, BranchName, CommitSha, EnvName, PipelineName, RepoName, RunId};
@@ -92,6 +92,10 @@ pub enum Event {
     },
     /// The approval's deadline passed with no decision.
     ApprovalExpired { env: EnvName },
+    /// The build's deadline (the run's opening plus its plan's build timeout) passed with
+    /// the build still waiting for CI: it fails. Ignored before the deadline and once the
+    /// build has a result.
+    BuildTimedOut,
     /// A claimed stage's worker vanished and its deadline passed: the outcome is unknown.
     StageAbandoned {
         kind: StageKind,
@@ -210,6 +214,15 @@ pub enum Ignored {
     ApprovalExpired { env: EnvName, expires_at: Timestamp },
     #[error("the approval for {env} does not expire until {expires_at}")]
     NotDueYet { env: EnvName, expires_at: Timestamp },
+    #[error("the build waits for CI until {deadline}")]
+    BuildNotDueYet { deadline: Timestamp },
+    #[error(
+        "CI reported after the build's deadline {deadline} (this pipeline's build_timeout is {timeout:#}), so the run no longer takes build results; push a new commit to build again, or raise build_timeout in the pipeline's configuration"
+    )]
+    BuildTimedOut {
+        deadline: Timestamp,
+        timeout: SignedDuration,
+    },
     #[error("{stage} was superseded by the newer run {by}")]
     Superseded { stage: String, by: RunId },
     #[error("{0} is a bot account; bots never approve")]
@@ -650,6 +663,7 @@ impl Tx<'_> {
                 self.notify(NoticeKind::ApprovalExpired { env: env.clone() });
                 Ok(())
             }
+            Event::BuildTimedOut => self.build_timed_out(),
             Event::StageAbandoned { kind, env, reason } => {
                 let i = self.running(*kind, env)?;
                 if *kind == StageKind::Rollback {
@@ -690,6 +704,7 @@ impl Tx<'_> {
         if current != StageStatus::Waiting && !rerun_green {
             return Err(self.not_applicable(i));
         }
+        self.before_build_deadline()?;
         let mut build = self.run.build.clone();
         build.checks.insert(check.to_owned(), status);
         if update.url.is_some() {
@@ -746,6 +761,7 @@ impl Tx<'_> {
         if current != StageStatus::Waiting && !rerun_green {
             return Err(self.not_applicable(i));
         }
+        self.before_build_deadline()?;
         if rerun_green {
             for stage in &mut self.run.stages[i + 1..] {
                 stage.status = StageStatus::Pending;
@@ -777,6 +793,55 @@ impl Tx<'_> {
                 self.fail(i, format!("{source} {word}{via}"));
             }
         }
+        Ok(())
+    }
+
+    /// CI's results count until the build's deadline; past it the build has timed out (or
+    /// is about to, at the next sweep), whatever CI says.
+    fn before_build_deadline(&self) -> Result<(), Ignored> {
+        let deadline = self.run.build_deadline();
+        if self.input.at >= deadline {
+            return Err(Ignored::BuildTimedOut {
+                deadline,
+                timeout: self.run.plan.build_timeout,
+            });
+        }
+        Ok(())
+    }
+
+    /// The build is still waiting for CI at its deadline: it fails, naming the timeout and
+    /// the checks that never reported.
+    fn build_timed_out(&mut self) -> Result<(), Ignored> {
+        let i = self
+            .run
+            .stage_index(StageKind::Build, None)
+            .ok_or_else(|| Ignored::NoSuchStage("build".into()))?;
+        if self.run.stages[i].status != StageStatus::Waiting {
+            return Err(self.not_applicable(i));
+        }
+        let deadline = self.run.build_deadline();
+        if self.input.at < deadline {
+            return Err(Ignored::BuildNotDueYet { deadline });
+        }
+        let missing: Vec<&str> = self
+            .run
+            .plan
+            .required_checks
+            .iter()
+            .filter(|c| !self.run.build.checks.contains_key(*c))
+            .map(String::as_str)
+            .collect();
+        let which = if missing.is_empty() || missing.len() == self.run.plan.required_checks.len() {
+            String::new()
+        } else {
+            format!(" on {}", missing.join(", "))
+        };
+        let reason = format!(
+            "CI never reported{which} within {:#} (the pipeline's build_timeout); if its builds take longer, raise build_timeout in the pipeline's configuration",
+            self.run.plan.build_timeout
+        );
+        // Not a red build: nothing says the branch is broken, only that CI stayed silent.
+        self.fail_as(i, reason, false);
         Ok(())
     }
 
@@ -972,8 +1037,12 @@ impl Tx<'_> {
     }
 
     fn fail(&mut self, i: usize, reason: String) {
-        let stage = self.run.stages[i].label();
         let red_main = self.run.stages[i].kind == StageKind::Build;
+        self.fail_as(i, reason, red_main);
+    }
+
+    fn fail_as(&mut self, i: usize, reason: String, red_main: bool) {
+        let stage = self.run.stages[i].label();
         self.finish(i, StageStatus::Failed, format!("{stage} failed: {reason}"));
         self.notify(NoticeKind::Failed {
             stage,

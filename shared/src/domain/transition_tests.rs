@@ -18,6 +18,7 @@ fn plan(mode: Mode) -> Plan {
     Plan {
         mode,
         approval_ttl: SignedDuration::from_hours(24),
+        build_timeout: SignedDuration::from_hours(24),
         environments: vec![
             EnvPlan {
                 name: env("staging"),
@@ -154,6 +155,9 @@ fn decide(approve: bool) -> Event {
 fn expire() -> Event {
     Event::ApprovalExpired { env: env("production") }
 }
+
+/// The minute the build's deadline falls on: the plan's build timeout is a day.
+const BUILD_DEADLINE: i64 = 24 * 60;
 
 /// Everything up to an approval request, at minutes 1..=5.
 fn to_approval() -> Vec<Event> {
@@ -371,6 +375,94 @@ fn transition_table() {
             red(),
             Expect::Ignored(|i| matches!(i, Ignored::AlreadyDone { .. })),
         ),
+        // ---- build timeout
+        Case {
+            at: Some(BUILD_DEADLINE),
+            ..case(
+                "a build still waiting for CI at its deadline fails, without a red-main alert",
+                vec![],
+                Event::BuildTimedOut,
+                Expect::Applied {
+                    stages: "build=failed deploy:staging=skipped smoke:staging=skipped approval:production=skipped deploy:production=skipped smoke:production=skipped",
+                    commands: &["notify failed build red_main=false"],
+                    status: Failed,
+                },
+            )
+        },
+        Case {
+            at: Some(BUILD_DEADLINE - 1),
+            ..case(
+                "a build timeout before the deadline is ignored",
+                vec![],
+                Event::BuildTimedOut,
+                Expect::Ignored(|i| matches!(i, Ignored::BuildNotDueYet { .. })),
+            )
+        },
+        Case {
+            at: Some(BUILD_DEADLINE - 1),
+            ..case(
+                "a result a minute before the deadline still counts",
+                vec![],
+                green(),
+                Expect::Applied {
+                    stages: "build=succeeded deploy:staging=queued smoke:staging=pending approval:production=pending deploy:production=pending smoke:production=pending",
+                    commands: &["deploy staging"],
+                    status: InProgress,
+                },
+            )
+        },
+        Case {
+            at: Some(BUILD_DEADLINE),
+            ..case(
+                "a result at the deadline comes too late",
+                vec![],
+                green(),
+                Expect::Ignored(|i| matches!(i, Ignored::BuildTimedOut { .. })),
+            )
+        },
+        Case {
+            at: Some(BUILD_DEADLINE + 60),
+            ..case(
+                "a green re-run of a red build past the deadline comes too late",
+                vec![red()],
+                green(),
+                Expect::Ignored(|i| matches!(i, Ignored::BuildTimedOut { .. })),
+            )
+        },
+        Case {
+            at: Some(2 * BUILD_DEADLINE),
+            ..case(
+                "a build timeout leaves a run waiting for its approval alone",
+                to_approval(),
+                Event::BuildTimedOut,
+                Expect::Ignored(|i| {
+                    matches!(
+                        i,
+                        Ignored::AlreadyDone {
+                            status: StageStatus::Succeeded,
+                            ..
+                        }
+                    )
+                }),
+            )
+        },
+        Case {
+            at: Some(2 * BUILD_DEADLINE),
+            ..case(
+                "a build timeout is ignored for a run that already ended",
+                vec![red()],
+                Event::BuildTimedOut,
+                Expect::Ignored(|i| {
+                    matches!(
+                        i,
+                        Ignored::AlreadyDone {
+                            status: StageStatus::Failed,
+                            ..
+                        }
+                    )
+                }),
+            )
+        },
         // ---- deploy
         case(
             "a worker claims the queued deploy",
@@ -1512,5 +1604,77 @@ fn a_manual_rollback_overtaken_by_a_newer_release_is_superseded_and_the_run_stay
             env: env("production"),
             by: newer,
         },
+    );
+}
+
+#[test]
+fn a_timed_out_build_says_why_and_stays_failed() {
+    let run = new_run(Mode::Delivery);
+    let Outcome::Applied { run, commands } = apply(&run, &input(BUILD_DEADLINE + 3, Event::BuildTimedOut)) else {
+        panic!("the timeout applies past the deadline");
+    };
+    let [
+        Command::Notify(Notice {
+            kind: NoticeKind::Failed { stage, reason, .. },
+            ..
+        }),
+    ] = commands.as_slice()
+    else {
+        panic!("one failed notice: {commands:?}");
+    };
+    assert_eq!(stage, "build");
+    assert_eq!(
+        reason,
+        "CI never reported within 24h (the pipeline's build_timeout); if its builds take longer, raise build_timeout in the pipeline's configuration"
+    );
+    assert_eq!(
+        run.stage(StageKind::Build, None).unwrap().summary.as_deref(),
+        Some(format!("build failed: {reason}").as_str())
+    );
+
+    // Idempotent: the sweep finding it again changes nothing.
+    assert_eq!(
+        apply(&run, &input(BUILD_DEADLINE + 4, Event::BuildTimedOut)),
+        Outcome::Ignored(Ignored::AlreadyDone {
+            stage: "build".into(),
+            status: StageStatus::Failed
+        })
+    );
+    // CI's result, late: ignored, and the answer says why and what to do.
+    let Outcome::Ignored(late) = apply(&run, &input(BUILD_DEADLINE + 5, green())) else {
+        panic!("a late green result is ignored");
+    };
+    assert_eq!(
+        late.to_string(),
+        "CI reported after the build's deadline 2026-11-22T10:00:00Z (this pipeline's build_timeout is 24h), so the run no longer takes build results; push a new commit to build again, or raise build_timeout in the pipeline's configuration"
+    );
+}
+
+#[test]
+fn a_timed_out_build_names_the_checks_that_never_reported() {
+    let mut run = new_run(Mode::Delivery);
+    run.plan.required_checks = vec!["CI".into(), "lint".into()];
+    run.plan.build_timeout = SignedDuration::from_hours(2);
+    let ci_green = Event::CheckReported {
+        check: "CI".into(),
+        status: BuildStatus::Success,
+        url: None,
+        coverage: None,
+    };
+    let Outcome::Applied { run, .. } = apply(&run, &input(3, ci_green)) else {
+        panic!("the check counts");
+    };
+    assert_eq!(
+        apply(&run, &input(119, Event::BuildTimedOut)),
+        Outcome::Ignored(Ignored::BuildNotDueYet { deadline: minute(120) })
+    );
+    let Outcome::Applied { run, .. } = apply(&run, &input(120, Event::BuildTimedOut)) else {
+        panic!("the timeout applies at the deadline");
+    };
+    assert_eq!(
+        run.stage(StageKind::Build, None).unwrap().summary.as_deref(),
+        Some(
+            "build failed: CI never reported on lint within 2h (the pipeline's build_timeout); if its builds take longer, raise build_timeout in the pipeline's configuration"
+        )
     );
 }

@@ -10,10 +10,12 @@
 //!   than the approvals required;
 //! - **(d)** every unfinished run is open for a reason: a stage waits for CI or an approver,
 //!   or its work is queued or under way with a message that will move it (or a send may
-//!   have been lost, which the sweep repairs); after [`Model::try_finish`], every run ended
-//!   or waits for CI that never came, and no message or lease is left;
+//!   have been lost, which the sweep repairs); a build fails for CI's silence only once its
+//!   build timeout is up; after [`Model::try_finish`] (whose clock passes every build
+//!   timeout) every run ended, and no message or lease is left;
 //! - **(e)** no update is lost: every push, CI result, approval, rejection and rollback the
-//!   engine accepted shows in the run.
+//!   engine accepted shows in the run — a build CI's accepted result decided never times
+//!   out.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -46,6 +48,7 @@ impl Model {
         for run in &runs {
             self.check_approvals(run)?;
             self.check_reason(run)?;
+            self.check_build_timeout(run)?;
         }
         self.check_nothing_lost(&runs)
     }
@@ -238,6 +241,36 @@ impl Model {
         Ok(())
     }
 
+    /// (d) and (e) for a build that failed because CI never reported: only past its
+    /// deadline, and never after CI's result was accepted.
+    fn check_build_timeout(&self, run: &Run) -> Result<(), Violation> {
+        let Some(build) = run.stage(StageKind::Build, None) else {
+            return Ok(());
+        };
+        let timed_out = build.status == StageStatus::Failed
+            && build
+                .summary
+                .as_deref()
+                .is_some_and(|s| s.starts_with("build failed: CI never reported"));
+        if !timed_out {
+            return Ok(());
+        }
+        let n = commit_of(run.sha.as_str()).unwrap_or(0);
+        if build.finished_at.is_none_or(|at| at < run.build_deadline()) {
+            return Err(self.violation(format!(
+                "(d) commit {n}'s build timed out at {:?}, before its deadline {}",
+                build.finished_at,
+                run.build_deadline()
+            )));
+        }
+        if self.accepted.ci.contains(&n) {
+            return Err(self.violation(format!(
+                "(e) CI's result for commit {n} was accepted, yet its build timed out"
+            )));
+        }
+        Ok(())
+    }
+
     /// (e): what the engine accepted shows in the runs.
     fn check_nothing_lost(&self, runs: &[Run]) -> Result<(), Violation> {
         let run_of = |n: usize| runs.iter().find(|r| commit_of(r.sha.as_str()) == Some(n));
@@ -287,21 +320,17 @@ impl Model {
         Ok(())
     }
 
-    /// (d) once the world has settled.
+    /// (d) once the world has settled: every deadline, build timeouts included, has passed
+    /// and the sweep ran, so no run is left open — not even one waiting for CI.
     pub(super) async fn check_settled(&self) -> Result<(), Violation> {
         for run in self.runs().await {
             let n = commit_of(run.sha.as_str()).unwrap_or(0);
-            let build = run.stage(StageKind::Build, None).map(|s| s.status);
-            let waits_for_ci = build == Some(StageStatus::Waiting);
-            if !run.status().is_finished() && !waits_for_ci {
+            if !run.status().is_finished() {
                 return Err(self.violation(format!(
                     "(d) after every deadline passed and the sweep ran, commit {n}'s run is still {}: {}",
                     run.status(),
                     stages(&run)
                 )));
-            }
-            if waits_for_ci && self.accepted.ci.contains(&n) {
-                return Err(self.violation(format!("(d) commit {n}'s build waits for CI, which reported")));
             }
         }
         for env in Env::ALL {

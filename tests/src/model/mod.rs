@@ -6,8 +6,8 @@
 //!
 //! After every step [`Model`] checks five invariants (see [`check`]) and fails with a
 //! [`Violation`] naming the step. [`Model::finish`] then lets the world settle — workers
-//! drain the queues, the clock passes every deadline, the sweep runs — and checks that
-//! every run ended or waits for something legitimate.
+//! drain the queues, the clock passes every deadline (build timeouts too), the sweep runs —
+//! and checks that every run ended.
 //!
 //! `tests/scenarios/model.rs` generates schedules with proptest and shrinks a failing one;
 //! [`Schedule`]'s `Debug` prints it as a scenario test to paste:
@@ -406,8 +406,7 @@ impl Model {
         }
     }
 
-    /// Lets the world settle and checks that every run ended or waits legitimately; panics
-    /// with the violation.
+    /// Lets the world settle and checks that every run ended; panics with the violation.
     pub async fn finish(&mut self) {
         if let Err(v) = self.try_finish().await {
             panic!("{v}");
@@ -422,9 +421,9 @@ impl Model {
     }
 
     /// Lets the world settle: the injected faults end, workers drain the queues, the clock
-    /// passes every deadline (approvals, leases, visibility, silent workers) and the sweep
-    /// runs, until nothing moves. Then every run must have ended, or wait for CI that never
-    /// reported.
+    /// passes every deadline (approvals, build timeouts, leases, visibility, silent workers)
+    /// and the sweep runs, until nothing moves. Then every run must have ended: one whose CI
+    /// never reported by its build's timeout.
     pub async fn try_finish(&mut self) -> Result<(), Violation> {
         self.p.queue.fail_next_sends(0);
         let mut quiet_rounds = 0;
