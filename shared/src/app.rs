@@ -10,9 +10,7 @@ use url::Url;
 
 use crate::approvals::{self, TokenError};
 use crate::config::{Config, PipelineConfig, PreviousSecret};
-use crate::domain::{
-    self, Command, CommitSha, Ignored, Input, Lineage, NewRun, Outcome, ParamName, PipelineName, Run, RunId,
-};
+use crate::domain::{self, Command, Ignored, Input, Lineage, NewRun, Outcome, ParamName, PipelineName, Run, RunId};
 use crate::open_runs;
 use crate::ports::{
     Clock, DeployTarget, HealthSource, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore,
@@ -169,11 +167,13 @@ impl App {
         let key = StoreKey::run(&run.id);
         // Git's order learned first, so no decision ever sees the run without its place; in
         // the same write the run gets its place in the pipeline's index of runs.
-        let seq = self.learn_lineage(&run.pipeline, &run.id, &run.parents).await?;
+        let (seq, unflushed) = self.learn_lineage(&run).await?;
         run.seq = Some(seq);
+        if unflushed {
+            run_index::flush(self.store.as_ref(), &self.tuning, &run.pipeline).await?;
+        }
         // Indexed first: a run is never in the store without being in the indexes.
         open_runs::mark(self.store.as_ref(), &run.id, run.created_at).await?;
-        run_index::record(self.store.as_ref(), &self.tuning, &run, seq).await?;
         match self.store.create(&key, to_bytes(&run)).await {
             Ok(_) => {
                 tracing::info!(run = %run.id, sha = %run.sha, "run opened");
@@ -185,6 +185,10 @@ impl App {
                     .load(&run.id)
                     .await?
                     .ok_or_else(|| EngineError::Contended(run.id.clone()))?;
+                if existing.seq != Some(seq) {
+                    // Pushed again after its place was forgotten: it keeps its first place.
+                    run_index::forget(self.store.as_ref(), &self.tuning, &run.pipeline, &run.id, seq).await?;
+                }
                 self.dispatch(&domain::resendable(&existing)).await?;
                 Ok(Opened::Existing(existing))
             }
@@ -306,23 +310,18 @@ impl App {
         Ok(self.record(&StoreKey::lineage(pipeline)).await?.0)
     }
 
-    /// Learns that `pipeline`'s branch moved to `run`'s commit after `parents`, and gives
-    /// `run` its place in the pipeline's index of runs (the same place again for a push
-    /// delivered again), in one conditional write. Writes only what is new.
-    pub async fn learn_lineage(
-        &self,
-        pipeline: &PipelineName,
-        run: &RunId,
-        parents: &[CommitSha],
-    ) -> Result<i64, EngineError> {
-        let key = StoreKey::lineage(pipeline);
-        let sha = run.sha();
+    /// Learns that `run`'s pipeline's branch moved to its commit after its parents, gives it
+    /// its place in the pipeline's index of runs (the same place again for a push delivered
+    /// again) and keeps its entry there, in one conditional write. Writes only what is new.
+    /// The second value says whether full chunks of the index wait to be written out.
+    pub async fn learn_lineage(&self, run: &Run) -> Result<(i64, bool), EngineError> {
+        let key = StoreKey::lineage(&run.pipeline);
         self.update_record(
             &key,
-            &format!("the lineage of {pipeline}"),
+            &format!("the lineage of {}", run.pipeline),
             |record: &mut PipelineRecord| {
-                record.lineage.learn(&sha, parents);
-                record.place(run)
+                record.lineage.learn(&run.sha, &run.parents);
+                record.open(run)
             },
         )
         .await

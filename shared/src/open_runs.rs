@@ -50,14 +50,21 @@ pub async fn mark(store: &dyn StateStore, id: &RunId, now: Timestamp) -> Result<
 /// Every unfinished run, newest first. Only reads: until the sweep has indexed the runs
 /// made before the index existed, this reads every run instead.
 pub async fn open_runs(store: &dyn StateStore) -> Result<Vec<Run>, EngineError> {
+    open_runs_where(store, |_| true).await
+}
+
+/// The unfinished runs whose id `wanted` accepts (a pipeline's, all but one), newest first:
+/// the others are not even read.
+pub async fn open_runs_where(store: &dyn StateStore, wanted: impl Fn(&RunId) -> bool) -> Result<Vec<Run>, EngineError> {
     if store.get(&StoreKey::open_runs_indexed()).await?.is_none() {
         let mut runs = list_runs(store, None).await?;
-        runs.retain(|run| !run.status().is_finished());
+        runs.retain(|run| !run.status().is_finished() && wanted(&run.id));
         return Ok(runs);
     }
     let mut runs = Vec::new();
     for key in store.list(StoreKey::OPEN_RUNS).await? {
         if let Some(id) = key.open_run_id()
+            && wanted(&id)
             && let Some((run, _)) = load_run(store, &id).await?
             && !run.status().is_finished()
         {

@@ -27,9 +27,10 @@ use slipway_tests::functions::{drain, function_url_event, invoke_http};
 use slipway_tests::moto::{Moto, sdk_for};
 use slipway_tests::{CI_SECRET, CONFIG, GITHUB_SECRET, Pipeline, SHA, SHA2, push_payload};
 
-/// The most AWS requests one complete run may cost the functions (issue 11: at most 25,
-/// from 52).
-const LIMIT: u64 = 88;
+/// The most AWS requests one complete run may cost the functions: 88 before the read model
+/// and the carried versions, 57 now. Issue 11 asks for 25; what stands between is written in
+/// the README's "AWS requests per run".
+const LIMIT: u64 = 57;
 
 struct Functions {
     /// `push-webhook`, `build-result` and `approval` serve the one router.
@@ -137,10 +138,18 @@ async fn a_complete_run_costs_the_functions_a_bounded_number_of_aws_requests() {
         2,
         "each function's start reads the configuration once:\n{started}"
     );
+    // The sweeper has run once since the install (it runs every minute): the indexes it
+    // completes once are complete.
+    slipway::sweep::run_once(&f.queues).await.expect("the first sweep");
+    proxy.take();
 
     // The first run on fresh containers: their secret caches fill on the way.
     complete_run(&f, &mapping, &p, SHA, "d-1").await;
     let first = proxy.take();
+    // The sweep that finds it finished: its entry in the index of runs takes its final state,
+    // its marker in the index of unfinished runs goes.
+    slipway::sweep::run_once(&f.queues).await.expect("a sweep");
+    let swept = proxy.take();
     // The next run on the same warm containers.
     complete_run(&f, &mapping, &p, SHA2, "d-2").await;
     let warm = proxy.take();
@@ -150,6 +159,11 @@ async fn a_complete_run_costs_the_functions_a_bounded_number_of_aws_requests() {
     assert_eq!(p.deployed("production"), [SHA, SHA2]);
     eprintln!("first run, cold secret caches: {first}");
     eprintln!("second run, warm containers: {warm}");
+    eprintln!("the sweep after a run (per pass, not per run: listing the index, the markers): {swept}");
+    assert!(
+        swept.total() <= 11,
+        "the sweep that finishes a run's indexing:\n{swept}"
+    );
     let secret_reads = first.matching("ssm ");
     assert!(
         first.total() - secret_reads <= LIMIT,

@@ -88,6 +88,7 @@ pub struct MemoryStore {
     objects: Arc<Mutex<BTreeMap<StoreKey, (Bytes, u64)>>>,
     faults: Arc<Mutex<Vec<PlannedFault>>>,
     writes: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
     /// Operations to let through before the planned crash; `None`: no crash planned.
     crash_after: Arc<Mutex<Option<usize>>>,
     crashed: Arc<tokio::sync::Notify>,
@@ -161,6 +162,11 @@ impl MemoryStore {
         }
     }
 
+    /// How many reads (gets and lists) reached this store: what a test of a page's cost counts.
+    pub fn read_count(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
     /// How many successful writes there were.
     pub fn write_count(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
@@ -200,6 +206,7 @@ impl MemoryStore {
 impl StateStore for MemoryStore {
     async fn get(&self, key: &StoreKey) -> Result<Option<Versioned<Bytes>>, StoreError> {
         self.enter().await;
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.fault("get", key)?;
         Ok(lock(&self.objects).get(key).map(|(value, v)| Versioned {
             value: value.clone(),
@@ -236,6 +243,7 @@ impl StateStore for MemoryStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<StoreKey>, StoreError> {
         self.enter().await;
+        self.reads.fetch_add(1, Ordering::SeqCst);
         if let Some(key) = StoreKey::from_listed(prefix) {
             self.fault("list", &key)?;
         }

@@ -183,11 +183,12 @@ impl Environment {
     pub fn settle(&mut self, run: &RunId, outcome: &Outcome, lineage: &Lineage) -> Option<RunId> {
         let holds = self.lease.as_ref().is_some_and(|l| l.run == *run);
         if let Some(release) = &outcome.release {
-            let newer = self
-                .current
-                .as_ref()
-                .is_none_or(|c| c.run == release.run || lineage.is_newer(release.place(), c.place()));
-            if holds || newer {
+            let newer = || {
+                self.current
+                    .as_ref()
+                    .is_none_or(|c| c.run == release.run || lineage.is_newer(release.place(), c.place()))
+            };
+            if holds || newer() {
                 self.record(release.clone());
             }
         }
@@ -202,6 +203,19 @@ impl Environment {
         } else {
             None
         }
+    }
+
+    /// Whether [`Environment::settle`] would compare two commits — and so needs the
+    /// pipeline's lineage. Most settles do not: the run holds the lease and at most one run
+    /// waits, so a caller may read the lineage only when this says so.
+    pub fn settle_compares(&self, run: &RunId, outcome: &Outcome) -> bool {
+        let holds = self.lease.as_ref().is_some_and(|l| l.run == *run);
+        let compares_release = outcome
+            .release
+            .as_ref()
+            .is_some_and(|release| !holds && self.current.as_ref().is_some_and(|c| c.run != release.run));
+        let wakes_among_several = !outcome.busy && holds && self.waiting.len() > 1;
+        compares_release || wakes_among_several
     }
 
     /// Extends `run`'s lease. `false` if it does not hold it (it expired and was taken).
@@ -494,5 +508,31 @@ mod tests {
         env.settle(&run(3), &outcome(Some(release(1, 1)), true, true), &UNKNOWN);
         assert_eq!(env.current.as_ref().unwrap().run, run(1));
         assert!(env.lease.is_some(), "still busy: the lease is kept");
+    }
+
+    #[test]
+    fn settling_asks_for_the_lineage_only_when_it_compares_commits() {
+        // A lineage that would answer "no" everywhere: where settling does not compare, the
+        // result must be the same as with the real one.
+        let mut env = Environment::default();
+        env.claim(&run(2), at(0), at(1), TTL, &UNKNOWN);
+        env.record(release(1, 0));
+        // The holder releases: no comparison, whatever runs now.
+        assert!(!env.settle_compares(&run(2), &outcome(Some(release(2, 0)), false, true)));
+        // Another run's release, while an older one runs: a comparison.
+        assert!(env.settle_compares(&run(3), &outcome(Some(release(3, 2)), false, true)));
+        // Its own release again, without the lease: nothing to compare with.
+        let mut own = Environment::default();
+        own.record(release(3, 2));
+        assert!(!own.settle_compares(&run(3), &outcome(Some(release(3, 2)), false, true)));
+        // One waiter is woken without comparing; two need the lineage to pick the newest.
+        env.claim(&run(4), at(0), at(2), TTL, &UNKNOWN);
+        assert!(!env.settle_compares(&run(2), &outcome(None, false, true)));
+        env.claim(&run(5), at(0), at(2), TTL, &UNKNOWN);
+        assert!(env.settle_compares(&run(2), &outcome(None, false, true)));
+        assert!(
+            !env.settle_compares(&run(2), &outcome(None, true, true)),
+            "busy: nobody is woken"
+        );
     }
 }

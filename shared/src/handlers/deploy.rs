@@ -307,12 +307,9 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), H
     let run = super::run_of(app, run_id).await?;
     // Only unfinished runs can be pending; a newer run that already finished matters only
     // if it is what the environment runs now, which its record says.
-    let others: Vec<Run> = app
-        .open_runs()
-        .await?
-        .into_iter()
-        .filter(|o| o.pipeline == run.pipeline && o.id != run.id)
-        .collect();
+    let others: Vec<Run> =
+        crate::open_runs::open_runs_where(app.store.as_ref(), |id| id.pipeline() == run.pipeline && *id != run.id)
+            .await?;
     let lineage = app.lineage(&run.pipeline).await?;
     let newer = |a: &Run, b: &Run| lineage.is_newer(a.place(), b.place());
     let gate = |o: &Run| o.stage(StageKind::Approval, Some(env)).map(|s| s.status);

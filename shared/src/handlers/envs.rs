@@ -42,6 +42,10 @@ impl App {
     }
 }
 
+/// Settling compares commits and the lineage was not read yet.
+#[derive(Debug)]
+struct NeedsLineage;
+
 /// What a deploy carries from its lease claim to the rest of its work instead of reading
 /// it again: the pipeline's lineage, and the environment's record as the claim left it.
 #[derive(Debug, Default)]
@@ -151,20 +155,34 @@ pub async fn settle_from(
         },
     };
     let outcome = outcome_of(&run, env);
-    let lineage = match carry.lineage {
-        Some(lineage) => lineage,
-        None => app.lineage(&run.pipeline).await?,
-    };
     let key = StoreKey::environment(&run.pipeline, env);
-    let (wake, _) = update_record_from(
-        app.store.as_ref(),
-        &app.tuning,
-        &key,
-        &format!("environment {}/{env}", run.pipeline),
-        carry.environment,
-        |record: &mut Environment| record.settle(&run.id, &outcome, &lineage),
-    )
-    .await?;
+    let what = format!("environment {}/{env}", run.pipeline);
+    // The lineage is read only if settling compares commits (see `settle_compares`): first
+    // without it, then — if the record turns out to need it — with it.
+    let mut lineage = carry.lineage;
+    let mut known = carry.environment;
+    let wake = loop {
+        let (decided, state) = update_record_from(
+            app.store.as_ref(),
+            &app.tuning,
+            &key,
+            &what,
+            known.take(),
+            |record: &mut Environment| match &lineage {
+                Some(lineage) => Ok(record.settle(&run.id, &outcome, lineage)),
+                None if record.settle_compares(&run.id, &outcome) => Err(NeedsLineage),
+                None => Ok(record.settle(&run.id, &outcome, &Lineage::default())),
+            },
+        )
+        .await?;
+        match decided {
+            Ok(wake) => break wake,
+            Err(NeedsLineage) => {
+                lineage = Some(app.lineage(&run.pipeline).await?);
+                known = Some(state);
+            }
+        }
+    };
     if let Some(next) = wake {
         tracing::info!(run = %next, %env, "environment free; waking the next run in line");
         app.dispatch(&[Command::Deploy {

@@ -53,7 +53,7 @@ const MAX_CHUNKS_PER_PAGE: usize = 8;
 
 /// What the index knows of a pipeline, kept in its lineage record: the lineage itself, and the
 /// places given to its runs. One conditional write at a push updates both.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PipelineRecord {
     #[serde(flatten)]
     pub lineage: Lineage,
@@ -70,6 +70,10 @@ pub struct PipelineRecord {
     /// they finish (they have no place of their own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub legacy_open: Vec<Placed>,
+    /// The entries of the newest runs, kept here — in the write that places them — until their
+    /// chunk is full and written out ([`flush`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<RunEntry>,
 }
 
 /// A run and its place in its pipeline's index.
@@ -93,6 +97,20 @@ impl PipelineRecord {
             self.placed.drain(..extra);
         }
         seq
+    }
+
+    /// Places `run` (see [`PipelineRecord::place`]) and keeps its entry among the recent ones.
+    /// `true` in the second value when older chunks wait here to be written out ([`flush`]).
+    pub fn open(&mut self, run: &Run) -> (i64, bool) {
+        let seq = self.place(&run.id);
+        upsert(&mut self.recent, RunEntry::of(run, seq));
+        (seq, self.unflushed())
+    }
+
+    /// Whether entries of chunks before the newest wait here to be written out.
+    pub fn unflushed(&self) -> bool {
+        let newest = chunk_of(self.next_run - 1);
+        self.recent.iter().any(|e| chunk_of(e.seq) < newest)
     }
 
     /// `run`'s place in the index: its own, or the one the backfill gave it.
@@ -180,13 +198,19 @@ struct Chunk {
 impl Chunk {
     /// Puts `entry` in, unless the chunk already holds a more recent state of its run.
     fn upsert(&mut self, entry: RunEntry) {
-        match self.entries.iter_mut().find(|e| e.id == entry.id) {
-            Some(old) if old.updated_at > entry.updated_at => {}
-            Some(old) => *old = entry,
-            None => {
-                self.entries.push(entry);
-                self.entries.sort_by_key(|e| e.seq);
-            }
+        upsert(&mut self.entries, entry);
+    }
+}
+
+/// Puts `entry` into `entries` (kept in place order), unless they already hold a more recent
+/// state of its run.
+fn upsert(entries: &mut Vec<RunEntry>, entry: RunEntry) {
+    match entries.iter_mut().find(|e| e.id == entry.id) {
+        Some(old) if old.updated_at > entry.updated_at => {}
+        Some(old) => *old = entry,
+        None => {
+            entries.push(entry);
+            entries.sort_by_key(|e| e.seq);
         }
     }
 }
@@ -195,13 +219,99 @@ fn chunk_of(seq: i64) -> i64 {
     seq.div_euclid(CHUNK)
 }
 
-/// Writes `run`'s entry at place `seq` (idempotent; never over a more recent state).
+/// Writes `run`'s entry at place `seq` (idempotent; never over a more recent state): in the
+/// pipeline's record while it is among the recent entries, else in its chunk.
 pub async fn record(store: &dyn StateStore, tuning: &Tuning, run: &Run, seq: i64) -> Result<(), EngineError> {
-    let key = StoreKey::run_chunk(&run.pipeline, chunk_of(seq));
     let entry = RunEntry::of(run, seq);
+    let in_record = update_record(
+        store,
+        tuning,
+        &StoreKey::lineage(&run.pipeline),
+        "a pipeline's record",
+        |record: &mut PipelineRecord| {
+            if record.recent.iter().any(|e| e.id == entry.id) {
+                upsert(&mut record.recent, entry.clone());
+                true
+            } else {
+                false
+            }
+        },
+    )
+    .await?;
+    if in_record {
+        return Ok(());
+    }
+    let key = StoreKey::run_chunk(&run.pipeline, chunk_of(seq));
     update_record(store, tuning, &key, "an index of runs", |chunk: &mut Chunk| {
         chunk.upsert(entry.clone())
     })
+    .await
+}
+
+/// Removes the entry of `run` at place `seq` — a second place given to a run that already had
+/// one (a push delivered again long after the first): wherever it is.
+pub async fn forget(
+    store: &dyn StateStore,
+    tuning: &Tuning,
+    pipeline: &PipelineName,
+    run: &RunId,
+    seq: i64,
+) -> Result<(), EngineError> {
+    let stray = |e: &RunEntry| e.id == *run && e.seq == seq;
+    update_record(
+        store,
+        tuning,
+        &StoreKey::lineage(pipeline),
+        "a pipeline's record",
+        |record: &mut PipelineRecord| record.recent.retain(|e| !stray(e)),
+    )
+    .await?;
+    update_record(
+        store,
+        tuning,
+        &StoreKey::run_chunk(pipeline, chunk_of(seq)),
+        "an index of runs",
+        |chunk: &mut Chunk| chunk.entries.retain(|e| !stray(e)),
+    )
+    .await
+}
+
+/// Writes the recent entries of full chunks out of the pipeline's record into their chunk
+/// objects, then drops them from the record — only those still as written, so a state that
+/// changed meanwhile stays (and is written out next time). Idempotent; a flush cut short is
+/// finished by the next push.
+pub async fn flush(store: &dyn StateStore, tuning: &Tuning, pipeline: &PipelineName) -> Result<(), EngineError> {
+    let (record, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
+    let newest = chunk_of(record.next_run - 1);
+    let mut full: BTreeMap<i64, Vec<RunEntry>> = BTreeMap::new();
+    for entry in record.recent.iter().filter(|e| chunk_of(e.seq) < newest) {
+        full.entry(chunk_of(entry.seq)).or_default().push(entry.clone());
+    }
+    if full.is_empty() {
+        return Ok(());
+    }
+    for (n, entries) in &full {
+        update_record(
+            store,
+            tuning,
+            &StoreKey::run_chunk(pipeline, *n),
+            "an index of runs",
+            |chunk: &mut Chunk| {
+                for entry in entries {
+                    chunk.upsert(entry.clone());
+                }
+            },
+        )
+        .await?;
+    }
+    let written: Vec<RunEntry> = full.into_values().flatten().collect();
+    update_record(
+        store,
+        tuning,
+        &StoreKey::lineage(pipeline),
+        "a pipeline's record",
+        |record: &mut PipelineRecord| record.recent.retain(|e| !written.contains(e)),
+    )
     .await
 }
 
@@ -245,10 +355,10 @@ pub async fn page(
     let mut chunks = 0;
     while entries.len() < limit && top > lowest && chunks < MAX_CHUNKS_PER_PAGE {
         let n = chunk_of(top - 1);
-        let (chunk, _) = read_record::<Chunk>(store, &StoreKey::run_chunk(pipeline, n)).await?;
+        let chunk = entries_of(store, &head, pipeline, n).await?;
         chunks += 1;
-        for entry in chunk.entries.into_iter().rev() {
-            if entry.seq >= top || entry.seq < lowest {
+        for entry in chunk.into_iter().rev() {
+            if entry.seq >= top || entry.seq < lowest || entries.iter().any(|e: &RunEntry| e.id == entry.id) {
                 continue;
             }
             if entries.len() == limit {
@@ -265,6 +375,28 @@ pub async fn page(
     let next = (top > lowest).then_some(top);
     let entries = freshen(store, entries).await?;
     Ok(RunPage { entries, next })
+}
+
+/// The entries of chunk `n`: those in the pipeline's record (`head`) and, unless the chunk is
+/// the newest (whose entries are all in the record), those of its object.
+async fn entries_of(
+    store: &dyn StateStore,
+    head: &PipelineRecord,
+    pipeline: &PipelineName,
+    n: i64,
+) -> Result<Vec<RunEntry>, EngineError> {
+    let mut entries = if n >= chunk_of(head.next_run - 1) && n >= 0 {
+        Vec::new()
+    } else {
+        read_record::<Chunk>(store, &StoreKey::run_chunk(pipeline, n))
+            .await?
+            .0
+            .entries
+    };
+    for entry in head.recent.iter().filter(|e| chunk_of(e.seq) == n) {
+        upsert(&mut entries, entry.clone());
+    }
+    Ok(entries)
 }
 
 /// Replaces each unfinished entry with its run as it stands; drops entries whose run was never
@@ -393,8 +525,8 @@ pub async fn walk_down(
     let mut top = from.saturating_add(1);
     while top > head.lowest() && out.len() < max {
         let n = chunk_of(top - 1);
-        let (chunk, _) = read_record::<Chunk>(store, &StoreKey::run_chunk(pipeline, n)).await?;
-        for entry in chunk.entries.into_iter().rev().filter(|e| e.seq < top) {
+        let chunk = entries_of(store, head, pipeline, n).await?;
+        for entry in chunk.into_iter().rev().filter(|e| e.seq < top) {
             if stop(&entry) || out.len() == max {
                 return Ok(out);
             }
@@ -529,4 +661,321 @@ pub async fn pipelines(store: &dyn StateStore) -> Result<Vec<PipelineName>, Engi
                 .and_then(|p| PipelineName::parse(p).ok())
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+
+    use super::*;
+    use crate::adapters::memory::MemoryStore;
+    use crate::domain::run::{EnvPlan, Mode, Plan};
+    use crate::domain::{CommitInfo, EnvName, NewRun};
+
+    fn sha(n: u32) -> CommitSha {
+        CommitSha::parse(&format!("{n:040x}")).unwrap()
+    }
+
+    fn opened(pipeline: &str, n: u32, minute: i64) -> Run {
+        let at = "2026-11-21T10:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(minute);
+        crate::domain::open(
+            NewRun {
+                pipeline: PipelineName::parse(pipeline).unwrap(),
+                repo: RepoName::parse(&format!("acme/{pipeline}")).unwrap(),
+                branch: BranchName::parse("main").unwrap(),
+                sha: sha(n),
+                commit: CommitInfo {
+                    message: format!("change {n}\n\nmore"),
+                    author_login: Some("dev".into()),
+                    author_name: "Dee".into(),
+                    author_email: None,
+                    url: None,
+                    pushed_by: "dev".into(),
+                },
+                plan: Plan {
+                    mode: Mode::Deployment,
+                    approval_ttl: SignedDuration::from_hours(1),
+                    build_timeout: SignedDuration::from_hours(24),
+                    environments: vec![EnvPlan {
+                        name: EnvName::parse("staging").unwrap(),
+                        approval: false,
+                        smoke: false,
+                        approvals_required: 1,
+                        bake: false,
+                    }],
+                    required_checks: Vec::new(),
+                    min_coverage: None,
+                },
+                parents: Vec::new(),
+            },
+            at,
+        )
+    }
+
+    /// Opens run `n` the way the engine does: placed in the pipeline record, indexed, written.
+    async fn open(store: &MemoryStore, pipeline: &str, n: u32, minute: i64) -> Run {
+        let tuning = Tuning::default();
+        let mut run = opened(pipeline, n, minute);
+        let (seq, unflushed) = update_record(
+            store,
+            &tuning,
+            &StoreKey::lineage(&run.pipeline),
+            "record",
+            |r: &mut PipelineRecord| r.open(&run),
+        )
+        .await
+        .unwrap();
+        run.seq = Some(seq);
+        if unflushed {
+            flush(store, &tuning, &run.pipeline).await.unwrap();
+        }
+        store
+            .create(&StoreKey::run(&run.id), Bytes::from(serde_json::to_vec(&run).unwrap()))
+            .await
+            .unwrap();
+        run
+    }
+
+    fn shas(entries: &[RunEntry]) -> Vec<String> {
+        entries.iter().map(|e| e.sha.as_str()[36..].to_owned()).collect()
+    }
+
+    #[test]
+    fn a_run_placed_again_keeps_its_place() {
+        let mut record = PipelineRecord::default();
+        let a = RunId::new(&PipelineName::parse("shop").unwrap(), &sha(1));
+        let b = RunId::new(&PipelineName::parse("shop").unwrap(), &sha(2));
+        assert_eq!(record.place(&a), 0);
+        assert_eq!(record.place(&b), 1);
+        assert_eq!(record.place(&a), 0, "a redelivered push");
+        assert_eq!(record.next_run, 2);
+        for n in 3..200 {
+            record.place(&RunId::new(&PipelineName::parse("shop").unwrap(), &sha(n)));
+        }
+        assert_eq!(record.placed.len(), PLACED_KEPT, "bounded");
+    }
+
+    #[test]
+    fn the_record_reads_a_lineage_written_before_it_and_a_lineage_reader_reads_it() {
+        let old: PipelineRecord =
+            serde_json::from_str(r#"{"links":[{"sha":"0000000000000000000000000000000000000001","parents":[]}]}"#)
+                .unwrap();
+        assert_eq!(old.lineage.links.len(), 1);
+        assert_eq!((old.next_run, old.legacy), (0, 0));
+        let mut record = old.clone();
+        record.place(&RunId::new(&PipelineName::parse("shop").unwrap(), &sha(9)));
+        let lineage: Lineage = serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
+        assert_eq!(lineage, old.lineage);
+    }
+
+    #[test]
+    fn an_entry_is_never_replaced_by_an_older_state() {
+        let run = opened("shop", 1, 0);
+        let mut newer = run.clone();
+        newer.updated_at = run.updated_at + SignedDuration::from_mins(5);
+        newer.stages[0].status = crate::domain::StageStatus::Failed;
+        let mut chunk = Chunk::default();
+        chunk.upsert(RunEntry::of(&newer, 0));
+        chunk.upsert(RunEntry::of(&run, 0));
+        assert_eq!(chunk.entries.len(), 1);
+        assert_eq!(chunk.entries[0].status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn cursors_read_back_and_bad_ones_are_refused() {
+        let cursor: Cursor = "shop:120,web:-4,docs:done".parse().unwrap();
+        assert_eq!(cursor.0.len(), 3);
+        assert_eq!(cursor.to_string(), "docs:done,shop:120,web:-4");
+        assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
+        for bad in ["shop", "shop:x", "Shop:1", "../x:1", "shop:1;drop"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_walk_the_history_newest_first_reading_a_few_objects_each() {
+        let store = MemoryStore::new();
+        for n in 0..450 {
+            open(&store, "shop", n, i64::from(n)).await;
+        }
+        let shop = PipelineName::parse("shop").unwrap();
+        let before = store.read_count();
+        let first = page(&store, &shop, None, 50).await.unwrap();
+        // The pipeline record (which holds the newest chunk's entries), and the unfinished runs
+        // shown (all of them here).
+        assert_eq!(store.read_count() - before, 1 + 50);
+        assert_eq!(first.entries.len(), 50);
+        assert_eq!(first.entries[0].sha, sha(449));
+        assert_eq!(first.next, Some(400));
+        let mut seen = shas(&first.entries);
+        let mut next = first.next;
+        while let Some(before) = next {
+            let p = page(&store, &shop, Some(before), 120).await.unwrap();
+            seen.extend(shas(&p.entries));
+            next = p.next;
+        }
+        let expected: Vec<String> = (0..450).rev().map(|n| sha(n).as_str()[36..].to_owned()).collect();
+        assert_eq!(seen, expected, "every run once, newest first");
+    }
+
+    #[tokio::test]
+    async fn finished_entries_are_not_read_again() {
+        let store = MemoryStore::new();
+        let tuning = Tuning::default();
+        for n in 0..30 {
+            let mut run = open(&store, "shop", n, i64::from(n)).await;
+            run.stages[0].status = crate::domain::StageStatus::Failed;
+            run.updated_at = run.updated_at + SignedDuration::from_mins(1);
+            refresh(&store, &tuning, &run).await.unwrap();
+        }
+        let shop = PipelineName::parse("shop").unwrap();
+        let before = store.read_count();
+        let p = page(&store, &shop, None, 20).await.unwrap();
+        assert_eq!(
+            store.read_count() - before,
+            1,
+            "the pipeline record, which holds the newest entries"
+        );
+        assert!(p.entries.iter().all(|e| e.status == RunStatus::Failed));
+    }
+
+    #[tokio::test]
+    async fn several_pipelines_merge_by_time_and_page_on() {
+        let store = MemoryStore::new();
+        for n in 0..25 {
+            open(&store, "shop", n, i64::from(n) * 2).await;
+            open(&store, "web", 1000 + n, i64::from(n) * 2 + 1).await;
+        }
+        let pipelines = [
+            PipelineName::parse("shop").unwrap(),
+            PipelineName::parse("web").unwrap(),
+        ];
+        let mut cursor = Cursor::default();
+        let mut seen = Vec::new();
+        loop {
+            let (entries, next) = newest(&store, &pipelines, None, &cursor, 7).await.unwrap();
+            assert!(entries.len() <= 7);
+            seen.extend(entries);
+            match next {
+                Some(next) => cursor = next.to_string().parse().unwrap(),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 50, "every run once");
+        assert!(
+            seen.windows(2).all(|w| w[0].created_at > w[1].created_at),
+            "newest first"
+        );
+        let web = RepoName::parse("acme/web").unwrap();
+        let (only, _) = newest(&store, &pipelines, Some(&web), &Cursor::default(), 10)
+            .await
+            .unwrap();
+        assert!(only.iter().all(|e| e.repo == web) && only.len() == 10);
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_run_was_never_written_is_not_shown() {
+        let store = MemoryStore::new();
+        let tuning = Tuning::default();
+        open(&store, "shop", 1, 0).await;
+        let crashed = opened("shop", 2, 1);
+        update_record(
+            &store,
+            &tuning,
+            &StoreKey::lineage(&crashed.pipeline),
+            "record",
+            |r: &mut PipelineRecord| r.open(&crashed),
+        )
+        .await
+        .unwrap();
+        let p = page(&store, &PipelineName::parse("shop").unwrap(), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(shas(&p.entries), [&sha(1).as_str()[36..]]);
+    }
+
+    #[tokio::test]
+    async fn runs_made_before_the_index_are_indexed_once_below_the_new_ones() {
+        let store = MemoryStore::new();
+        let tuning = Tuning::default();
+        let now = "2026-11-25T00:00:00Z".parse::<Timestamp>().unwrap();
+        // Written before the index existed: no place, no entry, a lineage without places.
+        for n in 0..150 {
+            let mut run = opened("shop", n, i64::from(n));
+            if n % 2 == 0 {
+                run.stages[0].status = crate::domain::StageStatus::Failed;
+            }
+            store
+                .create(&StoreKey::run(&run.id), Bytes::from(serde_json::to_vec(&run).unwrap()))
+                .await
+                .unwrap();
+        }
+        // One pushed after the upgrade, before the first sweep.
+        open(&store, "shop", 500, 500).await;
+        assert!(backfill(&store, &tuning, now).await.unwrap());
+        assert!(!backfill(&store, &tuning, now).await.unwrap(), "once");
+        let shop = PipelineName::parse("shop").unwrap();
+        let mut seen = Vec::new();
+        let mut next = None;
+        loop {
+            let p = page(&store, &shop, next, 40).await.unwrap();
+            seen.extend(p.entries);
+            next = p.next;
+            if next.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 151);
+        assert_eq!(seen[0].sha, sha(500));
+        assert_eq!(seen[1].sha, sha(149));
+        assert_eq!(seen[150].sha, sha(0));
+        // An unfinished legacy run finds its entry again when it finishes.
+        let (legacy, _) = load_run(&store, &RunId::new(&shop, &sha(149))).await.unwrap().unwrap();
+        assert_eq!(legacy.seq, None);
+        let mut finished = legacy.clone();
+        finished.stages[0].status = crate::domain::StageStatus::Failed;
+        finished.updated_at = legacy.updated_at + SignedDuration::from_mins(1);
+        store
+            .replace(
+                &StoreKey::run(&legacy.id),
+                Bytes::from(serde_json::to_vec(&finished).unwrap()),
+                &crate::ports::Version("1".into()),
+            )
+            .await
+            .unwrap();
+        refresh(&store, &tuning, &finished).await.unwrap();
+        let before = store.read_count();
+        let p = page(&store, &shop, Some(0), 1).await.unwrap();
+        assert_eq!(p.entries[0].status, RunStatus::Failed);
+        assert_eq!(store.read_count() - before, 2, "final now: not read from the run");
+    }
+
+    #[tokio::test]
+    async fn a_prefix_resolves_with_listings_not_reads() {
+        let store = MemoryStore::new();
+        for n in 0..20 {
+            open(&store, "shop", n, i64::from(n)).await;
+        }
+        let target = RunId::new(&PipelineName::parse("shop").unwrap(), &sha(0x13));
+        let before = store.read_count();
+        let full = sha(0x13);
+        assert_eq!(
+            resolve(&store, &format!("shop-{}", &full.as_str()[..39]))
+                .await
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_eq!(resolve(&store, target.as_str()).await.unwrap(), [target.clone()]);
+        assert_eq!(
+            resolve(&store, &full.as_str()[..39]).await.unwrap().len(),
+            4,
+            "a SHA prefix"
+        );
+        assert_eq!(resolve(&store, full.as_str()).await.unwrap(), [target]);
+        assert!(resolve(&store, "../etc").await.unwrap().is_empty());
+        // One listing for a run id; for a bare SHA prefix one of runs/, one of the pipelines and
+        // one per pipeline.
+        assert_eq!(store.read_count() - before, 1 + 1 + 3 + 3, "listings only");
+    }
 }
