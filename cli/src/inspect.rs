@@ -81,6 +81,12 @@ pub async fn runs(data: &DataArgs, page: &PageArgs) -> anyhow::Result<()> {
         Some(b) => b.parse().map_err(|e: String| anyhow::anyhow!("--before: {e}"))?,
         None => Cursor::default(),
     };
+    // An install upgraded from before the index of runs: index its history once, as the
+    // server's first sweep would.
+    let tuning = slipway::app::Tuning::default();
+    if run_index::backfill(store.as_ref(), &tuning, jiff::Timestamp::now()).await? {
+        eprintln!("indexed the runs made before this version of slipway (once)");
+    }
     let pipelines = match &page.pipeline {
         Some(p) => vec![PipelineName::parse(p).context("--pipeline")?],
         None => run_index::pipelines(store.as_ref()).await?,

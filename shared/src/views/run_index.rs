@@ -473,7 +473,7 @@ pub async fn newest(
 ) -> Result<(Vec<RunEntry>, Option<Cursor>), EngineError> {
     let limit = limit.clamp(1, MAX_PAGE);
     let mut pages = BTreeMap::new();
-    let mut candidates = Vec::new();
+    let mut queues: Vec<std::collections::VecDeque<RunEntry>> = Vec::new();
     for pipeline in pipelines {
         let before = cursor.0.get(pipeline).copied();
         if before == Some(Cursor::DONE) {
@@ -481,16 +481,27 @@ pub async fn newest(
             continue;
         }
         let page = page(store, pipeline, before, limit).await?;
-        let mine: Vec<RunEntry> = page
+        let mine: std::collections::VecDeque<RunEntry> = page
             .entries
             .into_iter()
             .filter(|e| repo.is_none_or(|r| e.repo.as_str().eq_ignore_ascii_case(r.as_str())))
             .collect();
         pages.insert(pipeline.clone(), (before, page.next, mine.len()));
-        candidates.extend(mine);
+        queues.push(mine);
     }
-    candidates.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
-    candidates.truncate(limit);
+    // Merged newest first by opening time, each pipeline's runs kept in their own order (the
+    // order of their places), so each pipeline's cursor is simply its last run shown.
+    let mut candidates = Vec::new();
+    while candidates.len() < limit {
+        let next = queues.iter_mut().filter(|q| !q.is_empty()).max_by(|a, b| {
+            let (a, b) = (&a[0], &b[0]);
+            a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id))
+        });
+        match next.and_then(|q| q.pop_front()) {
+            Some(entry) => candidates.push(entry),
+            None => break,
+        }
+    }
     // Each pipeline's next page starts below the last of its entries shown; where its page
     // ended if all of them were; where this page started if none was.
     let mut next = Cursor::default();
