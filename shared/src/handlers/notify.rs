@@ -86,7 +86,7 @@ async fn take(app: &App, marker: &StoreKey) -> Result<bool, EngineError> {
     }
     let Some(found) = app.store.get(marker).await? else {
         // Given back meanwhile by a worker whose delivery failed: try again.
-        return Ok(matches!(app.store.create(marker, sending(now)).await, Ok(_)));
+        return Ok(app.store.create(marker, sending(now)).await.is_ok());
     };
     let Ok(claim) = serde_json::from_slice::<Sending>(&found.value) else {
         return Ok(false); // `delivered` or `refused: …`: done.
