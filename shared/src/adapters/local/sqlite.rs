@@ -3,15 +3,38 @@
 //! Objects live in `objects(key, value, version)`; a conditional `UPDATE … WHERE version = ?`
 //! is what detects a concurrent writer, so the guarantees hold between processes sharing the
 //! file as much as between tasks sharing one [`SqliteBackend`]. Messages live in `messages`
-//! until acked; receiving happens inside one `BEGIN IMMEDIATE` transaction, so two processes
+//! until acked; receiving happens inside a `BEGIN IMMEDIATE` transaction, so two processes
 //! never take the same delivery. Messages delivered too often move to `dead_letters`.
 //!
+//! # Threads and batches
+//!
+//! A backend serves its callers from a fixed set of threads, whatever the load: one writer
+//! and two readers, each owning one connection to the file. An async call hands its
+//! statements to one of them over a channel and awaits the answer on a oneshot channel, so no
+//! call blocks a tokio thread or starts a thread of its own.
+//!
+//! - Every write goes to the writer: `create`, `replace`, `remove` and the queue operations
+//!   `send`, `send_many`, `receive`, `ack`, `release` and `extend`. The writer takes every
+//!   request waiting for it (up to 256) and applies them in one
+//!   `BEGIN IMMEDIATE … COMMIT` transaction, each inside a savepoint of its own. A request
+//!   whose statements fail is rolled back alone, and a conditional write that loses (an
+//!   existing key, a stale version, a stale receipt) is an answer rather than an error: either
+//!   way its neighbours in the batch commit. Each caller is answered once the batch that
+//!   carried its request has committed. An idle writer commits a batch of one; under load one
+//!   commit serves many requests.
+//! - `get`, `list` and `dead_letters` go to the readers. The file is in WAL mode, so readers
+//!   do not wait for the writer, and each read is a read transaction of its own that starts
+//!   after the call: it sees every write acknowledged before the call was made.
+//!
+//! Dropping the last clone of a backend closes its channels: the threads finish the requests
+//! already queued, close their connections and exit, and the drop waits for them.
+//!
 //! Visibility uses the system clock (unix milliseconds), which all processes on one machine
-//! share. Every database call runs on tokio's blocking pool.
+//! share.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -21,9 +44,14 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::ports::{
-    BoxError, DeadLetter, Delivery, Queue, QueueError, QueueName, Receipt, StateStore, StoreError, StoreKey, Version,
-    Versioned,
+    DeadLetter, Delivery, Queue, QueueError, QueueName, Receipt, StateStore, StoreError, StoreKey, Version, Versioned,
 };
+
+mod threads;
+
+#[doc(hidden)]
+pub use threads::SqliteStats;
+use threads::{READERS, Workers};
 
 /// The schema this code reads and writes, kept in SQLite's `user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -63,6 +91,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 ";
 
+/// Stores one message; `send` and `send_many` share it.
+const INSERT_MESSAGE: &str = "INSERT INTO messages (id, queue, body, sent_at, visible_at, receive_count)
+     VALUES (?1, ?2, ?3, ?4, ?5, 0)";
+
 /// Why the SQLite file could not be opened. Each variant names the file (or directory).
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteError {
@@ -87,15 +119,24 @@ pub enum SqliteError {
         path.display()
     )]
     NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    /// The operating system refused a thread to serve the database (out of threads or
+    /// memory).
+    #[error("could not start a thread to serve the SQLite database {}", path.display())]
+    Thread {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The embedded backend: a [`StateStore`] and a [`Queue`] in one SQLite file.
 ///
-/// Clones share one connection. Several backends (in several processes) may open the same
-/// file: conditional writes and receives stay correct between them.
+/// Clones share one writer thread and one pool of reader threads (see the module docs); the
+/// threads stop when the last clone is dropped. Several backends (in several processes) may
+/// open the same file: conditional writes and receives stay correct between them.
 #[derive(Clone)]
 pub struct SqliteBackend {
-    conn: Arc<Mutex<Connection>>,
+    workers: Arc<Workers>,
     path: Arc<PathBuf>,
     max_receives: u32,
 }
@@ -111,8 +152,8 @@ impl fmt::Debug for SqliteBackend {
 
 impl SqliteBackend {
     /// Opens the database at `path`, creating the file and its parent directory if needed,
-    /// switching it to WAL mode and creating the schema if it is absent. Blocks while doing so
-    /// (call it at start-up).
+    /// switching it to WAL mode and creating the schema if it is absent, then starts the
+    /// writer and reader threads. Blocks while doing so (call it at start-up).
     ///
     /// Messages are dead-lettered after 5 deliveries; see [`SqliteBackend::with_max_receives`].
     pub fn open(path: &Path) -> Result<Self, SqliteError> {
@@ -126,8 +167,8 @@ impl SqliteBackend {
             path: path.to_owned(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        let found = initialise(&mut conn).map_err(open_err)?;
+        let mut writer = Connection::open(path).map_err(open_err)?;
+        let found = initialise(&mut writer).map_err(open_err)?;
         if found > SCHEMA_VERSION {
             return Err(SqliteError::NewerSchema {
                 path: path.to_owned(),
@@ -135,8 +176,17 @@ impl SqliteBackend {
                 supported: SCHEMA_VERSION,
             });
         }
+        let readers = (0..READERS)
+            .map(|_| open_reader(path))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(open_err)?;
+
+        let workers = Workers::start(writer, readers).map_err(|source| SqliteError::Thread {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            workers: Arc::new(workers),
             path: Arc::new(path.to_owned()),
             max_receives: DEFAULT_MAX_RECEIVES,
         })
@@ -156,26 +206,20 @@ impl SqliteBackend {
         &self.path
     }
 
-    /// Runs `f` on the connection on tokio's blocking pool.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, BoxError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        let joined = tokio::task::spawn_blocking(move || {
-            // A panic elsewhere while holding the lock leaves no half-done work behind: any
-            // open transaction was rolled back when it was dropped during unwinding.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await;
-        match joined {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(Box::new(e)),
-            Err(e) => Err(Box::new(e)),
-        }
+    /// This backend's counters (shared by its clones, readable after they are gone).
+    #[doc(hidden)]
+    pub fn stats(&self) -> Arc<SqliteStats> {
+        Arc::clone(self.workers.stats())
     }
+}
+
+/// A connection for a reader thread. `query_only`, so a read can never write behind the
+/// writer's back.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
 }
 
 /// Configures the connection and creates the schema if absent; returns the schema version
@@ -263,18 +307,19 @@ impl StateStore for SqliteBackend {
     /// The object at `key` and its version (a decimal row version), or `None`.
     async fn get(&self, key: &StoreKey) -> Result<Option<Versioned<Bytes>>, StoreError> {
         let key = key.as_str().to_owned();
-        self.with_conn(move |conn| {
-            conn.prepare_cached("SELECT value, version FROM objects WHERE key = ?1")?
-                .query_row(params![key], |row| {
-                    Ok(Versioned {
-                        value: Bytes::from(row.get::<_, Vec<u8>>(0)?),
-                        version: Version(row.get::<_, i64>(1)?.to_string()),
+        self.workers
+            .read(move |conn| {
+                conn.prepare_cached("SELECT value, version FROM objects WHERE key = ?1")?
+                    .query_row(params![key], |row| {
+                        Ok(Versioned {
+                            value: Bytes::from(row.get::<_, Vec<u8>>(0)?),
+                            version: Version(row.get::<_, i64>(1)?.to_string()),
+                        })
                     })
-                })
-                .optional()
-        })
-        .await
-        .map_err(StoreError::Unavailable)
+                    .optional()
+            })
+            .await
+            .map_err(StoreError::Unavailable)
     }
 
     /// Inserts `value` at version 1 only if `key` is absent; otherwise
@@ -282,7 +327,8 @@ impl StateStore for SqliteBackend {
     async fn create(&self, key: &StoreKey, value: Bytes) -> Result<Version, StoreError> {
         let raw = key.as_str().to_owned();
         let inserted = self
-            .with_conn(move |conn| {
+            .workers
+            .write(move |conn| {
                 conn.prepare_cached(
                     "INSERT INTO objects (key, value, version) VALUES (?1, ?2, 1) ON CONFLICT (key) DO NOTHING",
                 )?
@@ -305,7 +351,8 @@ impl StateStore for SqliteBackend {
         let next = expected.checked_add(1).ok_or_else(conflict)?;
         let raw = key.as_str().to_owned();
         let updated = self
-            .with_conn(move |conn| {
+            .workers
+            .write(move |conn| {
                 conn.prepare_cached("UPDATE objects SET value = ?3, version = ?4 WHERE key = ?1 AND version = ?2")?
                     .execute(params![raw, expected, &value[..], next])
             })
@@ -324,7 +371,8 @@ impl StateStore for SqliteBackend {
         let lower = prefix.to_owned();
         let upper = prefix_upper_bound(prefix);
         let raw: Vec<String> = self
-            .with_conn(move |conn| match upper {
+            .workers
+            .read(move |conn| match upper {
                 Some(upper) => conn
                     .prepare_cached("SELECT key FROM objects WHERE key >= ?1 AND key < ?2 ORDER BY key")?
                     .query_map(params![lower, upper], |row| row.get(0))?
@@ -352,13 +400,14 @@ impl StateStore for SqliteBackend {
     /// Deletes the row; no row is fine.
     async fn remove(&self, key: &StoreKey) -> Result<(), StoreError> {
         let raw = key.as_str().to_owned();
-        self.with_conn(move |conn| {
-            conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
-                .execute(params![raw])
-                .map(|_| ())
-        })
-        .await
-        .map_err(StoreError::Unavailable)
+        self.workers
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
+                    .execute(params![raw])
+                    .map(|_| ())
+            })
+            .await
+            .map_err(StoreError::Unavailable)
     }
 }
 
@@ -367,20 +416,44 @@ impl Queue for SqliteBackend {
     /// Stores the message durably with a fresh random id; it becomes visible after `delay`.
     async fn send(&self, queue: QueueName, body: &str, delay: Duration) -> Result<(), QueueError> {
         let body = body.to_owned();
-        self.with_conn(move |conn| {
-            let now = now_ms();
-            conn.prepare_cached(
-                "INSERT INTO messages (id, queue, body, sent_at, visible_at, receive_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            )?
-            .execute(params![random_hex(), queue.as_str(), body, now, later(now, delay)])
-        })
-        .await
-        .map(drop)
-        .map_err(|e| QueueError::Unavailable(queue, e))
+        self.workers
+            .write(move |conn| {
+                let now = now_ms();
+                conn.prepare_cached(INSERT_MESSAGE)?.execute(params![
+                    random_hex(),
+                    queue.as_str(),
+                    body,
+                    now,
+                    later(now, delay)
+                ])
+            })
+            .await
+            .map(drop)
+            .map_err(|e| QueueError::Unavailable(queue, e))
     }
 
-    /// In one `BEGIN IMMEDIATE` transaction (atomic across processes): moves every visible
+    /// Stores every message in one request to the writer: all are stored or none, and they
+    /// are visible at once.
+    async fn send_many(&self, queue: QueueName, bodies: &[String]) -> Result<(), QueueError> {
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        let bodies = bodies.to_vec();
+        self.workers
+            .write(move |conn| {
+                let now = now_ms();
+                let mut insert = conn.prepare_cached(INSERT_MESSAGE)?;
+                for body in &bodies {
+                    insert.execute(params![random_hex(), queue.as_str(), body, now, now])?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| QueueError::Unavailable(queue, e))
+    }
+
+    /// Atomically, inside the writer's `BEGIN IMMEDIATE` transaction (so no other backend or
+    /// process receives meanwhile): moves every visible
     /// message of `queue` already delivered the maximum number of times to the dead letters,
     /// then takes up to `max` visible messages, oldest visibility first, giving each a fresh
     /// receipt and hiding it for `visibility`.
@@ -391,11 +464,11 @@ impl Queue for SqliteBackend {
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let max_receives = self.max_receives;
         let (deliveries, dead) = self
-            .with_conn(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .workers
+            .write(move |conn| {
                 let now = now_ms();
                 let q = queue.as_str();
-                let dead = tx
+                let dead = conn
                     .prepare_cached(
                         "INSERT INTO dead_letters (id, queue, body, receive_count, sent_at, dead_at)
                          SELECT id, queue, body, receive_count, sent_at, ?3 FROM messages
@@ -404,12 +477,12 @@ impl Queue for SqliteBackend {
                     )?
                     .execute(params![q, now, now, max_receives])?;
                 if dead > 0 {
-                    tx.prepare_cached(
+                    conn.prepare_cached(
                         "DELETE FROM messages WHERE queue = ?1 AND visible_at <= ?2 AND receive_count >= ?3",
                     )?
                     .execute(params![q, now, max_receives])?;
                 }
-                let candidates: Vec<(i64, String, String, u32)> = tx
+                let candidates: Vec<(i64, String, String, u32)> = conn
                     .prepare_cached(
                         "SELECT seq, id, body, receive_count FROM messages
                          WHERE queue = ?1 AND visible_at <= ?2
@@ -422,7 +495,7 @@ impl Queue for SqliteBackend {
                 let hidden_until = later(now, visibility);
                 let mut deliveries = Vec::with_capacity(candidates.len());
                 {
-                    let mut update = tx.prepare_cached(
+                    let mut update = conn.prepare_cached(
                         "UPDATE messages SET receive_count = ?2, receipt = ?3, visible_at = ?4 WHERE seq = ?1",
                     )?;
                     for (seq, message_id, body, count) in candidates {
@@ -437,7 +510,6 @@ impl Queue for SqliteBackend {
                         });
                     }
                 }
-                tx.commit()?;
                 Ok((deliveries, dead))
             })
             .await
@@ -453,7 +525,8 @@ impl Queue for SqliteBackend {
     async fn ack(&self, queue: QueueName, receipt: &Receipt) -> Result<(), QueueError> {
         let raw = receipt.0.clone();
         let deleted = self
-            .with_conn(move |conn| {
+            .workers
+            .write(move |conn| {
                 conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")?
                     .execute(params![queue.as_str(), raw])
             })
@@ -471,7 +544,8 @@ impl Queue for SqliteBackend {
     async fn release(&self, queue: QueueName, receipt: &Receipt, delay: Duration) -> Result<(), QueueError> {
         let raw = receipt.0.clone();
         let updated = self
-            .with_conn(move |conn| {
+            .workers
+            .write(move |conn| {
                 conn.prepare_cached(
                     "UPDATE messages SET visible_at = ?3, receipt = NULL WHERE queue = ?1 AND receipt = ?2",
                 )?
@@ -488,7 +562,8 @@ impl Queue for SqliteBackend {
     async fn extend(&self, queue: QueueName, receipt: &Receipt, visibility: Duration) -> Result<(), QueueError> {
         let raw = receipt.0.clone();
         let updated = self
-            .with_conn(move |conn| {
+            .workers
+            .write(move |conn| {
                 conn.prepare_cached("UPDATE messages SET visible_at = ?3 WHERE queue = ?1 AND receipt = ?2")?
                     .execute(params![queue.as_str(), raw, later(now_ms(), visibility)])
             })
@@ -502,26 +577,27 @@ impl Queue for SqliteBackend {
 
     /// Every dead letter of every queue, in the order they died.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
-        self.with_conn(|conn| {
-            conn.prepare_cached(
-                "SELECT id, queue, body, receive_count, sent_at, dead_at FROM dead_letters ORDER BY dead_at, seq",
-            )?
-            .query_map([], |row| {
-                Ok(DeadLetter {
-                    message_id: row.get(0)?,
-                    queue: queue_column(row, 1)?,
-                    body: row.get(2)?,
-                    receive_count: row.get(3)?,
-                    sent_at: timestamp_column(row, 4)?,
-                    dead_at: timestamp_column(row, 5)?,
-                })
-            })?
-            .collect()
-        })
-        .await
-        // The port's error names a queue; dead letters span all of them, so this names the
-        // first stage's queue.
-        .map_err(|e| QueueError::Unavailable(QueueName::Deploy, e))
+        self.workers
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT id, queue, body, receive_count, sent_at, dead_at FROM dead_letters ORDER BY dead_at, seq",
+                )?
+                .query_map([], |row| {
+                    Ok(DeadLetter {
+                        message_id: row.get(0)?,
+                        queue: queue_column(row, 1)?,
+                        body: row.get(2)?,
+                        receive_count: row.get(3)?,
+                        sent_at: timestamp_column(row, 4)?,
+                        dead_at: timestamp_column(row, 5)?,
+                    })
+                })?
+                .collect()
+            })
+            .await
+            // The port's error names a queue; dead letters span all of them, so this names the
+            // first stage's queue.
+            .map_err(|e| QueueError::Unavailable(QueueName::Deploy, e))
     }
 }
 
@@ -682,7 +758,8 @@ mod tests {
             db.create(&key(raw), Bytes::from_static(b"{}")).await.unwrap();
         }
         // A row no StoreKey could name (written by something else) is never listed.
-        db.with_conn(|conn| conn.execute("INSERT INTO objects VALUES ('runs/../etc', x'00', 1)", []))
+        db.workers
+            .write(|conn| conn.execute("INSERT INTO objects VALUES ('runs/../etc', x'00', 1)", []))
             .await
             .unwrap();
 
@@ -1001,5 +1078,264 @@ mod tests {
             .unwrap();
         let err = SqliteBackend::open(&path).unwrap_err();
         assert!(matches!(err, SqliteError::NewerSchema { found: 2, .. }), "{err:?}");
+    }
+
+    /// The database's write lock, held by a connection of its own until released: the
+    /// writer's next transaction waits for it, and requests queue up behind.
+    struct WriteLock(Connection);
+
+    impl WriteLock {
+        fn take(path: &Path) -> Self {
+            let conn = Connection::open(path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            Self(conn)
+        }
+
+        fn release(self) {
+            self.0.execute_batch("COMMIT").unwrap();
+        }
+    }
+
+    /// Waits until the writer's queue holds `n` requests, or 2 seconds have passed.
+    async fn until_queued(db: &SqliteBackend, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while db.workers.queued_writes() != n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Sends the writer a request while a [`WriteLock`] is held, and waits until it has
+    /// taken it: the writer then waits for the lock, so what is sent next forms the next batch.
+    async fn park_the_writer(db: &SqliteBackend) {
+        // Polled once, which sends the request; nobody waits for its answer.
+        let _ = tokio::time::timeout(Duration::ZERO, db.remove(&key("notices/park/0"))).await;
+        until_queued(db, 0).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_conditional_writes_share_transactions_and_each_gets_its_own_answer() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let stats = db.stats();
+        let contested = key("notices/contested/0");
+        let v1 = db.create(&contested, Bytes::from_static(b"start")).await.unwrap();
+
+        let lock = WriteLock::take(&path);
+        park_the_writer(&db).await;
+        let before = stats.committed_batches();
+        // 200 tasks create 50 keys, four tasks to a key; 50 more replace one object, all
+        // expecting version 1.
+        let creates: Vec<_> = (0..200u64)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let k = key(&format!("notices/k{}/0", i % 50));
+                    (i, db.create(&k, counter(i)).await)
+                })
+            })
+            .collect();
+        let replaces: Vec<_> = (0..50u64)
+            .map(|i| {
+                let (db, k, v1) = (db.clone(), contested.clone(), v1.clone());
+                tokio::spawn(async move { (i, db.replace(&k, counter(i), &v1).await) })
+            })
+            .collect();
+        until_queued(&db, 250).await;
+        lock.release();
+
+        let mut winners = std::collections::BTreeMap::new();
+        for task in creates {
+            match task.await.unwrap() {
+                (i, Ok(version)) => {
+                    assert_eq!(version.0, "1");
+                    assert!(winners.insert(i % 50, i).is_none(), "two creates of k{} won", i % 50);
+                }
+                (_, Err(StoreError::AlreadyExists(_))) => {}
+                (i, Err(e)) => panic!("create {i}: {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 50);
+        for (n, winner) in winners {
+            assert_eq!(read_counter(&db, &key(&format!("notices/k{n}/0"))).await, winner);
+        }
+        let mut replaced = Vec::new();
+        for task in replaces {
+            match task.await.unwrap() {
+                (i, Ok(version)) => replaced.push((i, version)),
+                (_, Err(StoreError::Conflict(_))) => {}
+                (i, Err(e)) => panic!("replace {i}: {e:?}"),
+            }
+        }
+        let [(winner, version)] = replaced.as_slice() else {
+            panic!("exactly one replace should win: {replaced:?}");
+        };
+        assert_eq!(version.0, "2");
+        assert_eq!(read_counter(&db, &contested).await, *winner);
+
+        // The parked request and the 250 behind it: one or two commits (three if the writer
+        // took a few of the 250 along with the parked one), not 251.
+        let batches = stats.committed_batches() - before;
+        assert!((1..=3).contains(&batches), "{batches} commits for 251 writes");
+    }
+
+    #[tokio::test]
+    async fn a_conflict_or_a_failed_write_in_a_batch_does_not_fail_its_neighbours() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let stats = db.stats();
+        let existing = key("notices/existing/0");
+        let v1 = db.create(&existing, Bytes::from_static(b"one")).await.unwrap();
+        let (fresh, half, after) = (key("notices/fresh/0"), key("notices/half/0"), key("notices/after/0"));
+
+        let lock = WriteLock::take(&path);
+        park_the_writer(&db).await;
+        let before = stats.committed_batches();
+        // `join!` polls in order, so the requests queue in this order.
+        let queued = &db;
+        let stale_version = Version("7".to_owned());
+        let unknown_receipt = Receipt("no such receipt".to_owned());
+        let (created, created_again, stale, replaced, replaced_again, failed, created_after, acked, ()) = tokio::join!(
+            db.create(&fresh, Bytes::from_static(b"a")),
+            db.create(&fresh, Bytes::from_static(b"b")),
+            db.replace(&existing, Bytes::from_static(b"stale"), &stale_version),
+            db.replace(&existing, Bytes::from_static(b"two"), &v1),
+            db.replace(&existing, Bytes::from_static(b"lost"), &v1),
+            // Writes one row, then fails on a second one with the same key.
+            db.workers.write(|conn| {
+                let insert = "INSERT INTO objects (key, value, version) VALUES ('notices/half/0', x'00', 1)";
+                conn.execute(insert, [])?;
+                conn.execute(insert, [])
+            }),
+            db.create(&after, Bytes::from_static(b"c")),
+            db.ack(QueueName::Deploy, &unknown_receipt),
+            async move {
+                until_queued(queued, 8).await;
+                lock.release();
+            },
+        );
+
+        assert_eq!(created.unwrap().0, "1");
+        assert!(
+            matches!(created_again, Err(StoreError::AlreadyExists(_))),
+            "{created_again:?}"
+        );
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        assert_eq!(replaced.unwrap().0, "2");
+        assert!(
+            matches!(replaced_again, Err(StoreError::Conflict(_))),
+            "{replaced_again:?}"
+        );
+        let failed = failed.unwrap_err();
+        assert!(
+            matches!(
+                failed.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation
+            ),
+            "{failed:?}"
+        );
+        assert_eq!(created_after.unwrap().0, "1");
+        assert!(
+            matches!(acked, Err(QueueError::StaleReceipt(QueueName::Deploy))),
+            "{acked:?}"
+        );
+
+        assert_eq!(db.get(&fresh).await.unwrap().unwrap().value, Bytes::from_static(b"a"));
+        let now = db.get(&existing).await.unwrap().unwrap();
+        assert_eq!((now.value, now.version.0.as_str()), (Bytes::from_static(b"two"), "2"));
+        assert!(
+            db.get(&half).await.unwrap().is_none(),
+            "the failed request's first row was rolled back"
+        );
+        assert!(db.get(&after).await.unwrap().is_some());
+        let batches = stats.committed_batches() - before;
+        assert!((1..=2).contains(&batches), "{batches} commits");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_read_sees_every_write_acknowledged_before_it() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        // Writer tasks hand each acknowledged write to a checker task, which must see it at once.
+        let (acked, mut to_check) = tokio::sync::mpsc::unbounded_channel();
+        let writers: Vec<_> = (0..40)
+            .map(|w| {
+                let (db, acked) = (db.clone(), acked.clone());
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        let k = key(&format!("notices/w{w}-{i}/0"));
+                        let v1 = db.create(&k, counter(1)).await.unwrap();
+                        let v2 = db.replace(&k, counter(2), &v1).await.unwrap();
+                        db.send(QueueName::Notify, &format!("w{w}-{i}"), Duration::ZERO)
+                            .await
+                            .unwrap();
+                        acked.send((k, v2)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(acked);
+        let checker = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let mut checked = 0;
+                while let Some((k, version)) = to_check.recv().await {
+                    let got = db.get(&k).await.unwrap().expect("an acknowledged create is visible");
+                    assert_eq!(got.version, version, "{k}: an acknowledged replace is visible");
+                    assert!(db.list("notices/").await.unwrap().contains(&k), "{k} listed");
+                    assert!(
+                        !db.receive(QueueName::Notify, 1, Duration::from_secs(30))
+                            .await
+                            .unwrap()
+                            .is_empty(),
+                        "an acknowledged send can be received"
+                    );
+                    checked += 1;
+                }
+                checked
+            }
+        });
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        assert_eq!(checker.await.unwrap(), 400);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_clone_stops_the_threads_after_the_queued_writes() {
+        let (_dir, path) = temp_db();
+        // Many opens, as tests and restarts do: none leaves a thread behind.
+        for round in 0..20 {
+            let db = SqliteBackend::open(&path).unwrap();
+            let stats = db.stats();
+            assert_eq!(stats.running_threads(), 1 + READERS);
+            let clone = db.clone();
+            drop(db);
+            // One clone is enough to keep the threads serving.
+            let k = key(&format!("notices/round-{round}/0"));
+            clone.create(&k, Bytes::from_static(b"{}")).await.unwrap();
+            assert!(clone.get(&k).await.unwrap().is_some());
+            assert_eq!(stats.running_threads(), 1 + READERS);
+            // A write whose caller stopped waiting is still applied before the writer stops.
+            let abandoned = key(&format!("notices/abandoned-{round}/0"));
+            let _ = tokio::time::timeout(Duration::ZERO, clone.create(&abandoned, Bytes::from_static(b"{}"))).await;
+            drop(clone);
+            assert_eq!(stats.running_threads(), 0, "round {round}");
+            let reopened = SqliteBackend::open(&path).unwrap();
+            assert!(reopened.get(&abandoned).await.unwrap().is_some(), "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn send_many_stores_every_message_in_order() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let bodies: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+        db.send_many(QueueName::Notify, &bodies).await.unwrap();
+        db.send_many(QueueName::Notify, &[]).await.unwrap();
+        let got = db
+            .receive(QueueName::Notify, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), bodies);
     }
 }
