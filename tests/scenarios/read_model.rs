@@ -122,7 +122,7 @@ async fn the_approval_page_reads_the_same_few_objects_whatever_the_history() {
     let approve = p.approval_for("alice").approve_url.expect("a link");
     assert_eq!(p.post_decision(&approve, "approve").await.status, StatusCode::OK);
     p.run_queues().await;
-    assert_eq!(p.deployed("production"), [a.clone()]);
+    assert_eq!(p.deployed("production"), std::slice::from_ref(&a));
     p.push_after(&b, &a).await;
     p.ci(&b, "failure").await;
     p.healthy("staging", &c);

@@ -836,7 +836,7 @@ mod tests {
         for n in 0..30 {
             let mut run = open(&store, "shop", n, i64::from(n)).await;
             run.stages[0].status = crate::domain::StageStatus::Failed;
-            run.updated_at = run.updated_at + SignedDuration::from_mins(1);
+            run.updated_at += SignedDuration::from_mins(1);
             refresh(&store, &tuning, &run).await.unwrap();
         }
         let shop = PipelineName::parse("shop").unwrap();
@@ -977,7 +977,10 @@ mod tests {
                 .len(),
             4
         );
-        assert_eq!(resolve(&store, target.as_str()).await.unwrap(), [target.clone()]);
+        assert_eq!(
+            resolve(&store, target.as_str()).await.unwrap(),
+            std::slice::from_ref(&target)
+        );
         assert_eq!(
             resolve(&store, &full.as_str()[..39]).await.unwrap().len(),
             4,
