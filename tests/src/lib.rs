@@ -10,6 +10,7 @@
 //!
 //! Set `TEST_LOG=1` to see slipway's logs while a test runs.
 
+pub mod aws_run;
 pub mod browser;
 pub mod counting;
 pub mod functions;

@@ -1,0 +1,113 @@
+//! Closed-loop HTTP load: `concurrency` clients, each sending its next request as soon as the
+//! last was answered, until `total` were sent; every latency recorded in an HDR histogram.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+
+/// Latencies, in microseconds.
+pub type Latencies = Histogram<u64>;
+
+/// What a load got back.
+#[derive(Debug)]
+pub struct Answered {
+    /// How long each request took to be answered in full, whatever the answer.
+    pub latencies: Latencies,
+    /// How many answers of each status code.
+    pub statuses: BTreeMap<u16, usize>,
+    /// The body of the first answer that was not a success, to show why.
+    pub first_refusal: Option<String>,
+}
+
+impl Answered {
+    /// How many answers were not `expected`.
+    pub fn refused(&self, expected: reqwest::StatusCode) -> usize {
+        self.statuses
+            .iter()
+            .filter(|(status, _)| **status != expected.as_u16())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Sends requests `0..total` (built by `request`), `concurrency` at a time, and records how
+/// long each took to be answered in full and with what status. A request that gets no
+/// answer at all fails the load.
+pub async fn closed_loop<F>(
+    client: &reqwest::Client,
+    total: usize,
+    concurrency: usize,
+    request: F,
+) -> anyhow::Result<Answered>
+where
+    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let request = Arc::new(request);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, request, next) = (client.clone(), request.clone(), next.clone());
+        clients.spawn(async move {
+            let mut answered = Answered {
+                latencies: histogram()?,
+                statuses: BTreeMap::new(),
+                first_refusal: None,
+            };
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(answered);
+                }
+                let builder = request(&client, i);
+                let started = Instant::now();
+                let answer = builder.send().await.with_context(|| format!("request {i}"))?;
+                let status = answer.status();
+                let body = answer.bytes().await.with_context(|| format!("request {i}'s answer"))?;
+                let took = started.elapsed();
+                answered
+                    .latencies
+                    .record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX))?;
+                *answered.statuses.entry(status.as_u16()).or_default() += 1;
+                if !status.is_success() && answered.first_refusal.is_none() {
+                    answered.first_refusal = Some(format!("{status}: {}", String::from_utf8_lossy(&body)));
+                }
+            }
+        });
+    }
+    let mut all = Answered {
+        latencies: histogram()?,
+        statuses: BTreeMap::new(),
+        first_refusal: None,
+    };
+    while let Some(done) = clients.join_next().await {
+        let part = done??;
+        all.latencies.add(part.latencies)?;
+        for (status, n) in part.statuses {
+            *all.statuses.entry(status).or_default() += n;
+        }
+        all.first_refusal = all.first_refusal.or(part.first_refusal);
+    }
+    Ok(all)
+}
+
+fn histogram() -> anyhow::Result<Latencies> {
+    // 1 µs to 60 s, three significant digits.
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// A quantile of `latencies`, in milliseconds.
+pub fn ms(latencies: &Latencies, quantile: f64) -> f64 {
+    latencies.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// A client with room for `concurrency` kept-alive connections.
+pub fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .no_proxy()
+        .build()?)
+}

@@ -1,0 +1,198 @@
+//! `pages`: what a page costs with a long history on S3 — the AWS requests (counted by a proxy
+//! in front of moto) and the wall time of `GET /api/runs?limit=50` and of the approval page
+//! of a waiting run, at `--runs` runs of history next to the same pages at 100 runs. Flat means
+//! the count does not grow with the history.
+//!
+//! The history is made by the real engine (`App::open_run`, as a push does), spread over 16
+//! pipelines so that the runs opened at once do not all wait on one lineage record; one run is driven
+//! through CI and staging to wait for approval, the way the scenario tests do.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use axum::body::Body;
+use http_body_util::BodyExt as _;
+use serde_json::json;
+use slipway::app::App;
+use slipway::domain::{CommitInfo, NewRun};
+use slipway_tests::aws_run::CountedStack;
+use slipway_tests::{CONFIG, SHA};
+
+/// How many pipelines the history is spread over: pushes to one pipeline all update its
+/// lineage record, so runs opened at once for one pipeline would mostly wait on each other.
+const SEED_PIPELINES: usize = 16;
+
+/// The scenario configuration (the waiting run's pipeline, `shop`), and [`SEED_PIPELINES`]
+/// more in deployment mode (`seed-0` … on `acme/seed-0` …) that hold the history.
+fn config() -> String {
+    let mut config = CONFIG.to_owned();
+    for p in 0..SEED_PIPELINES {
+        config.push_str(&format!(
+            "\n[[pipelines]]\nname = \"seed-{p}\"\nrepo = \"acme/seed-{p}\"\nmode = \"deployment\"\n\
+             ci_secret = \"/slipway/shop/ci-secret\"\n\
+             environments = [{{ name = \"production\", deploy = {{ type = \"command\", command = [\"/bin/true\"] }} }}]\n"
+        ));
+    }
+    config
+}
+use tower::ServiceExt as _;
+
+use crate::report::{Outcome, ratio};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// How many runs of history the pages are measured at.
+    #[arg(long, default_value_t = 10_000)]
+    pub runs: usize,
+    /// How many runs are opened at once while the history is made.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            runs: 10_000,
+            concurrency: 16,
+        }
+    }
+}
+
+/// The history the baseline is measured at.
+const BASELINE_RUNS: usize = 100;
+const TARGET_REQUESTS: u64 = 5;
+/// The runs list query, as the paginated API takes it (today's API ignores what it does
+/// not know and answers every run).
+const RUNS_PAGE: &str = "/api/runs?limit=50";
+
+/// What one page cost.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    requests: u64,
+    ms: f64,
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(args.runs > BASELINE_RUNS, "--runs must be more than {BASELINE_RUNS}");
+    let stack = CountedStack::start(&config()).await;
+    let link = stack.to_approval(SHA, "bench-waiting").await;
+    let approval_page = url::Url::parse(&link)?.path().to_owned();
+    // The history is written straight to moto: only the pages' requests are counted.
+    let writer = slipway::cloud::app(&stack.settings, &stack.direct, None).await?;
+
+    let mut opened = 1; // the run waiting for approval
+    let seeding = Instant::now();
+    seed(&writer, opened..BASELINE_RUNS, args.concurrency).await?;
+    opened = BASELINE_RUNS;
+    let small = (page(&stack, RUNS_PAGE).await?, page(&stack, &approval_page).await?);
+    seed(&writer, opened..args.runs, args.concurrency).await?;
+    let seeded_s = seeding.elapsed().as_secs_f64();
+    let large = (page(&stack, RUNS_PAGE).await?, page(&stack, &approval_page).await?);
+
+    let (list_ratio, approval_ratio) = (
+        ratio(large.0.requests as f64, small.0.requests as f64),
+        ratio(large.1.requests as f64, small.1.requests as f64),
+    );
+    let n = args.runs;
+    Ok(Outcome {
+        name: "pages",
+        figure: format!(
+            "at {n} runs: runs list {} requests {:.0} ms, approval page {} requests {:.0} ms",
+            large.0.requests, large.0.ms, large.1.requests, large.1.ms
+        ),
+        baseline: format!(
+            "at {BASELINE_RUNS} runs: {} requests {:.0} ms, {} requests {:.0} ms",
+            small.0.requests, small.0.ms, small.1.requests, small.1.ms
+        ),
+        ratio: format!("requests {list_ratio:.0}x, {approval_ratio:.0}x"),
+        target: format!("<= {TARGET_REQUESTS} requests per page, flat"),
+        met: [large.0, large.1, small.0, small.1]
+            .iter()
+            .all(|c| c.requests <= TARGET_REQUESTS)
+            && large.0.requests == small.0.requests
+            && large.1.requests == small.1.requests,
+        values: json!({
+            "runs": n, "baseline_runs": BASELINE_RUNS, "seconds_to_seed": seeded_s,
+            "runs_list": {"requests": large.0.requests, "ms": large.0.ms,
+                          "baseline_requests": small.0.requests, "baseline_ms": small.0.ms},
+            "approval_page": {"requests": large.1.requests, "ms": large.1.ms,
+                              "baseline_requests": small.1.requests, "baseline_ms": small.1.ms},
+        }),
+    })
+}
+
+/// GETs `path` from the functions' router; the AWS requests it made and how long it took.
+async fn page(stack: &CountedStack, path: &str) -> anyhow::Result<Cost> {
+    let router = slipway::http::router(stack.functions.http.clone());
+    stack.proxy.take();
+    let started = Instant::now();
+    let answer = router
+        .oneshot(http::Request::get(path).body(Body::empty())?)
+        .await
+        .context("the router always answers")?;
+    let status = answer.status();
+    let body = answer.into_body().collect().await?.to_bytes();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let requests = stack.proxy.take().total();
+    anyhow::ensure!(
+        status.is_success(),
+        "{path} answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(Cost { requests, ms })
+}
+
+/// Opens runs `range`, spread over the seed pipelines, as pushes do, `concurrency` at a time.
+async fn seed(app: &App, range: std::ops::Range<usize>, concurrency: usize) -> anyhow::Result<()> {
+    let pipelines: Vec<_> = app
+        .config
+        .pipelines
+        .iter()
+        .filter(|p| p.name.as_str().starts_with("seed-"))
+        .cloned()
+        .collect();
+    anyhow::ensure!(!pipelines.is_empty(), "the configuration has no seed pipelines");
+    let pipelines = Arc::new(pipelines);
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let mut openers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (app, pipelines, next, end) = (app.clone(), pipelines.clone(), next.clone(), range.end);
+        openers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let pipeline = &pipelines[i % pipelines.len()];
+                let new = || NewRun {
+                    pipeline: pipeline.name.clone(),
+                    repo: pipeline.repo.clone(),
+                    branch: pipeline.branch.clone(),
+                    sha: crate::server::sha(i).parse().expect("a valid SHA"),
+                    commit: CommitInfo {
+                        message: format!("Change {i}"),
+                        author_login: Some("dev".into()),
+                        author_name: "Dee Veloper".into(),
+                        author_email: Some("dev@example.com".into()),
+                        url: None,
+                        pushed_by: "dev".into(),
+                    },
+                    plan: pipeline.plan(),
+                    parents: Vec::new(),
+                };
+                // Pushes racing on the pipeline's lineage may lose a few times; so may these.
+                let mut attempt = 0;
+                while let Err(e) = app.open_run(new()).await {
+                    attempt += 1;
+                    anyhow::ensure!(attempt < 5, "cannot open run {i}: {e}");
+                }
+            }
+        });
+    }
+    while let Some(done) = openers.join_next().await {
+        done??;
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `pages-embedded`: the wall time of `GET /api/runs?limit=50` on the real `slipway serve`
+//! (embedded backend) with `--runs` runs of history, next to the same page at 100 runs. The
+//! history is made by signed pushes through the server, as GitHub makes it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::Bins;
+use crate::load;
+use crate::report::{Outcome, median, ratio};
+use crate::server::{self, Server};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// How many runs of history the page is measured at.
+    #[arg(long, default_value_t = 10_000)]
+    pub runs: usize,
+    /// How many pushes are in flight at once while the history is made.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// How many times the page is read at each size (the median is shown).
+    #[arg(long, default_value_t = 20)]
+    pub reads: usize,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            runs: 10_000,
+            concurrency: 16,
+            reads: 20,
+        }
+    }
+}
+
+const BASELINE_RUNS: usize = 100;
+/// Flat: at most this many times the time at 100 runs.
+const TARGET_RATIO: f64 = 2.0;
+
+pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(args.runs > BASELINE_RUNS, "--runs must be more than {BASELINE_RUNS}");
+    let server = Server::start(&bins.get("slipway")?).await?;
+    let client = load::client(args.concurrency)?;
+    push(&client, &server.base, 0..BASELINE_RUNS, args.concurrency).await?;
+    let small = page_ms(&client, &server.base, args.reads).await?;
+    let seeding = Instant::now();
+    push(&client, &server.base, BASELINE_RUNS..args.runs, args.concurrency).await?;
+    let seeded_s = seeding.elapsed().as_secs_f64();
+    let large = page_ms(&client, &server.base, args.reads).await?;
+    let r = ratio(large, small);
+    Ok(Outcome {
+        name: "pages-embedded",
+        figure: format!("runs list at {} runs {large:.1} ms", args.runs),
+        baseline: format!("at {BASELINE_RUNS} runs {small:.1} ms"),
+        ratio: format!("{r:.1}x"),
+        target: format!("flat (<= {TARGET_RATIO}x)"),
+        met: r <= TARGET_RATIO,
+        values: json!({
+            "runs": args.runs, "baseline_runs": BASELINE_RUNS, "ms": large, "baseline_ms": small,
+            "ratio": r, "reads": args.reads, "seconds_to_seed": seeded_s,
+        }),
+    })
+}
+
+/// The median time of `GET /api/runs?limit=50`, read `reads` times one after another.
+async fn page_ms(client: &reqwest::Client, base: &str, reads: usize) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(reads);
+    for _ in 0..reads.max(1) {
+        let started = Instant::now();
+        let answer = client.get(format!("{base}/api/runs?limit=50")).send().await?;
+        let status = answer.status();
+        let body = answer.bytes().await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            status == StatusCode::OK,
+            "/api/runs answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(median(&mut times))
+}
+
+/// Pushes commits `range`, `concurrency` at a time; each opens a run.
+async fn push(
+    client: &reqwest::Client,
+    base: &str,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let mut pushers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, base, next, end) = (client.clone(), base.to_owned(), next.clone(), range.end);
+        pushers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let (body, signature) = server::signed_push(&server::sha(i));
+                let request = || {
+                    client
+                        .post(format!("{base}/hooks/github"))
+                        .header("content-type", "application/json")
+                        .header("x-github-event", "push")
+                        .header("x-github-delivery", format!("history-{i}"))
+                        .header("x-hub-signature-256", &signature)
+                        .body(body.clone())
+                };
+                crate::engine::send(request, StatusCode::CREATED).await?;
+            }
+        });
+    }
+    while let Some(done) = pushers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
