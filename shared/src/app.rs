@@ -313,18 +313,11 @@ impl App {
     /// Learns that `run`'s pipeline's branch moved to its commit after its parents, gives it
     /// its place in the pipeline's index of runs (the same place again for a push delivered
     /// again) and keeps its entry there, in one conditional write. Writes only what is new.
-    /// The second value says whether full chunks of the index wait to be written out.
+    /// The second value says whether full chunks of the index wait to be written out. Pushes
+    /// that arrive together share one write ([`crate::views::group_commit`]).
     pub async fn learn_lineage(&self, run: &Run) -> Result<(i64, bool), EngineError> {
-        let key = StoreKey::lineage(&run.pipeline);
-        self.update_record(
-            &key,
-            &format!("the lineage of {}", run.pipeline),
-            |record: &mut PipelineRecord| {
-                record.lineage.learn(&run.sha, &run.parents);
-                record.open(run)
-            },
-        )
-        .await
+        // Pushes of the pipeline waiting for the record at the same time share the write.
+        crate::views::group_commit::open(self, run).await
     }
 
     /// Reads a secret by name.

@@ -32,7 +32,9 @@ async fn a_complete_run_costs_the_functions_a_bounded_number_of_aws_requests() {
     );
     // The sweeper has run once since the install (it runs every minute): the indexes it
     // completes once are complete.
-    slipway::sweep::run_once(&stack.functions.queues).await.expect("the first sweep");
+    slipway::sweep::run_once(&stack.functions.queues)
+        .await
+        .expect("the first sweep");
     stack.proxy.take();
 
     // The first run on fresh containers: their secret caches fill on the way.
@@ -40,7 +42,9 @@ async fn a_complete_run_costs_the_functions_a_bounded_number_of_aws_requests() {
     let first = stack.proxy.take();
     // The sweep that finds it finished: its entry in the index of runs takes its final state,
     // its marker in the index of unfinished runs goes.
-    slipway::sweep::run_once(&stack.functions.queues).await.expect("a sweep");
+    slipway::sweep::run_once(&stack.functions.queues)
+        .await
+        .expect("a sweep");
     let swept = stack.proxy.take();
     // The next run on the same warm containers.
     stack.complete_run(SHA2, "d-2").await;
@@ -52,7 +56,10 @@ async fn a_complete_run_costs_the_functions_a_bounded_number_of_aws_requests() {
     eprintln!("first run, cold secret caches: {first}");
     eprintln!("second run, warm containers: {warm}");
     eprintln!("the sweep after a run (per pass, not per run: listing the indexes, the markers): {swept}");
-    assert!(swept.total() <= 11, "the sweep that finishes a run's indexing:\n{swept}");
+    assert!(
+        swept.total() <= 11,
+        "the sweep that finishes a run's indexing:\n{swept}"
+    );
     let secret_reads = first.matching("ssm ");
     assert!(
         first.total() - secret_reads <= LIMIT,

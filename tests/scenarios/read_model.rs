@@ -150,3 +150,47 @@ async fn the_approval_page_reads_the_same_few_objects_whatever_the_history() {
         page.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_at_once_are_all_opened_and_indexed_without_a_refusal() {
+    let p = Pipeline::start().await;
+    let writes = p.store.write_count();
+    let pushes: Vec<_> = (1..=120u32)
+        .map(|n| {
+            let router = p.router.clone();
+            let body = slipway_tests::push_payload("acme/shop", "main", &sha(n));
+            tokio::spawn(async move {
+                let request = http::Request::post("/hooks/github")
+                    .header("content-type", "application/json")
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", format!("d-{n}"))
+                    .header(
+                        "x-hub-signature-256",
+                        slipway::signature::sign(slipway_tests::GITHUB_SECRET.as_bytes(), body.as_bytes()),
+                    )
+                    .body(axum::body::Body::from(body))
+                    .expect("a request");
+                tower::ServiceExt::oneshot(router, request)
+                    .await
+                    .expect("an answer")
+                    .status()
+            })
+        })
+        .collect();
+    for push in pushes {
+        assert_eq!(push.await.expect("the push task"), StatusCode::CREATED);
+    }
+    // Each push wrote its run, its open-run marker and (shared with the others waiting then)
+    // the pipeline's record: fewer writes than three a push.
+    assert!(
+        p.store.write_count() - writes < 3 * 120,
+        "{}",
+        p.store.write_count() - writes
+    );
+    let page = get(&p, "/api/runs?limit=200").await.json();
+    let mut listed = shas(&page);
+    listed.sort();
+    let mut pushed: Vec<String> = (1..=120).map(sha).collect();
+    pushed.sort();
+    assert_eq!(listed, pushed, "every run once");
+}

@@ -12,6 +12,7 @@
 //! An environment's own record ([`crate::domain::Environment`]) is already a view of what runs
 //! there; the approval page reads it with the run and the index.
 
+pub mod group_commit;
 pub mod run_index;
 
 pub use run_index::{Cursor, PipelineRecord, RunEntry, RunPage};
