@@ -17,7 +17,7 @@ use crate::ports::{
     StateStore, StoreError, StoreKey, Version,
 };
 use crate::signature::{Retiring, Rotation};
-use crate::views::{PipelineRecord, run_index};
+use crate::views::run_index;
 
 /// Knobs that tests turn down and production leaves alone.
 #[derive(Debug, Clone)]

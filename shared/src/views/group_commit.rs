@@ -28,8 +28,11 @@ struct Line {
     leader: tokio::sync::Mutex<()>,
 }
 
+/// A state store (by address) and a record's key.
+type LineKey = (usize, String);
+
 /// One line per state store and record.
-static LINES: LazyLock<Mutex<HashMap<(usize, String), Arc<Line>>>> = LazyLock::new(Default::default);
+static LINES: LazyLock<Mutex<HashMap<LineKey, Arc<Line>>>> = LazyLock::new(Default::default);
 
 /// Learns `run`'s push into its pipeline's record and gives it its place (see
 /// [`PipelineRecord::open`]), together with whatever other pushes of the pipeline wait.
