@@ -161,7 +161,7 @@ pub async fn settle_from(
     // without it, then — if the record turns out to need it — with it.
     let mut lineage = carry.lineage;
     let mut known = carry.environment;
-    let wake = loop {
+    let (wake, waiting) = loop {
         let (decided, state) = update_record_from(
             app.store.as_ref(),
             &app.tuning,
@@ -176,7 +176,7 @@ pub async fn settle_from(
         )
         .await?;
         match decided {
-            Ok(wake) => break wake,
+            Ok(wake) => break (wake, state.0.waiting),
             Err(NeedsLineage) => {
                 lineage = Some(app.lineage(&run.pipeline).await?);
                 known = Some(state);
@@ -185,11 +185,17 @@ pub async fn settle_from(
     };
     if let Some(next) = wake {
         tracing::info!(run = %next, %env, "environment free; waking the next run in line");
-        app.dispatch(&[Command::Deploy {
-            run: next,
+        // The others in line are woken too: each is older than the next, so its claim finds
+        // itself superseded at once, instead of when it would have looked again.
+        let mut wake = vec![Command::Deploy {
+            run: next.clone(),
             env: env.clone(),
-        }])
-        .await?;
+        }];
+        wake.extend(waiting.into_iter().filter(|w| w.run != next).map(|w| Command::Deploy {
+            run: w.run,
+            env: env.clone(),
+        }));
+        app.dispatch(&wake).await?;
     }
     Ok(())
 }
