@@ -348,6 +348,20 @@ pub async fn page(
     before: Option<i64>,
     limit: usize,
 ) -> Result<RunPage, EngineError> {
+    let page = indexed_page(store, pipeline, before, limit).await?;
+    Ok(RunPage {
+        entries: freshen(store, page.entries).await?,
+        next: page.next,
+    })
+}
+
+/// [`page`] as the index has it: unfinished entries not read again.
+async fn indexed_page(
+    store: &dyn StateStore,
+    pipeline: &PipelineName,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<RunPage, EngineError> {
     let (head, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
     let lowest = head.lowest();
     let mut top = before.unwrap_or(head.next_run).min(head.next_run);
@@ -373,7 +387,6 @@ pub async fn page(
         };
     }
     let next = (top > lowest).then_some(top);
-    let entries = freshen(store, entries).await?;
     Ok(RunPage { entries, next })
 }
 
@@ -480,7 +493,7 @@ pub async fn newest(
             pages.insert(pipeline.clone(), (before, None, 0));
             continue;
         }
-        let page = page(store, pipeline, before, limit).await?;
+        let page = indexed_page(store, pipeline, before, limit).await?;
         let mine: std::collections::VecDeque<RunEntry> = page
             .entries
             .into_iter()
@@ -519,7 +532,8 @@ pub async fn newest(
     let more = pipelines
         .iter()
         .any(|p| next.0.get(p).is_none_or(|seq| *seq != Cursor::DONE));
-    Ok((candidates, more.then_some(next)))
+    // Only the runs shown are read for their current status.
+    Ok((freshen(store, candidates).await?, more.then_some(next)))
 }
 
 /// Entries of `pipeline` (whose record is `head`) from place `from` down, read until `stop` says so or `max` were read:
