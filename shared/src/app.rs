@@ -155,11 +155,6 @@ impl App {
         list_runs(self.store.as_ref(), repo).await
     }
 
-    /// Every unfinished run, newest first, read through the index of open runs.
-    pub async fn open_runs(&self) -> Result<Vec<Run>, EngineError> {
-        open_runs::open_runs(self.store.as_ref()).await
-    }
-
     /// Opens a run for a pushed commit, once: a second push of the same commit finds the
     /// existing run and re-sends its outbox, in case the first attempt failed after writing.
     pub async fn open_run(&self, new: NewRun) -> Result<Opened, EngineError> {

@@ -13,7 +13,7 @@
 //!   run again and puts the marker back if it was reopened in the meantime — so a reopened
 //!   run is never left out of the index, whatever the interleaving;
 //! - runs made before the index existed are indexed once, by the first sweep that finds no
-//!   [`StoreKey::open_runs_indexed`] mark; until then [`open_runs`] reads every run.
+//!   [`StoreKey::open_runs_indexed`] mark; until then [`open_runs_where`] reads every run.
 //!
 //! Only the sweeper removes anything, and markers are the only objects it removes. Before it
 //! removes a finished run's marker it writes the run's final state into the index of runs
@@ -47,14 +47,9 @@ pub async fn mark(store: &dyn StateStore, id: &RunId, now: Timestamp) -> Result<
     }
 }
 
-/// Every unfinished run, newest first. Only reads: until the sweep has indexed the runs
-/// made before the index existed, this reads every run instead.
-pub async fn open_runs(store: &dyn StateStore) -> Result<Vec<Run>, EngineError> {
-    open_runs_where(store, |_| true).await
-}
-
 /// The unfinished runs whose id `wanted` accepts (a pipeline's, all but one), newest first:
-/// the others are not even read.
+/// the others are not even read. Only reads: until the sweep has indexed the runs made before
+/// the index existed, this reads every run instead.
 pub async fn open_runs_where(store: &dyn StateStore, wanted: impl Fn(&RunId) -> bool) -> Result<Vec<Run>, EngineError> {
     if store.get(&StoreKey::open_runs_indexed()).await?.is_none() {
         let mut runs = list_runs(store, None).await?;
