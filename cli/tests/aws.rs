@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use common::{Serve, command, event, eventually, finish, toml_str, write_file};
+use crate::common::{Serve, command, event, eventually, finish, toml_str, write_file};
 use slipway_tests::moto::Moto;
 use tempfile::TempDir;
 

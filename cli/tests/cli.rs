@@ -4,8 +4,6 @@
 // A test that cannot go on panics: that is its failure report, helpers included.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +12,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use common::{Serve, command, event, eventually, finish, slipway, toml_str, write_file};
+use crate::common::{Serve, command, event, eventually, finish, slipway, toml_str, write_file};
 
 /// The commit `events/github/push.json` pushes and `events/ci/success.json` reports on.
 const SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
@@ -30,14 +28,14 @@ const DEPLOY_TOKEN: &str = "deploy-token-7d3b0c";
 // ---------------------------------------------------------------------------------------
 
 /// `slipway demo`, with its throw-away directory made under `tmp`.
-async fn demo(tmp: &Path, extra: &[&str]) -> common::Out {
+async fn demo(tmp: &Path, extra: &[&str]) -> crate::common::Out {
     let mut cmd = command();
     cmd.arg("demo").arg("--yes").args(extra).env("TMPDIR", tmp);
     finish(cmd).await
 }
 
 /// The demo's directory, from the line naming its database.
-fn demo_dir(out: &common::Out) -> PathBuf {
+fn demo_dir(out: &crate::common::Out) -> PathBuf {
     let line = out.line_with("embedded backend: ");
     let db = line
         .split("embedded backend: ")
@@ -149,12 +147,12 @@ deploy = { type = "command", command = ["true"] }
 const MINIMAL_SECRETS: &str = "\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/hello/ci-secret\" = \"c\"\n";
 
 /// `slipway serve` on `config` (with [`MINIMAL_SECRETS`]); it must exit by itself.
-async fn serve_refuses(config: &str) -> common::Out {
+async fn serve_refuses(config: &str) -> crate::common::Out {
     serve_refuses_with(config, MINIMAL_SECRETS).await
 }
 
 /// `slipway serve` on `config` and `secrets`; it must exit by itself, creating nothing.
-async fn serve_refuses_with(config: &str, secrets: &str) -> common::Out {
+async fn serve_refuses_with(config: &str, secrets: &str) -> crate::common::Out {
     let dir = TempDir::new().unwrap();
     write_file(&dir.path().join("slipway.toml"), config, 0o644);
     write_file(&dir.path().join("slipway.secrets.toml"), secrets, 0o600);
@@ -390,7 +388,7 @@ address = "alice@example.com"
         event: &str,
         secret: &Path,
         param: Option<&str>,
-    ) -> common::Out {
+    ) -> crate::common::Out {
         let mut cmd = command();
         cmd.arg("send")
             .arg(file)
@@ -404,7 +402,7 @@ address = "alice@example.com"
     }
 
     /// `slipway <sub> <args> --data-dir <this site's data>`.
-    async fn inspect(&self, args: &[&str]) -> common::Out {
+    async fn inspect(&self, args: &[&str]) -> crate::common::Out {
         let mut cmd = command();
         cmd.args(args).arg("--data-dir").arg(self.data_dir());
         finish(cmd).await
@@ -423,7 +421,7 @@ address = "alice@example.com"
     async fn approve_link(&self) -> String {
         eventually(
             "an approval request in the notifications file",
-            common::STEP_TIMEOUT,
+            crate::common::STEP_TIMEOUT,
             || async {
                 self.notices()
                     .into_iter()
@@ -582,7 +580,7 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
         409,
         "a replayed approval must be refused"
     );
-    let released = eventually("a released notification", common::STEP_TIMEOUT, || async {
+    let released = eventually("a released notification", crate::common::STEP_TIMEOUT, || async {
         site.notices().into_iter().find(|n| n["kind"] == "released")
     })
     .await;

@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::ffi::OsStr;
 
-use common::{Serve, command, event, finish, toml_str, write_file};
+use crate::common::{Serve, command, event, finish, toml_str, write_file};
 use tempfile::TempDir;
 
 #[tokio::test]
