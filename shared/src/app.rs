@@ -162,11 +162,8 @@ impl App {
         let key = StoreKey::run(&run.id);
         // Git's order learned first, so no decision ever sees the run without its place; in
         // the same write the run gets its place in the pipeline's index of runs.
-        let (seq, unflushed) = self.learn_lineage(&run).await?;
+        let seq = self.learn_lineage(&run).await?;
         run.seq = Some(seq);
-        if unflushed {
-            run_index::flush(self.store.as_ref(), &self.tuning, &run.pipeline).await?;
-        }
         // Indexed first: a run is never in the store without being in the indexes.
         open_runs::mark(self.store.as_ref(), &run.id, run.created_at).await?;
         match self.store.create(&key, to_bytes(&run)).await {
@@ -308,9 +305,9 @@ impl App {
     /// Learns that `run`'s pipeline's branch moved to its commit after its parents, gives it
     /// its place in the pipeline's index of runs (the same place again for a push delivered
     /// again) and keeps its entry there, in one conditional write. Writes only what is new.
-    /// The second value says whether full chunks of the index wait to be written out. Pushes
-    /// that arrive together share one write ([`crate::views::group_commit`]).
-    pub async fn learn_lineage(&self, run: &Run) -> Result<(i64, bool), EngineError> {
+    /// Pushes that arrive together share one write, and a full chunk of the index is written
+    /// out once by whoever filled it ([`crate::views::group_commit`]).
+    pub async fn learn_lineage(&self, run: &Run) -> Result<i64, EngineError> {
         // Pushes of the pipeline waiting for the record at the same time share the write.
         crate::views::group_commit::open(self, run).await
     }

@@ -309,6 +309,15 @@ pub trait Queue: Send + Sync + fmt::Debug {
 
     /// Messages that exhausted their deliveries, oldest first.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Waits, after a [`Queue::receive`] found nothing, until `queue` may have a message: at
+    /// most `at_most`. By default that is all it does (SQS's receive already long-polls); a
+    /// queue in this process ends the wait as soon as a message is sent, so the next step of
+    /// a run does not wait out a polling interval.
+    async fn idle(&self, queue: QueueName, at_most: Duration) {
+        let _ = queue;
+        tokio::time::sleep(at_most).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -131,7 +131,8 @@ const RECEIVE_AT_MOST: usize = 10;
 /// How the workers of [`run`] pace themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
-    /// How long a queue's worker waits before looking again when the queue was empty.
+    /// How long a queue's worker waits before looking again when the queue was empty (less
+    /// when the queue says a message arrived: [`crate::ports::Queue::idle`]).
     pub idle: Duration,
     /// The most messages of one queue handled at once. Deploys to different environments
     /// go side by side; each environment's lease still lets only one run work there.
@@ -222,7 +223,7 @@ async fn serve_queue(app: App, queue: QueueName, options: Options, mut shutdown:
         };
         if !busy {
             tokio::select! {
-                _ = tokio::time::sleep(options.idle) => {}
+                _ = app.queue.idle(queue, options.idle) => {}
                 _ = shutdown.changed() => {}
             }
         }

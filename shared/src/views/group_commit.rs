@@ -7,6 +7,11 @@
 //! one of them — the leader — takes everyone waiting, applies all their changes in one
 //! conditional write, and hands each its answer. Across processes the conditional write still
 //! decides, as before.
+//!
+//! When a batch fills a chunk of the index, its leader also writes the full chunk out
+//! ([`run_index::flush`]) before it lets the next batch in: once per chunk, not once per push
+//! that saw the chunk full (a batch of 200 pushes crossing a chunk used to start 200 flushes
+//! racing on the same two records).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -16,10 +21,10 @@ use tokio::sync::oneshot;
 use crate::app::{App, EngineError};
 use crate::domain::Run;
 use crate::ports::StoreKey;
-use crate::views::PipelineRecord;
+use crate::views::{PipelineRecord, run_index};
 
-/// A place in the index, and whether full chunks wait to be written out.
-type Placed = (i64, bool);
+/// A place in the index.
+type Placed = i64;
 type Answer = Result<Placed, Arc<EngineError>>;
 
 #[derive(Default)]
@@ -76,8 +81,16 @@ pub async fn open(app: &App, run: &Run) -> Result<Placed, EngineError> {
                 .await;
             match decided {
                 Ok(placed) => {
-                    for ((_, tx), placed) in batch.into_iter().zip(placed) {
-                        let _ = tx.send(Ok(placed));
+                    let unflushed = placed.iter().any(|(_, unflushed)| *unflushed);
+                    for ((_, tx), (seq, _)) in batch.into_iter().zip(placed) {
+                        let _ = tx.send(Ok(seq));
+                    }
+                    // Still leading: no batch of this process races the flush on the record.
+                    // One cut short is done again by the next batch's leader (the record
+                    // still says so), and pages read the entries from the record meanwhile.
+                    if unflushed && let Err(e) = run_index::flush(app.store.as_ref(), &app.tuning, &run.pipeline).await
+                    {
+                        tracing::warn!(pipeline = %run.pipeline, error = %e, "writing out a full chunk of the index of runs failed; the next push retries");
                     }
                 }
                 Err(e) => {

@@ -139,6 +139,8 @@ pub struct SqliteBackend {
     workers: Arc<Workers>,
     path: Arc<PathBuf>,
     max_receives: u32,
+    /// Per queue, woken when this process sends to it (see [`Queue::idle`]).
+    arrivals: Arc<[tokio::sync::Notify; QueueName::ALL.len()]>,
 }
 
 impl fmt::Debug for SqliteBackend {
@@ -189,6 +191,7 @@ impl SqliteBackend {
             workers: Arc::new(workers),
             path: Arc::new(path.to_owned()),
             max_receives: DEFAULT_MAX_RECEIVES,
+            arrivals: Arc::new(std::array::from_fn(|_| tokio::sync::Notify::new())),
         })
     }
 
@@ -199,6 +202,21 @@ impl SqliteBackend {
             max_receives: n.max(1),
             ..self
         }
+    }
+
+    /// Tells `queue`'s waiting worker, if any, that a message may be ready. A permit is kept
+    /// when nobody waits, so a message sent just before the worker starts waiting is not
+    /// missed; at worst the worker looks once for nothing.
+    fn arrived(&self, queue: QueueName) {
+        self.arrivals(queue).notify_one();
+    }
+
+    fn arrivals(&self, queue: QueueName) -> &tokio::sync::Notify {
+        &self.arrivals[match queue {
+            QueueName::Deploy => 0,
+            QueueName::Smoke => 1,
+            QueueName::Notify => 2,
+        }]
     }
 
     /// The file this backend stores into.
@@ -428,8 +446,11 @@ impl Queue for SqliteBackend {
                 ])
             })
             .await
-            .map(drop)
-            .map_err(|e| QueueError::Unavailable(queue, e))
+            .map_err(|e| QueueError::Unavailable(queue, e))?;
+        if delay.is_zero() {
+            self.arrived(queue);
+        }
+        Ok(())
     }
 
     /// Stores every message in one request to the writer: all are stored or none, and they
@@ -449,7 +470,9 @@ impl Queue for SqliteBackend {
                 Ok(())
             })
             .await
-            .map_err(|e| QueueError::Unavailable(queue, e))
+            .map_err(|e| QueueError::Unavailable(queue, e))?;
+        self.arrived(queue);
+        Ok(())
     }
 
     /// Atomically, inside the writer's `BEGIN IMMEDIATE` transaction (so no other backend or
@@ -556,6 +579,9 @@ impl Queue for SqliteBackend {
         if updated == 0 {
             return Err(QueueError::StaleReceipt(queue));
         }
+        if delay.is_zero() {
+            self.arrived(queue);
+        }
         Ok(())
     }
 
@@ -598,6 +624,12 @@ impl Queue for SqliteBackend {
             // The port's error names a queue; dead letters span all of them, so this names the
             // first stage's queue.
             .map_err(|e| QueueError::Unavailable(QueueName::Deploy, e))
+    }
+
+    /// Ends early when this process sends to `queue`; messages sent by another process (or
+    /// that become visible after a delay) are found when `at_most` is up.
+    async fn idle(&self, queue: QueueName, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.arrivals(queue).notified()).await;
     }
 }
 
@@ -937,6 +969,49 @@ mod tests {
             db.extend(QueueName::Deploy, &got[0].receipt, SHORT).await,
             Err(QueueError::StaleReceipt(_))
         ));
+    }
+
+    /// A worker idling on an empty queue is woken by a message sent in this process, and one
+    /// sent before it started idling is not missed; other queues' messages do not wake it.
+    #[tokio::test]
+    async fn idling_ends_when_a_message_is_sent_to_the_queue() {
+        let (_dir, path) = temp_db();
+        let db = SqliteBackend::open(&path).unwrap();
+        let forever = Duration::from_secs(3600);
+        let bound = Duration::from_secs(30);
+
+        let idle = tokio::spawn({
+            let db = db.clone();
+            async move { db.idle(QueueName::Deploy, forever).await }
+        });
+        tokio::task::yield_now().await;
+        db.send(QueueName::Deploy, "next", Duration::ZERO).await.unwrap();
+        tokio::time::timeout(bound, idle)
+            .await
+            .expect("woken by the send")
+            .unwrap();
+
+        // Sent before the wait began: the permit is kept.
+        db.send_many(QueueName::Smoke, &["early".to_owned()]).await.unwrap();
+        tokio::time::timeout(bound, db.idle(QueueName::Smoke, forever))
+            .await
+            .expect("the earlier send is remembered");
+
+        // A delayed message, or another queue's, leaves the wait to run its course.
+        db.send(QueueName::Deploy, "later", Duration::from_secs(60))
+            .await
+            .unwrap();
+        db.send(QueueName::Smoke, "elsewhere", Duration::ZERO).await.unwrap();
+        let short = Duration::from_millis(100);
+        assert!(
+            tokio::time::timeout(short, db.idle(QueueName::Deploy, forever))
+                .await
+                .is_err(),
+            "nothing ready on the deploy queue: still waiting"
+        );
+        tokio::time::timeout(bound, db.idle(QueueName::Deploy, short))
+            .await
+            .expect("at_most ends the wait");
     }
 
     #[tokio::test]
