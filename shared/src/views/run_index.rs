@@ -27,6 +27,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,11 @@ const MESSAGE_CHARS: usize = 200;
 /// How many chunks one page may read past empty ones (places given to pushes that never
 /// became runs) before it stops and hands back a cursor.
 const MAX_CHUNKS_PER_PAGE: usize = 8;
+
+/// How many store reads a page makes at once (pipelines' records, unfinished runs): on S3
+/// each is a round trip, so a page over many pipelines or unfinished runs costs a few round
+/// trips' time, not the sum of them.
+const READS_AT_ONCE: usize = 16;
 
 /// What the index knows of a pipeline, kept in its lineage record: the lineage itself, and the
 /// places given to its runs. One conditional write at a push updates both.
@@ -414,18 +420,21 @@ async fn entries_of(
 
 /// Replaces each unfinished entry with its run as it stands; drops entries whose run was never
 /// written (a push that crashed between indexing and creating its run).
+/// The runs are read [`READS_AT_ONCE`] at a time, and the entries keep their order.
 async fn freshen(store: &dyn StateStore, entries: Vec<RunEntry>) -> Result<Vec<RunEntry>, EngineError> {
-    let mut out = Vec::with_capacity(entries.len());
-    for entry in entries {
-        if entry.status.is_finished() {
-            out.push(entry);
-            continue;
-        }
-        if let Some((run, _)) = load_run(store, &entry.id).await? {
-            out.push(RunEntry::of(&run, entry.seq));
-        }
-    }
-    Ok(out)
+    let fresh: Vec<Option<RunEntry>> = stream::iter(entries)
+        .map(|entry| async move {
+            if entry.status.is_finished() {
+                return Ok::<_, EngineError>(Some(entry));
+            }
+            Ok(load_run(store, &entry.id)
+                .await?
+                .map(|(run, _)| RunEntry::of(&run, entry.seq)))
+        })
+        .buffered(READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(fresh.into_iter().flatten().collect())
 }
 
 /// Where each pipeline's next page starts: `shop:120,web:-4`. A pipeline not named starts at
@@ -487,19 +496,33 @@ pub async fn newest(
     let limit = limit.clamp(1, MAX_PAGE);
     let mut pages = BTreeMap::new();
     let mut queues: Vec<std::collections::VecDeque<RunEntry>> = Vec::new();
-    for pipeline in pipelines {
-        let before = cursor.0.get(pipeline).copied();
-        if before == Some(Cursor::DONE) {
-            pages.insert(pipeline.clone(), (before, None, 0));
+    // Each pipeline's page, read READS_AT_ONCE pipelines at a time.
+    let starts: Vec<(PipelineName, Option<i64>)> = pipelines
+        .iter()
+        .map(|p| (p.clone(), cursor.0.get(p).copied()))
+        .collect();
+    let read: Vec<(PipelineName, Option<i64>, Option<RunPage>)> = stream::iter(starts)
+        .map(|(pipeline, before)| async move {
+            if before == Some(Cursor::DONE) {
+                return Ok::<_, EngineError>((pipeline, before, None));
+            }
+            let page = indexed_page(store, &pipeline, before, limit).await?;
+            Ok((pipeline, before, Some(page)))
+        })
+        .buffered(READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    for (pipeline, before, page) in read {
+        let Some(page) = page else {
+            pages.insert(pipeline, (before, None, 0));
             continue;
-        }
-        let page = indexed_page(store, pipeline, before, limit).await?;
+        };
         let mine: std::collections::VecDeque<RunEntry> = page
             .entries
             .into_iter()
             .filter(|e| repo.is_none_or(|r| e.repo.as_str().eq_ignore_ascii_case(r.as_str())))
             .collect();
-        pages.insert(pipeline.clone(), (before, page.next, mine.len()));
+        pages.insert(pipeline, (before, page.next, mine.len()));
         queues.push(mine);
     }
     // Merged newest first by opening time, each pipeline's runs kept in their own order (the
