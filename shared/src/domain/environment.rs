@@ -285,7 +285,7 @@ mod tests {
 
     const TTL: SignedDuration = SignedDuration::from_mins(10);
     /// No git facts: arrival order decides.
-    const UNKNOWN: Lineage = Lineage { links: Vec::new() };
+    static UNKNOWN: Lineage = Lineage::new();
 
     fn at(minute: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + minute * 60).unwrap()

@@ -15,6 +15,7 @@
 //! with a conditional write before the push's run is created, and hands it to the decisions.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::OnceLock;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -30,12 +31,26 @@ pub const LINKS_KEPT: usize = 500;
 pub const PARENTS_KEPT: usize = 21;
 
 /// What slipway learned of one pipeline's git history.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Lineage {
-    /// One per commit that a push moved the branch to, oldest first.
+    /// One per commit that a push moved the branch to, oldest first. Changed only by
+    /// [`Lineage::learn`], which keeps `index` true to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub links: Vec<Link>,
+    pub(crate) links: Vec<Link>,
+    /// Where each commit's link is in `links`: built by the first comparison and kept until
+    /// `links` changes, so the many comparisons of one decision (superseding, settling, the
+    /// newest of several runs) do not each index 500 links again.
+    #[serde(skip)]
+    index: OnceLock<HashMap<CommitSha, usize>>,
 }
+
+impl PartialEq for Lineage {
+    fn eq(&self, other: &Self) -> bool {
+        self.links == other.links
+    }
+}
+
+impl Eq for Lineage {}
 
 /// A commit a push moved the branch to, and the commits that push says came before it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +87,14 @@ impl super::Release {
 }
 
 impl Lineage {
+    /// A lineage that knows nothing yet.
+    pub const fn new() -> Self {
+        Self {
+            links: Vec::new(),
+            index: OnceLock::new(),
+        }
+    }
+
     /// Learns that the branch moved to `sha`, which comes after each of `parents` (a push's
     /// `before` and the other commits it listed). `true` if anything was new, so a
     /// redelivered push writes nothing.
@@ -85,8 +108,10 @@ impl Lineage {
                     changed = true;
                 }
             }
+            // Positions are unchanged; only what is at them.
             return changed;
         }
+        self.index = OnceLock::new();
         self.links.push(Link {
             sha: sha.clone(),
             parents: parents.into_iter().take(PARENTS_KEPT).cloned().collect(),
@@ -103,12 +128,19 @@ impl Lineage {
         if older == newer {
             return false;
         }
-        let parents: HashMap<&CommitSha, &[CommitSha]> =
-            self.links.iter().map(|l| (&l.sha, l.parents.as_slice())).collect();
+        let index = self.index.get_or_init(|| {
+            self.links
+                .iter()
+                .enumerate()
+                .map(|(at, link)| (link.sha.clone(), at))
+                .collect()
+        });
+        let parents_of =
+            |sha: &CommitSha| -> &[CommitSha] { index.get(sha).map_or(&[], |at| self.links[*at].parents.as_slice()) };
         let mut seen: HashSet<&CommitSha> = HashSet::new();
         let mut todo: VecDeque<&CommitSha> = VecDeque::from([newer]);
         while let Some(sha) = todo.pop_front() {
-            for parent in parents.get(sha).copied().unwrap_or_default() {
+            for parent in parents_of(sha) {
                 if parent == older {
                     return true;
                 }

@@ -476,52 +476,53 @@ impl Queue for SqliteBackend {
     }
 
     /// Atomically, inside the writer's `BEGIN IMMEDIATE` transaction (so no other backend or
-    /// process receives meanwhile): moves every visible
-    /// message of `queue` already delivered the maximum number of times to the dead letters,
-    /// then takes up to `max` visible messages, oldest visibility first, giving each a fresh
-    /// receipt and hiding it for `visibility`.
+    /// process receives meanwhile): takes up to `max` visible messages, oldest visibility
+    /// first, giving each a fresh receipt and hiding it for `visibility`; a message in that
+    /// line already delivered the maximum number of times moves to the dead letters instead,
+    /// and the next one in line is taken. Only the messages taken or dead-lettered are read,
+    /// however long the queue (a scan of every visible message on each receive made a backlog
+    /// cost quadratic time).
     async fn receive(&self, queue: QueueName, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let max_receives = self.max_receives;
         let (deliveries, dead) = self
             .workers
             .write(move |conn| {
                 let now = now_ms();
                 let q = queue.as_str();
-                let dead = conn
-                    .prepare_cached(
-                        "INSERT INTO dead_letters (id, queue, body, receive_count, sent_at, dead_at)
-                         SELECT id, queue, body, receive_count, sent_at, ?3 FROM messages
-                         WHERE queue = ?1 AND visible_at <= ?2 AND receive_count >= ?4
-                         ORDER BY visible_at, seq",
-                    )?
-                    .execute(params![q, now, now, max_receives])?;
-                if dead > 0 {
-                    conn.prepare_cached(
-                        "DELETE FROM messages WHERE queue = ?1 AND visible_at <= ?2 AND receive_count >= ?3",
-                    )?
-                    .execute(params![q, now, max_receives])?;
-                }
-                let candidates: Vec<(i64, String, String, u32)> = conn
-                    .prepare_cached(
-                        "SELECT seq, id, body, receive_count FROM messages
-                         WHERE queue = ?1 AND visible_at <= ?2
-                         ORDER BY visible_at, seq LIMIT ?3",
-                    )?
-                    .query_map(params![q, now, limit], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
                 let hidden_until = later(now, visibility);
-                let mut deliveries = Vec::with_capacity(candidates.len());
-                {
-                    let mut update = conn.prepare_cached(
-                        "UPDATE messages SET receive_count = ?2, receipt = ?3, visible_at = ?4 WHERE seq = ?1",
-                    )?;
-                    for (seq, message_id, body, count) in candidates {
+                let mut deliveries = Vec::with_capacity(max);
+                let mut dead = 0usize;
+                let mut select = conn.prepare_cached(
+                    "SELECT seq, id, body, receive_count, sent_at FROM messages
+                     WHERE queue = ?1 AND visible_at <= ?2
+                     ORDER BY visible_at, seq LIMIT ?3",
+                )?;
+                let mut bury = conn.prepare_cached(
+                    "INSERT INTO dead_letters (id, queue, body, receive_count, sent_at, dead_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                let mut forget = conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+                let mut update = conn.prepare_cached(
+                    "UPDATE messages SET receive_count = ?2, receipt = ?3, visible_at = ?4 WHERE seq = ?1",
+                )?;
+                while deliveries.len() < max {
+                    let want = max - deliveries.len();
+                    let candidates: Vec<(i64, String, String, u32, rusqlite::types::Value)> = select
+                        .query_map(params![q, now, i64::try_from(want).unwrap_or(i64::MAX)], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                        })?
+                        .collect::<rusqlite::Result<_>>()?;
+                    let found = candidates.len();
+                    for (seq, message_id, body, count, sent_at) in candidates {
+                        if count >= max_receives {
+                            bury.execute(params![message_id, q, body, count, sent_at, now])?;
+                            forget.execute(params![seq])?;
+                            dead += 1;
+                            continue;
+                        }
                         let receive_count = count.saturating_add(1);
                         let receipt = random_hex();
                         update.execute(params![seq, receive_count, receipt, hidden_until])?;
@@ -531,6 +532,11 @@ impl Queue for SqliteBackend {
                             body,
                             receive_count,
                         });
+                    }
+                    // With no visibility timeout the messages just delivered are still first
+                    // in line: one pass only, or they would be delivered twice.
+                    if found < want || visibility.is_zero() {
+                        break;
                     }
                 }
                 Ok((deliveries, dead))
