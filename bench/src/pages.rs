@@ -5,8 +5,8 @@
 //!
 //! The history is made by the real engine (`App::open_run`, as a push does), spread over 16
 //! pipelines so that the runs opened at once do not all wait on one lineage record. Each run
-//! then finishes as a history's runs do (its build times out, as the sweep would decide) and
-//! its entry in the index is written as the sweep writes it. One run is driven through CI and
+//! then finishes as a history's runs do (here: CI reports its build red) and its entry in the
+//! index is written as the sweep writes it. One run is driven through CI and
 //! staging to wait for approval, the way the scenario tests do.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use axum::body::Body;
 use http_body_util::BodyExt as _;
 use serde_json::json;
 use slipway::app::{App, Applied, Opened};
-use slipway::domain::{Actor, CommitInfo, Event, NewRun};
+use slipway::domain::{Actor, BuildInfo, BuildStatus, CommitInfo, Event, NewRun};
 use slipway::views::run_index;
 use slipway_tests::aws_run::CountedStack;
 use slipway_tests::{CONFIG, SHA};
@@ -217,16 +217,24 @@ async fn seed(app: &App, range: std::ops::Range<usize>, concurrency: usize) -> a
                         }
                     }
                 };
-                // A history is of finished runs: this one's build times out (as the sweep
-                // does after `build_timeout`), and its entry in the index says so (as the
-                // sweep writes it when it drops the run's open-run marker).
+                // A history is of finished runs: this one's build fails (CI reports it red),
+                // and its entry in the index says so (as the sweep writes it when it drops the
+                // run's open-run marker).
+                let failed = || Event::BuildFinished {
+                    status: BuildStatus::Failure,
+                    build: BuildInfo {
+                        url: None,
+                        artifact: None,
+                        coverage: None,
+                        checks: Default::default(),
+                    },
+                };
                 let mut attempt = 0;
                 loop {
-                    let finished = app
-                        .apply(&run.id, || app.input(Actor::Slipway, Event::BuildTimedOut))
-                        .await;
+                    let finished = app.apply(&run.id, || app.input(Actor::Slipway, failed())).await;
                     let refreshed = match finished {
                         Ok(Some(Applied::Changed(run) | Applied::Ignored(_, run))) => {
+                            anyhow::ensure!(run.status().is_finished(), "run {i} did not finish: {:?}", run.status());
                             run_index::refresh(app.store.as_ref(), &app.tuning, &run).await
                         }
                         Ok(None) => anyhow::bail!("run {i} vanished"),
