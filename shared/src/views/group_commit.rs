@@ -71,18 +71,19 @@ pub async fn open(app: &App, run: &Run) -> Result<Placed, EngineError> {
             let what = format!("the lineage of {}", run.pipeline);
             let decided = app
                 .update_record(&key, &what, |record: &mut PipelineRecord| {
-                    runs.iter()
+                    let placed: Vec<Placed> = runs
+                        .iter()
                         .map(|run| {
                             record.lineage.learn(&run.sha, &run.parents);
                             record.open(run)
                         })
-                        .collect::<Vec<_>>()
+                        .collect();
+                    (placed, record.unflushed())
                 })
                 .await;
             match decided {
-                Ok(placed) => {
-                    let unflushed = placed.iter().any(|(_, unflushed)| *unflushed);
-                    for ((_, tx), (seq, _)) in batch.into_iter().zip(placed) {
+                Ok((placed, unflushed)) => {
+                    for ((_, tx), seq) in batch.into_iter().zip(placed) {
                         let _ = tx.send(Ok(seq));
                     }
                     // Still leading: no batch of this process races the flush on the record.

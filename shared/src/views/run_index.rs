@@ -105,12 +105,12 @@ impl PipelineRecord {
         seq
     }
 
-    /// Places `run` (see [`PipelineRecord::place`]) and keeps its entry among the recent ones.
-    /// `true` in the second value when older chunks wait here to be written out ([`flush`]).
-    pub fn open(&mut self, run: &Run) -> (i64, bool) {
+    /// Places `run` (see [`PipelineRecord::place`]) and keeps its entry among the recent ones;
+    /// [`PipelineRecord::unflushed`] then says whether a chunk filled up.
+    pub fn open(&mut self, run: &Run) -> i64 {
         let seq = self.place(&run.id);
         upsert(&mut self.recent, RunEntry::of(run, seq));
-        (seq, self.unflushed())
+        seq
     }
 
     /// Whether entries of chunks before the newest wait here to be written out.
@@ -769,7 +769,7 @@ mod tests {
             &tuning,
             &StoreKey::lineage(&run.pipeline),
             "record",
-            |r: &mut PipelineRecord| r.open(&run),
+            |r: &mut PipelineRecord| (r.open(&run), r.unflushed()),
         )
         .await
         .unwrap();
