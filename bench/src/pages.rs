@@ -207,16 +207,12 @@ async fn seed(app: &App, range: std::ops::Range<usize>, concurrency: usize) -> a
                     parents: Vec::new(),
                 };
                 // Pushes racing on the pipeline's lineage may lose a few times; so may these.
-                let mut attempt = 0;
-                let run = loop {
-                    match app.open_run(new()).await {
-                        Ok(Opened::Created(run) | Opened::Existing(run)) => break run,
-                        Err(e) => {
-                            attempt += 1;
-                            anyhow::ensure!(attempt < 5, "cannot open run {i}: {e}");
-                        }
+                let run = tries(&format!("open run {i}"), || async {
+                    match app.open_run(new()).await? {
+                        Opened::Created(run) | Opened::Existing(run) => Ok(run),
                     }
-                };
+                })
+                .await?;
                 // A history is of finished runs: this one's build fails (CI reports it red),
                 // and its entry in the index says so (as the sweep writes it when it drops the
                 // run's open-run marker).
@@ -229,25 +225,15 @@ async fn seed(app: &App, range: std::ops::Range<usize>, concurrency: usize) -> a
                         checks: Default::default(),
                     },
                 };
-                let mut attempt = 0;
-                loop {
-                    let finished = app.apply(&run.id, || app.input(Actor::Slipway, failed())).await;
-                    let refreshed = match finished {
-                        Ok(Some(Applied::Changed(run) | Applied::Ignored(_, run))) => {
-                            anyhow::ensure!(run.status().is_finished(), "run {i} did not finish: {:?}", run.status());
-                            run_index::refresh(app.store.as_ref(), &app.tuning, &run).await
-                        }
-                        Ok(None) => anyhow::bail!("run {i} vanished"),
-                        Err(e) => Err(e),
+                tries(&format!("finish run {i}"), || async {
+                    let run = match app.apply(&run.id, || app.input(Actor::Slipway, failed())).await? {
+                        Some(Applied::Changed(run) | Applied::Ignored(_, run)) => run,
+                        None => anyhow::bail!("run {i} vanished"),
                     };
-                    match refreshed {
-                        Ok(()) => break,
-                        Err(e) => {
-                            attempt += 1;
-                            anyhow::ensure!(attempt < 5, "cannot finish run {i}: {e}");
-                        }
-                    }
-                }
+                    anyhow::ensure!(run.status().is_finished(), "run {i} did not finish: {:?}", run.status());
+                    Ok(run_index::refresh(app.store.as_ref(), &app.tuning, &run).await?)
+                })
+                .await?;
             }
         });
     }
@@ -255,4 +241,21 @@ async fn seed(app: &App, range: std::ops::Range<usize>, concurrency: usize) -> a
         done??;
     }
     Ok(())
+}
+
+/// `attempt` until it succeeds, at most 5 times; the last error says what could not be done.
+async fn tries<T, F: std::future::Future<Output = anyhow::Result<T>>>(
+    what: &str,
+    attempt: impl Fn() -> F,
+) -> anyhow::Result<T> {
+    let mut failed = 0;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) => {
+                failed += 1;
+                anyhow::ensure!(failed < 5, "cannot {what}: {e:#}");
+            }
+        }
+    }
 }
