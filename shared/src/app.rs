@@ -167,9 +167,11 @@ impl App {
         // Indexed first: a run is never in the store without being in the indexes.
         open_runs::mark(self.store.as_ref(), &run.id, run.created_at).await?;
         match self.store.create(&key, to_bytes(&run)).await {
-            Ok(_) => {
+            Ok(written) => {
                 tracing::info!(run = %run.id, sha = %run.sha, "run opened");
-                self.dispatch(&run.outbox).await.map_err(|e| e.unsent(&run.id))?;
+                self.dispatch_carrying(&run.outbox, Some((&run, &written)))
+                    .await
+                    .map_err(|e| e.unsent(&run.id))?;
                 Ok(Opened::Created(run))
             }
             Err(StoreError::AlreadyExists(_)) => {
@@ -242,7 +244,9 @@ impl App {
                         // The index said it had finished; it moves again.
                         run_index::refresh(self.store.as_ref(), &self.tuning, &next).await?;
                     }
-                    self.dispatch(&commands).await.map_err(|e| e.unsent(id))?;
+                    self.dispatch_carrying(&commands, Some((&next, &written)))
+                        .await
+                        .map_err(|e| e.unsent(id))?;
                     return Ok(Some((Applied::Changed(next), written)));
                 }
                 Err(StoreError::Conflict(_)) if carried => {
@@ -261,11 +265,22 @@ impl App {
 
     /// Sends commands to their queues, one batch per queue.
     pub async fn dispatch(&self, commands: &[Command]) -> Result<(), EngineError> {
+        self.dispatch_carrying(commands, None).await
+    }
+
+    /// [`App::dispatch`], each message about `run` carrying it and the version it was just
+    /// written at, so its handler starts from it instead of reading it again (see
+    /// [`Message`]).
+    pub(crate) async fn dispatch_carrying(
+        &self,
+        commands: &[Command],
+        run: Option<(&Run, &Version)>,
+    ) -> Result<(), EngineError> {
         for queue in QueueName::ALL {
             let bodies: Vec<String> = commands
                 .iter()
                 .filter(|c| queue_of(c) == queue)
-                .map(|c| serde_json::to_string(c).expect("commands always serialise"))
+                .map(|c| Message::encode(c, run.filter(|(run, _)| c.run() == &run.id)))
                 .collect();
             if !bodies.is_empty() {
                 self.queue.send_many(queue, &bodies).await?;
@@ -482,6 +497,67 @@ pub async fn list_runs(store: &dyn StateStore, repo: Option<&str>) -> Result<Vec
     Ok(runs)
 }
 
+/// A queue message: a command and, when its sender had just written the run it is about,
+/// that run and the version of the write. The handler decides from the carried run and writes
+/// over that version, so it reads the run only when somebody wrote it since (the write is
+/// refused, and the run read as usual) — or when the message is delivered again, since a
+/// redelivery's copy is likely old. Slipways before the field ignore it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Message {
+    #[serde(flatten)]
+    pub command: Command,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried: Option<CarriedRun>,
+}
+
+/// The run a [`Message`] carries, as written at `version`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CarriedRun {
+    pub version: Version,
+    pub run: Run,
+}
+
+/// The largest message body that carries its run: SQS takes 256 KiB per batch of messages,
+/// and a run with a long history is read instead.
+const CARRY_AT_MOST: usize = 48 * 1024;
+
+impl Message {
+    /// The body of `command`'s message, carrying `run` if it is the command's and small.
+    pub fn encode(command: &Command, run: Option<(&Run, &Version)>) -> String {
+        #[derive(serde::Serialize)]
+        struct Carrying<'a> {
+            #[serde(flatten)]
+            command: &'a Command,
+            carried: CarryingRun<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct CarryingRun<'a> {
+            version: &'a Version,
+            run: &'a Run,
+        }
+        if let Some((run, version)) = run.filter(|(run, _)| command.run() == &run.id) {
+            let body = serde_json::to_string(&Carrying {
+                command,
+                carried: CarryingRun { version, run },
+            })
+            .expect("commands and runs always serialise");
+            if body.len() <= CARRY_AT_MOST {
+                return body;
+            }
+        }
+        serde_json::to_string(command).expect("commands always serialise")
+    }
+
+    /// The run the message carries, if it is the one its command is about.
+    pub fn into_parts(self) -> (Command, Option<(Run, Version)>) {
+        let carried = self
+            .carried
+            .filter(|c| &c.run.id == self.command.run())
+            .map(|c| (c.run, c.version));
+        (self.command, carried)
+    }
+}
+
 /// The queue a command goes to.
 pub fn queue_of(command: &Command) -> QueueName {
     match command {
@@ -499,4 +575,52 @@ fn to_bytes(run: &Run) -> Bytes {
 fn jitter(d: Duration) -> Duration {
     let factor = 0.5 + rand::random::<f64>();
     d.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::run_index::tests::opened;
+
+    fn deploy(run: &Run) -> Command {
+        Command::Deploy {
+            run: run.id.clone(),
+            env: "staging".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_message_carries_its_own_run_and_the_version_written() {
+        let run = opened("shop", 1, 0);
+        let version = Version("7".into());
+        let body = Message::encode(&deploy(&run), Some((&run, &version)));
+        let message: Message = serde_json::from_str(&body).unwrap();
+        let (command, carried) = message.into_parts();
+        assert_eq!(command, deploy(&run));
+        assert_eq!(carried, Some((run.clone(), version.clone())));
+        // Older slipways read the command and ignore what it carries.
+        assert_eq!(serde_json::from_str::<Command>(&body).unwrap(), deploy(&run));
+    }
+
+    #[test]
+    fn a_message_about_another_run_or_too_large_carries_nothing() {
+        let run = opened("shop", 1, 0);
+        let other = opened("shop", 2, 1);
+        let version = Version("7".into());
+        let body = Message::encode(&deploy(&other), Some((&run, &version)));
+        assert_eq!(body, serde_json::to_string(&deploy(&other)).unwrap());
+
+        let mut long = run.clone();
+        long.commit.message = "x".repeat(CARRY_AT_MOST);
+        let body = Message::encode(&deploy(&long), Some((&long, &version)));
+        assert_eq!(body, serde_json::to_string(&deploy(&long)).unwrap());
+    }
+
+    #[test]
+    fn a_bare_command_is_a_message_that_carries_nothing() {
+        let run = opened("shop", 1, 0);
+        let body = serde_json::to_string(&deploy(&run)).unwrap();
+        let (command, carried) = serde_json::from_str::<Message>(&body).unwrap().into_parts();
+        assert_eq!((command, carried), (deploy(&run), None));
+    }
 }

@@ -78,7 +78,10 @@ pub async fn handle_batch(app: &App, queue: QueueName, event: SqsEvent) -> SqsBa
         };
         let task = {
             let app = app.clone();
-            tokio::spawn(async move { handlers::handle(&app, queue, &body).await }.instrument(span.clone()))
+            tokio::spawn(
+                async move { handlers::handle_delivery(&app, queue, &body, receive_count).await }
+                    .instrument(span.clone()),
+            )
         };
         let outcome = match task.await {
             Ok(outcome) => outcome,

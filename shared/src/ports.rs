@@ -32,14 +32,14 @@ impl StoreKey {
         Self(format!("{}{id}.json", Self::RUNS))
     }
 
-    /// A marker that notice `notice_id` was delivered to channel `channel`.
-    pub fn notice_sent(notice_id: &str, channel: usize) -> Self {
+    /// The marker of notice `notice_id`'s deliveries (to each recipient, on each channel).
+    pub fn notice_sent(notice_id: &str) -> Self {
         debug_assert!(
             notice_id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
         );
-        Self(format!("notices/{notice_id}/{channel}"))
+        Self(format!("notices/{notice_id}"))
     }
 
     /// A marker that a git host's delivery `id` was handled. `None` if `id` is not a

@@ -16,7 +16,7 @@ use crate::ports::{Delivery, QueueError, QueueName};
 pub async fn process(app: &App, queue: QueueName, delivery: &Delivery) -> Result<(), HandlerError> {
     let span = tracing::info_span!("message", %queue, message_id = %delivery.message_id, receive_count = delivery.receive_count);
     async {
-        let result = with_heartbeat(app, queue, delivery, handlers::handle(app, queue, &delivery.body)).await;
+        let result = with_heartbeat(app, queue, delivery, handlers::handle_delivery(app, queue, &delivery.body, delivery.receive_count)).await;
         match &result {
             Ok(()) => {
                 if let Err(e) = app.queue.ack(queue, &delivery.receipt).await {

@@ -164,6 +164,79 @@ async fn a_notification_channel_that_fails_is_retried_without_duplicates() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_notice_delivered_twice_at_once_is_sent_once() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    // Staging deployed and checked: the approval request waits on the notify queue.
+    for queue in [QueueName::Deploy, QueueName::Smoke] {
+        slipway::worker::poll(&p.app, queue, 10).await.unwrap();
+        slipway::worker::poll(&p.app, queue, 10).await.unwrap();
+    }
+    p.queue.duplicate_pending(QueueName::Notify);
+    let notices = p.pending(QueueName::Notify);
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    let (a, b) = tokio::join!(
+        slipway::handlers::handle(&p.app, QueueName::Notify, &notices[0]),
+        slipway::handlers::handle(&p.app, QueueName::Notify, &notices[1]),
+    );
+    a.unwrap();
+    b.unwrap();
+    let approvers: Vec<_> = p
+        .notifications_of("approval_requested")
+        .into_iter()
+        .filter_map(|n| n.approver)
+        .collect();
+    assert_eq!(approvers, ["alice", "bob", "dev"], "one per approver, once");
+    // A third copy a little later (SQS may deliver one late) finds the notice taken.
+    p.advance(SignedDuration::from_secs(5));
+    slipway::handlers::handle(&p.app, QueueName::Notify, &notices[0])
+        .await
+        .unwrap();
+    assert_eq!(p.notifications_of("approval_requested").len(), 3);
+}
+
+/// A message carries the run as its sender wrote it; when the run changed since, the handler
+/// is refused its write and decides again on the stored run — here, a deploy message handled
+/// a second time after its deploy finished.
+#[tokio::test(start_paused = true)]
+async fn a_message_whose_carried_run_is_old_does_not_deploy_again() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    let deploy = p.pending(QueueName::Deploy);
+    assert_eq!(deploy.len(), 1);
+    assert!(
+        deploy[0].contains("\"carried\""),
+        "the message carries its run: {}",
+        deploy[0]
+    );
+    p.run_queues().await;
+    assert_eq!(p.deployed("staging"), [SHA]);
+    let before = p.run(SHA).await;
+
+    // The same message again, as a first delivery: its copy of the run says "queued".
+    slipway::handlers::handle(&p.app, QueueName::Deploy, &deploy[0])
+        .await
+        .unwrap();
+    p.run_queues().await;
+    assert_eq!(p.deployed("staging"), [SHA], "deployed once");
+    let after = p.run(SHA).await;
+    assert_eq!(
+        after.stage(slipway::domain::StageKind::Deploy, Some(&"staging".parse().unwrap())),
+        before.stage(slipway::domain::StageKind::Deploy, Some(&"staging".parse().unwrap())),
+        "the deploy's record is as it was"
+    );
+    let (staging, _) = p
+        .app
+        .environment(&"shop".parse().unwrap(), &"staging".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(staging.lease, None, "the lease the old copy took is given back");
+    assert_eq!(staging.current.map(|c| c.run), Some(before.id));
+}
+
+#[tokio::test(start_paused = true)]
 async fn concurrent_workers_deploy_once() {
     let p = Pipeline::start().await;
     p.push(SHA).await;

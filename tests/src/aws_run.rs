@@ -127,6 +127,7 @@ impl CountedStack {
             "x-github-delivery": delivery,
             "x-hub-signature-256": slipway::signature::sign(GITHUB_SECRET.as_bytes(), body.as_bytes()),
         });
+        step("push");
         let (status, answer) = invoke_http(
             &f.http,
             function_url_event("POST", "/hooks/github", headers, body.as_bytes(), true),
@@ -140,12 +141,14 @@ impl CountedStack {
             "content-type": "application/json",
             "x-slipway-signature": slipway::signature::sign(CI_SECRET.as_bytes(), ci.as_bytes()),
         });
+        step("ci");
         let (status, answer) = invoke_http(
             &f.http,
             function_url_event("POST", "/hooks/ci", headers, ci.as_bytes(), false),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
+        step("queues to approval");
         drain(&f.queues, &self.mapping).await;
 
         p.notifications_of("approval_requested")
@@ -166,8 +169,10 @@ impl CountedStack {
     pub async fn approve(&self, link: &str) {
         let f = &self.functions;
         let path = url::Url::parse(link).expect("an absolute link").path().to_owned();
+        step("approval page");
         let (status, page) = invoke_http(&f.http, function_url_event("GET", &path, json!({}), b"", false)).await;
         assert_eq!(status, StatusCode::OK, "{page}");
+        step("approve");
         let form = json!({"content-type": "application/x-www-form-urlencoded"});
         let (status, answer) = invoke_http(
             &f.http,
@@ -175,12 +180,21 @@ impl CountedStack {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
+        step("queues to production");
         drain(&f.queues, &self.mapping).await;
+        step("done");
     }
 
     /// A complete delivery-mode run of `sha`: push → CI → staging → approval → production.
     pub async fn complete_run(&self, sha: &str, delivery: &str) {
         let link = self.to_approval(sha, delivery).await;
         self.approve(&link).await;
+    }
+}
+
+/// Marks where a step starts in the proxy's trace (`SLIPWAY_TRACE_REQUESTS=1`).
+fn step(name: &str) {
+    if std::env::var_os("SLIPWAY_TRACE_REQUESTS").is_some() {
+        eprintln!("REQ ---- {name}");
     }
 }

@@ -159,6 +159,9 @@ fn operation(request: &Request) -> String {
 
 async fn forward(State(shared): State<Shared>, request: Request) -> Response {
     let name = operation(&request);
+    if std::env::var_os("SLIPWAY_TRACE_REQUESTS").is_some() {
+        eprintln!("REQ {name} {}", request.uri().path());
+    }
     *shared
         .counts
         .lock()

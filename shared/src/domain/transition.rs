@@ -140,6 +140,20 @@ pub enum Command {
     Notify(Notice),
 }
 
+impl Command {
+    /// The run the command is about.
+    pub fn run(&self) -> &RunId {
+        match self {
+            Command::Deploy { run, .. }
+            | Command::Smoke { run, .. }
+            | Command::Bake { run, .. }
+            | Command::Rollback { run, .. }
+            | Command::Supersede { run, .. } => run,
+            Command::Notify(notice) => &notice.run,
+        }
+    }
+}
+
 /// A notification to send. `seq` is the index of the history entry that caused it, so
 /// `(run, seq)` names it uniquely and a redelivered notice is recognised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use crate::domain::{
     StageStatus,
 };
 use crate::policy::Verdict;
-use crate::ports::{DeployError, DeployPurpose, DeployRequest};
+use crate::ports::{DeployError, DeployPurpose, DeployRequest, Version};
 
 /// The longest a held deploy waits before looking again (a freeze lifted early, a window
 /// changed in the configuration).
@@ -29,8 +29,13 @@ const HOLD_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// also woken as soon as the environment frees.
 const BUSY_RECHECK: Duration = Duration::from_secs(60);
 
-pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
-    let (run, version) = super::known_run(app, run_id).await?;
+pub async fn handle(
+    app: &App,
+    run_id: &RunId,
+    env: &EnvName,
+    known: Option<(Run, Version)>,
+) -> Result<(), HandlerError> {
+    let (run, version) = super::known_run(app, run_id, known).await?;
     let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();
     let queued = run
         .stage(StageKind::Deploy, Some(env))
@@ -109,8 +114,13 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), Hand
 
 /// A queued rollback: restore the backup and redeploy the previous release (automatic), or
 /// redeploy an earlier release through backup, migrate, release and verify (on request).
-pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
-    let run = super::run_of(app, run_id).await?;
+pub async fn rollback(
+    app: &App,
+    run_id: &RunId,
+    env: &EnvName,
+    known: Option<(Run, Version)>,
+) -> Result<(), HandlerError> {
+    let run = super::run_of(app, run_id, known).await?;
     let queued = run
         .stage(StageKind::Rollback, Some(env))
         .is_some_and(|s| s.status == StageStatus::Queued);
@@ -303,8 +313,13 @@ async fn manual_rollback(
 
 /// Older runs pending approval for `env` give way to `run`; or `run` gives way, if a newer
 /// run already reached the gate.
-pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), HandlerError> {
-    let run = super::run_of(app, run_id).await?;
+pub async fn supersede(
+    app: &App,
+    run_id: &RunId,
+    env: &EnvName,
+    known: Option<(Run, Version)>,
+) -> Result<(), HandlerError> {
+    let run = super::run_of(app, run_id, known).await?;
     // Only unfinished runs can be pending; a newer run that already finished matters only
     // if it is what the environment runs now, which its record says.
     let others: Vec<Run> =

@@ -10,7 +10,7 @@ pub mod smoke;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::app::{App, Applied, EngineError};
+use crate::app::{App, Applied, EngineError, Message};
 use crate::domain::{self, Actor, Command, EnvName, Event, Ignored, Input, RunId, StageKind, StageStatus};
 use crate::ports::{QueueName, Version};
 
@@ -43,30 +43,48 @@ impl HandlerError {
     }
 }
 
-/// Handles one message from `queue`.
+/// Handles one message from `queue`, delivered for the first time.
 pub async fn handle(app: &App, queue: QueueName, body: &str) -> Result<(), HandlerError> {
-    let command: Command =
+    handle_delivery(app, queue, body, 1).await
+}
+
+/// Handles one message from `queue` on its `receive_count`th delivery. A first delivery
+/// starts from the run the message carries (see [`Message`]); a redelivery reads it, since
+/// its copy is likely old.
+pub async fn handle_delivery(app: &App, queue: QueueName, body: &str, receive_count: u32) -> Result<(), HandlerError> {
+    let message: Message =
         serde_json::from_str(body).map_err(|e| HandlerError::BadMessage(format!("not a slipway message: {e}")))?;
+    let (command, carried) = message.into_parts();
+    let known = carried.filter(|_| receive_count <= 1);
     match (queue, command) {
-        (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env).await,
-        (QueueName::Deploy, Command::Rollback { run, env }) => deploy::rollback(app, &run, &env).await,
-        (QueueName::Deploy, Command::Supersede { run, env }) => deploy::supersede(app, &run, &env).await,
-        (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env).await,
-        (QueueName::Smoke, Command::Bake { run, env }) => smoke::bake(app, &run, &env).await,
-        (QueueName::Notify, Command::Notify(notice)) => notify::handle(app, &notice).await,
+        (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env, known).await,
+        (QueueName::Deploy, Command::Rollback { run, env }) => deploy::rollback(app, &run, &env, known).await,
+        (QueueName::Deploy, Command::Supersede { run, env }) => deploy::supersede(app, &run, &env, known).await,
+        (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env, known).await,
+        (QueueName::Smoke, Command::Bake { run, env }) => smoke::bake(app, &run, &env, known).await,
+        (QueueName::Notify, Command::Notify(notice)) => notify::handle(app, &notice, known).await,
         (queue, other) => Err(HandlerError::BadMessage(format!(
             "{other:?} does not belong on the {queue} queue"
         ))),
     }
 }
 
-/// Loads the run a message is about; a message about no run is a bad message.
-async fn run_of(app: &App, run_id: &RunId) -> Result<domain::Run, HandlerError> {
-    Ok(known_run(app, run_id).await?.0)
+/// The run a message is about: as the message carried it, else read; a message about no
+/// run is a bad message.
+async fn run_of(app: &App, run_id: &RunId, known: Option<(domain::Run, Version)>) -> Result<domain::Run, HandlerError> {
+    Ok(known_run(app, run_id, known).await?.0)
 }
 
-/// A run and the version it was read at, to carry into the handler's first write.
-async fn known_run(app: &App, run_id: &RunId) -> Result<(domain::Run, Version), HandlerError> {
+/// A run and the version it was read at (or carried with), to carry into the handler's
+/// first write.
+async fn known_run(
+    app: &App,
+    run_id: &RunId,
+    known: Option<(domain::Run, Version)>,
+) -> Result<(domain::Run, Version), HandlerError> {
+    if let Some(known) = known.filter(|(run, _)| &run.id == run_id) {
+        return Ok(known);
+    }
     match app.load(run_id).await? {
         Some(found) => Ok(found),
         None => Err(HandlerError::BadMessage(format!("run {run_id} does not exist"))),

@@ -1,8 +1,10 @@
 //! The notify queue: render a notice for each recipient and deliver it to every channel,
-//! once. A marker per (notice, recipient, channel) is created before each delivery — one
-//! conditional create, which also keeps two deliveries of one message from both sending — and
-//! given back if the delivery fails, so a redelivered message only retries the channels that
-//! have not had it yet.
+//! once. One marker per notice is created before the deliveries — one conditional create,
+//! which also keeps two deliveries of one message from both sending. If some deliveries fail,
+//! the marker is rewritten with those that went out, so a redelivered message only retries
+//! the recipients and channels that have not had it yet.
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
@@ -10,105 +12,128 @@ use super::HandlerError;
 use crate::app::{App, EngineError};
 use crate::approvals::{self, Action, ApprovalClaim};
 use crate::domain::{Notice, NoticeKind, Run, StageKind, StageStatus};
-use crate::ports::{Notification, NotifyError, StoreError, StoreKey};
+use crate::ports::{Notification, NotifyError, StoreError, StoreKey, Version};
 
-pub async fn handle(app: &App, notice: &Notice) -> Result<(), HandlerError> {
-    let run = super::run_of(app, &notice.run).await?;
+pub async fn handle(app: &App, notice: &Notice, known: Option<(Run, Version)>) -> Result<(), HandlerError> {
+    let run = super::run_of(app, &notice.run, known).await?;
     let notifications = render(app, &run, notice).await?;
+    if notifications.is_empty() {
+        return Ok(());
+    }
+    let marker = StoreKey::notice_sent(&notice.id());
+    let Some((version, mut done)) = take(app, &marker).await? else {
+        return Ok(());
+    };
     let mut failed = Vec::new();
-    // Markers of deliveries that succeeded while another failed: rewritten as delivered, so
-    // the retry (perhaps after the visibility timeout) does not send them again.
-    let mut delivered = Vec::new();
     for notification in &notifications {
         for (c, channel) in app.notifiers.iter().enumerate() {
-            let marker = StoreKey::notice_sent(&notification.id, c);
-            if !take(app, &marker).await? {
+            let delivery = format!("{}/{c}", notification.id);
+            if done.contains(&delivery) {
                 continue;
             }
-            let outcome = match channel.deliver(notification).await {
-                Ok(()) => {
-                    delivered.push(marker);
-                    continue;
-                }
+            match channel.deliver(notification).await {
+                Ok(()) => {}
                 Err(e @ NotifyError::Permanent { .. }) => {
                     // Retrying will not help; say so loudly and do not try again.
                     tracing::error!(notice = %notification.id, channel = channel.name(), error = %e, source = ?std::error::Error::source(&e), "notification refused");
-                    format!("refused: {e}")
                 }
                 Err(e @ NotifyError::Transient { .. }) => {
                     tracing::warn!(notice = %notification.id, channel = channel.name(), error = %e, "notification failed; will retry");
                     failed.push(channel.name());
-                    // Given back, so the retry sends it.
-                    app.store.remove(&marker).await.map_err(EngineError::from)?;
                     continue;
                 }
-            };
-            settle(app, &marker, outcome).await?;
+            }
+            done.insert(delivery);
         }
     }
     if failed.is_empty() {
         return Ok(());
     }
-    for marker in delivered {
-        settle(app, &marker, "delivered".to_owned()).await?;
+    // Handed back with what went out, so the retry sends only the rest.
+    let retry = Deliveries {
+        state: DeliveryState::Retry,
+        at: app.clock.now(),
+        done,
+    };
+    match app.store.replace(&marker, retry.to_bytes(), &version).await {
+        Ok(_) | Err(StoreError::Conflict(_)) => {}
+        Err(e) => return Err(EngineError::from(e).into()),
     }
+    failed.sort_unstable();
+    failed.dedup();
     Err(HandlerError::Channel(failed.join(", ")))
 }
 
-/// What a delivery marker says while its delivery is under way.
-const SENDING: &str = "sending";
-
+/// A notice's delivery marker.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Sending {
-    state: String,
+struct Deliveries {
+    state: DeliveryState,
+    /// When the state was last set.
     at: jiff::Timestamp,
+    /// The deliveries that are over (sent, or refused for good): `<notification id>/<channel>`.
+    #[serde(default)]
+    done: BTreeSet<String>,
 }
 
-/// Takes the delivery `marker` stands for, with one conditional create: `false` if it was
-/// done (or is being done by another worker right now). A delivery whose worker vanished
-/// mid-way (its marker still says `sending` after a visibility timeout) is taken again: a
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryState {
+    /// A worker is delivering (or delivered everything: the marker is not written again).
+    Sending,
+    /// Some deliveries failed; the next delivery of the message sends the rest.
+    Retry,
+}
+
+impl Deliveries {
+    fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("a marker always serialises"))
+    }
+}
+
+/// Takes the notice's deliveries with one conditional create of its `marker`: the marker's
+/// version and the deliveries already done, or `None` if they are done (or being done by
+/// another worker right now). Deliveries left by a worker that failed, or that vanished
+/// mid-way (its marker still says `sending` after a visibility timeout), are taken again: a
 /// notification may then be sent twice, never lost.
-async fn take(app: &App, marker: &StoreKey) -> Result<bool, EngineError> {
-    let sending = |at| {
-        Bytes::from(
-            serde_json::to_vec(&Sending {
-                state: SENDING.to_owned(),
-                at,
-            })
-            .expect("a marker always serialises"),
-        )
-    };
+async fn take(app: &App, marker: &StoreKey) -> Result<Option<(Version, BTreeSet<String>)>, EngineError> {
     let now = app.clock.now();
-    match app.store.create(marker, sending(now)).await {
-        Ok(_) => return Ok(true),
+    let sending = |done: BTreeSet<String>| Deliveries {
+        state: DeliveryState::Sending,
+        at: now,
+        done,
+    };
+    match app.store.create(marker, sending(BTreeSet::new()).to_bytes()).await {
+        Ok(version) => return Ok(Some((version, BTreeSet::new()))),
         Err(StoreError::AlreadyExists(_)) => {}
         Err(e) => return Err(e.into()),
     }
     let Some(found) = app.store.get(marker).await? else {
-        // Given back meanwhile by a worker whose delivery failed: try again.
-        return Ok(app.store.create(marker, sending(now)).await.is_ok());
+        // Removed meanwhile (by hand): deliver again.
+        return Ok(app
+            .store
+            .create(marker, sending(BTreeSet::new()).to_bytes())
+            .await
+            .ok()
+            .map(|v| (v, BTreeSet::new())));
     };
-    let Ok(claim) = serde_json::from_slice::<Sending>(&found.value) else {
-        return Ok(false); // `delivered` or `refused: …`: done.
+    let Ok(marked) = serde_json::from_slice::<Deliveries>(&found.value) else {
+        return Ok(None); // not a marker this version wrote: leave it be.
     };
     let stale = jiff::SignedDuration::try_from(app.tuning.visibility)
         .ok()
-        .and_then(|v| claim.at.checked_add(v).ok())
+        .and_then(|v| marked.at.checked_add(v).ok())
         .is_some_and(|deadline| deadline <= now);
-    if !stale {
-        return Ok(false);
+    match marked.state {
+        DeliveryState::Retry => {}
+        DeliveryState::Sending if stale => {
+            tracing::warn!(marker = %marker, "a delivery was left unfinished by a vanished worker; sending it again");
+        }
+        DeliveryState::Sending => return Ok(None),
     }
-    tracing::warn!(marker = %marker, "a delivery was left unfinished by a vanished worker; sending it again");
-    Ok(app.store.replace(marker, sending(now), &found.version).await.is_ok())
-}
-
-/// Records how a taken delivery ended.
-async fn settle(app: &App, marker: &StoreKey, outcome: String) -> Result<(), EngineError> {
-    let Some(found) = app.store.get(marker).await? else {
-        return Ok(());
-    };
-    match app.store.replace(marker, Bytes::from(outcome), &found.version).await {
-        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+    let again = sending(marked.done);
+    match app.store.replace(marker, again.to_bytes(), &found.version).await {
+        Ok(version) => Ok(Some((version, again.done))),
+        Err(StoreError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

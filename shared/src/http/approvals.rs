@@ -14,6 +14,7 @@ use crate::app::{App, Applied};
 use crate::approvals::{Action, ApprovalClaim, TokenError};
 use crate::config::{ApproverConfig, PipelineConfig};
 use crate::domain::{Actor, Event, Ignored, Run, Stage, StageKind, StageStatus};
+use crate::ports::Version;
 use crate::views::{PipelineRecord, RunEntry, run_index};
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,8 @@ pub(super) struct DecisionForm {
 pub(super) struct Link<'a> {
     pub(super) claim: ApprovalClaim,
     pub(super) run: Run,
+    /// The version `run` was read at: the decision is written over it without reading again.
+    pub(super) version: Version,
     pub(super) pipeline: &'a PipelineConfig,
     /// Who decides: the link's approver, or the approver a Slack user maps to.
     pub(super) approver: &'a ApproverConfig,
@@ -57,7 +60,7 @@ pub(super) async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, Page
             "The run this link is for no longer exists.",
         )
     };
-    let (run, _) = app.load(&claim.run).await?.ok_or_else(gone)?;
+    let (run, version) = app.load(&claim.run).await?.ok_or_else(gone)?;
     let pipeline = app.pipeline_of(&run).ok_or_else(gone)?;
     let approver = pipeline.approver(&claim.approver).ok_or_else(|| {
         PageError::new(
@@ -72,6 +75,7 @@ pub(super) async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, Page
     Ok(Link {
         claim,
         run,
+        version,
         pipeline,
         approver,
     })
@@ -325,9 +329,12 @@ pub(super) async fn decide_link(
         comment,
         bot: link.approver.is_bot(),
     };
+    // Decided on the run as the link was opened; a write in between makes it read again.
+    let known = Some((link.run.clone(), link.version.clone()));
     match app
-        .apply(&link.run.id, || app.input(actor.clone(), event.clone()))
+        .apply_from(&link.run.id, known, || app.input(actor.clone(), event.clone()))
         .await?
+        .map(|(applied, _)| applied)
     {
         None => Err(PageError::new(
             StatusCode::NOT_FOUND,

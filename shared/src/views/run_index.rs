@@ -712,7 +712,7 @@ pub async fn pipelines(store: &dyn StateStore) -> Result<Vec<PipelineName>, Engi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use jiff::SignedDuration;
 
     use super::*;
@@ -724,7 +724,8 @@ mod tests {
         CommitSha::parse(&format!("{n:040x}")).unwrap()
     }
 
-    fn opened(pipeline: &str, n: u32, minute: i64) -> Run {
+    /// Run `n` of `pipeline`, opened `minute` minutes after a fixed time.
+    pub(crate) fn opened(pipeline: &str, n: u32, minute: i64) -> Run {
         let at = "2026-11-21T10:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(minute);
         crate::domain::open(
             NewRun {
