@@ -1,5 +1,8 @@
 //! A request-counting HTTP proxy in front of moto, so a test can say how many AWS requests
-//! slipway's functions made — and fail when that number grows.
+//! slipway's functions made — and fail when that number grows. With
+//! `SLIPWAY_TRACE_REQUESTS=1` in the environment it also prints each request, in order, with
+//! its whole key (and `aws_run` prints where each step of a run starts), to see where a
+//! count comes from.
 //!
 //! ```ignore
 //! let moto = Moto::start().await;
