@@ -276,6 +276,7 @@ impl App {
         commands: &[Command],
         run: Option<(&Run, &Version)>,
     ) -> Result<(), EngineError> {
+        let run = run.filter(|_| self.queue.carries_runs());
         for queue in QueueName::ALL {
             let bodies: Vec<String> = commands
                 .iter()

@@ -318,6 +318,15 @@ pub trait Queue: Send + Sync + fmt::Debug {
         let _ = queue;
         tokio::time::sleep(at_most).await;
     }
+
+    /// Whether a message should carry the run its sender just wrote, so that its handler need
+    /// not read it (see `app::Message`). Yes by default: where the store is a network away
+    /// (S3), a read costs a request and its round trip. A queue beside a local store says no:
+    /// there a read costs microseconds, while a message the size of a run costs the one
+    /// writer more than the read it saves.
+    fn carries_runs(&self) -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------------------
