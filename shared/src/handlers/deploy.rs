@@ -43,7 +43,7 @@ pub async fn handle(
     let mut carry = envs::Carry::default();
     if queued {
         if let Some(config) = &config {
-            hold_outside_windows(app, &run, env, config).await?;
+            hold_outside_windows(app, &run, &version, env, config).await?;
         }
         let (claim, carried) = envs::claim(app, &run, env).await?;
         carry = carried;
@@ -51,12 +51,13 @@ pub async fn handle(
             Claim::Granted => {}
             Claim::Wait { holder, until } => {
                 let reason = format!("waiting for {env}: run {holder} is working there");
-                record_hold(app, run_id, env, &reason, false).await?;
+                record_hold(app, run_id, env, &reason, false, Some((run, version))).await?;
                 return Err(not_yet(app, Some(until), BUSY_RECHECK, reason));
             }
             Claim::Superseded { by } => {
                 tracing::info!(run = %run_id, %env, newer = %by, "a newer commit has the environment; superseded");
-                super::record(app, run_id, Event::Superseded { env: env.clone(), by }).await?;
+                let event = Event::Superseded { env: env.clone(), by };
+                super::record_from(app, run_id, event, Some((run, version))).await?;
                 return Ok(());
             }
         }
@@ -593,25 +594,37 @@ async fn resolve_secrets(
 async fn hold_outside_windows(
     app: &App,
     run: &Run,
+    version: &Version,
     env: &EnvName,
     config: &EnvironmentConfig,
 ) -> Result<(), HandlerError> {
     let now = app.clock.now();
     if let Verdict::Held { reason, until } = config.verdict(now) {
         let reason = format!("held before {env}: {reason}");
-        record_hold(app, &run.id, env, &reason, true).await?;
+        let known = Some((run.clone(), version.clone()));
+        record_hold(app, &run.id, env, &reason, true, known).await?;
         return Err(not_yet(app, until, HOLD_RECHECK, reason));
     }
     Ok(())
 }
 
-async fn record_hold(app: &App, run_id: &RunId, env: &EnvName, reason: &str, notify: bool) -> Result<(), HandlerError> {
+/// Records why a deploy waits, on the run as the handler read it (`known`) if nobody wrote it
+/// since.
+async fn record_hold(
+    app: &App,
+    run_id: &RunId,
+    env: &EnvName,
+    reason: &str,
+    notify: bool,
+    known: Option<(Run, Version)>,
+) -> Result<(), HandlerError> {
     let event = Event::DeployHeld {
         env: env.clone(),
         reason: reason.to_owned(),
         notify,
     };
-    app.apply(run_id, || app.input(Actor::Slipway, event.clone())).await?;
+    app.apply_from(run_id, known, || app.input(Actor::Slipway, event.clone()))
+        .await?;
     Ok(())
 }
 
