@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::{HandlerError, claim_and_run, envs};
+use super::{HandlerError, Known, claim_and_run, envs};
 use crate::app::{App, Applied, EngineError};
 use crate::config::{DeployTargetConfig, EnvironmentConfig};
 use crate::domain::{
@@ -29,12 +29,7 @@ const HOLD_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// also woken as soon as the environment frees.
 const BUSY_RECHECK: Duration = Duration::from_secs(60);
 
-pub async fn handle(
-    app: &App,
-    run_id: &RunId,
-    env: &EnvName,
-    known: Option<(Run, Version)>,
-) -> Result<(), HandlerError> {
+pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
     let (run, version) = super::known_run(app, run_id, known).await?;
     let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();
     let queued = run
@@ -115,12 +110,7 @@ pub async fn handle(
 
 /// A queued rollback: restore the backup and redeploy the previous release (automatic), or
 /// redeploy an earlier release through backup, migrate, release and verify (on request).
-pub async fn rollback(
-    app: &App,
-    run_id: &RunId,
-    env: &EnvName,
-    known: Option<(Run, Version)>,
-) -> Result<(), HandlerError> {
+pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
     let run = super::run_of(app, run_id, known).await?;
     let queued = run
         .stage(StageKind::Rollback, Some(env))
@@ -314,12 +304,7 @@ async fn manual_rollback(
 
 /// Older runs pending approval for `env` give way to `run`; or `run` gives way, if a newer
 /// run already reached the gate.
-pub async fn supersede(
-    app: &App,
-    run_id: &RunId,
-    env: &EnvName,
-    known: Option<(Run, Version)>,
-) -> Result<(), HandlerError> {
+pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
     let run = super::run_of(app, run_id, known).await?;
     // Only unfinished runs can be pending; a newer run that already finished matters only
     // if it is what the environment runs now, which its record says.

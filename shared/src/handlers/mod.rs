@@ -43,6 +43,10 @@ impl HandlerError {
     }
 }
 
+/// The run a handler starts from and the version it was written at: as its message carried
+/// it, or as the handler read it. `None` when it has neither yet.
+pub type Known = Option<(domain::Run, Version)>;
+
 /// Handles one message from `queue`, delivered for the first time.
 pub async fn handle(app: &App, queue: QueueName, body: &str) -> Result<(), HandlerError> {
     handle_delivery(app, queue, body, 1).await
@@ -71,17 +75,13 @@ pub async fn handle_delivery(app: &App, queue: QueueName, body: &str, receive_co
 
 /// The run a message is about: as the message carried it, else read; a message about no
 /// run is a bad message.
-async fn run_of(app: &App, run_id: &RunId, known: Option<(domain::Run, Version)>) -> Result<domain::Run, HandlerError> {
+async fn run_of(app: &App, run_id: &RunId, known: Known) -> Result<domain::Run, HandlerError> {
     Ok(known_run(app, run_id, known).await?.0)
 }
 
 /// A run and the version it was read at (or carried with), to carry into the handler's
 /// first write.
-async fn known_run(
-    app: &App,
-    run_id: &RunId,
-    known: Option<(domain::Run, Version)>,
-) -> Result<(domain::Run, Version), HandlerError> {
+async fn known_run(app: &App, run_id: &RunId, known: Known) -> Result<(domain::Run, Version), HandlerError> {
     if let Some(known) = known.filter(|(run, _)| &run.id == run_id) {
         return Ok(known);
     }

@@ -14,7 +14,7 @@ use crate::approvals::{self, Action, ApprovalClaim};
 use crate::domain::{Notice, NoticeKind, Run, StageKind, StageStatus};
 use crate::ports::{Notification, NotifyError, StoreError, StoreKey, Version};
 
-pub async fn handle(app: &App, notice: &Notice, known: Option<(Run, Version)>) -> Result<(), HandlerError> {
+pub async fn handle(app: &App, notice: &Notice, known: super::Known) -> Result<(), HandlerError> {
     let run = super::run_of(app, &notice.run, known).await?;
     let notifications = render(app, &run, notice).await?;
     if notifications.is_empty() {

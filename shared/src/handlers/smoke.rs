@@ -2,17 +2,11 @@
 
 use std::time::Duration;
 
-use super::{HandlerError, claim_and_run, envs};
+use super::{HandlerError, Known, claim_and_run, envs};
 use crate::app::{App, Applied};
 use crate::domain::{self, Actor, CheckResult, EnvName, Event, RunId, StageKind, StageStatus};
-use crate::ports::Version;
 
-pub async fn handle(
-    app: &App,
-    run_id: &RunId,
-    env: &EnvName,
-    known: Option<(domain::Run, Version)>,
-) -> Result<(), HandlerError> {
+pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
     let (run, version) = super::known_run(app, run_id, known).await?;
     let checks = app
         .pipeline_of(&run)
@@ -42,12 +36,7 @@ pub async fn handle(
 /// The post-deploy bake: one reading of the environment's health per delivery. Unhealthy
 /// ends the bake (and rolls the environment back); healthy until the bake's duration has
 /// passed ends it well; in between, the message comes back after the interval.
-pub async fn bake(
-    app: &App,
-    run_id: &RunId,
-    env: &EnvName,
-    known: Option<(domain::Run, Version)>,
-) -> Result<(), HandlerError> {
+pub async fn bake(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
     let run = super::run_of(app, run_id, known).await?;
     let Some(bake) = app
         .pipeline_of(&run)
