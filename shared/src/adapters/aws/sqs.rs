@@ -38,6 +38,28 @@ const MAX_DELAY_SECS: u64 = 900;
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 const MAX_WAIT_SECS: u64 = 20;
 const MAX_BATCH: usize = 10;
+/// SQS takes at most 256 KiB of messages per batch, attributes included; the bodies of one
+/// batch stay under this, leaving room for the attributes.
+const MAX_BATCH_BYTES: usize = 240 * 1024;
+
+/// `bodies` cut into batches SQS takes: at most [`MAX_BATCH`] messages and
+/// [`MAX_BATCH_BYTES`] of bodies each (a larger body goes alone), in order.
+fn batches(bodies: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        let full = i - start == MAX_BATCH || (i > start && bytes + body.len() > MAX_BATCH_BYTES);
+        if full {
+            out.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
 
 /// At most this many dead letters are listed per queue.
 const MAX_DEAD_LETTERS_PER_QUEUE: usize = 100;
@@ -315,7 +337,7 @@ impl Queue for SqsQueues {
     /// harmless, since every slipway message is idempotent.
     async fn send_many(&self, queue: QueueName, bodies: &[String]) -> Result<(), QueueError> {
         let unavailable = |e: BoxError| QueueError::Unavailable(queue, e);
-        for chunk in bodies.chunks(MAX_BATCH) {
+        for chunk in batches(bodies) {
             let entries = chunk
                 .iter()
                 .enumerate()
@@ -438,6 +460,22 @@ mod tests {
         assert_eq!(secs_up(Duration::MAX, MAX_VISIBILITY_SECS), 43_200);
         assert_eq!(secs_down(Duration::from_millis(1500), MAX_WAIT_SECS), 1);
         assert_eq!(secs_down(Duration::from_secs(60), MAX_WAIT_SECS), 20);
+    }
+
+    #[test]
+    fn batches_hold_at_most_ten_messages_and_240_kib() {
+        let small: Vec<String> = (0..23).map(|i| i.to_string()).collect();
+        let sizes: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+
+        let kib = |n: usize| "x".repeat(n * 1024);
+        let large = vec![kib(48), kib(48), kib(48), kib(48), kib(48), kib(48), kib(300), kib(1)];
+        let cut: Vec<Vec<usize>> = batches(&large)
+            .iter()
+            .map(|b| b.iter().map(|m| m.len() / 1024).collect())
+            .collect();
+        assert_eq!(cut, [vec![48, 48, 48, 48, 48], vec![48], vec![300], vec![1]]);
+        assert!(batches(&[]).is_empty());
     }
 
     #[test]
