@@ -281,7 +281,7 @@ impl App {
             let bodies: Vec<String> = commands
                 .iter()
                 .filter(|c| queue_of(c) == queue)
-                .map(|c| Message::encode(c, run.filter(|(run, _)| c.run() == &run.id)))
+                .map(|c| Message::encode(c, run))
                 .collect();
             if !bodies.is_empty() {
                 self.queue.send_many(queue, &bodies).await?;

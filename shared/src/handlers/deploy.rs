@@ -601,7 +601,7 @@ async fn record_hold(
     env: &EnvName,
     reason: &str,
     notify: bool,
-    known: Option<(Run, Version)>,
+    known: Known,
 ) -> Result<(), HandlerError> {
     let event = Event::DeployHeld {
         env: env.clone(),

@@ -44,7 +44,8 @@ impl HandlerError {
 }
 
 /// The run a handler starts from and the version it was written at: as its message carried
-/// it, or as the handler read it. `None` when it has neither yet.
+/// it ([`Message::into_parts`] keeps only the run the command is about), or as the handler
+/// read it. `None` when it has neither yet.
 pub type Known = Option<(domain::Run, Version)>;
 
 /// Handles one message from `queue`, delivered for the first time.
@@ -82,7 +83,7 @@ async fn run_of(app: &App, run_id: &RunId, known: Known) -> Result<domain::Run, 
 /// A run and the version it was read at (or carried with), to carry into the handler's
 /// first write.
 async fn known_run(app: &App, run_id: &RunId, known: Known) -> Result<(domain::Run, Version), HandlerError> {
-    if let Some(known) = known.filter(|(run, _)| &run.id == run_id) {
+    if let Some(known) = known {
         return Ok(known);
     }
     match app.load(run_id).await? {
@@ -108,7 +109,7 @@ impl App {
 /// since nobody knows whether the work happened.
 async fn claim_and_run<W, F>(
     app: &App,
-    known: Option<(domain::Run, Version)>,
+    known: Known,
     run_id: &RunId,
     kind: StageKind,
     env: &EnvName,
@@ -174,7 +175,7 @@ pub(crate) async fn record_from(
     app: &App,
     run_id: &RunId,
     event: Event,
-    mut known: Option<(domain::Run, Version)>,
+    mut known: Known,
 ) -> Result<Option<domain::Run>, HandlerError> {
     let mut pause = app.tuning.write_backoff * 5;
     let mut attempt = 1;

@@ -632,12 +632,12 @@ impl Queue for SqliteBackend {
             .map_err(|e| QueueError::Unavailable(QueueName::Deploy, e))
     }
 
-    /// Ends early when this process sends to `queue`; messages sent by another process (or
-    /// that become visible after a delay) are found when `at_most` is up.
     fn carries_runs(&self) -> bool {
         false // the store is the same local file: reading the run is cheaper than carrying it
     }
 
+    /// Ends early when this process sends to `queue`; messages sent by another process (or
+    /// that become visible after a delay) are found when `at_most` is up.
     async fn idle(&self, queue: QueueName, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, self.arrivals(queue).notified()).await;
     }
