@@ -2,6 +2,7 @@
 //! read, decide with the pure state machine, write conditionally, then send the commands.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +11,9 @@ use url::Url;
 
 use crate::approvals::{self, TokenError};
 use crate::config::{Config, PipelineConfig, PreviousSecret};
-use crate::domain::{self, Command, Ignored, Input, Lineage, NewRun, Outcome, ParamName, PipelineName, Run, RunId};
+use crate::domain::{
+    self, Command, EnvName, Environment, Ignored, Input, Lineage, NewRun, Outcome, ParamName, PipelineName, Run, RunId,
+};
 use crate::open_runs;
 use crate::ports::{
     Clock, DeployTarget, HealthSource, HttpChecker, Notifier, Queue, QueueError, QueueName, SecretError, SecretStore,
@@ -60,6 +63,56 @@ pub struct App {
     /// Where people reach slipway; links in notifications start here.
     pub public_url: Url,
     pub tuning: Tuning,
+    /// Facts about the store that, once true, stay true, remembered so they are read once.
+    pub seen: Seen,
+}
+
+/// What this process has seen of the store that never becomes false again, so it is read
+/// only until it is true: the marks the sweep sets once an older install's history is indexed.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    open_runs_indexed: Arc<AtomicBool>,
+    views_indexed: Arc<AtomicBool>,
+}
+
+/// A mark that, once in the store, stays there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The index of unfinished runs holds every run made before it existed
+    /// ([`StoreKey::open_runs_indexed`]).
+    OpenRunsIndexed,
+    /// The index of runs holds every run made before it existed ([`StoreKey::views_indexed`]).
+    ViewsIndexed,
+}
+
+impl Seen {
+    /// Whether `mark` is set: known without a read once this process has seen it.
+    pub async fn is_set(&self, mark: Mark, store: &dyn StateStore) -> Result<bool, StoreError> {
+        if self.flag(mark).load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let key = match mark {
+            Mark::OpenRunsIndexed => StoreKey::open_runs_indexed(),
+            Mark::ViewsIndexed => StoreKey::views_indexed(),
+        };
+        let set = store.get(&key).await?.is_some();
+        if set {
+            self.set(mark);
+        }
+        Ok(set)
+    }
+
+    /// Remembers that `mark` is set (this process just set it).
+    pub fn set(&self, mark: Mark) {
+        self.flag(mark).store(true, Ordering::Relaxed);
+    }
+
+    fn flag(&self, mark: Mark) -> &AtomicBool {
+        match mark {
+            Mark::OpenRunsIndexed => &self.open_runs_indexed,
+            Mark::ViewsIndexed => &self.views_indexed,
+        }
+    }
 }
 
 /// Engine failures, by what the caller does about them.
@@ -94,7 +147,7 @@ pub enum EngineError {
 
 impl EngineError {
     /// A send that failed after `run` was written: the change stands, its work is unsent.
-    fn unsent(self, run: &RunId) -> Self {
+    pub(crate) fn unsent(self, run: &RunId) -> Self {
         match self {
             EngineError::Unavailable(source) => EngineError::Unsent {
                 run: run.clone(),
@@ -169,7 +222,7 @@ impl App {
         match self.store.create(&key, to_bytes(&run)).await {
             Ok(written) => {
                 tracing::info!(run = %run.id, sha = %run.sha, "run opened");
-                self.dispatch_carrying(&run.outbox, Some((&run, &written)))
+                self.dispatch_carrying(&run.outbox, Carrying::run(&run, &written))
                     .await
                     .map_err(|e| e.unsent(&run.id))?;
                 Ok(Opened::Created(run))
@@ -205,9 +258,30 @@ impl App {
     pub async fn apply_from(
         &self,
         id: &RunId,
-        mut known: Option<(Run, Version)>,
+        known: Option<(Run, Version)>,
         input: impl Fn() -> Input,
     ) -> Result<Option<(Applied, Version)>, EngineError> {
+        let Some((applied, version, unsent)) = self.apply_held(id, known, input).await? else {
+            return Ok(None);
+        };
+        if let Applied::Changed(run) = &applied {
+            self.dispatch_carrying(&unsent, Carrying::run(run, &version))
+                .await
+                .map_err(|e| e.unsent(id))?;
+        }
+        Ok(Some((applied, version)))
+    }
+
+    /// [`App::apply_from`], except that the commands of the change are handed back unsent, for
+    /// the caller to send once it has done what must come first (and to carry what that
+    /// wrote). They must be sent: until they are, only the sweep's resending of a run's
+    /// [resendable](domain::resendable) commands would.
+    pub async fn apply_held(
+        &self,
+        id: &RunId,
+        mut known: Option<(Run, Version)>,
+        input: impl Fn() -> Input,
+    ) -> Result<Option<(Applied, Version, Vec<Command>)>, EngineError> {
         let key = StoreKey::run(id);
         let mut backoff = self.tuning.write_backoff;
         // A carried state that turns out old costs one try more, not one of the races'.
@@ -228,7 +302,7 @@ impl App {
                     tracing::debug!(run = %id, "ignored on the state carried over ({why}); re-reading");
                     continue;
                 }
-                Outcome::Ignored(why) => return Ok(Some((Applied::Ignored(why, run), version))),
+                Outcome::Ignored(why) => return Ok(Some((Applied::Ignored(why, run), version, Vec::new()))),
             };
             // A finished run that moves again (a manual rollback of a release) goes back
             // into the index of open runs: before the write, and after it too, in case the
@@ -244,10 +318,7 @@ impl App {
                         // The index said it had finished; it moves again.
                         run_index::refresh(self.store.as_ref(), &self.tuning, &next).await?;
                     }
-                    self.dispatch_carrying(&commands, Some((&next, &written)))
-                        .await
-                        .map_err(|e| e.unsent(id))?;
-                    return Ok(Some((Applied::Changed(next), written)));
+                    return Ok(Some((Applied::Changed(next), written, commands)));
                 }
                 Err(StoreError::Conflict(_)) if carried => {
                     tracing::debug!(run = %id, "the run changed since it was carried over; re-reading");
@@ -265,23 +336,28 @@ impl App {
 
     /// Sends commands to their queues, one batch per queue.
     pub async fn dispatch(&self, commands: &[Command]) -> Result<(), EngineError> {
-        self.dispatch_carrying(commands, None).await
+        self.dispatch_carrying(commands, Carrying::default()).await
     }
 
-    /// [`App::dispatch`], each message about `run` carrying it and the version it was just
-    /// written at, so its handler starts from it instead of reading it again (see
+    /// [`App::dispatch`], each message about the carried run carrying it and the version it
+    /// was just written at (and the environment's record, for a message about that
+    /// environment), so its handler starts from them instead of reading them again (see
     /// [`Message`]).
     pub(crate) async fn dispatch_carrying(
         &self,
         commands: &[Command],
-        run: Option<(&Run, &Version)>,
+        carrying: Carrying<'_>,
     ) -> Result<(), EngineError> {
-        let run = run.filter(|_| self.queue.carries_runs());
+        let carrying = if self.queue.carries_runs() {
+            carrying
+        } else {
+            Carrying::default()
+        };
         for queue in QueueName::ALL {
             let bodies: Vec<String> = commands
                 .iter()
                 .filter(|c| queue_of(c) == queue)
-                .map(|c| Message::encode(c, run))
+                .map(|c| Message::encode(c, carrying))
                 .collect();
             if !bodies.is_empty() {
                 self.queue.send_many(queue, &bodies).await?;
@@ -502,13 +578,18 @@ pub async fn list_runs(store: &dyn StateStore, repo: Option<&str>) -> Result<Vec
 /// that run and the version of the write. The handler decides from the carried run and writes
 /// over that version, so it reads the run only when somebody wrote it since (the write is
 /// refused, and the run read as usual) — or when the message is delivered again, since a
-/// redelivery's copy is likely old. Slipways before the field ignore it.
+/// redelivery's copy is likely old. A message about an environment may likewise carry that
+/// environment's record as its sender just wrote it (a smoke check, the record the deploy
+/// left, which the check's end gives the lease back in). Slipways before the fields ignore
+/// them.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     #[serde(flatten)]
     pub command: Command,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried: Option<CarriedRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<CarriedEnvironment>,
 }
 
 /// The run a [`Message`] carries, as written at `version`.
@@ -518,30 +599,76 @@ pub struct CarriedRun {
     pub run: Run,
 }
 
+/// The record of environment `env` (of the carried run's pipeline) a [`Message`] carries, as
+/// written at `version`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CarriedEnvironment {
+    pub env: EnvName,
+    pub version: Version,
+    pub record: Environment,
+}
+
+/// What the messages of one dispatch may carry (see [`Message`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carrying<'a> {
+    /// The run just written, and the version of that write.
+    pub run: Option<(&'a Run, &'a Version)>,
+    /// A record of an environment of that run's pipeline, as just written, and its version.
+    pub environment: Option<(&'a EnvName, &'a Environment, &'a Version)>,
+}
+
+impl<'a> Carrying<'a> {
+    /// Carrying `run` as written at `version`.
+    pub fn run(run: &'a Run, version: &'a Version) -> Self {
+        Self {
+            run: Some((run, version)),
+            environment: None,
+        }
+    }
+}
+
+/// What a [`Message`] hands its handler: the command, and what the message carried that is
+/// the command's own (its run; its environment's record).
+pub type Parts = (Command, Option<(Run, Version)>, Option<(Environment, Version)>);
+
 /// The largest message body that carries its run: SQS takes 256 KiB per batch of messages,
 /// and a run with a long history is read instead.
 const CARRY_AT_MOST: usize = 48 * 1024;
 
 impl Message {
-    /// The body of `command`'s message, carrying `run` if it is the command's and small.
-    pub fn encode(command: &Command, run: Option<(&Run, &Version)>) -> String {
+    /// The body of `command`'s message, carrying the run if it is the command's, and the
+    /// environment's record if the command is about that environment of that run, when small.
+    pub fn encode(command: &Command, carrying: Carrying<'_>) -> String {
         #[derive(serde::Serialize)]
-        struct Carrying<'a> {
+        struct Body<'a> {
             #[serde(flatten)]
             command: &'a Command,
             carried: CarryingRun<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            environment: Option<CarryingEnvironment<'a>>,
         }
         #[derive(serde::Serialize)]
         struct CarryingRun<'a> {
             version: &'a Version,
             run: &'a Run,
         }
-        if let Some((run, version)) = run.filter(|(run, _)| command.run() == &run.id) {
-            let body = serde_json::to_string(&Carrying {
+        #[derive(serde::Serialize)]
+        struct CarryingEnvironment<'a> {
+            env: &'a EnvName,
+            version: &'a Version,
+            record: &'a Environment,
+        }
+        if let Some((run, version)) = carrying.run.filter(|(run, _)| command.run() == &run.id) {
+            let environment = carrying
+                .environment
+                .filter(|(env, _, _)| command.env() == Some(*env))
+                .map(|(env, record, version)| CarryingEnvironment { env, version, record });
+            let body = serde_json::to_string(&Body {
                 command,
                 carried: CarryingRun { version, run },
+                environment,
             })
-            .expect("commands and runs always serialise");
+            .expect("commands, runs and records always serialise");
             if body.len() <= CARRY_AT_MOST {
                 return body;
             }
@@ -549,13 +676,18 @@ impl Message {
         serde_json::to_string(command).expect("commands always serialise")
     }
 
-    /// The run the message carries, if it is the one its command is about.
-    pub fn into_parts(self) -> (Command, Option<(Run, Version)>) {
-        let carried = self
+    /// The command, and what the message carries that is the command's own: its run, and —
+    /// only with its run — the record of the environment it is about.
+    pub fn into_parts(self) -> Parts {
+        let run = self
             .carried
             .filter(|c| &c.run.id == self.command.run())
             .map(|c| (c.run, c.version));
-        (self.command, carried)
+        let environment = self
+            .environment
+            .filter(|e| run.is_some() && self.command.env() == Some(&e.env))
+            .map(|e| (e.record, e.version));
+        (self.command, run, environment)
     }
 }
 
@@ -594,11 +726,12 @@ mod tests {
     fn a_message_carries_its_own_run_and_the_version_written() {
         let run = opened("shop", 1, 0);
         let version = Version("7".into());
-        let body = Message::encode(&deploy(&run), Some((&run, &version)));
+        let body = Message::encode(&deploy(&run), Carrying::run(&run, &version));
         let message: Message = serde_json::from_str(&body).unwrap();
-        let (command, carried) = message.into_parts();
+        let (command, carried, environment) = message.into_parts();
         assert_eq!(command, deploy(&run));
         assert_eq!(carried, Some((run.clone(), version.clone())));
+        assert_eq!(environment, None);
         // Older slipways read the command and ignore what it carries.
         assert_eq!(serde_json::from_str::<Command>(&body).unwrap(), deploy(&run));
     }
@@ -608,12 +741,12 @@ mod tests {
         let run = opened("shop", 1, 0);
         let other = opened("shop", 2, 1);
         let version = Version("7".into());
-        let body = Message::encode(&deploy(&other), Some((&run, &version)));
+        let body = Message::encode(&deploy(&other), Carrying::run(&run, &version));
         assert_eq!(body, serde_json::to_string(&deploy(&other)).unwrap());
 
         let mut long = run.clone();
         long.commit.message = "x".repeat(CARRY_AT_MOST);
-        let body = Message::encode(&deploy(&long), Some((&long, &version)));
+        let body = Message::encode(&deploy(&long), Carrying::run(&long, &version));
         assert_eq!(body, serde_json::to_string(&deploy(&long)).unwrap());
     }
 
@@ -621,7 +754,48 @@ mod tests {
     fn a_bare_command_is_a_message_that_carries_nothing() {
         let run = opened("shop", 1, 0);
         let body = serde_json::to_string(&deploy(&run)).unwrap();
-        let (command, carried) = serde_json::from_str::<Message>(&body).unwrap().into_parts();
-        assert_eq!((command, carried), (deploy(&run), None));
+        let parts = serde_json::from_str::<Message>(&body).unwrap().into_parts();
+        assert_eq!(parts, (deploy(&run), None, None));
+    }
+
+    #[test]
+    fn a_message_about_an_environment_carries_its_record_with_its_run() {
+        let run = opened("shop", 1, 0);
+        let version = Version("7".into());
+        let staging: EnvName = "staging".parse().unwrap();
+        let production: EnvName = "production".parse().unwrap();
+        let record = Environment::default();
+        let record_version = Version("3".into());
+        let carrying = Carrying {
+            run: Some((&run, &version)),
+            environment: Some((&staging, &record, &record_version)),
+        };
+        let smoke = |env: &EnvName| Command::Smoke {
+            run: run.id.clone(),
+            env: env.clone(),
+        };
+
+        let body = Message::encode(&smoke(&staging), carrying);
+        let (_, carried, environment) = serde_json::from_str::<Message>(&body).unwrap().into_parts();
+        assert_eq!(carried, Some((run.clone(), version.clone())));
+        assert_eq!(environment, Some((record.clone(), record_version.clone())));
+
+        // Another environment's command carries the run only.
+        let body = Message::encode(&smoke(&production), carrying);
+        let (_, carried, environment) = serde_json::from_str::<Message>(&body).unwrap().into_parts();
+        assert!(carried.is_some());
+        assert_eq!(environment, None);
+
+        // A record that arrives without its run, or for another environment, is not used.
+        let mut message: Message = serde_json::from_str(&Message::encode(&smoke(&staging), carrying)).unwrap();
+        message.carried = None;
+        assert_eq!(message.into_parts().2, None);
+        let mut message: Message = serde_json::from_str(&Message::encode(&smoke(&production), carrying)).unwrap();
+        message.environment = Some(CarriedEnvironment {
+            env: staging.clone(),
+            version: record_version,
+            record,
+        });
+        assert_eq!(message.into_parts().2, None);
     }
 }

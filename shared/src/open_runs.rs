@@ -25,7 +25,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::app::{EngineError, Tuning, list_runs, load_run};
+use crate::app::{App, EngineError, Mark, Tuning, list_runs, load_run};
 use crate::domain::{Run, RunId};
 use crate::ports::{StateStore, StoreError, StoreKey};
 use crate::views::run_index;
@@ -50,8 +50,10 @@ pub async fn mark(store: &dyn StateStore, id: &RunId, now: Timestamp) -> Result<
 /// The unfinished runs whose id `wanted` accepts (a pipeline's, all but one), newest first:
 /// the others are not even read. Only reads: until the sweep has indexed the runs made before
 /// the index existed, this reads every run instead.
-pub async fn open_runs_where(store: &dyn StateStore, wanted: impl Fn(&RunId) -> bool) -> Result<Vec<Run>, EngineError> {
-    if store.get(&StoreKey::open_runs_indexed()).await?.is_none() {
+/// Whether the index is complete is read once per process ([`Seen`](crate::app::Seen)): it never stops being.
+pub async fn open_runs_where(app: &App, wanted: impl Fn(&RunId) -> bool) -> Result<Vec<Run>, EngineError> {
+    let store = app.store.as_ref();
+    if !app.seen.is_set(Mark::OpenRunsIndexed, store).await? {
         let mut runs = list_runs(store, None).await?;
         runs.retain(|run| !run.status().is_finished() && wanted(&run.id));
         return Ok(runs);
@@ -73,10 +75,19 @@ pub async fn open_runs_where(store: &dyn StateStore, wanted: impl Fn(&RunId) -> 
 /// What the sweep reads: every unfinished run, newest first, tidying the index as it goes —
 /// indexing the runs made before it existed (once), removing the markers of finished runs
 /// and of runs that were never written.
-pub async fn sweep(store: &dyn StateStore, now: Timestamp) -> Result<Vec<Run>, EngineError> {
-    backfill(store, now).await?;
+pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
+    let store = app.store.as_ref();
     let tuning = Tuning::default();
-    run_index::backfill(store, &tuning, now).await?;
+    // Each backfill is done once per store; once this process has seen its mark, not even
+    // the mark is read again.
+    if !app.seen.is_set(Mark::OpenRunsIndexed, store).await? {
+        backfill(store, now).await?;
+        app.seen.set(Mark::OpenRunsIndexed);
+    }
+    if !app.seen.is_set(Mark::ViewsIndexed, store).await? {
+        run_index::backfill(store, &tuning, now).await?;
+        app.seen.set(Mark::ViewsIndexed);
+    }
     let mut runs = Vec::new();
     for key in store.list(StoreKey::OPEN_RUNS).await? {
         let Some(id) = key.open_run_id() else {

@@ -40,7 +40,7 @@ pub struct Swept {
 pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
     let now = app.clock.now();
     let mut swept = Swept::default();
-    for run in open_runs::sweep(app.store.as_ref(), now).await? {
+    for run in open_runs::sweep(app, now).await? {
         let waits_for_ci = run
             .stage(StageKind::Build, None)
             .is_some_and(|s| s.status == StageStatus::Waiting);

@@ -196,6 +196,8 @@ async fn a_link_for_a_removed_approver_is_refused() {
     let q = Pipeline::with_config(&config).await;
     let app = slipway::app::App {
         store: p.app.store.clone(),
+        // A store of its own: what another app saw of its store says nothing of this one.
+        seen: Default::default(),
         ..q.app.clone()
     };
     let router = slipway::http::router(app);

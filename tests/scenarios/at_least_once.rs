@@ -236,6 +236,61 @@ async fn a_message_whose_carried_run_is_old_does_not_deploy_again() {
     assert_eq!(staging.current.map(|c| c.run), Some(before.id));
 }
 
+/// A smoke check's message carries the environment's record as the deploy left it, so the
+/// check's end gives the lease back without reading it. When the record changed in between
+/// (here a newer run joined the line), the write over the old copy is refused: the record is
+/// read and the lease given back all the same, and the newer run is woken.
+#[tokio::test(start_paused = true)]
+async fn a_smoke_message_whose_carried_environment_is_old_still_frees_the_lease() {
+    let p = Pipeline::start().await;
+    let staging: slipway::domain::EnvName = "staging".parse().unwrap();
+    let shop: slipway::domain::PipelineName = "shop".parse().unwrap();
+    p.healthy("staging", SHA);
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    for body in p.lose_pending(QueueName::Deploy).await {
+        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
+            .await
+            .unwrap();
+    }
+    let smoke = p.lose_pending(QueueName::Smoke).await;
+    assert_eq!(smoke.len(), 1);
+    assert!(
+        smoke[0].contains("\"environment\""),
+        "the check carries the environment's record: {}",
+        smoke[0]
+    );
+    let (held, _) = p.app.environment(&shop, &staging).await.unwrap();
+    assert_eq!(
+        held.lease.map(|l| l.run),
+        Some(p.run(SHA).await.id),
+        "held through the check"
+    );
+
+    // A newer run waits for staging meanwhile: the carried record is now old.
+    p.push_after(SHA2, SHA).await;
+    p.ci(SHA2, "success").await;
+    p.run_queues().await;
+    let (waiting, _) = p.app.environment(&shop, &staging).await.unwrap();
+    assert_eq!(waiting.waiting.len(), 1, "{waiting:?}");
+
+    slipway::handlers::handle(&p.app, QueueName::Smoke, &smoke[0])
+        .await
+        .unwrap();
+    assert_eq!(p.stage_status(SHA, "smoke:staging").await, StageStatus::Succeeded);
+    p.healthy("staging", SHA2);
+    p.run_queues().await;
+    assert_eq!(
+        p.deployed("staging"),
+        [SHA, SHA2],
+        "the newer run was woken and deployed"
+    );
+    let (record, _) = p.app.environment(&shop, &staging).await.unwrap();
+    assert_eq!(record.lease, None);
+    assert!(record.waiting.is_empty(), "{record:?}");
+    assert_eq!(record.current.map(|c| c.run), Some(p.run(SHA2).await.id));
+}
+
 #[tokio::test(start_paused = true)]
 async fn concurrent_workers_deploy_once() {
     let p = Pipeline::start().await;

@@ -251,6 +251,8 @@ async fn fifty_concurrent_updates_of_one_run_none_lost() {
 fn on_s3(p: &Pipeline, s3: S3Store) -> App {
     App {
         store: Arc::new(s3),
+        // A store of its own: what another app saw of its store says nothing of this one.
+        seen: Default::default(),
         ..p.app.clone()
     }
 }

@@ -14,6 +14,8 @@ fn on_sqlite(p: &Pipeline, path: &std::path::Path) -> App {
     let db = SqliteBackend::open(path).expect("database opens");
     App {
         store: Arc::new(db.clone()),
+        // A store of its own: what another app saw of its store says nothing of this one.
+        seen: Default::default(),
         queue: Arc::new(db),
         ..p.app.clone()
     }

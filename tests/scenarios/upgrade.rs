@@ -50,6 +50,8 @@ async fn upgrade(store: Arc<dyn StateStore>) -> Pipeline {
     let mut p = Pipeline::start().await;
     p.app = App {
         store: store.clone(),
+        // A store of its own: what another app saw of its store says nothing of this one.
+        seen: Default::default(),
         ..p.app.clone()
     };
     p.router = slipway::http::router(p.app.clone());

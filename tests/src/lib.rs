@@ -185,6 +185,7 @@ impl Pipeline {
                 write_backoff: std::time::Duration::from_millis(1),
                 ..Tuning::default()
             },
+            seen: Default::default(),
         };
         let router = slipway::http::router(app.clone());
         let p = Self {

@@ -56,5 +56,6 @@ pub fn wire(config: crate::config::Config, backend: Backend, public_url: url::Ur
         health: Arc::new(health::HealthSources::new()),
         public_url,
         tuning: crate::app::Tuning::default(),
+        seen: Default::default(),
     }
 }

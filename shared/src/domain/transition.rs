@@ -152,6 +152,18 @@ impl Command {
             Command::Notify(notice) => &notice.run,
         }
     }
+
+    /// The environment the command is about, if it is about one.
+    pub fn env(&self) -> Option<&EnvName> {
+        match self {
+            Command::Deploy { env, .. }
+            | Command::Smoke { env, .. }
+            | Command::Bake { env, .. }
+            | Command::Rollback { env, .. }
+            | Command::Supersede { env, .. } => Some(env),
+            Command::Notify(_) => None,
+        }
+    }
 }
 
 /// A notification to send. `seq` is the index of the history entry that caused it, so

@@ -104,7 +104,15 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
         }
     })
     .await?;
-    envs::settle_from(app, run_id, env, finished, carry).await?;
+    // The environment's record first, so the smoke check's message carries the record the
+    // check's end will give the lease back in.
+    let settled = envs::settle_from(app, run_id, env, finished.as_ref().map(|r| r.run.clone()), carry).await?;
+    if let Some(finished) = finished {
+        let environment = settled
+            .as_ref()
+            .and_then(|(record, version)| Some((env, record, version.as_ref()?)));
+        finished.send(app, environment).await?;
+    }
     Ok(())
 }
 
@@ -147,7 +155,7 @@ pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName, known: Known) ->
     let target = config.as_ref().map(|e| e.deploy.clone());
     let secrets = resolve_secrets(app, target.as_ref()).await?;
     let pipeline = run.pipeline.clone();
-    claim_and_run(app, None, run_id, StageKind::Rollback, env, |run| async move {
+    let finished = claim_and_run(app, None, run_id, StageKind::Rollback, env, |run| async move {
         let plan = run
             .stage(StageKind::Rollback, Some(env))
             .and_then(|s| s.rollback.clone());
@@ -185,6 +193,9 @@ pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName, known: Known) ->
         }
     })
     .await?;
+    if let Some(finished) = finished {
+        finished.send(app, None).await?;
+    }
     envs::settle(app, run_id, env).await?;
     Ok(())
 }
@@ -309,8 +320,7 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -
     // Only unfinished runs can be pending; a newer run that already finished matters only
     // if it is what the environment runs now, which its record says.
     let others: Vec<Run> =
-        crate::open_runs::open_runs_where(app.store.as_ref(), |id| id.pipeline() == run.pipeline && *id != run.id)
-            .await?;
+        crate::open_runs::open_runs_where(app, |id| id.pipeline() == run.pipeline && *id != run.id).await?;
     let lineage = app.lineage(&run.pipeline).await?;
     let newer = |a: &Run, b: &Run| lineage.is_newer(a.place(), b.place());
     let gate = |o: &Run| o.stage(StageKind::Approval, Some(env)).map(|s| s.status);

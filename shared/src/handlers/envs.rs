@@ -135,23 +135,24 @@ pub async fn holding<F: Future>(app: &App, pipeline: &PipelineName, run: &RunId,
 /// work there is over — the lease given up and the newest waiting run woken. Safe to call
 /// any number of times.
 pub async fn settle(app: &App, run_id: &RunId, env: &EnvName) -> Result<(), EngineError> {
-    settle_from(app, run_id, env, None, Carry::default()).await
+    settle_from(app, run_id, env, None, Carry::default()).await.map(drop)
 }
 
 /// [`settle`], from the run as the handler last wrote it and what it carried from its claim,
-/// instead of reading them again (a refused write reads the record as usual).
+/// instead of reading them again (a refused write reads the record as usual). Returns the
+/// environment's record as it now stands, to carry on from (`None`: there is no such run).
 pub async fn settle_from(
     app: &App,
     run_id: &RunId,
     env: &EnvName,
     run: Option<Run>,
     carry: Carry,
-) -> Result<(), EngineError> {
+) -> Result<Option<Carried<Environment>>, EngineError> {
     let run = match run {
         Some(run) => run,
         None => match app.load(run_id).await? {
             Some((run, _)) => run,
-            None => return Ok(()),
+            None => return Ok(None),
         },
     };
     let outcome = outcome_of(&run, env);
@@ -161,7 +162,7 @@ pub async fn settle_from(
     // without it, then — if the record turns out to need it — with it.
     let mut lineage = carry.lineage;
     let mut known = carry.environment;
-    let (wake, waiting) = loop {
+    let (wake, record) = loop {
         let (decided, state) = update_record_from(
             app.store.as_ref(),
             &app.tuning,
@@ -176,7 +177,7 @@ pub async fn settle_from(
         )
         .await?;
         match decided {
-            Ok(wake) => break (wake, state.0.waiting),
+            Ok(wake) => break (wake, state),
             Err(NeedsLineage) => {
                 lineage = Some(app.lineage(&run.pipeline).await?);
                 known = Some(state);
@@ -191,13 +192,20 @@ pub async fn settle_from(
             run: next.clone(),
             env: env.clone(),
         }];
-        wake.extend(waiting.into_iter().filter(|w| w.run != next).map(|w| Command::Deploy {
-            run: w.run,
-            env: env.clone(),
-        }));
+        wake.extend(
+            record
+                .0
+                .waiting
+                .iter()
+                .filter(|w| w.run != next)
+                .map(|w| Command::Deploy {
+                    run: w.run.clone(),
+                    env: env.clone(),
+                }),
+        );
         app.dispatch(&wake).await?;
     }
-    Ok(())
+    Ok(Some(record))
 }
 
 /// What `run`'s work in `env` came to.

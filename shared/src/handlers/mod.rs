@@ -10,8 +10,8 @@ pub mod smoke;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::app::{App, Applied, EngineError, Message};
-use crate::domain::{self, Actor, Command, EnvName, Event, Ignored, Input, RunId, StageKind, StageStatus};
+use crate::app::{App, Applied, Carrying, EngineError, Message};
+use crate::domain::{self, Actor, Command, EnvName, Environment, Event, Ignored, Input, RunId, StageKind, StageStatus};
 use crate::ports::{QueueName, Version};
 
 /// Why a message was not done. Either way it is not acked: it comes back after `retry_in`,
@@ -59,13 +59,15 @@ pub async fn handle(app: &App, queue: QueueName, body: &str) -> Result<(), Handl
 pub async fn handle_delivery(app: &App, queue: QueueName, body: &str, receive_count: u32) -> Result<(), HandlerError> {
     let message: Message =
         serde_json::from_str(body).map_err(|e| HandlerError::BadMessage(format!("not a slipway message: {e}")))?;
-    let (command, carried) = message.into_parts();
-    let known = carried.filter(|_| receive_count <= 1);
+    let (command, carried, environment) = message.into_parts();
+    let first = receive_count <= 1;
+    let known = carried.filter(|_| first);
+    let environment = environment.filter(|_| first);
     match (queue, command) {
         (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env, known).await,
         (QueueName::Deploy, Command::Rollback { run, env }) => deploy::rollback(app, &run, &env, known).await,
         (QueueName::Deploy, Command::Supersede { run, env }) => deploy::supersede(app, &run, &env, known).await,
-        (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env, known).await,
+        (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env, known, environment).await,
         (QueueName::Smoke, Command::Bake { run, env }) => smoke::bake(app, &run, &env, known).await,
         (QueueName::Notify, Command::Notify(notice)) => notify::handle(app, &notice, known).await,
         (queue, other) => Err(HandlerError::BadMessage(format!(
@@ -114,7 +116,7 @@ async fn claim_and_run<W, F>(
     kind: StageKind,
     env: &EnvName,
     work: W,
-) -> Result<Option<domain::Run>, HandlerError>
+) -> Result<Option<Recorded>, HandlerError>
 where
     W: FnOnce(domain::Run) -> F,
     F: Future<Output = Event>,
@@ -160,7 +162,35 @@ where
     };
     let finished = work(run.clone()).await;
     // The result is written over the claim's own write, unless someone wrote in between.
-    record_from(app, run_id, finished, Some((run, version))).await
+    record_held(app, run_id, finished, Some((run, version))).await
+}
+
+/// A result written, with the commands it gave still to send ([`Recorded::send`]), so the
+/// environment's record is brought up to date first and their messages can carry it.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    /// The run as it stands after the result, and its version.
+    pub run: domain::Run,
+    pub version: Version,
+    unsent: Vec<Command>,
+}
+
+impl Recorded {
+    /// Sends the result's commands, carrying the run, and `environment`'s record as written
+    /// at its version to a command about that environment.
+    pub async fn send(
+        &self,
+        app: &App,
+        environment: Option<(&EnvName, &Environment, &Version)>,
+    ) -> Result<(), HandlerError> {
+        let carrying = Carrying {
+            run: Some((&self.run, &self.version)),
+            environment,
+        };
+        app.dispatch_carrying(&self.unsent, carrying)
+            .await
+            .map_err(|e| HandlerError::Engine(e.unsent(&self.run.id)))
+    }
 }
 
 /// Records a stage's result. Lost races are re-decided inside `apply`; an unreachable store
@@ -175,20 +205,39 @@ pub(crate) async fn record_from(
     app: &App,
     run_id: &RunId,
     event: Event,
-    mut known: Known,
+    known: Known,
 ) -> Result<Option<domain::Run>, HandlerError> {
+    let Some(recorded) = record_held(app, run_id, event, known).await? else {
+        return Ok(None);
+    };
+    recorded.send(app, None).await?;
+    Ok(Some(recorded.run))
+}
+
+/// [`record_from`], handing the result's commands back unsent ([`Recorded::send`]).
+async fn record_held(
+    app: &App,
+    run_id: &RunId,
+    event: Event,
+    mut known: Known,
+) -> Result<Option<Recorded>, HandlerError> {
     let mut pause = app.tuning.write_backoff * 5;
     let mut attempt = 1;
     loop {
         match app
-            .apply_from(run_id, known.take(), || app.input(Actor::Slipway, event.clone()))
+            .apply_held(run_id, known.take(), || app.input(Actor::Slipway, event.clone()))
             .await
         {
-            Ok(Some((Applied::Ignored(why, run), _))) => {
-                tracing::warn!(run = %run_id, "result not recorded: {why}");
-                return Ok(Some(run));
+            Ok(Some((applied, version, unsent))) => {
+                let run = match applied {
+                    Applied::Ignored(why, run) => {
+                        tracing::warn!(run = %run_id, "result not recorded: {why}");
+                        run
+                    }
+                    Applied::Changed(run) => run,
+                };
+                return Ok(Some(Recorded { run, version, unsent }));
             }
-            Ok(Some((Applied::Changed(run), _))) => return Ok(Some(run)),
             Ok(None) => return Ok(None),
             Err(EngineError::Unavailable(e)) if attempt < 4 => {
                 tracing::warn!(run = %run_id, attempt, error = %e, "could not record a result; retrying");

@@ -4,9 +4,17 @@ use std::time::Duration;
 
 use super::{HandlerError, Known, claim_and_run, envs};
 use crate::app::{App, Applied};
-use crate::domain::{self, Actor, CheckResult, EnvName, Event, RunId, StageKind, StageStatus};
+use crate::domain::{self, Actor, CheckResult, EnvName, Environment, Event, RunId, StageKind, StageStatus};
+use crate::ports::Version;
 
-pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
+/// `environment`: the environment's record as the deploy left it, if the message carried it.
+pub async fn handle(
+    app: &App,
+    run_id: &RunId,
+    env: &EnvName,
+    known: Known,
+    environment: Option<(Environment, Version)>,
+) -> Result<(), HandlerError> {
     let (run, version) = super::known_run(app, run_id, known).await?;
     let checks = app
         .pipeline_of(&run)
@@ -29,7 +37,14 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
         }
     })
     .await?;
-    envs::settle_from(app, run_id, env, finished, envs::Carry::default()).await?;
+    let carry = envs::Carry {
+        lineage: None,
+        environment: environment.map(|(record, version)| (record, Some(version))),
+    };
+    envs::settle_from(app, run_id, env, finished.as_ref().map(|r| r.run.clone()), carry).await?;
+    if let Some(finished) = finished {
+        finished.send(app, None).await?;
+    }
     Ok(())
 }
 

@@ -332,6 +332,7 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
             checker: Arc::new(FakeHttpChecker::new()),
             health: Arc::new(FakeHealth::new()),
             tuning: Tuning::default(),
+            seen: Default::default(),
             config: Arc::new(config),
         };
         open(&app, SHA).await;
