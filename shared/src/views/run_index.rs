@@ -368,32 +368,82 @@ async fn indexed_page(
     before: Option<i64>,
     limit: usize,
 ) -> Result<RunPage, EngineError> {
-    let (head, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
-    let lowest = head.lowest();
-    let mut top = before.unwrap_or(head.next_run).min(head.next_run);
-    let mut entries = Vec::new();
-    let mut chunks = 0;
-    while entries.len() < limit && top > lowest && chunks < MAX_CHUNKS_PER_PAGE {
-        let n = chunk_of(top - 1);
-        let chunk = entries_of(store, &head, pipeline, n).await?;
-        chunks += 1;
+    let mut walk = Walk::open(store, pipeline, before).await?;
+    while walk.ready.len() < limit && walk.can_read() {
+        walk.read_chunk(store, |_| true).await?;
+    }
+    let entries: Vec<RunEntry> = walk.ready.drain(..walk.ready.len().min(limit)).collect();
+    // The next page starts below the last entry shown, or where the reading stopped.
+    let next = if walk.ready.is_empty() {
+        walk.next()
+    } else {
+        entries.last().map(|e| e.seq)
+    };
+    Ok(RunPage { entries, next })
+}
+
+/// One pipeline's entries from a place down, newest first, read one chunk at a time as a page
+/// needs them: the pipeline's record once, then a chunk only when every entry read before it
+/// was taken.
+struct Walk {
+    pipeline: PipelineName,
+    head: PipelineRecord,
+    /// Entries at or above this place were read.
+    top: i64,
+    chunks: usize,
+    /// Read and not taken yet, newest first.
+    ready: std::collections::VecDeque<RunEntry>,
+    /// Runs read so far (a run given a second place is shown once).
+    seen: std::collections::HashSet<RunId>,
+}
+
+impl Walk {
+    /// Reads the pipeline's record; the walk starts below `before` (at the newest run if `None`).
+    async fn open(store: &dyn StateStore, pipeline: &PipelineName, before: Option<i64>) -> Result<Self, EngineError> {
+        let (head, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
+        let top = before.unwrap_or(head.next_run).min(head.next_run);
+        Ok(Self {
+            pipeline: pipeline.clone(),
+            head,
+            top,
+            chunks: 0,
+            ready: Default::default(),
+            seen: Default::default(),
+        })
+    }
+
+    /// Whether this page may read another chunk: there are older entries, and it has not read
+    /// [`MAX_CHUNKS_PER_PAGE`] yet.
+    fn can_read(&self) -> bool {
+        self.top > self.head.lowest() && self.chunks < MAX_CHUNKS_PER_PAGE
+    }
+
+    /// Where the next page of this pipeline starts once every entry read is taken; `None` if
+    /// there is nothing older.
+    fn next(&self) -> Option<i64> {
+        (self.top > self.head.lowest()).then_some(self.top)
+    }
+
+    /// Reads the next chunk down (the newest costs no read: its entries are in the record),
+    /// keeping the entries `keep` accepts.
+    async fn read_chunk(
+        &mut self,
+        store: &dyn StateStore,
+        keep: impl Fn(&RunEntry) -> bool,
+    ) -> Result<(), EngineError> {
+        let n = chunk_of(self.top - 1);
+        let chunk = entries_of(store, &self.head, &self.pipeline, n).await?;
+        self.chunks += 1;
+        let lowest = self.head.lowest();
         for entry in chunk.into_iter().rev() {
-            if entry.seq >= top || entry.seq < lowest || entries.iter().any(|e: &RunEntry| e.id == entry.id) {
+            if entry.seq >= self.top || entry.seq < lowest || !keep(&entry) || !self.seen.insert(entry.id.clone()) {
                 continue;
             }
-            if entries.len() == limit {
-                break;
-            }
-            entries.push(entry);
+            self.ready.push_back(entry);
         }
-        top = if entries.len() == limit {
-            entries.last().map_or(top, |e| e.seq)
-        } else {
-            n * CHUNK
-        };
+        self.top = n * CHUNK;
+        Ok(())
     }
-    let next = (top > lowest).then_some(top);
-    Ok(RunPage { entries, next })
 }
 
 /// The entries of chunk `n`: those in the pipeline's record (`head`) and, unless the chunk is
@@ -494,62 +544,79 @@ pub async fn newest(
     limit: usize,
 ) -> Result<(Vec<RunEntry>, Option<Cursor>), EngineError> {
     let limit = limit.clamp(1, MAX_PAGE);
-    let mut pages = BTreeMap::new();
-    let mut queues: Vec<std::collections::VecDeque<RunEntry>> = Vec::new();
-    // Each pipeline's page, read READS_AT_ONCE pipelines at a time.
+    // Each pipeline's record, read READS_AT_ONCE pipelines at a time.
     let starts: Vec<(PipelineName, Option<i64>)> = pipelines
         .iter()
         .map(|p| (p.clone(), cursor.0.get(p).copied()))
         .collect();
-    let read: Vec<(PipelineName, Option<i64>, Option<RunPage>)> = stream::iter(starts)
+    let mut walks: Vec<(PipelineName, Option<i64>, Option<Walk>)> = stream::iter(starts)
         .map(|(pipeline, before)| async move {
             if before == Some(Cursor::DONE) {
                 return Ok::<_, EngineError>((pipeline, before, None));
             }
-            let page = indexed_page(store, &pipeline, before, limit).await?;
-            Ok((pipeline, before, Some(page)))
+            let walk = Walk::open(store, &pipeline, before).await?;
+            Ok((pipeline, before, Some(walk)))
         })
         .buffered(READS_AT_ONCE)
         .try_collect()
         .await?;
-    for (pipeline, before, page) in read {
-        let Some(page) = page else {
-            pages.insert(pipeline, (before, None, 0));
-            continue;
-        };
-        let mine: std::collections::VecDeque<RunEntry> = page
-            .entries
-            .into_iter()
-            .filter(|e| repo.is_none_or(|r| e.repo.as_str().eq_ignore_ascii_case(r.as_str())))
-            .collect();
-        pages.insert(pipeline, (before, page.next, mine.len()));
-        queues.push(mine);
-    }
+    let keep = |e: &RunEntry| repo.is_none_or(|r| e.repo.as_str().eq_ignore_ascii_case(r.as_str()));
     // Merged newest first by opening time, each pipeline's runs kept in their own order (the
-    // order of their places), so each pipeline's cursor is simply its last run shown.
-    let mut candidates = Vec::new();
+    // order of their places), so each pipeline's cursor is simply its last run shown. A
+    // pipeline's next chunk is read only once every entry read of it was taken: until then its
+    // older runs cannot come next. So a page over many pipelines reads their records and the
+    // few chunks whose runs it shows, not a chunk of each.
+    let mut candidates: Vec<RunEntry> = Vec::new();
     while candidates.len() < limit {
-        let next = queues.iter_mut().filter(|q| !q.is_empty()).max_by(|a, b| {
-            let (a, b) = (&a[0], &b[0]);
-            a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id))
-        });
-        match next.and_then(|q| q.pop_front()) {
+        let hungry: Vec<(usize, Walk)> = walks
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, (_, _, walk))| walk.as_ref().is_some_and(|w| w.ready.is_empty() && w.can_read()))
+            .filter_map(|(at, (_, _, walk))| Some((at, walk.take()?)))
+            .collect();
+        if !hungry.is_empty() {
+            let refilled: Vec<(usize, Walk)> = stream::iter(hungry)
+                .map(|(at, mut walk)| async move {
+                    walk.read_chunk(store, keep).await?;
+                    Ok::<_, EngineError>((at, walk))
+                })
+                .buffer_unordered(READS_AT_ONCE)
+                .try_collect()
+                .await?;
+            for (at, walk) in refilled {
+                walks[at].2 = Some(walk);
+            }
+            continue;
+        }
+        let next = walks
+            .iter_mut()
+            .filter_map(|(_, _, walk)| walk.as_mut())
+            .filter(|w| !w.ready.is_empty())
+            .max_by(|a, b| {
+                let (a, b) = (&a.ready[0], &b.ready[0]);
+                a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id))
+            });
+        match next.and_then(|w| w.ready.pop_front()) {
             Some(entry) => candidates.push(entry),
             None => break,
         }
     }
-    // Each pipeline's next page starts below the last of its entries shown; where its page
-    // ended if all of them were; where this page started if none was.
+    // Each pipeline's next page starts below the last of its entries shown; where its reading
+    // stopped if all it read was shown; where this page started if none was.
     let mut next = Cursor::default();
-    for (pipeline, (before, page_next, found)) in pages {
-        let shown: Vec<&RunEntry> = candidates.iter().filter(|e| e.pipeline() == pipeline).collect();
-        let start = if shown.len() == found {
-            Some(page_next.unwrap_or(Cursor::DONE))
-        } else {
-            shown.last().map(|e| e.seq).or(before)
+    for (pipeline, before, walk) in &walks {
+        let start = match walk {
+            None => Some(Cursor::DONE),
+            Some(walk) if walk.ready.is_empty() => Some(walk.next().unwrap_or(Cursor::DONE)),
+            Some(_) => candidates
+                .iter()
+                .rev()
+                .find(|e| e.pipeline() == *pipeline)
+                .map(|e| e.seq)
+                .or(*before),
         };
         if let Some(start) = start {
-            next.0.insert(pipeline, start);
+            next.0.insert(pipeline.clone(), start);
         }
     }
     let more = pipelines
@@ -920,6 +987,64 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert!(only.iter().all(|e| e.repo == web) && only.len() == 10);
+    }
+
+    /// A page over many pipelines reads each pipeline's record, and a chunk only of those whose
+    /// runs it shows beyond the record's: not a chunk of every pipeline.
+    #[tokio::test]
+    async fn a_page_over_many_pipelines_reads_only_the_chunks_it_shows() {
+        let store = MemoryStore::new();
+        let tuning = Tuning::default();
+        let busy = ["a", "b", "c", "d", "e", "f"];
+        let finish = |mut run: Run| {
+            run.stages[0].status = crate::domain::StageStatus::Failed;
+            run.updated_at += SignedDuration::from_mins(1);
+            run
+        };
+        // Six busy pipelines, 110 runs each, interleaved in time: each record holds its newest
+        // ten (the first hundred are in chunk 0).
+        for k in 0..110 {
+            for (i, p) in busy.iter().enumerate() {
+                let run = finish(open(&store, p, k, i64::from(k) * 6 + i as i64).await);
+                refresh(&store, &tuning, &run).await.unwrap();
+            }
+        }
+        // And a quiet one whose newest run is older than all of those.
+        for k in 0..101 {
+            let run = finish(open(&store, "quiet", k, -1000 + i64::from(k)).await);
+            refresh(&store, &tuning, &run).await.unwrap();
+        }
+        let mut pipelines: Vec<PipelineName> = busy.iter().map(|p| PipelineName::parse(p).unwrap()).collect();
+        pipelines.push(PipelineName::parse("quiet").unwrap());
+
+        let before = store.read_count();
+        let (first, next) = newest(&store, &pipelines, None, &Cursor::default(), 30).await.unwrap();
+        assert_eq!(store.read_count() - before, 7, "the seven records, no chunk");
+        assert_eq!(first.len(), 30);
+        assert!(first.windows(2).all(|w| w[0].created_at > w[1].created_at));
+        assert!(first.iter().all(|e| e.pipeline().as_str() != "quiet"));
+
+        // The next page takes the rest of the records' runs. A pipeline whose runs read so far
+        // were all taken before the page was full has its next chunk read, since its next run
+        // may come next: five of them here (the sixth's last run is the page's last).
+        let before = store.read_count();
+        let (second, next) = newest(&store, &pipelines, None, &next.unwrap(), 30).await.unwrap();
+        assert_eq!(store.read_count() - before, 7 + 5);
+        // The one after starts in chunk 0 of every busy pipeline.
+        let before = store.read_count();
+        let (third, _) = newest(&store, &pipelines, None, &next.unwrap(), 30).await.unwrap();
+        assert_eq!(
+            store.read_count() - before,
+            7 + 6,
+            "the records and the busy pipelines' chunk 0"
+        );
+        let shown: Vec<&RunEntry> = first.iter().chain(&second).chain(&third).collect();
+        assert!(
+            shown.windows(2).all(|w| w[0].created_at > w[1].created_at),
+            "newest first, across pages"
+        );
+        let ids: std::collections::HashSet<&RunId> = shown.iter().map(|e| &e.id).collect();
+        assert_eq!(ids.len(), 90, "no run twice");
     }
 
     #[tokio::test]
