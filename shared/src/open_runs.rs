@@ -49,8 +49,8 @@ pub async fn mark(store: &dyn StateStore, id: &RunId, now: Timestamp) -> Result<
 
 /// The unfinished runs whose id `wanted` accepts (a pipeline's, all but one), newest first:
 /// the others are not even read. Only reads: until the sweep has indexed the runs made before
-/// the index existed, this reads every run instead.
-/// Whether the index is complete is read once per process ([`Seen`](crate::app::Seen)): it never stops being.
+/// the index existed, this reads every run instead. Whether it has is read only until this
+/// process has seen that it has ([`Seen`](crate::app::Seen)): the mark is never removed.
 pub async fn open_runs_where(app: &App, wanted: impl Fn(&RunId) -> bool) -> Result<Vec<Run>, EngineError> {
     let store = app.store.as_ref();
     if !app.seen.is_set(Mark::OpenRunsIndexed, store).await? {

@@ -1,6 +1,6 @@
 //! Queue handlers: one per queue message. Each is idempotent — a redelivered or duplicated
 //! message does nothing twice — because deploy and smoke work is claimed through the state
-//! machine before it starts, and notices are marked as delivered per channel.
+//! machine before it starts, and each notice is marked as delivered by one conditional create.
 
 pub mod deploy;
 pub mod envs;
