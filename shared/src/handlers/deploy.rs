@@ -106,7 +106,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
     .await?;
     // The environment's record first, so the smoke check's message carries the record the
     // check's end will give the lease back in.
-    let settled = envs::settle_from(app, run_id, env, finished.as_ref().map(|r| r.run.clone()), carry).await?;
+    let settled = envs::settle_from(app, run_id, env, finished.as_ref().map(|r| &r.run), carry).await?;
     if let Some(finished) = finished {
         let environment = settled
             .as_ref()

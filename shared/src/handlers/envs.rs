@@ -145,17 +145,21 @@ pub async fn settle_from(
     app: &App,
     run_id: &RunId,
     env: &EnvName,
-    run: Option<Run>,
+    run: Option<&Run>,
     carry: Carry,
 ) -> Result<Option<Carried<Environment>>, EngineError> {
+    let loaded;
     let run = match run {
         Some(run) => run,
         None => match app.load(run_id).await? {
-            Some((run, _)) => run,
+            Some((run, _)) => {
+                loaded = run;
+                &loaded
+            }
             None => return Ok(None),
         },
     };
-    let outcome = outcome_of(&run, env);
+    let outcome = outcome_of(run, env);
     let key = StoreKey::environment(&run.pipeline, env);
     let what = format!("environment {}/{env}", run.pipeline);
     // The lineage is read only if settling compares commits (see `settle_compares`): first

@@ -41,7 +41,7 @@ pub async fn handle(
         lineage: None,
         environment: environment.map(|(record, version)| (record, Some(version))),
     };
-    envs::settle_from(app, run_id, env, finished.as_ref().map(|r| r.run.clone()), carry).await?;
+    envs::settle_from(app, run_id, env, finished.as_ref().map(|r| &r.run), carry).await?;
     if let Some(finished) = finished {
         finished.send(app, None).await?;
     }
