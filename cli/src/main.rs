@@ -5,6 +5,7 @@ mod demo;
 mod inspect;
 mod rollback;
 mod send;
+mod stack;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ enum Command {
     Bootstrap(aws::BootstrapArgs),
     /// Put an environment back to an earlier release (queued; the workers carry it out).
     Rollback(rollback::RollbackArgs),
+    /// Print a sign-in link to slipway's pages for an approver or a viewer.
+    LoginLink(LoginLinkArgs),
     /// Queue messages that exhausted their retries.
     DeadLetters {
         #[command(flatten)]
@@ -83,6 +86,34 @@ struct ServeArgs {
     backend: Backend,
     #[command(flatten)]
     aws: aws::AwsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct LoginLinkArgs {
+    /// Who signs in: an approver's or a viewer's id from the configuration.
+    #[arg(long = "as", value_name = "ID")]
+    who: slipway::domain::ApproverId,
+    /// How long the link works (the session it starts lasts `[dashboard] session`).
+    #[arg(long, default_value = "24h")]
+    valid: jiff::SignedDuration,
+    #[command(flatten)]
+    stack: stack::StackArgs,
+}
+
+async fn login_link(args: LoginLinkArgs) -> anyhow::Result<()> {
+    if args.valid <= jiff::SignedDuration::ZERO {
+        anyhow::bail!("--valid must be longer than 0s");
+    }
+    let app = args.stack.open(false).await?;
+    let link = slipway::http::auth::sign_in_link(&app, &args.who, args.valid).await?;
+    println!("{link}");
+    eprintln!(
+        "This link signs {} in to {} until {}; anyone who has it can, so send it only to them.",
+        args.who,
+        app.public_url,
+        app.clock.now().checked_add(args.valid).unwrap_or(jiff::Timestamp::MAX)
+    );
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -141,6 +172,7 @@ async fn main() -> ExitCode {
         Command::Run { id, data } => inspect::run(&data, &id).await,
         Command::Send(args) => send::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
+        Command::LoginLink(args) => login_link(args).await,
         Command::Bootstrap(args) => aws::bootstrap(args).await,
         Command::DeadLetters { data } => inspect::dead_letters(&data).await,
     };

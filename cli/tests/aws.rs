@@ -47,6 +47,9 @@ webhook_secret = "/slipway/github/webhook-secret"
 [approvals]
 signing_key = "/slipway/approvals/signing-key"
 
+[dashboard]
+api_token = "/slipway/api-token"
+
 [[pipelines]]
 name = "hello"
 repo = "Codertocat/Hello-World"
@@ -74,7 +77,8 @@ deploy = {{ type = "command", command = [{script}] }}
     write_file(
         &secrets,
         &format!(
-            "\"/slipway/github/webhook-secret\" = \"{WEBHOOK_SECRET}\"\n\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/hello/ci-secret\" = \"{CI_SECRET}\"\n"
+            "\"/slipway/github/webhook-secret\" = \"{WEBHOOK_SECRET}\"\n\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/hello/ci-secret\" = \"{CI_SECRET}\"\n\"/slipway/api-token\" = \"{}\"\n",
+            crate::common::API_TOKEN
         ),
         0o600,
     );

@@ -285,7 +285,9 @@ impl Site {
             "\"/slipway/github/webhook-secret\" = \"{WEBHOOK_SECRET}\"\n\
              \"/slipway/approvals/signing-key\" = \"approval-signing-key-0e8f\"\n\
              \"/slipway/hello/ci-secret\" = \"{CI_SECRET}\"\n\
-             \"/slipway/hello/deploy-token\" = \"{DEPLOY_TOKEN}\"\n"
+             \"/slipway/hello/deploy-token\" = \"{DEPLOY_TOKEN}\"\n\
+             \"/slipway/api-token\" = \"{}\"\n",
+            crate::common::API_TOKEN
         );
         write_file(&site.secrets(), &secrets, 0o600);
         write_file(&site.path("webhook-secret"), &format!("{WEBHOOK_SECRET}\n"), 0o600);
@@ -320,6 +322,9 @@ webhook_secret = "/slipway/github/webhook-secret"
 
 [approvals]
 signing_key = "/slipway/approvals/signing-key"
+
+[dashboard]
+api_token = "/slipway/api-token"
 
 [[notify]]
 type = "file"

@@ -32,7 +32,7 @@ deploy = {{ type = "command", command = [{script}] }}
     };
     let config = dir.join("slipway.toml");
     let text = format!(
-        "[gitlab]\ntoken = \"/slipway/gitlab/token\"\nsigning_key = \"/slipway/gitlab/signing\"\n\n[bitbucket]\nsecret = \"/slipway/bitbucket/secret\"\n\n[approvals]\nsigning_key = \"/slipway/approvals/signing-key\"\n{}{}",
+        "[gitlab]\ntoken = \"/slipway/gitlab/token\"\nsigning_key = \"/slipway/gitlab/signing\"\n\n[bitbucket]\nsecret = \"/slipway/bitbucket/secret\"\n\n[approvals]\nsigning_key = \"/slipway/approvals/signing-key\"\n\n[dashboard]\napi_token = \"/slipway/api-token\"\n{}{}",
         pipeline("diaspora", "mike/diaspora", "master"),
         pipeline("shop", "acme/shop", "main")
     );
@@ -40,7 +40,7 @@ deploy = {{ type = "command", command = [{script}] }}
     let secrets = dir.join("slipway.secrets.toml");
     write_file(
         &secrets,
-        "\"/slipway/gitlab/token\" = \"gl-token\"\n\"/slipway/gitlab/signing\" = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\"/slipway/bitbucket/secret\" = \"bb-secret\"\n\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/diaspora/ci-secret\" = \"c1\"\n\"/slipway/shop/ci-secret\" = \"c2\"\n",
+        "\"/slipway/gitlab/token\" = \"gl-token\"\n\"/slipway/gitlab/signing\" = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\"/slipway/bitbucket/secret\" = \"bb-secret\"\n\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/diaspora/ci-secret\" = \"c1\"\n\"/slipway/shop/ci-secret\" = \"c2\"\n\"/slipway/api-token\" = \"cli-test-api-token\"\n",
         0o600,
     );
     let data = dir.join("data");

@@ -441,6 +441,28 @@ impl App {
         token: &str,
         expected: approvals::Action,
     ) -> Result<Result<approvals::ApprovalClaim, TokenError>, EngineError> {
+        Ok(self
+            .open_token::<approvals::ApprovalClaim>(token)
+            .await?
+            .and_then(|claim| {
+                if claim.action == expected {
+                    Ok(claim)
+                } else {
+                    Err(TokenError::WrongAction {
+                        expected,
+                        found: claim.action,
+                    })
+                }
+            }))
+    }
+
+    /// Checks any token signed with the link-signing keys (approval, rollback and sign-in
+    /// links, sessions) with the key its key id names, and parses its claim as a `T`. Errors
+    /// as [`App::verify_link`]'s.
+    pub async fn open_token<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<Result<T, TokenError>, EngineError> {
         let param = approvals::key_id(token)
             .and_then(|id| self.config.approvals.key_for(id.as_ref()).ok_or(TokenError::UnknownKey));
         let param = match param {
@@ -448,7 +470,13 @@ impl App {
             Err(e) => return Ok(Err(e)),
         };
         let key = self.secret(param).await?;
-        Ok(approvals::verify(&key, token, expected))
+        Ok(approvals::open(&key, token))
+    }
+
+    /// Signs a claim with the current link-signing key, carrying its id.
+    pub async fn seal_token<T: serde::Serialize>(&self, claim: &T) -> Result<String, EngineError> {
+        let key = self.secret(&self.config.approvals.signing_key).await?;
+        Ok(approvals::seal(&key, self.config.approvals.key_id.as_ref(), claim))
     }
 
     /// The pipeline a run belongs to, if it is still configured.

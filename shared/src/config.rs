@@ -46,7 +46,55 @@ pub struct Config {
     /// Channels every notification goes to.
     #[serde(default)]
     pub notify: Vec<ChannelConfig>,
+    /// Who may sign in to the control room (`/`, `/approvals`, `/pipelines/…`) besides the
+    /// approvers, for how long, and the API token scripts use.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
     pub pipelines: Vec<PipelineConfig>,
+}
+
+/// The control room's sign-in. Approvers (of any pipeline) and viewers sign in with a link
+/// (`slipway login-link --as ID`); approvers may act, viewers only see.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// People who may see every page but act on nothing.
+    #[serde(default)]
+    pub viewers: Vec<ViewerConfig>,
+    /// How long a session lasts after signing in.
+    #[serde(default = "default_session", deserialize_with = "duration")]
+    pub session: SignedDuration,
+    /// The parameter holding the token scripts send as `Authorization: Bearer <token>` to read
+    /// the JSON API. None: the API answers only signed-in people.
+    #[serde(default)]
+    pub api_token: Option<ParamName>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            viewers: Vec::new(),
+            session: default_session(),
+            api_token: None,
+        }
+    }
+}
+
+/// What a signed-in person may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Sees everything and acts for the pipelines they approve for.
+    Approver,
+    /// Sees everything, acts on nothing.
+    Viewer,
+}
+
+/// Someone who may look but not act.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerConfig {
+    pub id: ApproverId,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -483,6 +531,9 @@ pub struct SmokeCheckConfig {
 fn default_branch() -> BranchName {
     BranchName::parse("main").expect("valid")
 }
+fn default_session() -> SignedDuration {
+    SignedDuration::from_hours(12)
+}
 fn default_expiry() -> SignedDuration {
     SignedDuration::from_hours(24)
 }
@@ -581,6 +632,21 @@ impl Config {
             return Err(invalid(
                 "gitlab.previous_signing_key".into(),
                 "there is no signing_key to rotate: set signing_key too, or drop previous_signing_key".into(),
+            ));
+        }
+        let mut viewers = HashSet::new();
+        for (v, viewer) in self.dashboard.viewers.iter().enumerate() {
+            if !viewers.insert(viewer.id.as_str().to_ascii_lowercase()) {
+                return Err(invalid(
+                    format!("dashboard.viewers[{v}].id"),
+                    format!("{} is listed twice", viewer.id),
+                ));
+            }
+        }
+        if self.dashboard.session <= SignedDuration::ZERO {
+            return Err(invalid(
+                "dashboard.session".into(),
+                "a session must last longer than 0s, e.g. \"12h\"".into(),
             ));
         }
         let approvals = &self.approvals;
@@ -860,6 +926,24 @@ impl Config {
 
     pub fn pipeline(&self, name: &PipelineName) -> Option<&PipelineConfig> {
         self.pipelines.iter().find(|p| &p.name == name)
+    }
+
+    /// What `id` may do in the control room: act, if they approve for any pipeline (and are
+    /// not a bot), else look, if they are a viewer; `None`: they may not sign in.
+    pub fn role_of(&self, id: &ApproverId) -> Option<Role> {
+        let approves = self
+            .pipelines
+            .iter()
+            .filter_map(|p| p.approver(id))
+            .any(|a| !a.is_bot());
+        if approves {
+            return Some(Role::Approver);
+        }
+        self.dashboard
+            .viewers
+            .iter()
+            .any(|v| v.id.as_str().eq_ignore_ascii_case(id.as_str()))
+            .then_some(Role::Viewer)
     }
 
     /// The pipeline that follows `repo`'s `branch`, if any.

@@ -128,6 +128,7 @@ pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
     for pipeline in &config.pipelines {
         names.extend(pipeline.secret_params());
     }
+    names.extend(config.dashboard.api_token.iter());
     names
 }
 

@@ -39,7 +39,10 @@ type Scenario = fn(Browser) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let driver: Arc<OnceLock<Result<Chromedriver, String>>> = Arc::default();
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
+        ("a_person_signs_in_by_link_and_reads_the_control_room", |b| {
+            Box::pin(a_person_signs_in_by_link_and_reads_the_control_room(b))
+        }),
         ("an_approver_approves_from_the_link_in_the_notification", |b| {
             Box::pin(an_approver_approves_from_the_link_in_the_notification(b))
         }),
@@ -172,6 +175,97 @@ async fn an_approver_approves_from_the_link_in_the_notification(b: Browser) {
     assert!(history.contains("Checked the basket on staging."), "{history}");
 }
 
+/// A succeeded stage's box, as the browser computes its background (#dafbe1).
+const SUCCEEDED_GREEN: &str = "rgba(218, 251, 225, 1)";
+
+async fn a_person_signs_in_by_link_and_reads_the_control_room(b: Browser) {
+    let test = "control_room";
+    let p = serve(CONFIG).await;
+    p.release(SHA).await;
+    p.healthy("staging", SHA2);
+    p.to_approval(SHA2).await;
+
+    // Anonymous: the sign-in page, and nothing of the runs.
+    let home = p.app.link("/");
+    b.open(&home).await;
+    b.wait_for_title("Sign in").await;
+    let text = b.text().await;
+    assert!(!text.contains(&SHA[..8]) && !text.contains(&SHA2[..8]), "{text}");
+    assert_only_unauthorized(&b).await;
+    b.screenshot(&screenshots(), &format!("{test}-0-anonymous")).await;
+
+    // alice opens her sign-in link and presses the button.
+    let link =
+        slipway::http::auth::sign_in_link(&p.app, &"alice".parse().unwrap(), jiff::SignedDuration::from_hours(1))
+            .await
+            .unwrap();
+    b.open(&link).await;
+    b.wait_for_title("Sign in").await;
+    assert_styled(&b, "the sign-in link's page", "button.approve", APPROVE_GREEN).await;
+    b.screenshot(&screenshots(), &format!("{test}-1-sign-in")).await;
+    b.click("button.approve").await;
+
+    // The overview: what runs where, what waits, each run's stages as boxes.
+    b.wait_for_title("Pipelines").await;
+    assert_styled(&b, "the overview", ".box.succeeded", SUCCEEDED_GREEN).await;
+    let text = b.text().await;
+    assert!(text.contains("alice (approver)"), "{text}");
+    assert!(text.contains(&SHA[..8]) && text.contains(&SHA2[..8]), "{text}");
+    assert!(
+        text.contains("approved by alice"),
+        "production's release says who approved it: {text}"
+    );
+    b.screenshot(&screenshots(), &format!("{test}-2-pipelines")).await;
+
+    // The approvals waiting, from the bar at the top.
+    b.click("nav a[href$='/approvals']").await;
+    b.wait_for_title("Approvals").await;
+    b.assert_no_problems("the approvals page").await;
+    let text = b.text().await;
+    assert!(text.contains("0 of 1 approvals"), "{text}");
+    assert!(text.contains("Add the basket page"), "what it brings: {text}");
+    b.screenshot(&screenshots(), &format!("{test}-3-approvals")).await;
+
+    // The pipeline's history and releases.
+    b.open(&p.app.link("/pipelines/shop")).await;
+    b.wait_for_title("Pipeline shop").await;
+    b.assert_no_problems("the pipeline page").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("Releases") && text.contains("awaiting approval"),
+        "{text}"
+    );
+    b.screenshot(&screenshots(), &format!("{test}-4-pipeline")).await;
+
+    // Signing out ends the session in this browser.
+    b.click("nav button").await;
+    b.wait_for_title("Sign in").await;
+    b.open(&home).await;
+    b.wait_for_title("Sign in").await;
+    assert_only_unauthorized(&b).await;
+}
+
+/// `who` opens a sign-in link and presses its button.
+async fn sign_in(b: &Browser, p: &Pipeline, who: &str) {
+    let link = slipway::http::auth::sign_in_link(&p.app, &who.parse().unwrap(), jiff::SignedDuration::from_hours(1))
+        .await
+        .unwrap();
+    b.open(&link).await;
+    b.wait_for_title("Sign in").await;
+    b.click("button.approve").await;
+    b.wait_for_title("Pipelines").await;
+    b.assert_no_problems("the overview after signing in").await;
+}
+
+/// The sign-in page answers 401, which the browser logs; nothing else went wrong.
+async fn assert_only_unauthorized(b: &Browser) {
+    let problems = b.problems().await;
+    assert!(
+        problems.iter().all(|p| p.contains("status of 401 (Unauthorized)")),
+        "{problems:#?}"
+    );
+}
+
 /// A pretend CI server on loopback: its build page, and the `Referer` each visit carried.
 async fn ci_server() -> (String, Arc<Mutex<Vec<Option<String>>>>) {
     let referers: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
@@ -259,6 +353,8 @@ const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 async fn the_approval_page_of_an_older_commit_points_to_the_newer_run(b: Browser) {
     let test = "newer_commit_notice";
     let p = serve(CONFIG).await;
+    // Run pages are for people who signed in: alice did, with her sign-in link.
+    sign_in(&b, &p, "alice").await;
     p.healthy("staging", A);
     p.healthy("production", A);
     p.push_after(A, ROOT).await;
@@ -302,6 +398,7 @@ async fn the_approval_page_of_an_older_commit_points_to_the_newer_run(b: Browser
 async fn an_approver_rolls_production_back_from_the_release_notice(b: Browser) {
     let test = "rollback_link";
     let p = serve(CONFIG).await;
+    sign_in(&b, &p, "alice").await;
     p.release(SHA).await;
     p.release(SHA2).await;
     let link = p

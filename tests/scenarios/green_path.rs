@@ -108,14 +108,16 @@ async fn smoke_checks_wait_for_a_slow_environment_to_come_up() {
 async fn the_run_is_visible_through_the_api_and_the_run_page() {
     let p = Pipeline::start().await;
     p.to_approval(SHA).await;
-    let list = p.get("https://slipway.example.com/api/runs").await;
+    let list = p.read("https://slipway.example.com/api/runs").await;
     assert_eq!(list.status, StatusCode::OK);
     let runs = list.json()["runs"].as_array().unwrap().clone();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "awaiting_approval");
     assert_eq!(runs[0]["current_stage"], "approval:production");
 
-    let detail = p.get(&format!("https://slipway.example.com/api/runs/shop-{SHA}")).await;
+    let detail = p
+        .read(&format!("https://slipway.example.com/api/runs/shop-{SHA}"))
+        .await;
     assert_eq!(detail.status, StatusCode::OK);
     let text = detail.body;
     assert!(
@@ -127,20 +129,20 @@ async fn the_run_is_visible_through_the_api_and_the_run_page() {
         "no secrets in the API"
     );
 
-    let page = p.get(&format!("https://slipway.example.com/runs/shop-{SHA}")).await;
+    let page = p.read(&format!("https://slipway.example.com/runs/shop-{SHA}")).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("approval:production"));
 
     assert_eq!(
-        p.get("https://slipway.example.com/api/runs/nope").await.status,
+        p.read("https://slipway.example.com/api/runs/nope").await.status,
         StatusCode::BAD_REQUEST
     );
     let missing = p
-        .get(&format!("https://slipway.example.com/api/runs/shop-{}", "f".repeat(40)))
+        .read(&format!("https://slipway.example.com/api/runs/shop-{}", "f".repeat(40)))
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        p.get("https://slipway.example.com/api/runs?repo=acme/other")
+        p.read("https://slipway.example.com/api/runs?repo=acme/other")
             .await
             .json()["runs"],
         serde_json::json!([])

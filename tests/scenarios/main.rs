@@ -10,6 +10,7 @@ mod aws_s3;
 mod aws_sqs;
 mod aws_ssm;
 mod aws_targets;
+mod control_room;
 mod embedded;
 mod git_order;
 mod green_path;

@@ -13,7 +13,7 @@ fn sha(n: u32) -> String {
 
 /// slipway's own answer to `path`.
 async fn get(p: &Pipeline, path: &str) -> slipway_tests::Answer {
-    p.get(&format!("https://slipway.example.com{path}")).await
+    p.read(&format!("https://slipway.example.com{path}")).await
 }
 
 /// `n` pushes, each a new commit on top of the one before, whose builds fail: a history of

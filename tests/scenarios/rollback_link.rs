@@ -190,13 +190,13 @@ async fn without_a_link_the_run_page_shows_the_cli_command_where_the_run_is_curr
     p.release(SHA2).await;
     let command = "slipway rollback --env production --pipeline shop";
 
-    let current = p.get(&format!("{BASE}/runs/{}", p.run(SHA2).await.id)).await;
+    let current = p.read(&format!("{BASE}/runs/{}", p.run(SHA2).await.id)).await;
     assert_eq!(current.status, StatusCode::OK);
     let exact = format!("{command} --to {}", p.run(SHA).await.id);
     assert!(current.body.contains(&exact), "{}", current.body);
     assert!(!current.body.contains("href=\"/rollback/"), "no action without a link");
 
-    let older = p.get(&format!("{BASE}/runs/{}", p.run(SHA).await.id)).await;
+    let older = p.read(&format!("{BASE}/runs/{}", p.run(SHA).await.id)).await;
     assert!(!older.body.contains(command), "{}", older.body);
 }
 
@@ -292,10 +292,19 @@ async fn altered_approval_and_garbage_links_roll_nothing_back() {
         StatusCode::NOT_FOUND
     );
 
-    // The run page opened with any of these still shows, and says how to roll back.
+    // None of these opens the run page to someone who has not signed in; to someone who
+    // has, the page says the link is not valid and how to roll back.
     let run_b = p.run(SHA2).await.id;
     for token in [token_of(&tampered), token_of(&as_rollback), "hello".to_owned()] {
-        let page = p.get(&format!("{BASE}/runs/{run_b}?token={token}")).await;
+        let anonymous = p.get(&format!("{BASE}/runs/{run_b}?token={token}")).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        assert!(anonymous.body.contains("Sign in to slipway"), "{}", anonymous.body);
+        assert!(
+            !anonymous.body.contains("Add the basket page"),
+            "no run data: {}",
+            anonymous.body
+        );
+        let page = p.read(&format!("{BASE}/runs/{run_b}?token={token}")).await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.body.contains("This rollback link is not valid"), "{}", page.body);
         assert!(

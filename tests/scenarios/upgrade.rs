@@ -97,7 +97,7 @@ async fn a_data_directory_from_before_the_read_model_is_indexed_once() {
             .unwrap()
     );
     // The API lists them too.
-    let page = p.get("https://slipway.example.com/api/runs?limit=10").await.json();
+    let page = p.read("https://slipway.example.com/api/runs?limit=10").await.json();
     let shas: Vec<&str> = page["runs"]
         .as_array()
         .unwrap()
@@ -133,7 +133,7 @@ async fn a_bucket_from_before_the_read_model_is_indexed_once_and_pages_stay_chea
     assert_eq!(every_run(store.as_ref()).await, expected());
 
     proxy.take();
-    let page = p.get("https://slipway.example.com/api/runs?limit=2").await;
+    let page = p.read("https://slipway.example.com/api/runs?limit=2").await;
     assert_eq!(page.status, http::StatusCode::OK, "{}", page.body);
     let requests = proxy.take();
     // The pipeline's record, the chunk of the legacy runs, and the two runs shown, both

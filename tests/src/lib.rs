@@ -283,6 +283,41 @@ impl Pipeline {
         self.send(request).await
     }
 
+    /// `who` opens a sign-in link and clicks its button: the `Cookie` header value their
+    /// browser then sends.
+    pub async fn sign_in(&self, who: &str) -> String {
+        let link =
+            slipway::http::auth::sign_in_link(&self.app, &who.parse().expect("an id"), SignedDuration::from_hours(1))
+                .await
+                .expect("may sign in");
+        let answer = self
+            .send(
+                Request::post(path_of(&link))
+                    .body(Body::empty())
+                    .expect("valid request"),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        let set = answer.headers["set-cookie"].to_str().expect("ASCII");
+        set.split(';').next().expect("name=value").to_owned()
+    }
+
+    /// A signed-in person (alice) opens a page or reads the API: what the run pages and
+    /// `/api/runs` need.
+    pub async fn read(&self, url: &str) -> Answer {
+        let cookie = self.sign_in("alice").await;
+        self.get_as(&cookie, url).await
+    }
+
+    /// A signed-in browser (`cookie`, from [`Pipeline::sign_in`]) opens a page.
+    pub async fn get_as(&self, cookie: &str, url: &str) -> Answer {
+        let request = Request::get(path_of(url))
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .expect("valid request");
+        self.send(request).await
+    }
+
     pub async fn send(&self, request: Request<Body>) -> Answer {
         let response = self
             .router

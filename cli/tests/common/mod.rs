@@ -146,6 +146,10 @@ where
 }
 
 /// A running `slipway serve`. Dropping it kills the process.
+/// The API token every test configuration sets (`[dashboard] api_token`), so the tests read
+/// `/api/runs` as a script would.
+pub const API_TOKEN: &str = "cli-test-api-token";
+
 #[derive(Debug)]
 pub struct Serve {
     child: Child,
@@ -181,6 +185,14 @@ impl Serve {
             log,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
+                .default_headers(
+                    [(
+                        reqwest::header::AUTHORIZATION,
+                        reqwest::header::HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).unwrap(),
+                    )]
+                    .into_iter()
+                    .collect(),
+                )
                 .build()
                 .unwrap(),
         };

@@ -472,6 +472,10 @@ pub struct Run {
     /// when it opened; `None` for runs made before the index existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
+    /// Stages of earlier attempts that a retry set aside: the rollbacks that followed the
+    /// failure it retried. Kept for the record; the run's status no longer depends on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Stage>,
 }
 
 impl Run {

@@ -96,6 +96,16 @@ pub enum Event {
     /// the build still waiting for CI: it fails. Ignored before the deadline and once the
     /// build has a result.
     BuildTimedOut,
+    /// Someone asked to try the run's work in `env` again after its deploy, smoke checks or
+    /// bake there failed (a flaky deploy, a dependency that was down): the run deploys to
+    /// `env` again and goes on from there. `newer` is a newer run that has passed `env` since,
+    /// found by the caller from the environment's record: then retrying would put an older
+    /// commit over a newer one, and it is refused.
+    RetryRequested {
+        env: EnvName,
+        by: String,
+        newer: Option<RunId>,
+    },
     /// A claimed stage's worker vanished and its deadline passed: the outcome is unknown.
     StageAbandoned {
         kind: StageKind,
@@ -259,6 +269,8 @@ pub enum Ignored {
     Unchanged,
     #[error("{0}")]
     CannotRollBack(String),
+    #[error("{0}")]
+    CannotRetry(String),
 }
 
 /// What [`apply`] decided.
@@ -314,6 +326,7 @@ pub fn open(new: NewRun, at: Timestamp) -> Run {
         history: vec![HistoryEntry { at, actor, what }],
         outbox: Vec::new(),
         seq: None,
+        retired: Vec::new(),
     }
 }
 
@@ -690,6 +703,7 @@ impl Tx<'_> {
                 Ok(())
             }
             Event::BuildTimedOut => self.build_timed_out(),
+            Event::RetryRequested { env, by, newer } => self.retry(env, by, newer.as_ref()),
             Event::StageAbandoned { kind, env, reason } => {
                 let i = self.running(*kind, env)?;
                 if *kind == StageKind::Rollback {
@@ -707,6 +721,52 @@ impl Tx<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Starts `env`'s deploy again after its deploy, smoke checks or bake failed: every stage
+    /// from that deploy on is pending again, the rollbacks that followed the failure are kept
+    /// among the run's earlier attempts, and the deploy is queued. The lease's rules still
+    /// hold when it runs: a newer commit that reached `env` meanwhile supersedes it.
+    fn retry(&mut self, env: &EnvName, by: &str, newer: Option<&RunId>) -> Result<(), Ignored> {
+        let d = self.index(StageKind::Deploy, env)?;
+        let failed = self.run.stages.iter().find(|s| {
+            s.env.as_ref() == Some(env)
+                && matches!(s.kind, StageKind::Deploy | StageKind::Smoke | StageKind::Bake)
+                && s.status == StageStatus::Failed
+        });
+        let Some(failed) = failed.map(Stage::label) else {
+            return Err(Ignored::CannotRetry(format!(
+                "{} did not fail at a deploy, smoke checks or bake in {env}; only those can be retried",
+                self.run.sha.short()
+            )));
+        };
+        if self.run.busy_in(env) {
+            return Err(Ignored::CannotRetry(format!(
+                "the rollback of {env} is still under way; retry once it is done"
+            )));
+        }
+        if let Some(newer) = newer {
+            return Err(Ignored::CannotRetry(format!(
+                "the newer run {newer} has passed {env} since; retrying {} would put an older commit over it",
+                self.run.sha.short()
+            )));
+        }
+        let (kept, retired): (Vec<Stage>, Vec<Stage>) = std::mem::take(&mut self.run.stages)
+            .into_iter()
+            .partition(|s| !(s.kind == StageKind::Rollback && s.env.as_ref() == Some(env)));
+        self.run.stages = kept;
+        self.run.retired.extend(retired);
+        for stage in &mut self.run.stages[d..] {
+            let attempts = stage.attempts;
+            *stage = Stage::new(stage.kind, stage.env.clone());
+            stage.attempts = attempts;
+        }
+        self.log(format!(
+            "{by} asked to retry {} in {env} after {failed} failed",
+            self.run.sha.short()
+        ));
+        self.advance(d);
+        Ok(())
     }
 
     /// One required check reported; the build decides once they are all in, or one is red.

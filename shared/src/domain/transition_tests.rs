@@ -1678,3 +1678,200 @@ fn a_timed_out_build_names_the_checks_that_never_reported() {
         )
     );
 }
+
+fn retry(e: &str, newer: Option<&str>) -> Event {
+    Event::RetryRequested {
+        env: env(e),
+        by: "alice".into(),
+        newer: newer.map(|n| RunId::parse(n).unwrap()),
+    }
+}
+
+fn rolled_back(e: &str) -> Vec<Event> {
+    vec![
+        Event::RollbackStarted { env: env(e) },
+        Event::RollbackFinished {
+            env: env(e),
+            phases: vec![
+                phase(Phase::Restore, PhaseStatus::Succeeded, None),
+                phase(Phase::Release, PhaseStatus::Succeeded, None),
+            ],
+            result: Ok(()),
+        },
+    ]
+}
+
+#[test]
+fn retry_table() {
+    use RunStatus::*;
+    const NEWER: &str = "shop-b2c3d4e5f60718293a4b5c6d7e8f901234567890";
+    let fresh = "build=succeeded deploy:staging=queued smoke:staging=pending approval:production=pending deploy:production=pending smoke:production=pending";
+    let cases = vec![
+        case(
+            "a deploy that failed with nothing to roll back is deployed again",
+            vec![green(), deploy_started("staging"), deploy_failed("staging")],
+            retry("staging", None),
+            Expect::Applied {
+                stages: fresh,
+                commands: &["deploy staging"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "a deploy that failed and was rolled back is deployed again",
+            with(
+                vec![
+                    green(),
+                    deploy_started("staging"),
+                    deploy_over_earlier("staging", Some(Phase::Migrate)),
+                ],
+                rolled_back("staging"),
+            ),
+            retry("staging", None),
+            Expect::Applied {
+                stages: fresh,
+                commands: &["deploy staging"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "failed smoke checks are retried from the deploy",
+            with(
+                vec![green(), deploy_started("staging"), deploy_over_earlier("staging", None)],
+                with(
+                    vec![smoke_started("staging"), smoke("staging", false)],
+                    rolled_back("staging"),
+                ),
+            ),
+            retry("staging", None),
+            Expect::Applied {
+                stages: fresh,
+                commands: &["deploy staging"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "a failed production deploy keeps its approval and deploys production again",
+            with(
+                to_approval(),
+                [decide(true), deploy_started("production"), deploy_failed("production")],
+            ),
+            retry("production", None),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=succeeded deploy:production=queued smoke:production=pending",
+                commands: &["deploy production"],
+                status: InProgress,
+            },
+        ),
+        case(
+            "not while the rollback after the failure is under way",
+            vec![
+                green(),
+                deploy_started("staging"),
+                deploy_over_earlier("staging", Some(Phase::Migrate)),
+            ],
+            retry("staging", None),
+            Expect::Ignored(|i| matches!(i, Ignored::CannotRetry(m) if m.contains("still under way"))),
+        ),
+        case(
+            "not once a newer run has passed the environment",
+            vec![green(), deploy_started("staging"), deploy_failed("staging")],
+            retry("staging", Some(NEWER)),
+            Expect::Ignored(|i| matches!(i, Ignored::CannotRetry(m) if m.contains("older commit over it"))),
+        ),
+        case(
+            "not a red build: CI re-runs those",
+            vec![red()],
+            retry("staging", None),
+            Expect::Ignored(|i| matches!(i, Ignored::CannotRetry(m) if m.contains("did not fail at a deploy"))),
+        ),
+        case(
+            "not a run that failed somewhere else",
+            vec![green(), deploy_started("staging"), deploy_failed("staging")],
+            retry("production", None),
+            Expect::Ignored(|i| matches!(i, Ignored::CannotRetry(_))),
+        ),
+        case(
+            "not a run on its way",
+            with(to_approval(), []),
+            retry("staging", None),
+            Expect::Ignored(|i| matches!(i, Ignored::CannotRetry(_))),
+        ),
+        case(
+            "not twice: the first retry's deploy is queued",
+            vec![
+                green(),
+                deploy_started("staging"),
+                deploy_failed("staging"),
+                retry("staging", None),
+            ],
+            retry("staging", None),
+            Expect::Ignored(|i| matches!(i, Ignored::CannotRetry(_))),
+        ),
+        case(
+            "not an environment the run has no deploy for",
+            vec![green(), deploy_started("staging"), deploy_failed("staging")],
+            retry("qa", None),
+            Expect::Ignored(|i| matches!(i, Ignored::NoSuchStage(_))),
+        ),
+    ];
+    for c in cases {
+        let run = drive(c.mode, &c.before);
+        let at = c.at.unwrap_or(c.before.len() as i64 + 1);
+        match (apply(&run, &input(at, c.event.clone())), c.expect) {
+            (
+                Outcome::Applied { run, commands },
+                Expect::Applied {
+                    stages,
+                    commands: want,
+                    status,
+                },
+            ) => {
+                assert_eq!(statuses(&run), stages, "{}", c.name);
+                assert_eq!(describe(&commands), want, "{}", c.name);
+                assert_eq!(run.status(), status, "{}", c.name);
+            }
+            (Outcome::Ignored(why), Expect::Ignored(check)) => assert!(check(&why), "{}: {why:?}", c.name),
+            (outcome, _) => panic!("{}: unexpected {outcome:?}", c.name),
+        }
+    }
+}
+
+#[test]
+fn a_retry_keeps_the_rollback_it_follows_and_says_who_asked() {
+    let run = drive(
+        Mode::Deployment,
+        &with(
+            vec![
+                green(),
+                deploy_started("staging"),
+                deploy_over_earlier("staging", Some(Phase::Release)),
+            ],
+            rolled_back("staging"),
+        ),
+    );
+    assert_eq!(run.status(), RunStatus::RolledBack);
+    let (run, _) = step(&run, 10, retry("staging", None));
+    assert_eq!(run.retired.len(), 1, "the rollback is kept as an earlier attempt");
+    assert_eq!(run.retired[0].kind, StageKind::Rollback);
+    assert!(run.stage(StageKind::Rollback, None).is_none());
+    let deploy = run.stage(StageKind::Deploy, Some(&env("staging"))).unwrap();
+    assert_eq!(deploy.attempts, 1, "attempts count across retries");
+    assert!(
+        deploy.phases.is_empty() && deploy.summary.is_none(),
+        "the new attempt starts clean"
+    );
+    let last = run.history.last().unwrap();
+    assert_eq!(
+        last.what,
+        "alice asked to retry a1b2c3d4e5f6 in staging after deploy:staging failed"
+    );
+    // The retried deploy goes on as any other: started, deployed, smoke-checked.
+    let (run, _) = step(&run, 11, deploy_started("staging"));
+    assert_eq!(run.stage(StageKind::Deploy, Some(&env("staging"))).unwrap().attempts, 2);
+    let (run, _) = step(&run, 12, deployed("staging"));
+    let (run, _) = step(&run, 13, smoke_started("staging"));
+    let (run, commands) = step(&run, 14, smoke("staging", true));
+    assert_eq!(describe(&commands), ["deploy production"]);
+    assert_eq!(run.status(), RunStatus::InProgress);
+}

@@ -386,6 +386,20 @@ pub async fn request_rollback_from(
     rollback_request(app, pipeline, env, Some(from), None, by).await
 }
 
+/// Asks for a rollback of `env` from `from` to `to`, a release someone chose (on the
+/// pipeline's page), only if `env` still runs `from` ([`RollbackRefused::NotCurrent`]
+/// otherwise): a page kept open never rolls back a release it did not show.
+pub async fn request_rollback_chosen(
+    app: &App,
+    pipeline: &domain::PipelineName,
+    env: &EnvName,
+    from: &RunId,
+    to: &RunId,
+    by: &str,
+) -> Result<Run, RollbackRefused> {
+    rollback_request(app, pipeline, env, Some(from), Some(to), by).await
+}
+
 /// Where a rollback from `from` goes: the newest release of `record` of an older commit
 /// (older by git's order where `lineage` knows it, else by arrival). Never a newer one — not
 /// even a release that came after `from` and was rolled back, which is what

@@ -5,6 +5,7 @@
 pub mod deploy;
 pub mod envs;
 pub mod notify;
+pub mod retry;
 pub mod smoke;
 
 use std::future::Future;

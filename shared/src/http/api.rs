@@ -56,6 +56,7 @@ pub fn detail(run: &Run) -> Value {
 /// (older) page, `null` on the last one.
 pub(super) async fn list_runs(
     axum::extract::State(app): AppState,
+    _caller: super::auth::ApiCaller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
@@ -108,6 +109,7 @@ pub(super) async fn list_runs(
 
 pub(super) async fn get_run(
     axum::extract::State(app): AppState,
+    _caller: super::auth::ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = RunId::parse(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -124,17 +126,64 @@ pub(super) struct RunPageQuery {
     token: Option<String>,
 }
 
+/// `GET /runs/{id}`: for people who signed in, or whoever holds a rollback link of this run
+/// (`?token=`, from a `released` notice); anyone else gets the sign-in page.
 pub(super) async fn run_page(
     axum::extract::State(app): AppState,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<RunPageQuery>,
-) -> Result<Html<String>, PageError> {
+) -> Result<axum::response::Response, PageError> {
+    use axum::response::IntoResponse as _;
+    let caller = super::auth::identify(&app, &headers).await?;
     let id = RunId::parse(&id).map_err(|e| PageError::new(StatusCode::BAD_REQUEST, "Bad run id", e.to_string()))?;
-    let (run, _) = app
-        .load(&id)
-        .await?
-        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "Unknown run", format!("There is no run {id}.")))?;
+    let Some((run, _)) = app.load(&id).await? else {
+        if caller.is_none() {
+            return Ok(super::auth::sign_in_required(&app, &format!("/runs/{id}")));
+        }
+        return Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            "Unknown run",
+            format!("There is no run {id}."),
+        ));
+    };
     let token = q.token.as_deref().filter(|t| !t.is_empty());
     let rollback = super::rollback::run_page_section(&app, &run, token).await?;
-    Ok(Html(pages::run_page(&run, &rollback).into_string()))
+    let holds_link = matches!(
+        rollback.link,
+        Some(
+            pages::RollbackLink::Usable { .. }
+                | pages::RollbackLink::Moved { .. }
+                | pages::RollbackLink::NothingOlder { .. }
+                | pages::RollbackLink::Expired { .. }
+        )
+    );
+    if caller.is_none() && !holds_link {
+        return Ok(super::auth::sign_in_required(&app, &format!("/runs/{id}")));
+    }
+    let pipeline = app.pipeline_of(&run);
+    let approver = caller.as_ref().and_then(|c| match &c.who {
+        super::auth::Who::Person(who) => pipeline.and_then(|p| p.approver(who)).filter(|a| !a.is_bot()),
+        super::auth::Who::ApiToken => None,
+    });
+    let retriable = run.status().is_finished() && crate::handlers::retry::failed_env(&run).is_some();
+    let viewer = pages::RunViewer {
+        now: app.clock.now(),
+        nav: caller.as_ref().map(|c| super::control_room::nav(&app, c)),
+        retry: match (caller.as_ref().and_then(|c| c.csrf.as_deref()), approver, retriable) {
+            (Some(csrf), Some(_), true) => Some((csrf, app.link(&format!("/runs/{id}/retry")))),
+            _ => None,
+        },
+        asked: pipeline
+            .map(|p| {
+                p.approvers
+                    .iter()
+                    .filter(|a| !a.is_bot())
+                    .map(|a| a.id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        json: app.link(&format!("/api/runs/{id}")),
+    };
+    Ok(Html(pages::run_page(&run, &rollback, &viewer).into_string()).into_response())
 }

@@ -15,7 +15,7 @@ use crate::approvals::{Action, ApprovalClaim, TokenError};
 use crate::config::{ApproverConfig, PipelineConfig};
 use crate::domain::{Actor, Event, Ignored, Run, Stage, StageKind, StageStatus};
 use crate::ports::Version;
-use crate::views::{PipelineRecord, RunEntry, run_index};
+use crate::views::control_room;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Preselect {
@@ -168,10 +168,6 @@ fn expired(link: &Link<'_>) -> PageError {
     )
 }
 
-/// How many runs of the index the approval page reads, at most, looking for the current
-/// release: what it brings beyond that is summed up as "and older commits".
-const CARRIES_READ: usize = 100;
-
 pub(super) async fn confirm_page(
     axum::extract::State(app): AppState,
     Path(token): Path<String>,
@@ -188,66 +184,17 @@ pub(super) async fn confirm_page(
     if let Some(refusal) = self_approval(&link) {
         return Err(refusal);
     }
-    let pipeline = &link.run.pipeline;
-    let (record, _) = app.environment(pipeline, &link.claim.env).await?;
-    // The pipeline's record: its lineage, and the places of its runs in the index of runs.
-    let (head, _) = app
-        .record::<PipelineRecord>(&crate::ports::StoreKey::lineage(pipeline))
-        .await?;
-    let lineage = &head.lineage;
-    let this = link.run.place();
-    // Runs up to this one (by git's order where it knows) and newer than the current release,
-    // read from the index of runs from this one down to the current release.
-    let (mut carries, carries_more) = match head.place_of(&link.run) {
-        Some(seq) => {
-            let current = record.current.as_ref().map(|c| c.run.clone());
-            let walked = run_index::walk_down(app.store.as_ref(), &head, pipeline, seq, CARRIES_READ, |e| {
-                current.as_ref() == Some(&e.id)
-            })
-            .await?;
-            let more = walked.len() == CARRIES_READ;
-            (walked, more)
-        }
-        None => (vec![RunEntry::of(&link.run, 0)], false),
-    };
-    carries.retain(|e| {
-        let place = crate::domain::Place::new(&e.id, e.created_at);
-        (e.id == link.run.id || lineage.is_newer(this, place))
-            && record
-                .current
-                .as_ref()
-                .is_none_or(|c| lineage.is_newer(place, c.place()))
-    });
-    carries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    // The environment before this one may already run a newer commit than the one approved.
-    let upstream = link
-        .run
-        .plan
-        .environments
-        .iter()
-        .position(|e| e.name == link.claim.env)
-        .and_then(|i| i.checked_sub(1))
-        .map(|i| &link.run.plan.environments[i].name);
-    let newer_upstream = match upstream {
-        None => None,
-        Some(env) => {
-            let (upstream_record, _) = app.environment(pipeline, env).await?;
-            upstream_record
-                .current
-                .filter(|c| lineage.is_newer(c.place(), this))
-                .map(|c| (env.clone(), c))
-        }
-    };
+    let brings = control_room::brings(&app, &link.run, &link.claim.env).await?;
     let page = pages::confirm(&Confirm {
         run: &link.run,
         env: &link.claim.env,
         approver: link.approver.id.as_str(),
         expires_at: link.claim.expires_at,
         preselect: pre.decision.as_deref().filter(|d| matches!(*d, "approve" | "reject")),
-        current: record.current.as_ref(),
-        carries: &carries,
-        carries_more,
-        newer_upstream: newer_upstream.as_ref().map(|(env, release)| (env, release)),
+        current: brings.current.as_ref(),
+        carries: &brings.runs,
+        carries_more: brings.more,
+        newer_upstream: brings.newer_upstream.as_ref().map(|(env, release)| (env, release)),
     });
     Ok(Html(page.into_string()))
 }

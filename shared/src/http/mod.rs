@@ -2,9 +2,12 @@
 //! AWS issue serve it unchanged. Webhook and API routes answer JSON; page routes answer HTML.
 //! Every error says what went wrong and what to do, with the status code that fits.
 
+mod actions;
 mod api;
 mod approvals;
+pub mod auth;
 mod ci;
+mod control_room;
 pub mod deploy_callback;
 mod hooks;
 mod pages;
@@ -47,6 +50,18 @@ pub fn router(app: App) -> Router {
             get(approvals::confirm_page).post(approvals::decide),
         )
         .route("/runs/{id}", get(api::run_page))
+        .route("/", get(control_room::overview_page))
+        .route("/approvals", get(control_room::approvals_page))
+        .route("/pipelines/{name}", get(control_room::pipeline_page))
+        .route("/login", get(auth::login_page))
+        .route("/login/{token}", get(auth::confirm_login).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/runs/{id}/decision", post(actions::decide))
+        .route("/runs/{id}/retry", post(actions::retry))
+        .route(
+            "/pipelines/{name}/environments/{env}/rollback",
+            post(actions::roll_back),
+        )
         .route(
             "/rollback/{token}",
             get(rollback::confirm_page).post(rollback::roll_back),
@@ -58,6 +73,10 @@ pub fn router(app: App) -> Router {
         .merge(pages)
         .route("/api/runs", get(api::list_runs))
         .route("/api/runs/{id}", get(api::get_run))
+        .route("/api/pipelines", get(control_room::api_overview))
+        .route("/api/pipelines/{name}", get(control_room::api_pipeline))
+        .route("/api/environments", get(control_room::api_environments))
+        .route("/api/approvals", get(control_room::api_approvals))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .method_not_allowed_fallback(|| async {
             ApiError::new(

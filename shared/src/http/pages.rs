@@ -12,7 +12,18 @@ code{background:#f3f3f3;padding:0 .25rem;overflow-wrap:anywhere}td{overflow-wrap
 button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem;border-radius:6px;border:1px solid #888;cursor:pointer}\
 .approve{background:#1f883d;color:#fff;border-color:#1f883d}.reject{background:#cf222e;color:#fff;border-color:#cf222e}\
 .chosen{outline:3px solid #0969da}textarea{width:100%;min-height:4rem}\
-.warning{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .75rem;border-radius:6px}";
+.warning{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .75rem;border-radius:6px}\
+body.wide{max-width:78rem}nav{display:flex;flex-wrap:wrap;gap:1rem;align-items:center;border-bottom:1px solid #ddd;padding-bottom:.5rem}\
+nav form{margin-left:auto}nav button{font-size:.85rem;padding:.2rem .7rem}\
+.stages{display:flex;flex-wrap:wrap;gap:.25rem;list-style:none;padding:0;margin:0}\
+.box{border:1px solid #bbb;border-radius:4px;padding:0 .4rem;font-size:.8rem;white-space:nowrap;background:#f6f8fa}\
+.box.succeeded{background:#dafbe1;border-color:#1f883d}.box.failed,.box.rejected,.box.expired{background:#ffebe9;border-color:#cf222e}\
+.box.running,.box.queued{background:#ddf4ff;border-color:#0969da}.box.waiting{background:#fff8c5;border-color:#d4a72c}\
+.box.superseded,.box.skipped,.box.pending{color:#57606a}.nowrap{white-space:nowrap}\
+.envs{display:grid;grid-template-columns:repeat(auto-fill,minmax(17rem,1fr));gap:.75rem}\
+.env{border:1px solid #ddd;border-radius:6px;padding:.5rem .75rem}.env h3{margin:.2rem 0}\
+h1 .muted,h2 .muted{font-size:1rem;font-weight:normal}form.inline{display:inline}\
+button.small,td button{font-size:.8rem;padding:.1rem .5rem;margin:.2rem 0}";
 
 /// The Content-Security-Policy sent with every answer: nothing may load, no script may run;
 /// the one inline stylesheet ([`STYLE`]) is allowed by its SHA-256; forms post only to
@@ -27,6 +38,137 @@ pub(super) fn content_security_policy() -> &'static str {
         )
     });
     &POLICY
+}
+
+/// Who is signed in, for the bar at the top of the control room's pages.
+pub(super) struct Nav<'a> {
+    pub who: String,
+    /// `approver` or `viewer`.
+    pub role: &'a str,
+    /// The session's CSRF token, for the sign-out form (none for the API token).
+    pub csrf: Option<&'a str>,
+    /// Links are made absolute from `public_url` (`App::link`).
+    pub home: String,
+    pub approvals: String,
+    pub logout: String,
+}
+
+/// A control-room page: wide, with the bar linking the pages and signing out.
+pub(super) fn control_room(title: &str, nav: &Nav<'_>, body: Markup) -> Markup {
+    control_room_refreshing(title, nav, body, false)
+}
+
+/// A control-room page that reloads itself every few seconds while `refresh` (a run still
+/// moving): no script, an HTTP-equivalent refresh the policy allows.
+pub(super) fn control_room_refreshing(title: &str, nav: &Nav<'_>, body: Markup, refresh: bool) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex";
+                meta name="referrer" content="no-referrer";
+                @if refresh { meta http-equiv="refresh" content=(REFRESH_SECONDS); }
+                title { (title) " · slipway" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body.wide {
+                nav {
+                    a href=(nav.home) { strong { "slipway" } }
+                    a href=(nav.home) { "Pipelines" }
+                    a href=(nav.approvals) { "Approvals" }
+                    @if let Some(csrf) = nav.csrf {
+                        form method="post" action=(nav.logout) {
+                            span.muted { (nav.who) " (" (nav.role) ") " }
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    } @else {
+                        span.muted { (nav.who) " (" (nav.role) ")" }
+                    }
+                }
+                (body)
+            }
+        }
+    }
+}
+
+/// How often a page of a run still moving reloads itself.
+pub const REFRESH_SECONDS: u32 = 5;
+
+/// How long ago `then` was, in words ("3h 5m ago"), to the minute.
+pub(super) fn ago(now: Timestamp, then: Timestamp) -> String {
+    let elapsed = then.duration_until(now);
+    if elapsed < jiff::SignedDuration::from_secs(60) {
+        return if elapsed < jiff::SignedDuration::ZERO {
+            "in the future".into()
+        } else {
+            "just now".into()
+        };
+    }
+    format!("{} ago", span_words(elapsed))
+}
+
+/// A duration in words, to the minute: "2d 3h 5m".
+pub(super) fn span_words(d: jiff::SignedDuration) -> String {
+    let rounded = jiff::Span::try_from(d)
+        .and_then(|s| {
+            s.round(
+                jiff::SpanRound::new()
+                    .largest(jiff::Unit::Hour)
+                    .smallest(jiff::Unit::Minute),
+            )
+        })
+        .unwrap_or_default();
+    let (hours, minutes) = (rounded.get_hours(), rounded.get_minutes());
+    match (hours / 24, hours % 24, minutes) {
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (days, h, _) => format!("{days}d {h}h"),
+    }
+}
+
+/// A moment as a `<time>`: relative words, the exact UTC instant on hover.
+pub(super) fn moment(now: Timestamp, at: Timestamp) -> Markup {
+    html! { time.nowrap datetime=(at) title=(at) { (ago(now, at)) } }
+}
+
+/// The sign-in page: anonymous visitors see this and nothing else.
+pub(super) fn sign_in(continue_to: &str) -> Markup {
+    layout(
+        "Sign in",
+        html! {
+            h1 { "Sign in to slipway" }
+            p {
+                "These pages show what runs where and can release to production, so they are for the approvers and "
+                "viewers named in slipway's configuration."
+            }
+            p {
+                "Open the sign-in link you were sent. To get one, ask whoever runs slipway to run:"
+            }
+            pre { code { "slipway login-link --as <your id>" } }
+            p.muted {
+                "Signed in already? Your browser holds the session back on links from other sites: "
+                a href=(continue_to) { "continue here" } "."
+            }
+        },
+    )
+}
+
+/// What a sign-in link shows: who it signs in, and the button that does.
+pub(super) fn confirm_sign_in(who: &str) -> Markup {
+    layout(
+        "Sign in",
+        html! {
+            h1 { "Sign in as " (who) "?" }
+            p { "This link signs you in to slipway's pages in this browser." }
+            form method="post" {
+                button type="submit" class="approve" { "Sign in as " (who) }
+            }
+            p.muted { "Opening the link changes nothing; only the button signs you in." }
+        },
+    )
 }
 
 fn layout(title: &str, body: Markup) -> Markup {
@@ -57,14 +199,6 @@ pub(super) fn message_with_link(title: &str, message: &str, href: &str, label: &
         title,
         html! { h1 { (title) } p { (message) } p { a href=(href) { (label) } } },
     )
-}
-
-fn status_class(status: StageStatus) -> &'static str {
-    match status {
-        StageStatus::Succeeded => "ok",
-        StageStatus::Failed | StageStatus::Rejected | StageStatus::Expired => "bad",
-        _ => "muted",
-    }
 }
 
 fn commit_summary(run: &Run) -> Markup {
@@ -313,33 +447,99 @@ fn rollback_section(r: &RunRollback) -> Markup {
     }
 }
 
-/// A run's stages and history, and how to roll back where it is the current release.
-pub(super) fn run_page(run: &Run, rollback: &RunRollback) -> Markup {
-    let status = run.status().as_str();
-    layout(
-        &format!("Run {}", run.sha.short()),
-        html! {
-            h1 { (run.pipeline) ": " code { (run.sha.short()) } " — " (status.replace('_', " ")) }
-            (commit_summary(run))
-            h2 { "Stages" }
-            table {
-                tr { th { "Stage" } th { "Status" } th { "Details" } }
-                @for stage in &run.stages {
-                    tr {
-                        td { (stage.label()) }
-                        td class=(status_class(stage.status)) { (stage.status.as_str()) }
-                        td { (stage.summary.as_deref().unwrap_or("")) }
+/// Who is looking at a run's page, and what they may do there.
+pub(super) struct RunViewer<'a> {
+    pub now: Timestamp,
+    /// Signed in: the bar at the top.
+    pub nav: Option<Nav<'a>>,
+    /// The Retry button's form token, for an approver of the run's pipeline when the run
+    /// failed at a deploy, smoke checks or bake.
+    pub retry: Option<(&'a str, String)>,
+    /// Who an approval waiting on this run asks: the pipeline's approvers who are not bots.
+    pub asked: Vec<String>,
+    /// The run as JSON.
+    pub json: String,
+}
+
+fn stage_times(now: Timestamp, stage: &crate::domain::Stage) -> Markup {
+    html! {
+        td { @if let Some(at) = stage.started_at { (moment(now, at)) } }
+        td { @if let Some(at) = stage.finished_at { (moment(now, at)) } }
+        td.nowrap {
+            @match (stage.started_at, stage.finished_at) {
+                (Some(from), Some(to)) => { (duration_words(from.duration_until(to))) }
+                (Some(from), None) if !stage.status.is_terminal() => { span.muted { (duration_words(from.duration_until(now))) " so far" } }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A duration in words, to the second under a minute.
+fn duration_words(d: jiff::SignedDuration) -> String {
+    if d < jiff::SignedDuration::from_secs(60) {
+        format!("{}s", d.as_secs().max(0))
+    } else {
+        span_words(d)
+    }
+}
+
+/// A run's stages as a timeline, its history, and how to roll back or retry.
+pub(super) fn run_page(run: &Run, rollback: &RunRollback, viewer: &RunViewer<'_>) -> Markup {
+    let status = run.status();
+    let now = viewer.now;
+    let body = html! {
+        h1 { (run.pipeline) ": " code { (run.sha.short()) } " — " span.nowrap { (status.as_str().replace('_', " ")) } }
+        (commit_summary(run))
+        @if let Some((csrf, action)) = &viewer.retry {
+            form method="post" action=(action) {
+                input type="hidden" name="csrf" value=(csrf);
+                p { "This run failed at a deploy, its smoke checks or its bake. "
+                    button type="submit" { "Retry" } }
+            }
+        }
+        h2 { "Stages" }
+        table {
+            tr { th { "Stage" } th { "Status" } th { "Started" } th { "Ended" } th { "Took" } th { "Details" } }
+            @for stage in &run.stages {
+                tr {
+                    td.nowrap { (stage.label()) }
+                    td.nowrap { span class={ "box " (stage.status.as_str()) } { (stage.status.as_str()) } }
+                    (stage_times(now, stage))
+                    td {
+                        (stage.summary.as_deref().unwrap_or(""))
+                        @if let (StageStatus::Waiting, Some(info)) = (stage.status, &stage.approval) {
+                            strong { (info.approvals.len()) " of " (info.required) } " approvals"
+                            @if !info.approvals.is_empty() {
+                                " (" (info.approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>().join(", ")) ")"
+                            }
+                            @if !viewer.asked.is_empty() { "; asked: " (viewer.asked.join(", ")) }
+                            "; until " time datetime=(info.expires_at) title=(info.expires_at) {
+                                (info.expires_at) " (in " (span_words(now.duration_until(info.expires_at))) ")"
+                            }
+                        }
                     }
                 }
             }
-            (environments_and_checks(run))
-            (rollback_section(rollback))
-            @for stage in run.stages.iter().filter(|s| s.output.as_deref().is_some_and(|o| !o.is_empty())) {
-                details { summary { "Output of " (stage.label()) } pre { (stage.output.as_deref().unwrap_or("")) } }
+        }
+        @if !run.retired.is_empty() {
+            details { summary { "Earlier attempts (" (run.retired.len()) ")" }
+                ul { @for stage in &run.retired { li { (stage.label()) ": " (stage.status.as_str()) " — " (stage.summary.as_deref().unwrap_or("")) } } }
             }
-            h2 { "History" }
-            ul { @for entry in &run.history { li { span.muted { (entry.at) } " — " (entry.actor) ": " (entry.what) } } }
-            p.muted { a href={ "/api/runs/" (run.id) } { "This run as JSON" } }
-        },
-    )
+        }
+        (environments_and_checks(run))
+        (rollback_section(rollback))
+        @for stage in run.stages.iter().filter(|s| s.output.as_deref().is_some_and(|o| !o.is_empty())) {
+            details { summary { "Output of " (stage.label()) } pre { (stage.output.as_deref().unwrap_or("")) } }
+        }
+        h2 { "History" }
+        ul { @for entry in &run.history { li { (moment(now, entry.at)) " — " (entry.actor) ": " (entry.what) } } }
+        @if !status.is_finished() { p.muted { "This page reloads itself every " (REFRESH_SECONDS) " seconds until the run ends." } }
+        p.muted { a href=(viewer.json) { "This run as JSON" } }
+    };
+    let title = format!("Run {}", run.sha.short());
+    match &viewer.nav {
+        Some(nav) => control_room_refreshing(&title, nav, body, !status.is_finished()),
+        None => layout(&title, body),
+    }
 }

@@ -9,9 +9,13 @@
 //!   [`run_index::CHUNK`] entries, so a page of the newest runs (or of older ones, with a
 //!   cursor) reads a handful of objects whatever the history.
 //!
+//! - [`control_room`]: what `/`, `/approvals` and `/pipelines/{name}` show, read from the
+//!   index of runs, the index of unfinished runs and the environments' records.
+//!
 //! An environment's own record ([`crate::domain::Environment`]) is already a view of what runs
 //! there; the approval page reads it with the run and the index.
 
+pub mod control_room;
 pub mod group_commit;
 pub mod run_index;
 

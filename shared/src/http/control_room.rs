@@ -1,0 +1,440 @@
+//! The control room: `GET /` (every pipeline and environment), `GET /approvals` (what waits
+//! for people), `GET /pipelines/{name}` (a pipeline's history and releases), and the same as
+//! JSON under `/api/`. Only for people who signed in ([`super::auth`]); each page reads the
+//! projections it shows ([`crate::views::control_room`]), never the history.
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::Html;
+use jiff::Timestamp;
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{ApiCaller, Caller, SignedIn};
+use super::pages::{self, Nav};
+use super::{ApiError, AppState, PageError};
+use crate::app::App;
+use crate::config::{PipelineConfig, Role};
+use crate::domain::{EnvName, PipelineName, StageKind, StageStatus};
+use crate::views::Cursor;
+use crate::views::control_room::{self, EnvHistory, EnvView, History, Overview, Pending, PipelineView, RunView};
+use crate::views::run_index;
+
+/// How many runs a pipeline's page shows unless `limit` says otherwise.
+pub const HISTORY_PAGE: usize = 25;
+
+pub(super) fn nav<'a>(app: &App, caller: &'a Caller) -> Nav<'a> {
+    Nav {
+        who: caller.who.to_string(),
+        role: match caller.role {
+            Role::Approver => "approver",
+            Role::Viewer => "viewer",
+        },
+        csrf: caller.csrf.as_deref(),
+        home: app.link("/"),
+        approvals: app.link("/approvals"),
+        logout: app.link("/logout"),
+    }
+}
+
+/// `GET /`: every pipeline as a row of stage boxes for its newest runs, and every
+/// environment: what runs there, what waits for it, how far it is ahead of the next.
+pub(super) async fn overview_page(
+    axum::extract::State(app): AppState,
+    SignedIn(caller): SignedIn,
+) -> Result<Html<String>, PageError> {
+    let overview = control_room::overview(&app).await?;
+    let now = app.clock.now();
+    let page = pages::control_room(
+        "Pipelines",
+        &nav(&app, &caller),
+        overview_markup(&app, now, &overview, acts(&caller)),
+    );
+    Ok(Html(page.into_string()))
+}
+
+/// The session's CSRF token when the caller is an approver: the buttons are theirs to press
+/// (the server still checks each one). Viewers and the API token get no buttons.
+fn acts(caller: &Caller) -> Option<&str> {
+    match caller.role {
+        Role::Approver => caller.csrf.as_deref(),
+        Role::Viewer => None,
+    }
+}
+
+fn overview_markup(app: &App, now: Timestamp, overview: &Overview, csrf: Option<&str>) -> Markup {
+    html! {
+        h1 { "Pipelines" }
+        @for pipeline in &overview.pipelines {
+            (pipeline_section(app, now, pipeline, csrf))
+        }
+    }
+}
+
+/// The newest of `p`'s runs shown whose approval for `env` waits: what Release releases.
+fn waiting_for<'a>(p: &'a PipelineView, env: &EnvName) -> Option<&'a RunView> {
+    p.runs.iter().find(|r| {
+        r.stages
+            .iter()
+            .any(|s| s.kind == StageKind::Approval && s.env.as_ref() == Some(env) && s.status == StageStatus::Waiting)
+    })
+}
+
+fn pipeline_section(app: &App, now: Timestamp, p: &PipelineView, csrf: Option<&str>) -> Markup {
+    html! {
+        section {
+            h2 {
+                a href=(app.link(&format!("/pipelines/{}", p.name))) { (p.name) }
+                " " span.muted { (p.repo) " · " (p.branch) " · " (mode_words(p.mode)) }
+            }
+            div.envs {
+                @for env in &p.environments { (env_card(app, now, p, env, csrf)) }
+            }
+            h3 { "Newest runs" }
+            @if p.runs.is_empty() {
+                p.muted { "No runs yet: the first push to " (p.branch) " opens one." }
+            } @else {
+                table {
+                    tr { th { "Commit" } th { "Stages" } th { "Status" } th { "Pushed" } }
+                    @for run in &p.runs { (run_row(app, now, run, csrf)) }
+                }
+            }
+        }
+    }
+}
+
+fn mode_words(mode: crate::domain::Mode) -> &'static str {
+    match mode {
+        crate::domain::Mode::Delivery => "continuous delivery (approval before production)",
+        crate::domain::Mode::Deployment => "continuous deployment",
+    }
+}
+
+fn env_card(app: &App, now: Timestamp, p: &PipelineView, env: &EnvView, csrf: Option<&str>) -> Markup {
+    let release = waiting_for(p, &env.name);
+    html! {
+        div.env {
+            h3 { (env.name) }
+            @match &env.current {
+                Some(current) => {
+                    p {
+                        "Runs " a href=(app.link(&format!("/runs/{}", current.release.run))) { code { (current.release.sha.short()) } }
+                        @if let Some(message) = &current.message { " " (message) }
+                        @if let Some(author) = &current.author { " " span.muted { "— " (author) } }
+                    }
+                    p.muted {
+                        "Since " (pages::moment(now, current.release.at))
+                        @if let Some(artifact) = &current.release.artifact { " · " code { (artifact) } }
+                        @if !current.approved_by.is_empty() {
+                            " · approved by " (current.approved_by.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "))
+                        }
+                    }
+                    p {
+                        @if let Some(smoke) = current.smoke { span class={ "box " (smoke.as_str()) } { "smoke " (smoke.as_str()) } " " }
+                        @if let Some(bake) = current.bake { span class={ "box " (bake.as_str()) } { "bake " (bake.as_str()) } }
+                    }
+                }
+                None => { p.muted { "Nothing released here yet." } }
+            }
+            @if let Some(lease) = &env.lease {
+                p { "Deploying: " a href=(app.link(&format!("/runs/{}", lease.run))) { (lease.run) } }
+            }
+            @if !env.waiting.is_empty() {
+                p { (env.waiting.len()) " waiting: "
+                    @for (i, w) in env.waiting.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href=(app.link(&format!("/runs/{}", w.run))) { (w.run) }
+                    }
+                }
+            }
+            @if let Some(held) = &env.held {
+                p.warning { "Held: " (held.reason)
+                    @if let Some(until) = held.until { " — until " time datetime=(until) { (until) } }
+                }
+            }
+            @if let Some(ahead) = &env.ahead_of_next {
+                p.muted { (ahead.runs) " run" @if ahead.runs != 1 { "s" } " ahead of the next environment ("
+                    (pages::span_words(ahead.age)) " newer)" }
+            }
+            @if let (Some(csrf), Some(run)) = (csrf, release) {
+                form method="post" action=(app.link(&format!("/runs/{}/decision", run.entry.id))) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="env" value=(env.name);
+                    input type="hidden" name="decision" value="approve";
+                    button type="submit" class="approve" { "Release " (run.entry.sha.short()) " to " (env.name) }
+                }
+            }
+            @if let (Some(csrf), Some(current), Some(previous)) = (csrf, &env.current, &env.previous) {
+                form method="post" action=(app.link(&format!("/pipelines/{}/environments/{}/rollback", p.name, env.name))) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="from" value=(current.release.run);
+                    input type="hidden" name="to" value=(previous.run);
+                    button type="submit" class="reject" { "Roll back to " (previous.sha.short()) }
+                }
+            }
+        }
+    }
+}
+
+fn run_row(app: &App, now: Timestamp, run: &RunView, csrf: Option<&str>) -> Markup {
+    let e = &run.entry;
+    html! {
+        tr {
+            td { a href=(app.link(&format!("/runs/{}", e.id))) { code { (e.sha.short()) } } " " (e.message) br; span.muted { (e.author) } }
+            td { ul.stages { @for s in &run.stages { li class={ "box " (s.status.as_str()) } title=(s.status.as_str()) { (s.label) } } } }
+            td.nowrap {
+                (e.status.as_str().replace('_', " "))
+                @if let (Some(csrf), true) = (csrf, run.retriable) {
+                    (retry_form(app, &e.id, csrf))
+                }
+            }
+            td { (pages::moment(now, e.created_at)) }
+        }
+    }
+}
+
+/// The Retry button of a run that failed at a deploy, smoke checks or bake.
+pub(super) fn retry_form(app: &App, run: &crate::domain::RunId, csrf: &str) -> Markup {
+    html! {
+        form method="post" action=(app.link(&format!("/runs/{run}/retry"))) {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" { "Retry" }
+        }
+    }
+}
+
+/// `GET /approvals`: every approval waiting for people.
+pub(super) async fn approvals_page(
+    axum::extract::State(app): AppState,
+    SignedIn(caller): SignedIn,
+) -> Result<Html<String>, PageError> {
+    let pending = control_room::pending_approvals(&app).await?;
+    let now = app.clock.now();
+    let csrf = acts(&caller);
+    let body = html! {
+        h1 { "Waiting for approval" }
+        @if pending.is_empty() { p.muted { "Nothing waits for an approval now." } }
+        @for p in &pending { (pending_section(&app, now, p, csrf)) }
+        @if csrf.is_none() && !pending.is_empty() { p.muted { "You can see these, but only approvers decide." } }
+    };
+    Ok(Html(
+        pages::control_room("Approvals", &nav(&app, &caller), body).into_string(),
+    ))
+}
+
+fn pending_section(app: &App, now: Timestamp, p: &Pending, csrf: Option<&str>) -> Markup {
+    let run = &p.run;
+    html! {
+        section.env {
+            h2 {
+                (run.pipeline()) ": " a href=(app.link(&format!("/runs/{}", run.id))) { code { (run.sha.short()) } }
+                " to " (p.env)
+            }
+            p { (run.message) " " span.muted { "— " (run.author) } }
+            p {
+                strong { (p.approved_by.len()) " of " (p.required) } " approvals"
+                @if !p.approved_by.is_empty() {
+                    " (" (p.approved_by.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")) ")"
+                }
+                " · asked: " (p.asked.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "))
+                " · requested " (pages::moment(now, p.requested_at))
+                " · expires " time datetime=(p.expires_at) title=(p.expires_at) { "in " (pages::span_words(now.duration_until(p.expires_at))) }
+            }
+            @if let Some((up, newer)) = &p.brings.newer_upstream {
+                p.warning { (up) " already runs a newer commit, " code { (newer.sha.short()) } "." }
+            }
+            p {
+                @match &p.brings.current {
+                    Some(c) => { (p.env) " runs " code { (c.sha.short()) } " now. Approving brings:" }
+                    None => { "Nothing was released to " (p.env) " yet. Approving brings:" }
+                }
+            }
+            ul {
+                @if p.brings.more { li.muted { "… and older commits, too many to list here" } }
+                @for r in &p.brings.runs { li { code { (r.sha.short()) } " " (r.message) " — " (r.author) } }
+            }
+            @if let Some(csrf) = csrf {
+                form method="post" action=(app.link(&format!("/runs/{}/decision", run.id))) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="env" value=(p.env);
+                    p { label { "Comment (optional)" br; textarea name="comment" maxlength="2000" {} } }
+                    button type="submit" name="decision" value="approve" class="approve" { "Approve" }
+                    button type="submit" name="decision" value="reject" class="reject" { "Reject" }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PageQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// The page `limit` and `before` ask for, or what is wrong with them.
+fn page_of(q: &PageQuery, default: usize) -> Result<(usize, Cursor), String> {
+    let limit = match q.limit.as_deref().filter(|l| !l.is_empty()) {
+        None => default,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=run_index::MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "limit must be a number from 1 to {}, not {}",
+                    run_index::MAX_PAGE,
+                    crate::domain::clip(l)
+                ));
+            }
+        },
+    };
+    let cursor = match q.before.as_deref().filter(|b| !b.is_empty()) {
+        None => Cursor::default(),
+        Some(b) => b.parse().map_err(|e: String| format!("before: {e}"))?,
+    };
+    Ok((limit, cursor))
+}
+
+fn pipeline_named<'a>(app: &'a App, name: &str) -> Result<&'a PipelineConfig, (StatusCode, String)> {
+    let name = PipelineName::parse(name).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    app.config
+        .pipeline(&name)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no pipeline {name} is configured")))
+}
+
+/// `GET /pipelines/{name}?limit=&before=`: a page of the pipeline's runs, newest first, and
+/// each environment's releases and rollbacks.
+pub(super) async fn pipeline_page(
+    axum::extract::State(app): AppState,
+    SignedIn(caller): SignedIn,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, PageError> {
+    let config = pipeline_named(&app, &name).map_err(|(status, e)| PageError::new(status, "No such pipeline", e))?;
+    let (limit, cursor) =
+        page_of(&q, HISTORY_PAGE).map_err(|e| PageError::new(StatusCode::BAD_REQUEST, "Bad page", e))?;
+    let history = control_room::history(&app, config, &cursor, limit).await?;
+    let now = app.clock.now();
+    let title = format!("Pipeline {}", history.name);
+    Ok(Html(
+        pages::control_room(
+            &title,
+            &nav(&app, &caller),
+            history_markup(&app, now, &history, limit, acts(&caller)),
+        )
+        .into_string(),
+    ))
+}
+
+fn history_markup(app: &App, now: Timestamp, h: &History, limit: usize, csrf: Option<&str>) -> Markup {
+    html! {
+        h1 { (h.name) " " span.muted { (h.repo) " · " (h.branch) } }
+        h2 { "Runs" }
+        @if h.runs.is_empty() { p.muted { "No runs yet." } }
+        @else {
+            table {
+                tr { th { "Commit" } th { "Status" } th { "At" } th { "Pushed" } th { "Took" } }
+                @for r in &h.runs {
+                    tr {
+                        td { a href=(app.link(&format!("/runs/{}", r.id))) { code { (r.sha.short()) } } " " (r.message) br; span.muted { (r.author) } }
+                        td.nowrap class=(status_class(r.status)) { (r.status.as_str().replace('_', " ")) }
+                        td.nowrap { (r.current_stage.as_deref().unwrap_or("")) }
+                        td { (pages::moment(now, r.created_at)) }
+                        td.nowrap { @if r.status.is_finished() { (pages::span_words(r.created_at.duration_until(r.updated_at))) } }
+                    }
+                }
+            }
+            @if let Some(next) = &h.next {
+                p { a href=(app.link(&format!("/pipelines/{}?limit={limit}&before={next}", h.name))) { "Older runs →" } }
+            }
+        }
+        h2 { "Releases" }
+        div.envs { @for env in &h.environments { (releases_card(app, now, &h.name, env, csrf)) } }
+    }
+}
+
+fn status_class(status: crate::domain::RunStatus) -> &'static str {
+    use crate::domain::RunStatus::*;
+    match status {
+        Released => "ok",
+        Failed | Rejected | Expired | RolledBack => "bad",
+        _ => "muted",
+    }
+}
+
+fn releases_card(app: &App, now: Timestamp, pipeline: &PipelineName, env: &EnvHistory, csrf: Option<&str>) -> Markup {
+    let action = app.link(&format!("/pipelines/{pipeline}/environments/{}/rollback", env.name));
+    html! {
+        div.env {
+            h3 { (env.name) }
+            @if env.releases.is_empty() { p.muted { "Nothing released here yet." } }
+            ul {
+                @for line in &env.releases {
+                    li {
+                        a href=(app.link(&format!("/runs/{}", line.release.run))) { code { (line.release.sha.short()) } }
+                        @if line.rollback { " " span.bad { "rollback" } }
+                        @let is_current = env.current.as_ref().is_some_and(|c| c.run == line.release.run);
+                        @if is_current && env.current.as_ref().is_some_and(|c| c.at == line.release.at) { " " strong { "now" } }
+                        " " span.muted { (pages::moment(now, line.release.at)) }
+                        @if let (Some(csrf), Some(current), false) = (csrf, &env.current, is_current) {
+                            form.inline method="post" action=(action) {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="from" value=(current.run);
+                                input type="hidden" name="to" value=(line.release.run);
+                                button type="submit" class="small" { "Roll back to this" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/pipelines`: what `/` shows.
+pub(super) async fn api_overview(
+    axum::extract::State(app): AppState,
+    _caller: ApiCaller,
+) -> Result<Json<Overview>, ApiError> {
+    Ok(Json(control_room::overview(&app).await?))
+}
+
+/// `GET /api/pipelines/{name}?limit=&before=`: what `/pipelines/{name}` shows.
+pub(super) async fn api_pipeline(
+    axum::extract::State(app): AppState,
+    _caller: ApiCaller,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<History>, ApiError> {
+    let config = pipeline_named(&app, &name).map_err(|(status, e)| ApiError::new(status, e))?;
+    let (limit, cursor) = page_of(&q, HISTORY_PAGE).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(control_room::history(&app, config, &cursor, limit).await?))
+}
+
+/// `GET /api/environments`: every environment of every pipeline, as `/` shows them.
+pub(super) async fn api_environments(
+    axum::extract::State(app): AppState,
+    _caller: ApiCaller,
+) -> Result<Json<Value>, ApiError> {
+    let mut all = Vec::new();
+    for pipeline in &app.config.pipelines {
+        for env in control_room::environments(&app, pipeline).await? {
+            let mut value = serde_json::to_value(&env).unwrap_or(Value::Null);
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("pipeline".into(), json!(pipeline.name));
+            }
+            all.push(value);
+        }
+    }
+    Ok(Json(json!({ "environments": all })))
+}
+
+/// `GET /api/approvals`: every approval waiting for people, the soonest to expire first.
+pub(super) async fn api_approvals(
+    axum::extract::State(app): AppState,
+    _caller: ApiCaller,
+) -> Result<Json<Value>, ApiError> {
+    let pending = control_room::pending_approvals(&app).await?;
+    Ok(Json(json!({ "approvals": pending })))
+}

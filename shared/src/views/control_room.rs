@@ -1,0 +1,481 @@
+//! What the control room shows (`/`, `/approvals`, `/pipelines/{name}` and their JSON), read
+//! from the projections, never from the history:
+//!
+//! - the overview reads, per pipeline, its newest runs from the index of runs and the runs
+//!   themselves (for their stages), and per environment its record and the run it runs now —
+//!   O(pipelines × (environments + runs shown)) reads, whatever the history holds;
+//! - the approvals read the unfinished runs (from the index of unfinished runs), and for each
+//!   pending approval what it brings, as the approval page does;
+//! - a pipeline's page reads one page of its index and its environments' records.
+
+use futures::{StreamExt as _, TryStreamExt as _, stream};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::app::{App, EngineError};
+use crate::config::PipelineConfig;
+use crate::domain::{
+    ApproverId, EnvName, Lease, Mode, PipelineName, Place, Release, Run, StageKind, StageStatus, Waiter,
+};
+use crate::policy::Verdict;
+use crate::ports::StoreKey;
+use crate::views::run_index::{self, Cursor, PipelineRecord, RunEntry};
+
+/// How many of a pipeline's newest runs the overview draws.
+pub const RUNS_SHOWN: usize = 5;
+
+/// How many runs of the index the "what it brings" of an approval reads, at most, looking for
+/// the environment's current release: beyond that it is summed up as "and older commits".
+pub const CARRIES_READ: usize = 100;
+
+/// How many store reads the overview makes at once.
+const READS_AT_ONCE: usize = 16;
+
+/// Every pipeline, as `/` shows it.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    pub pipelines: Vec<PipelineView>,
+}
+
+/// One pipeline: its newest runs and its environments.
+#[derive(Debug, Serialize)]
+pub struct PipelineView {
+    pub name: PipelineName,
+    pub repo: String,
+    pub branch: String,
+    pub mode: Mode,
+    /// Newest first.
+    pub runs: Vec<RunView>,
+    /// In the order runs go through them.
+    pub environments: Vec<EnvView>,
+}
+
+/// One run as the overview draws it: a row of stage boxes.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub entry: RunEntry,
+    pub stages: Vec<StageBox>,
+    /// It failed at a deploy, smoke checks or bake, and may be retried.
+    pub retriable: bool,
+}
+
+/// One stage of a run, as a box.
+#[derive(Debug, Serialize)]
+pub struct StageBox {
+    /// `build`, `deploy:staging`, `approval:production`, …
+    pub label: String,
+    pub kind: StageKind,
+    pub env: Option<EnvName>,
+    pub status: StageStatus,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// One environment: what runs there, what waits for it, and how far it is ahead of the next.
+#[derive(Debug, Serialize)]
+pub struct EnvView {
+    pub name: EnvName,
+    /// What it runs now.
+    pub current: Option<Current>,
+    /// The release a rollback goes back to: the newest before the current one of a commit
+    /// that opened before it.
+    pub previous: Option<Release>,
+    /// The run deploying or checking there now.
+    pub lease: Option<Lease>,
+    /// Runs waiting for the lease.
+    pub waiting: Vec<Waiter>,
+    /// Whether a freeze or a deploy window holds deploys now.
+    pub held: Option<Held>,
+    /// How far it is ahead of the next environment (`None`: the last one, or nothing to
+    /// compare).
+    pub ahead_of_next: Option<Ahead>,
+}
+
+/// What an environment runs.
+#[derive(Debug, Serialize)]
+pub struct Current {
+    pub release: Release,
+    /// The commit's first line and author, when its run is still stored.
+    pub message: Option<String>,
+    pub author: Option<String>,
+    /// Who approved its promotion here.
+    pub approved_by: Vec<ApproverId>,
+    /// The run's last smoke checks here: passed?
+    pub smoke: Option<StageStatus>,
+    /// The run's bake here.
+    pub bake: Option<StageStatus>,
+    /// Its place in the pipeline's index.
+    #[serde(skip)]
+    seq: Option<i64>,
+}
+
+/// Deploys are held by a freeze or outside a window.
+#[derive(Debug, Serialize)]
+pub struct Held {
+    pub reason: String,
+    pub until: Option<Timestamp>,
+}
+
+/// How far one environment runs ahead of the next.
+#[derive(Debug, Serialize)]
+pub struct Ahead {
+    /// Runs (pushes) between what the next environment runs and what this one runs.
+    pub runs: i64,
+    /// How much longer ago the next environment's commit was pushed.
+    pub age: SignedDuration,
+}
+
+/// Every configured pipeline, as `/` shows it.
+pub async fn overview(app: &App) -> Result<Overview, EngineError> {
+    let views: Vec<_> = app.config.pipelines.iter().map(|p| pipeline_view(app, p)).collect();
+    let pipelines = stream::iter(views).buffered(4).try_collect().await?;
+    Ok(Overview { pipelines })
+}
+
+/// One pipeline, as the overview shows it.
+pub async fn pipeline_view(app: &App, config: &PipelineConfig) -> Result<PipelineView, EngineError> {
+    let store = app.store.as_ref();
+    let (entries, _) = run_index::newest(
+        store,
+        std::slice::from_ref(&config.name),
+        None,
+        &Cursor::default(),
+        RUNS_SHOWN,
+    )
+    .await?;
+    let loads: Vec<_> = entries
+        .into_iter()
+        .map(|entry| async move {
+            let (stages, retriable) = match app.load(&entry.id).await? {
+                Some((run, _)) => (
+                    stage_boxes(&run),
+                    run.status().is_finished() && crate::handlers::retry::failed_env(&run).is_some(),
+                ),
+                None => (Vec::new(), false),
+            };
+            Ok::<_, EngineError>(RunView {
+                entry,
+                stages,
+                retriable,
+            })
+        })
+        .collect();
+    let runs: Vec<RunView> = stream::iter(loads).buffered(READS_AT_ONCE).try_collect().await?;
+    let environments = environments(app, config).await?;
+    Ok(PipelineView {
+        name: config.name.clone(),
+        repo: config.repo.to_string(),
+        branch: config.branch.to_string(),
+        mode: config.mode,
+        runs,
+        environments,
+    })
+}
+
+/// A run's stages as boxes.
+pub fn stage_boxes(run: &Run) -> Vec<StageBox> {
+    run.stages
+        .iter()
+        .map(|s| StageBox {
+            label: s.label(),
+            kind: s.kind,
+            env: s.env.clone(),
+            status: s.status,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+        })
+        .collect()
+}
+
+/// A pipeline's environments: each one's record, and the run it runs now.
+pub async fn environments(app: &App, config: &PipelineConfig) -> Result<Vec<EnvView>, EngineError> {
+    let now = app.clock.now();
+    let reads: Vec<_> = config
+        .environments
+        .iter()
+        .map(|env| async move {
+            let (record, _) = app.environment(&config.name, &env.name).await?;
+            let current = match &record.current {
+                Some(release) => Some(current(app, &env.name, release).await?),
+                None => None,
+            };
+            let held = match env.verdict(now) {
+                Verdict::Open => None,
+                Verdict::Held { reason, until } => Some(Held { reason, until }),
+            };
+            let previous = record.current.as_ref().and_then(|c| {
+                record
+                    .releases
+                    .iter()
+                    .rev()
+                    .find(|r| r.run != c.run && r.opened_at < c.opened_at)
+                    .cloned()
+            });
+            Ok::<_, EngineError>(EnvView {
+                name: env.name.clone(),
+                current,
+                previous,
+                lease: record.lease.filter(|l| l.expires_at > now),
+                waiting: record.waiting,
+                held,
+                ahead_of_next: None,
+            })
+        })
+        .collect();
+    let mut views: Vec<EnvView> = stream::iter(reads).buffered(READS_AT_ONCE).try_collect().await?;
+    for i in 0..views.len().saturating_sub(1) {
+        let (this, next) = (&views[i], &views[i + 1]);
+        views[i].ahead_of_next = match (&this.current, &next.current) {
+            (Some(this), Some(next)) if this.release.run != next.release.run => Some(Ahead {
+                runs: match (this.seq, next.seq) {
+                    (Some(a), Some(b)) => (a - b).max(0),
+                    _ => 0,
+                },
+                age: next.release.opened_at.duration_until(this.release.opened_at),
+            }),
+            _ => None,
+        };
+    }
+    Ok(views)
+}
+
+async fn current(app: &App, env: &EnvName, release: &Release) -> Result<Current, EngineError> {
+    let run = app.load(&release.run).await?.map(|(run, _)| run);
+    let env = Some(env);
+    Ok(Current {
+        release: release.clone(),
+        message: run
+            .as_ref()
+            .map(|r| r.commit.message.lines().next().unwrap_or("").to_owned()),
+        author: run.as_ref().map(|r| {
+            r.commit
+                .author_login
+                .clone()
+                .unwrap_or_else(|| r.commit.author_name.clone())
+        }),
+        approved_by: run
+            .as_ref()
+            .and_then(|r| env.and_then(|e| r.stage(StageKind::Approval, Some(e))))
+            .and_then(|s| s.approval.as_ref())
+            .map(|a| a.approvals.iter().map(|a| a.by.clone()).collect())
+            .unwrap_or_default(),
+        smoke: run
+            .as_ref()
+            .and_then(|r| env.and_then(|e| r.stage(StageKind::Smoke, Some(e))))
+            .map(|s| s.status),
+        bake: run
+            .as_ref()
+            .and_then(|r| env.and_then(|e| r.stage(StageKind::Bake, Some(e))))
+            .map(|s| s.status),
+        seq: run.as_ref().and_then(|r| r.seq),
+    })
+}
+
+/// An approval waiting for people.
+#[derive(Debug, Serialize)]
+pub struct Pending {
+    pub run: RunEntry,
+    pub env: EnvName,
+    /// Who was asked (the pipeline's approvers who are not bots).
+    pub asked: Vec<ApproverId>,
+    /// Who approved so far.
+    pub approved_by: Vec<ApproverId>,
+    pub required: u32,
+    pub requested_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// What approving brings to the environment.
+    pub brings: Brings,
+}
+
+/// What promoting a run to an environment brings there.
+#[derive(Debug, Serialize)]
+pub struct Brings {
+    /// What the environment runs now.
+    pub current: Option<Release>,
+    /// The runs it brings since the current release, oldest first, the run itself last.
+    pub runs: Vec<RunEntry>,
+    /// Older runs it brings were not looked at: too many to list.
+    pub more: bool,
+    /// The environment before, when it already runs a newer commit than the run.
+    pub newer_upstream: Option<(EnvName, Release)>,
+}
+
+/// Every approval waiting now, the soonest to expire first.
+pub async fn pending_approvals(app: &App) -> Result<Vec<Pending>, EngineError> {
+    let runs = crate::open_runs::open_runs_where(app, |_| true).await?;
+    let mut pending = Vec::new();
+    for run in runs {
+        for stage in run
+            .stages
+            .iter()
+            .filter(|s| s.kind == StageKind::Approval && s.status == StageStatus::Waiting)
+        {
+            let (Some(env), Some(info)) = (&stage.env, &stage.approval) else {
+                continue;
+            };
+            let asked = app
+                .pipeline_of(&run)
+                .map(|p| {
+                    p.approvers
+                        .iter()
+                        .filter(|a| !a.is_bot())
+                        .map(|a| a.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let brings = brings(app, &run, env).await?;
+            pending.push(Pending {
+                run: RunEntry::of(&run, run.seq.unwrap_or_default()),
+                env: env.clone(),
+                asked,
+                approved_by: info.approvals.iter().map(|a| a.by.clone()).collect(),
+                required: info.required,
+                requested_at: info.requested_at,
+                expires_at: info.expires_at,
+                brings,
+            });
+        }
+    }
+    pending.sort_by(|a, b| (a.expires_at, &a.run.id).cmp(&(b.expires_at, &b.run.id)));
+    Ok(pending)
+}
+
+/// What promoting `run` to `env` brings: the runs since the environment's current release
+/// (by git's order where it knows), from the index of runs; and whether the environment
+/// before already runs a newer commit.
+pub async fn brings(app: &App, run: &Run, env: &EnvName) -> Result<Brings, EngineError> {
+    let pipeline = &run.pipeline;
+    let (record, _) = app.environment(pipeline, env).await?;
+    let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(pipeline)).await?;
+    let lineage = &head.lineage;
+    let this = run.place();
+    let (mut runs, more) = match head.place_of(run) {
+        Some(seq) => {
+            let current = record.current.as_ref().map(|c| c.run.clone());
+            let walked = run_index::walk_down(app.store.as_ref(), &head, pipeline, seq, CARRIES_READ, |e| {
+                current.as_ref() == Some(&e.id)
+            })
+            .await?;
+            let more = walked.len() == CARRIES_READ;
+            (walked, more)
+        }
+        None => (vec![RunEntry::of(run, 0)], false),
+    };
+    runs.retain(|e| {
+        let place = Place::new(&e.id, e.created_at);
+        (e.id == run.id || lineage.is_newer(this, place))
+            && record
+                .current
+                .as_ref()
+                .is_none_or(|c| lineage.is_newer(place, c.place()))
+    });
+    runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let upstream = run
+        .plan
+        .environments
+        .iter()
+        .position(|e| &e.name == env)
+        .and_then(|i| i.checked_sub(1))
+        .map(|i| &run.plan.environments[i].name);
+    let newer_upstream = match upstream {
+        None => None,
+        Some(up) => {
+            let (upstream_record, _) = app.environment(pipeline, up).await?;
+            upstream_record
+                .current
+                .filter(|c| lineage.is_newer(c.place(), this))
+                .map(|c| (up.clone(), c))
+        }
+    };
+    Ok(Brings {
+        current: record.current,
+        runs,
+        more,
+        newer_upstream,
+    })
+}
+
+/// One pipeline's page: a page of its runs and its environments' releases.
+#[derive(Debug, Serialize)]
+pub struct History {
+    pub name: PipelineName,
+    pub repo: String,
+    pub branch: String,
+    pub mode: Mode,
+    /// Newest first.
+    pub runs: Vec<RunEntry>,
+    /// The cursor of the next (older) page.
+    pub next: Option<String>,
+    pub environments: Vec<EnvHistory>,
+}
+
+/// An environment's releases, newest first.
+#[derive(Debug, Serialize)]
+pub struct EnvHistory {
+    pub name: EnvName,
+    pub current: Option<Release>,
+    pub releases: Vec<ReleaseLine>,
+}
+
+/// One release, and whether it put back an older commit (a rollback).
+#[derive(Debug, Serialize)]
+pub struct ReleaseLine {
+    #[serde(flatten)]
+    pub release: Release,
+    pub rollback: bool,
+}
+
+/// `config`'s page of runs from `cursor`, `limit` of them, and its environments' releases.
+pub async fn history(
+    app: &App,
+    config: &PipelineConfig,
+    cursor: &Cursor,
+    limit: usize,
+) -> Result<History, EngineError> {
+    let (runs, next) = run_index::newest(
+        app.store.as_ref(),
+        std::slice::from_ref(&config.name),
+        None,
+        cursor,
+        limit,
+    )
+    .await?;
+    let reads: Vec<_> = config
+        .environments
+        .iter()
+        .map(|env| async move {
+            let (record, _) = app.environment(&config.name, &env.name).await?;
+            Ok::<_, EngineError>(EnvHistory {
+                name: env.name.clone(),
+                releases: release_lines(&record.releases),
+                current: record.current,
+            })
+        })
+        .collect();
+    let environments = stream::iter(reads).buffered(READS_AT_ONCE).try_collect().await?;
+    Ok(History {
+        name: config.name.clone(),
+        repo: config.repo.to_string(),
+        branch: config.branch.to_string(),
+        mode: config.mode,
+        runs,
+        next: next.map(|c| c.to_string()),
+        environments,
+    })
+}
+
+/// Releases newest first, each marked when it went back to an older commit than the one
+/// before it (a rollback, by when their runs opened).
+fn release_lines(releases: &[Release]) -> Vec<ReleaseLine> {
+    let mut lines: Vec<ReleaseLine> = releases
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ReleaseLine {
+            release: r.clone(),
+            rollback: i > 0 && r.opened_at < releases[i - 1].opened_at,
+        })
+        .collect();
+    lines.reverse();
+    lines
+}
