@@ -189,6 +189,6 @@ pub async fn dead_letters(data: &DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn short_id(id: &RunId) -> String {
+pub(crate) fn short_id(id: &RunId) -> String {
     format!("{}-{}", id.pipeline(), id.sha().short())
 }

@@ -1,6 +1,7 @@
 //! The `slipway` command. Each subcommand wires the library; behaviour lives in `slipway`.
 
 mod aws;
+mod control;
 mod demo;
 mod inspect;
 mod rollback;
@@ -55,6 +56,12 @@ enum Command {
     Rollback(rollback::RollbackArgs),
     /// Print a sign-in link to slipway's pages for an approver or a viewer.
     LoginLink(LoginLinkArgs),
+    /// List the approvals waiting for people, the soonest to expire first.
+    Approvals(control::ApprovalsArgs),
+    /// Deploy a run that failed at a deploy, smoke checks or bake again.
+    Retry(control::RetryArgs),
+    /// Follow a run's stages until it ends; exit 0 if it was released, 1 otherwise.
+    Watch(control::WatchArgs),
     /// Queue messages that exhausted their retries.
     DeadLetters {
         #[command(flatten)]
@@ -173,6 +180,12 @@ async fn main() -> ExitCode {
         Command::Send(args) => send::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
         Command::LoginLink(args) => login_link(args).await,
+        Command::Approvals(args) => control::approvals(args).await,
+        Command::Retry(args) => control::retry(args).await,
+        Command::Watch(args) => match control::watch(args).await {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Bootstrap(args) => aws::bootstrap(args).await,
         Command::DeadLetters { data } => inspect::dead_letters(&data).await,
     };

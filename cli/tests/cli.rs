@@ -413,6 +413,23 @@ address = "alice@example.com"
         finish(cmd).await
     }
 
+    /// `slipway <sub> <args>` on this site's configuration, secrets and data.
+    async fn act(&self, args: &[&str]) -> crate::common::Out {
+        finish(self.act_command(args)).await
+    }
+
+    fn act_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = command();
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.path("slipway.toml"))
+            .arg("--secrets")
+            .arg(self.secrets())
+            .arg("--data-dir")
+            .arg(self.data_dir());
+        cmd
+    }
+
     /// The notifications the `file` channel wrote.
     fn notices(&self) -> Vec<Value> {
         std::fs::read_to_string(self.notifications())
@@ -572,6 +589,57 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
         .success()
         .stdout_has(&["no dead letters"]);
 
+    // The control room's commands: what waits for whom; a retry of a run that did not fail
+    // is refused, saying why.
+    let out = site.act(&["approvals"]).await.success();
+    let line = out.line_with(SHORT_RUN);
+    assert!(
+        line.contains("production") && line.contains("0 of 1") && line.contains("alice"),
+        "{out}"
+    );
+    site.act(&["retry", SHORT_RUN])
+        .await
+        .failure()
+        .stderr_has(&["not retried", "did not fail"]);
+
+    // alice signs in with a link from `slipway login-link`; mallory gets none.
+    let out = site.act(&["login-link", "--as", "alice"]).await.success();
+    let link = out.stdout.trim();
+    let token = link.rsplit("/login/").next().unwrap();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(serve.url(&format!("/login/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let home = browser
+        .get(serve.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(home.text().await.unwrap().contains("alice (approver)"));
+    assert_eq!(browser.get(serve.url("/")).send().await.unwrap().status(), 401);
+    site.act(&["login-link", "--as", "mallory"])
+        .await
+        .failure()
+        .stderr_has(&["mallory may not sign in"]);
+
+    // `slipway watch` follows the run while alice approves, and exits 0 once it is released.
+    let watch = tokio::spawn(finish(site.act_command(&["watch", SHORT_RUN, "--every", "100ms"])));
+
     // alice opens her link (nothing changes), then approves.
     let link = site.approve_link().await;
     assert!(link.starts_with(&serve.base), "{link} does not point at {}", serve.base);
@@ -590,6 +658,17 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
     })
     .await;
     assert_eq!(released["run_id"], RUN);
+    let watched = watch.await.unwrap().success();
+    watched.stdout_has(&[&format!("{RUN} released")]);
+    for stage in ["approval:production", "deploy:production", "smoke:production"] {
+        assert!(
+            watched
+                .stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(stage) && l.ends_with("succeeded")),
+            "{stage} succeeded: {watched}"
+        );
+    }
 
     // SIGTERM stops serve cleanly; a new serve on the same data still has the run.
     let status = serve.terminate().await;

@@ -72,6 +72,40 @@ pub struct ApprovalClaim {
     pub expires_at: Timestamp,
 }
 
+/// What a sign-in token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignInKind {
+    /// A link (`/login/<token>`) that starts a session.
+    Link,
+    /// A session, kept in a cookie.
+    Session,
+}
+
+/// A sign-in link's or a session's claim: `who` is signed in to the control room until
+/// `expires_at`. Its `s` field keeps it from ever parsing as an approval or rollback link's
+/// claim, and the other way round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignIn {
+    #[serde(rename = "s")]
+    pub kind: SignInKind,
+    #[serde(rename = "a")]
+    pub who: ApproverId,
+    #[serde(rename = "x", with = "unix_seconds")]
+    pub expires_at: Timestamp,
+}
+
+impl SignIn {
+    /// A sign-in link's claim.
+    pub fn link(who: ApproverId, expires_at: Timestamp) -> Self {
+        Self {
+            kind: SignInKind::Link,
+            who,
+            expires_at,
+        }
+    }
+}
+
 /// The id of a link-signing key, carried in the links it signs: 1–32 of `A-Z a-z 0-9 _ -`
 /// (`"2026-11"`). No dot: it is one part of the token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -405,6 +405,10 @@ pub struct Notification {
     /// When the approval links (or the rollback link) stop working.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// For an approver: their own link to sign in to slipway's pages (the control room and
+    /// run pages), valid as long as the approval or rollback links beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in_url: Option<String>,
     pub run_url: String,
 }
 

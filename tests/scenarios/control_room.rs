@@ -648,3 +648,33 @@ async fn production_is_rolled_back_to_a_chosen_release_from_the_pipeline_page() 
         answer.body
     );
 }
+
+#[tokio::test]
+async fn every_notification_to_an_approver_carries_their_own_sign_in_link() {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    let asked = p.approval_for("bob");
+    let link = asked.sign_in_url.expect("a sign-in link");
+    assert!(link.starts_with(&url("/login/v1.")), "{link}");
+    let path = url::Url::parse(&link).unwrap().path().to_owned();
+    let answer = p.send(Request::post(path).body(Body::empty()).unwrap()).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let cookie = answer.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let home = p.get_as(&cookie, &url("/")).await;
+    assert!(home.body.contains("bob (approver)"), "the link is bob's own");
+
+    // The release notices to approvers carry one too; notices to everyone carry none.
+    let approve = p.approval_for("alice").approve_url.unwrap();
+    p.post_decision(&approve, "approve").await;
+    p.run_queues().await;
+    for notice in p.notifications_of("released") {
+        assert_eq!(notice.sign_in_url.is_some(), notice.approver.is_some(), "{notice:?}");
+    }
+    assert!(p.notifications_of("released").iter().any(|n| n.sign_in_url.is_some()));
+}

@@ -170,6 +170,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
         reject_url: None,
         rollback_url: None,
         expires_at: None,
+        sign_in_url: None,
         run_url: app.link(&format!("/runs/{}", run.id)),
     };
     let one = |kind: &str, env: Option<&str>, title: String, text: String| Notification {
@@ -190,6 +191,11 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
             };
             let key = app.secret(&app.config.approvals.signing_key).await?;
             let key_id = app.config.approvals.key_id.as_ref();
+            // Each approver's sign-in link, working as long as the links beside it.
+            let sign_in = |who: &crate::domain::ApproverId, until: jiff::Timestamp| {
+                let token = approvals::seal(&key, key_id, &approvals::SignIn::link(who.clone(), until));
+                app.link(&format!("/login/{token}"))
+            };
             let passed = run
                 .deployed_to()
                 .iter()
@@ -231,6 +237,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                         approve_url: Some(format!("{link}?decision=approve")),
                         reject_url: Some(format!("{link}?decision=reject")),
                         expires_at: Some(*expires_at),
+                        sign_in_url: Some(sign_in(&approver.id, *expires_at)),
                         ..base.clone()
                     }
                 })
@@ -253,6 +260,11 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
             // Each person who may approve may also undo: their own link, as for approvals.
             let key = app.secret(&app.config.approvals.signing_key).await?;
             let key_id = app.config.approvals.key_id.as_ref();
+            // Each approver's sign-in link, working as long as the links beside it.
+            let sign_in = |who: &crate::domain::ApproverId, until: jiff::Timestamp| {
+                let token = approvals::seal(&key, key_id, &approvals::SignIn::link(who.clone(), until));
+                app.link(&format!("/login/{token}"))
+            };
             // From when the release happened, so a redelivered notice signs the same links.
             let released_at = run.history.get(notice.seq).map_or_else(|| app.clock.now(), |h| h.at);
             let expires_at = released_at
@@ -282,6 +294,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                         address: Some(approver.address.clone()),
                         rollback_url: Some(app.link(&format!("/runs/{}?token={token}", run.id))),
                         expires_at: Some(expires_at),
+                        sign_in_url: Some(sign_in(&approver.id, expires_at)),
                         ..released.clone()
                     }
                 })

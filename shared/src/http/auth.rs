@@ -29,13 +29,13 @@ use cookie::{Cookie, SameSite};
 use hmac::{Hmac, Mac};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
 use super::{ApiError, AppState, PageError, pages};
 use crate::app::{App, EngineError};
-use crate::approvals::TokenError;
+use crate::approvals::{SignIn, SignInKind, TokenError};
 use crate::config::Role;
 use crate::domain::ApproverId;
 
@@ -44,28 +44,6 @@ pub const COOKIE: &str = "slipway_session";
 
 /// How long a sign-in link works unless asked otherwise.
 pub const SIGN_IN_LINK_VALIDITY: SignedDuration = SignedDuration::from_hours(24);
-
-/// What a sign-in token is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Kind {
-    /// A link that starts a session.
-    Link,
-    /// A session.
-    Session,
-}
-
-/// A sign-in link's or a session's claim: `who` is signed in until `expires_at`. Its `s` field
-/// keeps it from ever parsing as an approval or rollback link's claim, and the other way round.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SignIn {
-    #[serde(rename = "s")]
-    kind: Kind,
-    #[serde(rename = "a")]
-    who: ApproverId,
-    #[serde(rename = "x", with = "crate::approvals::unix_seconds")]
-    expires_at: Timestamp,
-}
 
 /// Why no sign-in link can be made.
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +62,7 @@ pub async fn sign_in_link(app: &App, who: &ApproverId, valid: SignedDuration) ->
         return Err(SignInError::NotAllowed(who.clone()));
     }
     let expires_at = app.clock.now().checked_add(valid).unwrap_or(Timestamp::MAX);
-    let token = app
-        .seal_token(&SignIn {
-            kind: Kind::Link,
-            who: who.clone(),
-            expires_at,
-        })
-        .await?;
+    let token = app.seal_token(&SignIn::link(who.clone(), expires_at)).await?;
     Ok(app.link(&format!("/login/{token}")))
 }
 
@@ -152,7 +124,7 @@ pub async fn identify(app: &App, headers: &HeaderMap) -> Result<Option<Caller>, 
         return Ok(None);
     };
     let claim = match app.open_token::<SignIn>(&session).await? {
-        Ok(claim) if claim.kind == Kind::Session && app.clock.now() < claim.expires_at => claim,
+        Ok(claim) if claim.kind == SignInKind::Session && app.clock.now() < claim.expires_at => claim,
         _ => return Ok(None),
     };
     let Some(role) = app.config.role_of(&claim.who) else {
@@ -244,7 +216,7 @@ pub(super) async fn login_page(axum::extract::State(app): AppState) -> Html<Stri
 /// Checks a sign-in link: who it signs in, or the page saying why it cannot.
 async fn open_link(app: &App, token: &str) -> Result<SignIn, PageError> {
     let claim = match app.open_token::<SignIn>(token).await? {
-        Ok(claim) if claim.kind == Kind::Link => claim,
+        Ok(claim) if claim.kind == SignInKind::Link => claim,
         Ok(_) | Err(TokenError::WrongAction { .. } | TokenError::Malformed) => {
             return Err(PageError::new(
                 StatusCode::FORBIDDEN,
@@ -305,7 +277,7 @@ pub(super) async fn login(
         .unwrap_or(Timestamp::MAX);
     let session = app
         .seal_token(&SignIn {
-            kind: Kind::Session,
+            kind: SignInKind::Session,
             who: claim.who.clone(),
             expires_at,
         })

@@ -39,6 +39,7 @@ pub(crate) fn notification(kind: &str) -> Notification {
         reject_url: None,
         rollback_url: None,
         expires_at: None,
+        sign_in_url: None,
         run_url: format!("https://slipway.example.com/runs/shop-{SHA}"),
     };
     match kind {
@@ -52,6 +53,7 @@ pub(crate) fn notification(kind: &str) -> Notification {
             n.approve_url = Some("https://slipway.example.com/approvals/tok123?decision=approve".to_owned());
             n.reject_url = Some("https://slipway.example.com/approvals/tok123?decision=reject".to_owned());
             n.expires_at = Some("2025-06-01T12:00:00Z".parse::<Timestamp>().unwrap());
+            n.sign_in_url = Some("https://slipway.example.com/login/tok789".to_owned());
         }
         "released" => {
             n.environment = Some("staging".to_owned());

@@ -102,6 +102,9 @@ pub fn render_text(n: &Notification) -> String {
         }
     }
     let _ = write!(out, "Run: {}", n.run_url);
+    if let Some(url) = &n.sign_in_url {
+        let _ = write!(out, "\nSign in to slipway: {url}");
+    }
     // Commit messages and reasons come from outside: no terminal escape sequences.
     out.chars()
         .map(|c| if c.is_control() && c != '\n' { '\u{fffd}' } else { c })

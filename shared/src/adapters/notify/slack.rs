@@ -238,6 +238,13 @@ pub fn blocks(n: &Notification) -> Value {
         &n.run_url,
         &format!("View run {}", escape(n.run_id.as_str())),
     )));
+    if let (Some(url), Some(approver)) = (&n.sign_in_url, &n.approver) {
+        blocks.push(context(&format!(
+            "{} · link for *{}*",
+            link(url, "Sign in to slipway's pages"),
+            escape(approver)
+        )));
+    }
 
     let headline = format!("{title} ({})", short_sha(&n.sha));
     let text = if n.alert {

@@ -1,0 +1,154 @@
+//! `slipway approvals`, `slipway retry RUN`, `slipway watch RUN`: the control room's views
+//! and actions from a shell. Like `slipway rollback`, they act on the stack directly (the
+//! embedded data directory, or `--backend aws`), with the same checks as the pages.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use slipway::app::App;
+use slipway::domain::{Actor, EnvName, RunId, RunStatus};
+use slipway::views::control_room;
+
+use crate::stack::StackArgs;
+
+/// The one run `prefix` names (a run id, `<pipeline>-<sha prefix>`, or a SHA prefix).
+async fn resolve(app: &App, prefix: &str) -> anyhow::Result<RunId> {
+    let matches = slipway::views::run_index::resolve(app.store.as_ref(), prefix).await?;
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no run matches {prefix:?}; `slipway runs` lists them"),
+        many => bail!("{prefix:?} matches {} runs; give more of the SHA", many.len()),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApprovalsArgs {
+    /// Print the same object as `GET /api/approvals`.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+/// `slipway approvals`: every approval waiting for people, the soonest to expire first.
+pub async fn approvals(args: ApprovalsArgs) -> anyhow::Result<()> {
+    let app = args.stack.open(true).await?;
+    let pending = control_room::pending_approvals(&app).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "approvals": pending }))?
+        );
+        return Ok(());
+    }
+    if pending.is_empty() {
+        println!("nothing waits for an approval");
+        return Ok(());
+    }
+    let now = app.clock.now();
+    println!(
+        "{:<28} {:<12} {:<9} {:<20} {:<8} ASKED",
+        "RUN", "TO", "APPROVED", "EXPIRES", "BRINGS"
+    );
+    for p in &pending {
+        let left = now.duration_until(p.expires_at);
+        println!(
+            "{:<28} {:<12} {:<9} {:<20} {:<8} {}",
+            crate::inspect::short_id(&p.run.id),
+            p.env.as_str(),
+            format!("{} of {}", p.approved_by.len(), p.required),
+            format!("in {:#}", jiff::SignedDuration::from_secs(left.as_secs() / 60 * 60)),
+            format!(
+                "{} run{}",
+                p.brings.runs.len(),
+                if p.brings.runs.len() == 1 { "" } else { "s" }
+            ),
+            p.asked.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    /// The run: its id, `<pipeline>-<sha prefix>`, or the start of its commit SHA.
+    run: String,
+    /// The environment to deploy again; default: where it failed.
+    #[arg(long)]
+    env: Option<EnvName>,
+    /// Who asks, for the run's history. Default: $USER.
+    #[arg(long, env = "USER", default_value = "someone")]
+    by: String,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+/// `slipway retry RUN`: deploys a run that failed at a deploy, smoke checks or bake again.
+pub async fn retry(args: RetryArgs) -> anyhow::Result<()> {
+    let app = args.stack.open(true).await?;
+    let id = resolve(&app, &args.run).await?;
+    let run = slipway::handlers::retry::request_retry(&app, &id, args.env.as_ref(), Actor::Slipway, &args.by)
+        .await
+        .map_err(|e| anyhow::anyhow!("not retried: {e}"))?;
+    println!(
+        "retry of {} queued; the workers deploy it again. Follow it with: slipway watch {}",
+        run.sha.short(),
+        run.id
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The run: its id, `<pipeline>-<sha prefix>`, or the start of its commit SHA.
+    run: String,
+    /// How often to look.
+    #[arg(long, default_value = "1s")]
+    every: jiff::SignedDuration,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+/// `slipway watch RUN`: prints each stage as it changes until the run ends; exits 0 when it
+/// was released, 1 when it ended any other way.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let app = args.stack.open(true).await?;
+    let id = resolve(&app, &args.run).await?;
+    let every = Duration::try_from(args.every)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(1));
+    let mut seen: Vec<String> = Vec::new();
+    let mut said = 0;
+    loop {
+        let Some((run, _)) = app.load(&id).await? else {
+            bail!("run {id} no longer exists");
+        };
+        let now: Vec<String> = run
+            .stages
+            .iter()
+            .map(|s| format!("{:<22} {}", s.label(), s.status.as_str()))
+            .collect();
+        if said == 0 {
+            println!("{} — {}", run.id, run.commit.message.lines().next().unwrap_or(""));
+        }
+        for line in now.iter().filter(|l| !seen.contains(l)) {
+            println!("  {line}");
+        }
+        for entry in run.history.iter().skip(said) {
+            println!("    {}  {}: {}", entry.at.strftime("%H:%M:%S"), entry.actor, entry.what);
+        }
+        said = run.history.len();
+        seen = now;
+        let status = run.status();
+        if status.is_finished() {
+            println!("{} {}", run.id, status.as_str());
+            return Ok(if status == RunStatus::Released {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            });
+        }
+        tokio::time::sleep(every).await;
+    }
+}
