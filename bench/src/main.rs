@@ -3,6 +3,7 @@
 //! builds everything in release and runs them all; `scripts/bench webhook` runs one.
 
 mod coldstart;
+mod control_room;
 mod engine;
 mod load;
 mod pages;
@@ -51,6 +52,8 @@ enum Bench {
     Pages(pages::Args),
     /// Time of the runs list on `slipway serve` (embedded) at 10,000 runs, vs at 100.
     PagesEmbedded(pages_embedded::Args),
+    /// Time of `/` and `/approvals` on `slipway serve` (embedded) at 10,000 runs, vs at 100.
+    ControlRoom(control_room::Args),
 }
 
 impl Bench {
@@ -62,6 +65,7 @@ impl Bench {
             Bench::Requests,
             Bench::Pages(pages::Args::default()),
             Bench::PagesEmbedded(pages_embedded::Args::default()),
+            Bench::ControlRoom(control_room::Args::default()),
         ]
     }
 }
@@ -92,6 +96,7 @@ async fn run(bench: Bench, bins: &Bins) -> anyhow::Result<Outcome> {
         Bench::Requests => requests::run().await,
         Bench::Pages(args) => pages::run(&args).await,
         Bench::PagesEmbedded(args) => pages_embedded::run(&args, bins).await,
+        Bench::ControlRoom(args) => control_room::run(&args, bins).await,
     }
 }
 

@@ -71,7 +71,11 @@ async fn page_ms(client: &reqwest::Client, base: &str, reads: usize) -> anyhow::
     let mut times = Vec::with_capacity(reads);
     for _ in 0..reads.max(1) {
         let started = Instant::now();
-        let answer = client.get(format!("{base}/api/runs?limit=50")).send().await?;
+        let answer = client
+            .get(format!("{base}/api/runs?limit=50"))
+            .bearer_auth(server::API_TOKEN)
+            .send()
+            .await?;
         let status = answer.status();
         let body = answer.bytes().await?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -85,7 +89,7 @@ async fn page_ms(client: &reqwest::Client, base: &str, reads: usize) -> anyhow::
 }
 
 /// Pushes commits `range`, `concurrency` at a time; each opens a run.
-async fn push(
+pub(crate) async fn push(
     client: &reqwest::Client,
     base: &str,
     range: std::ops::Range<usize>,

@@ -12,6 +12,8 @@ use bytes::Bytes;
 pub const GITHUB_SECRET: &str = "bench-github-webhook-secret";
 /// The CI secret the benchmarks' configuration names.
 pub const CI_SECRET: &str = "bench-ci-secret";
+/// The API token the benchmarks read the API and the pages with (`[dashboard] api_token`).
+pub const API_TOKEN: &str = "bench-api-token";
 
 /// One pipeline, `shop` (`acme/shop` on `main`), in deployment mode (no approvals), with ONE
 /// environment whose deploy program is `/bin/true` and no smoke checks: a run is one release.
@@ -21,6 +23,9 @@ webhook_secret = "/slipway/github/webhook-secret"
 
 [approvals]
 signing_key = "/slipway/approvals/signing-key"
+
+[dashboard]
+api_token = "/slipway/api-token"
 
 [[pipelines]]
 name = "shop"
@@ -34,12 +39,45 @@ name = "production"
 deploy = { type = "command", command = ["/bin/true"], timeout = "1m" }
 "#;
 
-/// The secrets file [`CONFIG`] needs.
+/// `shop` in delivery mode: staging, then production behind alice's approval, both deployed
+/// by `/bin/true`. What the control room's benchmark serves.
+pub const DELIVERY_CONFIG: &str = r#"
+[github]
+webhook_secret = "/slipway/github/webhook-secret"
+
+[approvals]
+signing_key = "/slipway/approvals/signing-key"
+
+[dashboard]
+api_token = "/slipway/api-token"
+
+[[pipelines]]
+name = "shop"
+repo = "acme/shop"
+branch = "main"
+mode = "delivery"
+ci_secret = "/slipway/shop/ci-secret"
+
+[[pipelines.approvers]]
+id = "alice"
+address = "alice@example.com"
+
+[[pipelines.environments]]
+name = "staging"
+deploy = { type = "command", command = ["/bin/true"], timeout = "1m" }
+
+[[pipelines.environments]]
+name = "production"
+deploy = { type = "command", command = ["/bin/true"], timeout = "1m" }
+"#;
+
+/// The secrets file [`CONFIG`] and [`DELIVERY_CONFIG`] need.
 fn secrets_file() -> String {
     format!(
         "\"/slipway/github/webhook-secret\" = \"{GITHUB_SECRET}\"\n\
          \"/slipway/approvals/signing-key\" = \"bench-approval-signing-key\"\n\
-         \"/slipway/shop/ci-secret\" = \"{CI_SECRET}\"\n"
+         \"/slipway/shop/ci-secret\" = \"{CI_SECRET}\"\n\
+         \"/slipway/api-token\" = \"{API_TOKEN}\"\n"
     )
 }
 
@@ -56,10 +94,15 @@ impl Server {
     /// Starts `slipway` (at `bin`) serving [`CONFIG`] from a fresh data directory, and waits
     /// until `/healthz` answers.
     pub async fn start(bin: &Path) -> anyhow::Result<Server> {
+        Self::start_with(bin, CONFIG).await
+    }
+
+    /// Starts `slipway` serving `config` (which names the secrets [`CONFIG`] does).
+    pub async fn start_with(bin: &Path, config_text: &str) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
         let config = dir.path().join("slipway.toml");
         let secrets = dir.path().join("slipway.secrets.toml");
-        std::fs::write(&config, CONFIG)?;
+        std::fs::write(&config, config_text)?;
         std::fs::write(&secrets, secrets_file())?;
         let log = std::fs::File::create(dir.path().join("serve.log"))?;
         let port = slipway_tests::moto::free_port();
@@ -125,7 +168,12 @@ pub fn signed_push(sha: &str) -> (Bytes, String) {
 
 /// A signed generic CI callback: `sha` built green.
 pub fn signed_ci_success(sha: &str) -> (Bytes, String) {
-    let body = serde_json::json!({"repo": "acme/shop", "sha": sha, "status": "success", "artifact": format!("registry.example.com/shop@{sha}")})
+    signed_ci(sha, "success")
+}
+
+/// A signed generic CI callback: `sha` built with `status` (`success`, `failure`).
+pub fn signed_ci(sha: &str, status: &str) -> (Bytes, String) {
+    let body = serde_json::json!({"repo": "acme/shop", "sha": sha, "status": status, "artifact": format!("registry.example.com/shop@{sha}")})
         .to_string();
     let signature = slipway::signature::sign(CI_SECRET.as_bytes(), body.as_bytes());
     (Bytes::from(body), signature)
