@@ -325,6 +325,9 @@ signing_key = "/slipway/approvals/signing-key"
 
 [dashboard]
 api_token = "/slipway/api-token"
+auth = "proxy"
+proxy_header = "X-Forwarded-Email"
+proxy_addresses = ["127.0.0.1"]
 
 [[notify]]
 type = "file"
@@ -632,6 +635,16 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
     assert_eq!(home.status(), 200);
     assert!(home.text().await.unwrap().contains("alice (approver)"));
     assert_eq!(browser.get(serve.url("/")).send().await.unwrap().status(), 401);
+    // An authenticating proxy on this machine names alice: `slipway serve` knows the
+    // connection comes from 127.0.0.1, the proxy's configured address.
+    let proxied = browser
+        .get(serve.url("/approvals"))
+        .header("x-forwarded-email", "alice@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 200);
+    assert!(proxied.text().await.unwrap().contains("alice (approver)"));
     site.act(&["login-link", "--as", "mallory"])
         .await
         .failure()

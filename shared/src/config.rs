@@ -68,6 +68,30 @@ pub struct DashboardConfig {
     /// the JSON API. None: the API answers only signed-in people.
     #[serde(default)]
     pub api_token: Option<ParamName>,
+    /// How people sign in: with links (`link`, the default), or also through an
+    /// authenticating reverse proxy (`proxy`) that names them in `proxy_header`.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// The header the proxy names the signed-in person in (oauth2-proxy:
+    /// `X-Forwarded-Email`). Its value is matched against approvers' and viewers' ids and
+    /// approvers' addresses.
+    #[serde(default)]
+    pub proxy_header: Option<String>,
+    /// The addresses the proxy connects from: the header is believed only on connections
+    /// from these.
+    #[serde(default)]
+    pub proxy_addresses: Vec<std::net::IpAddr>,
+}
+
+/// How people sign in to the control room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Sign-in links only.
+    #[default]
+    Link,
+    /// An authenticating reverse proxy names the person in a header; links work too.
+    Proxy,
 }
 
 impl Default for DashboardConfig {
@@ -76,7 +100,33 @@ impl Default for DashboardConfig {
             viewers: Vec::new(),
             session: default_session(),
             api_token: None,
+            auth: AuthMode::Link,
+            proxy_header: None,
+            proxy_addresses: Vec::new(),
         }
+    }
+}
+
+impl DashboardConfig {
+    /// The id a proxy's `value` names (matched case-insensitively against approvers' and
+    /// viewers' ids and approvers' addresses), if it names anyone in `config`.
+    pub fn person_named(config: &Config, value: &str) -> Option<ApproverId> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        let approvers = config.pipelines.iter().flat_map(|p| p.approvers.iter());
+        for approver in approvers {
+            if approver.id.as_str().eq_ignore_ascii_case(value) || approver.address.eq_ignore_ascii_case(value) {
+                return Some(approver.id.clone());
+            }
+        }
+        config
+            .dashboard
+            .viewers
+            .iter()
+            .find(|v| v.id.as_str().eq_ignore_ascii_case(value))
+            .map(|v| v.id.clone())
     }
 }
 
@@ -640,6 +690,25 @@ impl Config {
                 return Err(invalid(
                     format!("dashboard.viewers[{v}].id"),
                     format!("{} is listed twice", viewer.id),
+                ));
+            }
+        }
+        if self.dashboard.auth == AuthMode::Proxy {
+            let header_ok = self
+                .dashboard
+                .proxy_header
+                .as_deref()
+                .is_some_and(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok());
+            if !header_ok {
+                return Err(invalid(
+                    "dashboard.proxy_header".into(),
+                    "auth = \"proxy\" needs the header the proxy names people in, e.g. \"X-Forwarded-Email\"".into(),
+                ));
+            }
+            if self.dashboard.proxy_addresses.is_empty() {
+                return Err(invalid(
+                    "dashboard.proxy_addresses".into(),
+                    "auth = \"proxy\" needs the addresses the proxy connects from, e.g. [\"127.0.0.1\"]; the header is believed from those only".into(),
                 ));
             }
         }

@@ -23,6 +23,8 @@ pub async fn run(
         stopped,
     ));
     let router = crate::http::router(app);
+    // The peer's address is what `[dashboard] auth = "proxy"` checks the proxy by.
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     let _ = stop_workers.send(true);
     if let Err(e) = workers.await {

@@ -678,3 +678,98 @@ async fn every_notification_to_an_approver_carries_their_own_sign_in_link() {
     }
     assert!(p.notifications_of("released").iter().any(|n| n.sign_in_url.is_some()));
 }
+
+const PROXY: &str =
+    "[dashboard]\nauth = \"proxy\"\nproxy_header = \"X-Forwarded-Email\"\nproxy_addresses = [\"127.0.0.1\", \"::1\"]\n";
+
+/// A request as an authenticating proxy at `from` passes it on, naming `email`.
+fn through_proxy(method: &str, path: &str, from: &str, email: &str, body: &str) -> Request<Body> {
+    let ip: std::net::IpAddr = from.parse().unwrap();
+    let peer = std::net::SocketAddr::new(ip, 40123);
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-forwarded-email", email)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn behind_an_authenticating_proxy_its_header_signs_people_in_from_its_address_only() {
+    let p = Pipeline::with_config(&config_with(PROXY)).await;
+    p.to_approval(SHA).await;
+
+    // The proxy names alice by her address: she is signed in, as an approver.
+    let home = p
+        .send(through_proxy("GET", "/", "127.0.0.1", "Alice@Example.com", ""))
+        .await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    assert!(home.body.contains("alice (approver)"));
+
+    // The same header from anywhere else, or with no address known, is nobody's.
+    let direct = p
+        .send(through_proxy("GET", "/", "10.1.2.3", "alice@example.com", ""))
+        .await;
+    assert_eq!(direct.status, StatusCode::UNAUTHORIZED);
+    let unknown_peer = Request::get("/")
+        .header("x-forwarded-email", "alice@example.com")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(p.send(unknown_peer).await.status, StatusCode::UNAUTHORIZED);
+    // Someone the configuration does not name is nobody too.
+    let stranger = p
+        .send(through_proxy("GET", "/", "127.0.0.1", "mallory@example.com", ""))
+        .await;
+    assert_eq!(stranger.status, StatusCode::UNAUTHORIZED);
+
+    // alice acts through the proxy with her page's form token.
+    let csrf = csrf_of(&home.body);
+    let run = p.run(SHA).await.id;
+    let fields = format!("csrf={csrf}&env=production&decision=approve");
+    let forged = p
+        .send(through_proxy(
+            "POST",
+            &format!("/runs/{run}/decision"),
+            "127.0.0.1",
+            "alice@example.com",
+            "csrf=x&env=production&decision=approve",
+        ))
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let approved = p
+        .send(through_proxy(
+            "POST",
+            &format!("/runs/{run}/decision"),
+            "127.0.0.1",
+            "alice@example.com",
+            &fields,
+        ))
+        .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    // bob's page token is not alice's.
+    let bob = p.send(through_proxy("GET", "/", "::1", "bob@example.com", "")).await;
+    assert_ne!(csrf_of(&bob.body), csrf);
+    // Sign-in links keep working beside the proxy.
+    let cookie = p.sign_in("bob").await;
+    assert_eq!(p.get_as(&cookie, &url("/")).await.status, StatusCode::OK);
+}
+
+#[test]
+fn proxy_sign_in_needs_its_header_and_its_addresses() {
+    let parse = |extra: &str| slipway::config::Config::parse(&config_with(extra), std::path::Path::new("slipway.toml"));
+    let no_header = parse("[dashboard]\nauth = \"proxy\"\nproxy_addresses = [\"127.0.0.1\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(no_header.contains("dashboard.proxy_header"), "{no_header}");
+    let no_addresses = parse("[dashboard]\nauth = \"proxy\"\nproxy_header = \"X-Forwarded-Email\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(no_addresses.contains("dashboard.proxy_addresses"), "{no_addresses}");
+    let twice = parse("[[dashboard.viewers]]\nid = \"carol\"\n[[dashboard.viewers]]\nid = \"Carol\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(twice.contains("dashboard.viewers[1].id"), "{twice}");
+    assert!(parse(PROXY).is_ok());
+}

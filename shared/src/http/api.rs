@@ -130,12 +130,12 @@ pub(super) struct RunPageQuery {
 /// (`?token=`, from a `released` notice); anyone else gets the sign-in page.
 pub(super) async fn run_page(
     axum::extract::State(app): AppState,
-    headers: axum::http::HeaderMap,
+    parts: axum::http::request::Parts,
     Path(id): Path<String>,
     Query(q): Query<RunPageQuery>,
 ) -> Result<axum::response::Response, PageError> {
     use axum::response::IntoResponse as _;
-    let caller = super::auth::identify(&app, &headers).await?;
+    let caller = super::auth::identify(&app, &parts.headers, super::auth::peer_of(&parts)).await?;
     let id = RunId::parse(&id).map_err(|e| PageError::new(StatusCode::BAD_REQUEST, "Bad run id", e.to_string()))?;
     let Some((run, _)) = app.load(&id).await? else {
         if caller.is_none() {

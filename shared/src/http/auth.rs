@@ -17,6 +17,7 @@
 //! - Scripts read the JSON API with `Authorization: Bearer <token>`, the value of
 //!   `[dashboard] api_token`'s parameter; they may read, never act.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path};
@@ -36,7 +37,7 @@ use subtle::ConstantTimeEq as _;
 use super::{ApiError, AppState, PageError, pages};
 use crate::app::{App, EngineError};
 use crate::approvals::{SignIn, SignInKind, TokenError};
-use crate::config::Role;
+use crate::config::{AuthMode, DashboardConfig, Role};
 use crate::domain::ApproverId;
 
 /// The session cookie's name.
@@ -102,8 +103,10 @@ impl Caller {
     }
 }
 
-/// Who sent `headers`: a valid session cookie, or the API token. `None`: nobody we know.
-pub async fn identify(app: &App, headers: &HeaderMap) -> Result<Option<Caller>, EngineError> {
+/// Who sent `headers` over a connection from `peer`: the API token, a person the
+/// authenticating proxy names (with `[dashboard] auth = "proxy"`, on a connection from one of
+/// its addresses only), or a valid session cookie. `None`: nobody we know.
+pub async fn identify(app: &App, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Option<Caller>, EngineError> {
     if let Some(bearer) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -120,6 +123,9 @@ pub async fn identify(app: &App, headers: &HeaderMap) -> Result<Option<Caller>, 
             csrf: None,
         }));
     }
+    if let Some(caller) = from_proxy(app, headers, peer).await? {
+        return Ok(Some(caller));
+    }
     let Some(session) = session_cookie(headers) else {
         return Ok(None);
     };
@@ -135,6 +141,45 @@ pub async fn identify(app: &App, headers: &HeaderMap) -> Result<Option<Caller>, 
         role,
         csrf: Some(csrf_of(app, &session).await?),
     }))
+}
+
+/// The person an authenticating proxy names, if slipway trusts one and this request came
+/// through it. A request with the header from any other address is treated as if it had none.
+async fn from_proxy(app: &App, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Option<Caller>, EngineError> {
+    let dashboard = &app.config.dashboard;
+    let (AuthMode::Proxy, Some(header)) = (dashboard.auth, dashboard.proxy_header.as_deref()) else {
+        return Ok(None);
+    };
+    let Some(value) = headers.get(header).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    if !peer.is_some_and(|ip| dashboard.proxy_addresses.contains(&ip)) {
+        tracing::warn!(
+            header,
+            "the proxy's identity header came from an address that is not the proxy's; ignored"
+        );
+        return Ok(None);
+    }
+    let Some(who) = DashboardConfig::person_named(&app.config, value) else {
+        return Ok(None);
+    };
+    let Some(role) = app.config.role_of(&who) else {
+        return Ok(None);
+    };
+    let csrf = csrf_of(app, &format!("proxy.{}", who.as_str().to_ascii_lowercase())).await?;
+    Ok(Some(Caller {
+        who: Who::Person(who),
+        role,
+        csrf: Some(csrf),
+    }))
+}
+
+/// The address a request came from, when the server knows it (`slipway serve`).
+pub(super) fn peer_of(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
@@ -166,7 +211,7 @@ impl FromRequestParts<Arc<App>> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        match identify(app, &parts.headers).await {
+        match identify(app, &parts.headers, peer_of(parts)).await {
             Ok(Some(caller)) => Ok(SignedIn(caller)),
             Ok(None) => Err(sign_in_required(app, parts.uri.path())),
             Err(e) => Err(PageError::from(e).into_response()),
@@ -182,7 +227,7 @@ impl FromRequestParts<Arc<App>> for ApiCaller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        match identify(app, &parts.headers).await {
+        match identify(app, &parts.headers, peer_of(parts)).await {
             Ok(Some(caller)) => Ok(ApiCaller(caller)),
             Ok(None) => {
                 let mut response = ApiError::new(
