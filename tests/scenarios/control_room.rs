@@ -684,7 +684,7 @@ const PROXY: &str =
 
 /// A request as an authenticating proxy at `from` passes it on, naming `email`.
 fn through_proxy(method: &str, path: &str, from: &str, email: &str, body: &str) -> Request<Body> {
-    let ip: std::net::IpAddr = from.parse().unwrap();
+    let ip: std::net::IpAddr = from.parse().expect("an IP address");
     let peer = std::net::SocketAddr::new(ip, 40123);
     Request::builder()
         .method(method)
@@ -693,7 +693,7 @@ fn through_proxy(method: &str, path: &str, from: &str, email: &str, body: &str) 
         .header("content-type", "application/x-www-form-urlencoded")
         .extension(axum::extract::ConnectInfo(peer))
         .body(Body::from(body.to_owned()))
-        .unwrap()
+        .expect("a valid request")
 }
 
 #[tokio::test]
