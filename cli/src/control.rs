@@ -70,6 +70,39 @@ pub async fn approvals(args: ApprovalsArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// The run: its id, `<pipeline>-<sha prefix>`, or the start of its commit SHA.
+    run: String,
+    /// The environment whose approval this is; default: the one the run waits for.
+    #[arg(long)]
+    env: Option<EnvName>,
+    /// The approver deciding (an approver of the run's pipeline).
+    #[arg(long = "as", value_name = "ID")]
+    who: slipway::domain::ApproverId,
+    /// Reject instead of approving.
+    #[arg(long)]
+    reject: bool,
+    /// A comment for the run's history.
+    #[arg(long)]
+    comment: Option<String>,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+/// `slipway approve RUN --as ID`: decides as that approver, with every check a link has.
+pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
+    let app = args.stack.open(true).await?;
+    let id = resolve(&app, &args.run).await?;
+    let comment = args.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    let done =
+        slipway::http::actions::decide_from_shell(&app, &id, args.env.as_ref(), &args.who, !args.reject, comment)
+            .await
+            .map_err(|why| anyhow::anyhow!("nothing was decided: {why}"))?;
+    println!("{done}; follow it with: slipway watch {id}");
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RetryArgs {
     /// The run: its id, `<pipeline>-<sha prefix>`, or the start of its commit SHA.
     run: String,

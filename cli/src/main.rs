@@ -58,6 +58,8 @@ enum Command {
     LoginLink(LoginLinkArgs),
     /// List the approvals waiting for people, the soonest to expire first.
     Approvals(control::ApprovalsArgs),
+    /// Approve (or with --reject, reject) a run's waiting approval as an approver.
+    Approve(control::ApproveArgs),
     /// Deploy a run that failed at a deploy, smoke checks or bake again.
     Retry(control::RetryArgs),
     /// Follow a run's stages until it ends; exit 0 if it was released, 1 otherwise.
@@ -181,6 +183,7 @@ async fn main() -> ExitCode {
         Command::Rollback(args) => rollback::run(args).await,
         Command::LoginLink(args) => login_link(args).await,
         Command::Approvals(args) => control::approvals(args).await,
+        Command::Approve(args) => control::approve(args).await,
         Command::Retry(args) => control::retry(args).await,
         Command::Watch(args) => match control::watch(args).await {
             Ok(code) => return code,

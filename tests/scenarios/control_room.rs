@@ -773,3 +773,42 @@ fn proxy_sign_in_needs_its_header_and_its_addresses() {
     assert!(twice.contains("dashboard.viewers[1].id"), "{twice}");
     assert!(parse(PROXY).is_ok());
 }
+
+#[tokio::test]
+async fn slipway_approve_decides_from_a_shell_with_the_same_checks() {
+    use slipway::http::actions::decide_from_shell;
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    let run = p.run(SHA).await.id;
+    let who = |id: &str| id.parse::<slipway::domain::ApproverId>().unwrap();
+
+    let refused = decide_from_shell(&p.app, &run, None, &who("dev"), true, None)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("You wrote this commit"), "{refused}");
+    let refused = decide_from_shell(&p.app, &run, None, &who("mallory"), true, None)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("not an approver"), "{refused}");
+
+    let done = decide_from_shell(&p.app, &run, None, &who("alice"), true, Some("from the shell".into()))
+        .await
+        .unwrap();
+    assert_eq!(done, format!("approved {} for production as alice", &SHA[..12]));
+    let again = decide_from_shell(
+        &p.app,
+        &run,
+        Some(&"production".parse().unwrap()),
+        &who("alice"),
+        true,
+        None,
+    )
+    .await;
+    assert!(again.is_ok(), "the same decision again changes nothing: {again:?}");
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA]);
+    let none = decide_from_shell(&p.app, &run, None, &who("bob"), true, None)
+        .await
+        .unwrap_err();
+    assert!(none.contains("waits for no approval"), "{none}");
+}

@@ -29,6 +29,47 @@ use crate::domain::{Actor, EnvName, PipelineName, RunId, StageKind, StageStatus,
 use crate::handlers::deploy::{RollbackRefused, request_rollback_chosen};
 use crate::handlers::retry::{RetryRefused, request_retry};
 
+/// `slipway approve`: `who` decides on `run`'s approval for `env` (default: the one waiting),
+/// with the same checks as a link or a button. `Err` says why nothing was recorded.
+pub async fn decide_from_shell(
+    app: &App,
+    run: &RunId,
+    env: Option<&EnvName>,
+    who: &crate::domain::ApproverId,
+    approve: bool,
+    comment: Option<String>,
+) -> Result<String, String> {
+    let refused = |e: PageError| format!("{}: {}", e.title, e.message);
+    let (loaded, version) = app
+        .load(run)
+        .await
+        .map_err(|e| refused(e.into()))?
+        .ok_or_else(|| format!("there is no run {run}"))?;
+    let pipeline = app
+        .pipeline_of(&loaded)
+        .ok_or_else(|| format!("pipeline {} is no longer configured", loaded.pipeline))?;
+    let approver = pipeline
+        .approver(who)
+        .ok_or_else(|| format!("{who} is not an approver of pipeline {}", pipeline.name))?;
+    let env = match env {
+        Some(env) => env.clone(),
+        None => loaded
+            .stages
+            .iter()
+            .find(|s| s.kind == StageKind::Approval && s.status == StageStatus::Waiting)
+            .and_then(|s| s.env.clone())
+            .ok_or_else(|| format!("{} waits for no approval", loaded.sha.short()))?,
+    };
+    let sha = loaded.sha.short().to_owned();
+    decide_as(app, loaded, version, pipeline, approver, &env, approve, comment)
+        .await
+        .map_err(refused)?;
+    Ok(format!(
+        "{} {sha} for {env} as {who}",
+        if approve { "approved" } else { "rejected" }
+    ))
+}
+
 /// The approver `caller` is for `pipeline`, if the form is this session's and they may act
 /// there.
 fn acting<'a>(caller: &Caller, csrf: &str, pipeline: &'a PipelineConfig) -> Result<&'a ApproverConfig, PageError> {
@@ -131,6 +172,24 @@ pub(super) async fn decide(
         )
     })?;
     let approver = acting(&caller, &form.csrf, pipeline)?;
+    decide_as(&app, run, version, pipeline, approver, &env, approve, comment).await
+}
+
+/// Records `approver`'s decision on `run`'s approval for `env` with every check a link has,
+/// and answers a second identical click as the first: a redirect to the run.
+#[allow(clippy::too_many_arguments)] // the decision and what it is about, each one thing
+async fn decide_as(
+    app: &App,
+    run: crate::domain::Run,
+    version: crate::ports::Version,
+    pipeline: &PipelineConfig,
+    approver: &ApproverConfig,
+    env: &EnvName,
+    approve: bool,
+    comment: Option<String>,
+) -> Result<Response, PageError> {
+    let id = run.id.clone();
+    let env = env.clone();
     let stage = run.stage(StageKind::Approval, Some(&env));
     let expires_at = stage
         .and_then(|s| s.approval.as_ref())
@@ -148,8 +207,8 @@ pub(super) async fn decide(
         pipeline,
         approver,
     };
-    match decide_link(&app, &link, approve, comment).await {
-        Ok(_) => Ok(to_run(&app, &id)),
+    match decide_link(app, &link, approve, comment).await {
+        Ok(_) => Ok(to_run(app, &id)),
         Err(refusal) if refusal.status == StatusCode::CONFLICT => {
             // A second click: the first one's decision stands, and it was this person's.
             let (now, _) = app.load(&id).await?.ok_or(refusal)?;
@@ -169,7 +228,7 @@ pub(super) async fn decide(
                 }
             });
             if mine && same {
-                return Ok(to_run(&app, &id));
+                return Ok(to_run(app, &id));
             }
             Err(PageError::new(
                 StatusCode::CONFLICT,

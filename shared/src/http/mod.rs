@@ -2,7 +2,7 @@
 //! AWS issue serve it unchanged. Webhook and API routes answer JSON; page routes answer HTML.
 //! Every error says what went wrong and what to do, with the status code that fits.
 
-mod actions;
+pub mod actions;
 mod api;
 mod approvals;
 pub mod auth;
