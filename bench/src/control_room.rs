@@ -124,7 +124,7 @@ async fn ci(client: &reqwest::Client, base: &str, i: usize, status: &str) -> any
         client
             .post(format!("{base}/hooks/ci"))
             .header("content-type", "application/json")
-            .header("x-hub-signature-256", &signature)
+            .header("x-slipway-signature", &signature)
             .body(body.clone())
     };
     crate::engine::send(request, StatusCode::OK).await?;

@@ -237,6 +237,54 @@ async fn a_person_signs_in_by_link_and_reads_the_control_room(b: Browser) {
     );
     b.screenshot(&screenshots(), &format!("{test}-4-pipeline")).await;
 
+    // alice approves from the approvals page: she lands on the run, which reloads itself
+    // while it moves; production then runs the new commit.
+    b.open(&p.app.link("/approvals")).await;
+    b.wait_for_title("Approvals").await;
+    b.click("form button.approve").await;
+    b.wait_for_title(&format!("Run {}", &SHA2[..12])).await;
+    b.assert_no_problems("the run page after approving").await;
+    p.healthy("production", SHA2);
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA, SHA2]);
+    b.open(&home).await;
+    b.wait_for_title("Pipelines").await;
+    let text = b.text().await;
+    assert!(text.contains("Nothing waits") || !text.contains("Release "), "{text}");
+    b.screenshot(&screenshots(), &format!("{test}-5-released")).await;
+
+    // Production misbehaves: alice rolls it back from its card.
+    p.healthy("production", SHA);
+    b.click("form[action$='/environments/production/rollback'] button")
+        .await;
+    b.wait_for_title(&format!("Run {}", &SHA2[..12])).await;
+    b.assert_no_problems("the run page after rolling back").await;
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA, SHA2, SHA]);
+    assert_eq!(p.run(SHA2).await.status(), RunStatus::RolledBack);
+
+    // A flaky deploy fails a new commit; alice retries it from the overview.
+    const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f90123456789012";
+    p.deployer.fail_next("staging", "registry timed out");
+    p.healthy("staging", SHA3);
+    p.push_after(SHA3, SHA2).await;
+    p.ci(SHA3, "success").await;
+    p.run_queues().await;
+    assert_eq!(p.run(SHA3).await.status(), RunStatus::RolledBack);
+    b.open(&home).await;
+    b.wait_for_title("Pipelines").await;
+    b.screenshot(&screenshots(), &format!("{test}-6-failed")).await;
+    b.click("td form button").await;
+    b.wait_for_title(&format!("Run {}", &SHA3[..12])).await;
+    b.assert_no_problems("the run page after retrying").await;
+    p.run_queues().await;
+    assert_eq!(p.run(SHA3).await.status(), RunStatus::AwaitingApproval);
+    b.open(&p.app.link(&format!("/runs/shop-{SHA3}"))).await;
+    b.wait_for_title(&format!("Run {}", &SHA3[..12])).await;
+    let text = b.text().await;
+    assert!(text.contains("alice asked to retry"), "{text}");
+    b.screenshot(&screenshots(), &format!("{test}-7-run-timeline")).await;
+
     // Signing out ends the session in this browser.
     b.click("nav button").await;
     b.wait_for_title("Sign in").await;
@@ -442,7 +490,7 @@ async fn an_approver_rolls_production_back_from_the_release_notice(b: Browser) {
     assert_eq!(p.deployed("production"), [SHA, SHA2, SHA]);
     assert_eq!(p.run(SHA2).await.status(), RunStatus::RolledBack);
 
-    b.click("a[href^=\"/runs/\"]").await;
+    b.click("a[href*=\"/runs/\"]").await;
     b.wait_for_title(&format!("Run {}", &SHA2[..12])).await;
     assert!(b.url().await.path().ends_with(&format!("/runs/shop-{SHA2}")));
     b.assert_no_problems("the run page after the rollback").await;

@@ -139,7 +139,16 @@ async fn an_approver_rolls_production_back_from_the_link_in_the_release_notice()
     let done = press(&p, &confirm).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done.body.contains("Rollback queued"), "{}", done.body);
-    assert!(done.body.contains(&format!("href=\"/runs/{run_b}\"")), "{}", done.body);
+    assert!(
+        done.body.contains(&format!("href=\"{BASE}/runs/{run_b}\"")),
+        "{}",
+        done.body
+    );
+    assert!(
+        done.body.contains(&format!("href=\"{BASE}/\"")),
+        "and the pipelines: {}",
+        done.body
+    );
     p.run_queues().await;
     let b = p.run(SHA2).await;
     assert_eq!(b.status(), RunStatus::RolledBack);

@@ -29,6 +29,14 @@ pub(super) struct DecisionForm {
     comment: Option<String>,
 }
 
+/// Where a person goes on to after deciding: the run, and the control room.
+pub(super) fn onward(app: &App, run: &crate::domain::RunId) -> [(String, &'static str); 2] {
+    [
+        (app.link(&format!("/runs/{run}")), "See the run"),
+        (app.link("/"), "All pipelines"),
+    ]
+}
+
 /// A verified link and what it points at.
 pub(super) struct Link<'a> {
     pub(super) claim: ApprovalClaim,
@@ -301,7 +309,9 @@ pub(super) async fn decide_link(
                     run.sha.short()
                 );
                 tracing::info!(run = %run.id, %env, approver = %link.approver.id, "approval counted");
-                return Ok(Html(pages::message("Approval counted", &text).into_string()));
+                return Ok(Html(
+                    pages::outcome("Approval counted", &text, &onward(app, &run.id)).into_string(),
+                ));
             }
             let (title, text) = if approve {
                 (
@@ -318,7 +328,7 @@ pub(super) async fn decide_link(
                 )
             };
             tracing::info!(run = %run.id, %env, approver = %link.approver.id, approve, "approval decided");
-            Ok(Html(pages::message(title, &text).into_string()))
+            Ok(Html(pages::outcome(title, &text, &onward(app, &run.id)).into_string()))
         }
         Some(Applied::Ignored(Ignored::ApprovalExpired { .. }, _)) => Err(expired(link)),
         Some(Applied::Ignored(Ignored::Superseded { by, .. }, _)) => Err(superseded(Some(&by), &env)),

@@ -201,6 +201,18 @@ pub(super) fn message_with_link(title: &str, message: &str, href: &str, label: &
     )
 }
 
+/// An outcome page with the places to go on to: the run, the pipelines.
+pub(super) fn outcome(title: &str, message: &str, links: &[(String, &str)]) -> Markup {
+    layout(
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p { @for (i, (href, label)) in links.iter().enumerate() { @if i > 0 { " · " } a href=(href) { (label) } } }
+        },
+    )
+}
+
 fn commit_summary(run: &Run) -> Markup {
     html! {
         table {

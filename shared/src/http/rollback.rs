@@ -193,12 +193,7 @@ pub(super) async fn roll_back(
                 run.sha.short(),
                 to.sha.short()
             );
-            let page = pages::message_with_link(
-                "Rollback queued",
-                &text,
-                &format!("/runs/{}", run.id),
-                "Follow it on the run page",
-            );
+            let page = pages::outcome("Rollback queued", &text, &super::approvals::onward(&app, &run.id));
             Ok(Html(page.into_string()))
         }
         Err(RollbackRefused::NotCurrent { current, .. }) => Err(moved_on(&link, current.as_ref())),
