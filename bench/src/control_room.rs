@@ -12,7 +12,8 @@ use serde_json::json;
 
 use crate::Bins;
 use crate::load;
-use crate::report::{Outcome, median, ratio};
+use crate::pages_embedded::page_ms;
+use crate::report::{Outcome, ratio};
 use crate::server::{self, Server};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -157,26 +158,4 @@ async fn waiting(client: &reqwest::Client, base: &str, i: usize) -> anyhow::Resu
 async fn swept() {
     // The sweep runs on its own clock; two periods always include a whole pass.
     tokio::time::sleep(2 * slipway::worker::SWEEP_EVERY + Duration::from_secs(5)).await;
-}
-
-/// The median time of `GET path`, read `reads` times one after another.
-async fn page_ms(client: &reqwest::Client, base: &str, path: &str, reads: usize) -> anyhow::Result<f64> {
-    let mut times = Vec::with_capacity(reads);
-    for _ in 0..reads.max(1) {
-        let started = Instant::now();
-        let answer = client
-            .get(format!("{base}{path}"))
-            .bearer_auth(server::API_TOKEN)
-            .send()
-            .await?;
-        let status = answer.status();
-        let body = answer.bytes().await?;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        anyhow::ensure!(
-            status == StatusCode::OK,
-            "{path} answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    Ok(median(&mut times))
 }

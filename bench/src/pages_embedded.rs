@@ -46,11 +46,11 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
     let server = Server::start(&bins.get("slipway")?).await?;
     let client = load::client(args.concurrency)?;
     push(&client, &server.base, 0..BASELINE_RUNS, args.concurrency).await?;
-    let small = page_ms(&client, &server.base, args.reads).await?;
+    let small = page_ms(&client, &server.base, RUNS_PAGE, args.reads).await?;
     let seeding = Instant::now();
     push(&client, &server.base, BASELINE_RUNS..args.runs, args.concurrency).await?;
     let seeded_s = seeding.elapsed().as_secs_f64();
-    let large = page_ms(&client, &server.base, args.reads).await?;
+    let large = page_ms(&client, &server.base, RUNS_PAGE, args.reads).await?;
     let r = ratio(large, small);
     Ok(Outcome {
         name: "pages-embedded",
@@ -66,13 +66,16 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
     })
 }
 
-/// The median time of `GET /api/runs?limit=50`, read `reads` times one after another.
-async fn page_ms(client: &reqwest::Client, base: &str, reads: usize) -> anyhow::Result<f64> {
+/// The page this benchmark times.
+const RUNS_PAGE: &str = "/api/runs?limit=50";
+
+/// The median time of `GET path` (with the API token), read `reads` times one after another.
+pub(crate) async fn page_ms(client: &reqwest::Client, base: &str, path: &str, reads: usize) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(reads);
     for _ in 0..reads.max(1) {
         let started = Instant::now();
         let answer = client
-            .get(format!("{base}/api/runs?limit=50"))
+            .get(format!("{base}{path}"))
             .bearer_auth(server::API_TOKEN)
             .send()
             .await?;
@@ -81,7 +84,7 @@ async fn page_ms(client: &reqwest::Client, base: &str, reads: usize) -> anyhow::
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(
             status == StatusCode::OK,
-            "/api/runs answered {status}: {}",
+            "{path} answered {status}: {}",
             String::from_utf8_lossy(&body)
         );
     }

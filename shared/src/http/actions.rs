@@ -25,7 +25,7 @@ use super::{AppState, PageError};
 use crate::app::App;
 use crate::approvals::{Action, ApprovalClaim};
 use crate::config::{ApproverConfig, PipelineConfig};
-use crate::domain::{Actor, EnvName, PipelineName, RunId, StageKind, StageStatus, clip};
+use crate::domain::{Actor, EnvName, PipelineName, RunId, StageKind, StageStatus};
 use crate::handlers::deploy::{RollbackRefused, request_rollback_chosen};
 use crate::handlers::retry::{RetryRefused, request_retry};
 
@@ -91,21 +91,27 @@ fn acting<'a>(caller: &Caller, csrf: &str, pipeline: &'a PipelineConfig) -> Resu
 }
 
 fn form_error(e: &FormRejection) -> PageError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return PageError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Too large",
-            "The form is larger than slipway accepts.",
-        );
-    }
-    PageError::new(
-        StatusCode::BAD_REQUEST,
-        "Bad request",
-        format!(
-            "The form is not one of slipway's: {}",
-            crate::domain::clip_quoted(&e.body_text())
-        ),
-    )
+    super::approvals::form_error(e, "The form is not one of slipway's")
+}
+
+/// Run `id`, the version it was read at, and its pipeline's configuration; 404 for either
+/// missing.
+async fn run_and_pipeline<'a>(
+    app: &'a App,
+    id: &RunId,
+) -> Result<(crate::domain::Run, crate::ports::Version, &'a PipelineConfig), PageError> {
+    let (run, version) = app
+        .load(id)
+        .await?
+        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "Unknown run", format!("There is no run {id}.")))?;
+    let pipeline = app.pipeline_of(&run).ok_or_else(|| {
+        PageError::new(
+            StatusCode::NOT_FOUND,
+            "Unknown pipeline",
+            format!("Pipeline {} is no longer configured.", run.pipeline),
+        )
+    })?;
+    Ok((run, version, pipeline))
 }
 
 fn parse_run(id: &str) -> Result<RunId, PageError> {
@@ -141,36 +147,8 @@ pub(super) async fn decide(
     let Form(form) = form.map_err(|e| form_error(&e))?;
     let id = parse_run(&id)?;
     let env = parse_env(&form.env)?;
-    let approve = match form.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        other => {
-            return Err(PageError::new(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                format!("decision must be approve or reject, not {:?}", clip(other)),
-            ));
-        }
-    };
-    let comment = form.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
-    if comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
-        return Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            "Comment too long",
-            "Keep the comment under 2000 characters.",
-        ));
-    }
-    let (run, version) = app
-        .load(&id)
-        .await?
-        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "Unknown run", format!("There is no run {id}.")))?;
-    let pipeline = app.pipeline_of(&run).ok_or_else(|| {
-        PageError::new(
-            StatusCode::NOT_FOUND,
-            "Unknown pipeline",
-            format!("Pipeline {} is no longer configured.", run.pipeline),
-        )
-    })?;
+    let (approve, comment) = super::approvals::decision(&form.decision, form.comment)?;
+    let (run, version, pipeline) = run_and_pipeline(&app, &id).await?;
     let approver = acting(&caller, &form.csrf, pipeline)?;
     decide_as(&app, run, version, pipeline, approver, &env, approve, comment).await
 }
@@ -275,17 +253,7 @@ pub(super) async fn retry(
         .filter(|e| !e.is_empty())
         .map(parse_env)
         .transpose()?;
-    let (run, _) = app
-        .load(&id)
-        .await?
-        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "Unknown run", format!("There is no run {id}.")))?;
-    let pipeline = app.pipeline_of(&run).ok_or_else(|| {
-        PageError::new(
-            StatusCode::NOT_FOUND,
-            "Unknown pipeline",
-            format!("Pipeline {} is no longer configured.", run.pipeline),
-        )
-    })?;
+    let (_, _, pipeline) = run_and_pipeline(&app, &id).await?;
     let approver = acting(&caller, &form.csrf, pipeline)?;
     let by = approver.id.to_string();
     match request_retry(&app, &id, env.as_ref(), Actor::Approver(approver.id.clone()), &by).await {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::pages;
 use super::{ApiError, AppState, PageError};
 use crate::domain::{PipelineName, RepoName, Run, RunId};
-use crate::views::{Cursor, RunEntry, run_index};
+use crate::views::{RunEntry, run_index};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
@@ -64,23 +64,8 @@ pub(super) async fn list_runs(
         Some(repo) => Some(RepoName::parse(repo).map_err(|e| bad(e.to_string()))?),
         None => None,
     };
-    let limit = match q.limit.as_deref().filter(|l| !l.is_empty()) {
-        None => DEFAULT_PAGE,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=run_index::MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(bad(format!(
-                    "limit must be a number from 1 to {}, not {}",
-                    run_index::MAX_PAGE,
-                    crate::domain::clip(l)
-                )));
-            }
-        },
-    };
-    let cursor: Cursor = match q.before.as_deref().filter(|b| !b.is_empty()) {
-        None => Cursor::default(),
-        Some(b) => b.parse().map_err(|e: String| bad(format!("before: {e}")))?,
-    };
+    let (limit, cursor) =
+        super::control_room::page_of(q.limit.as_deref(), q.before.as_deref(), DEFAULT_PAGE).map_err(bad)?;
     let pipelines: Vec<PipelineName> = match q.pipeline.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => {
             let name = PipelineName::parse(p).map_err(|e| bad(e.to_string()))?;

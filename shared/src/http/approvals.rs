@@ -37,6 +37,51 @@ pub(super) fn onward(app: &App, run: &crate::domain::RunId) -> [(String, &'stati
     ]
 }
 
+/// The answer to a form that could not be read: 413 when it is too large, else 400 saying
+/// `what` to send.
+pub(super) fn form_error(e: &FormRejection, what: &str) -> PageError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return PageError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too large",
+            "The form is larger than slipway accepts.",
+        );
+    }
+    PageError::new(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        format!("{what}: {}", crate::domain::clip_quoted(&e.body_text())),
+    )
+}
+
+/// A form's `decision` and `comment`: approve or not, and the comment if there is one (at
+/// most 2,000 characters).
+pub(super) fn decision(decision: &str, comment: Option<String>) -> Result<(bool, Option<String>), PageError> {
+    let approve = match decision {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                format!(
+                    "decision must be approve or reject, not {:?}",
+                    crate::domain::clip(other)
+                ),
+            ));
+        }
+    };
+    let comment = comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    if comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Comment too long",
+            "Keep the comment under 2000 characters.",
+        ));
+    }
+    Ok((approve, comment))
+}
+
 /// A verified link and what it points at.
 pub(super) struct Link<'a> {
     pub(super) claim: ApprovalClaim,
@@ -213,45 +258,8 @@ pub(super) async fn decide(
     form: Result<Form<DecisionForm>, FormRejection>,
 ) -> Result<Html<String>, PageError> {
     let link = open(&app, &token).await?;
-    let Form(form) = form.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return PageError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Too large",
-                "The form is larger than slipway accepts.",
-            );
-        }
-        PageError::new(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            format!(
-                "Send decision=approve or decision=reject: {}",
-                crate::domain::clip_quoted(&e.body_text())
-            ),
-        )
-    })?;
-    let approve = match form.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        other => {
-            return Err(PageError::new(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                format!(
-                    "decision must be approve or reject, not {:?}",
-                    crate::domain::clip(other)
-                ),
-            ));
-        }
-    };
-    let comment = form.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
-    if comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
-        return Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            "Comment too long",
-            "Keep the comment under 2000 characters.",
-        ));
-    }
+    let Form(form) = form.map_err(|e| form_error(&e, "Send decision=approve or decision=reject"))?;
+    let (approve, comment) = decision(&form.decision, form.comment)?;
     decide_link(&app, &link, approve, comment).await
 }
 

@@ -274,9 +274,10 @@ pub(super) struct PageQuery {
     before: Option<String>,
 }
 
-/// The page `limit` and `before` ask for, or what is wrong with them.
-fn page_of(q: &PageQuery, default: usize) -> Result<(usize, Cursor), String> {
-    let limit = match q.limit.as_deref().filter(|l| !l.is_empty()) {
+/// The page `limit` and `before` ask for (`default` runs when no limit is given), or what is
+/// wrong with them.
+pub(super) fn page_of(limit: Option<&str>, before: Option<&str>, default: usize) -> Result<(usize, Cursor), String> {
+    let limit = match limit.filter(|l| !l.is_empty()) {
         None => default,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=run_index::MAX_PAGE).contains(&n) => n,
@@ -289,7 +290,7 @@ fn page_of(q: &PageQuery, default: usize) -> Result<(usize, Cursor), String> {
             }
         },
     };
-    let cursor = match q.before.as_deref().filter(|b| !b.is_empty()) {
+    let cursor = match before.filter(|b| !b.is_empty()) {
         None => Cursor::default(),
         Some(b) => b.parse().map_err(|e: String| format!("before: {e}"))?,
     };
@@ -312,8 +313,8 @@ pub(super) async fn pipeline_page(
     Query(q): Query<PageQuery>,
 ) -> Result<Html<String>, PageError> {
     let config = pipeline_named(&app, &name).map_err(|(status, e)| PageError::new(status, "No such pipeline", e))?;
-    let (limit, cursor) =
-        page_of(&q, HISTORY_PAGE).map_err(|e| PageError::new(StatusCode::BAD_REQUEST, "Bad page", e))?;
+    let (limit, cursor) = page_of(q.limit.as_deref(), q.before.as_deref(), HISTORY_PAGE)
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, "Bad page", e))?;
     let history = control_room::history(&app, config, &cursor, limit).await?;
     let now = app.clock.now();
     let title = format!("Pipeline {}", history.name);
@@ -408,7 +409,8 @@ pub(super) async fn api_pipeline(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<History>, ApiError> {
     let config = pipeline_named(&app, &name).map_err(|(status, e)| ApiError::new(status, e))?;
-    let (limit, cursor) = page_of(&q, HISTORY_PAGE).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let (limit, cursor) = page_of(q.limit.as_deref(), q.before.as_deref(), HISTORY_PAGE)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(control_room::history(&app, config, &cursor, limit).await?))
 }
 

@@ -61,18 +61,10 @@ pub(super) fn control_room(title: &str, nav: &Nav<'_>, body: Markup) -> Markup {
 /// A control-room page that reloads itself every few seconds while `refresh` (a run still
 /// moving): no script, an HTTP-equivalent refresh the policy allows.
 pub(super) fn control_room_refreshing(title: &str, nav: &Nav<'_>, body: Markup, refresh: bool) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex";
-                meta name="referrer" content="no-referrer";
-                @if refresh { meta http-equiv="refresh" content=(REFRESH_SECONDS); }
-                title { (title) " · slipway" }
-                style { (maud::PreEscaped(STYLE)) }
-            }
+    page(
+        title,
+        refresh,
+        html! {
             body.wide {
                 nav {
                     a href=(nav.home) { strong { "slipway" } }
@@ -90,8 +82,8 @@ pub(super) fn control_room_refreshing(title: &str, nav: &Nav<'_>, body: Markup, 
                 }
                 (body)
             }
-        }
-    }
+        },
+    )
 }
 
 /// How often a page of a run still moving reloads itself.
@@ -172,6 +164,12 @@ pub(super) fn confirm_sign_in(who: &str) -> Markup {
 }
 
 fn layout(title: &str, body: Markup) -> Markup {
+    page(title, false, html! { body { (body) } })
+}
+
+/// A whole page: the head every page shares (and, with `refresh`, a reload every
+/// [`REFRESH_SECONDS`]), then `body`, which is the `<body>` element.
+fn page(title: &str, refresh: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -180,10 +178,11 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="robots" content="noindex";
                 meta name="referrer" content="no-referrer";
+                @if refresh { meta http-equiv="refresh" content=(REFRESH_SECONDS); }
                 title { (title) " · slipway" }
                 style { (maud::PreEscaped(STYLE)) }
             }
-            body { (body) }
+            (body)
         }
     }
 }
