@@ -376,10 +376,10 @@ async fn each_page_reads_what_it_shows_however_long_the_history() {
     let long_history = [cost("/").await, cost("/approvals").await, cost("/pipelines/shop").await];
     // The same bound at 22 runs and at 2,000, from what each page shows:
     // `/`: per pipeline its record and a chunk or two, the 5 runs drawn; per environment its
-    // record and the run it runs. `/approvals`: the unfinished runs' listing and the one run,
-    // and per approval its environment's record, the pipeline's record, a chunk or two and
-    // the environment before's record. A pipeline's page: its record, a chunk or two, its
-    // environments' records.
+    // record and the run it runs. `/approvals`: per gate its environment's record and the one
+    // before's, the run waiting (the newest released upstream since), the pipeline's record
+    // and a chunk or two. A pipeline's page: its record, a chunk or two, its environments'
+    // records.
     for (reads, runs) in [(short_history, 22), (long_history, 2_000)] {
         let [home, approvals, pipeline] = reads;
         assert!(home <= 3 + 5 + 2 * 2, "/ read {home} at {runs} runs");
@@ -811,4 +811,34 @@ async fn slipway_approve_decides_from_a_shell_with_the_same_checks() {
         .await
         .unwrap_err();
     assert!(none.contains("waits for no approval"), "{none}");
+}
+
+#[tokio::test]
+async fn a_waiting_approval_is_found_after_a_newer_commit_failed_on_staging() {
+    let p = Pipeline::start().await;
+    p.release(SHA).await;
+    p.healthy("staging", SHA2);
+    p.to_approval(SHA2).await;
+    // A newer commit reaches staging and fails its smoke checks there (staging still answers
+    // with SHA2): it never reaches the gate, and SHA2 still waits for production.
+    const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f90123456789012";
+    assert_eq!(p.push_after(SHA3, SHA2).await.status, StatusCode::CREATED);
+    assert_eq!(p.ci(SHA3, "success").await.status, StatusCode::OK);
+    p.run_queues().await;
+    assert!(p.run(SHA3).await.status().is_finished());
+
+    let alice = p.sign_in("alice").await;
+    let reads = p.store.read_count();
+    let approvals = p.get_as(&alice, &url("/api/approvals")).await.json();
+    let list = approvals["approvals"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{approvals:#}");
+    assert_eq!(list[0]["run"]["sha"], SHA2);
+    assert_eq!(list[0]["env"], "production");
+    // Production's and staging's records, staging's releases newest first until one waits
+    // (SHA3's, then SHA2's), and what SHA2 brings.
+    assert!(
+        p.store.read_count() - reads <= 2 + 2 + 3,
+        "{} reads",
+        p.store.read_count() - reads
+    );
 }

@@ -4,8 +4,9 @@
 //! - the overview reads, per pipeline, its newest runs from the index of runs and the runs
 //!   themselves (for their stages), and per environment its record and the run it runs now —
 //!   O(pipelines × (environments + runs shown)) reads, whatever the history holds;
-//! - the approvals read the unfinished runs (from the index of unfinished runs), and for each
-//!   pending approval what it brings, as the approval page does;
+//! - the approvals read, per gated environment, its record and the one before's, the runs
+//!   released there since (newest first, until one waits: at most the releases a record
+//!   keeps), and what the waiting one brings, as the approval page does;
 //! - a pipeline's page reads one page of its index and its environments' records.
 
 use futures::{StreamExt as _, TryStreamExt as _, stream};
@@ -15,7 +16,7 @@ use serde::Serialize;
 use crate::app::{App, EngineError};
 use crate::config::PipelineConfig;
 use crate::domain::{
-    ApproverId, EnvName, Lease, Mode, PipelineName, Place, Release, Run, StageKind, StageStatus, Waiter,
+    ApproverId, EnvName, Environment, Lease, Mode, PipelineName, Place, Release, Run, StageKind, StageStatus, Waiter,
 };
 use crate::policy::Verdict;
 use crate::ports::StoreKey;
@@ -302,51 +303,128 @@ pub struct Brings {
 }
 
 /// Every approval waiting now, the soonest to expire first.
+///
+/// A run waits for `env`'s approval once it passed the environment before, so it is among
+/// that environment's releases newer than what `env` runs — and older waiting runs give way
+/// to a newer one that reaches the gate. So per gate this reads the two environments' records
+/// and, newest first, the runs released upstream since `env`'s release, until one waits:
+/// bounded by the releases a record keeps ([`crate::domain::environment::RELEASES_KEPT`]),
+/// not by the history. Only a gate before the first environment (nothing upstream to look
+/// at) reads the pipeline's unfinished runs.
 pub async fn pending_approvals(app: &App) -> Result<Vec<Pending>, EngineError> {
-    let runs = crate::open_runs::open_runs_where(app, |_| true).await?;
     let mut pending = Vec::new();
-    for run in runs {
-        for stage in run
-            .stages
-            .iter()
-            .filter(|s| s.kind == StageKind::Approval && s.status == StageStatus::Waiting)
-        {
-            let (Some(env), Some(info)) = (&stage.env, &stage.approval) else {
-                continue;
-            };
-            let asked = app
-                .pipeline_of(&run)
-                .map(|p| {
-                    p.approvers
-                        .iter()
-                        .filter(|a| !a.is_bot())
-                        .map(|a| a.id.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let brings = brings(app, &run, env).await?;
-            pending.push(Pending {
-                run: RunEntry::of(&run, run.seq.unwrap_or_default()),
-                env: env.clone(),
-                asked,
-                approved_by: info.approvals.iter().map(|a| a.by.clone()).collect(),
-                required: info.required,
-                requested_at: info.requested_at,
-                expires_at: info.expires_at,
-                brings,
-            });
+    for pipeline in &app.config.pipelines {
+        let plan = pipeline.plan();
+        for (i, gate) in plan.environments.iter().enumerate().filter(|(_, e)| e.approval) {
+            let env = &gate.name;
+            match i.checked_sub(1).map(|u| &plan.environments[u].name) {
+                Some(upstream) => {
+                    if let Some((run, read)) = waiting_after(app, &pipeline.name, upstream, env).await? {
+                        pending.push(pending_of(app, pipeline, &run, env, Some(read)).await?);
+                    }
+                }
+                None => {
+                    let runs = crate::open_runs::open_runs_where(app, |id| id.pipeline() == pipeline.name).await?;
+                    for run in runs.iter().filter(|run| is_waiting(run, env)) {
+                        pending.push(pending_of(app, pipeline, run, env, None).await?);
+                    }
+                }
+            }
         }
     }
     pending.sort_by(|a, b| (a.expires_at, &a.run.id).cmp(&(b.expires_at, &b.run.id)));
     Ok(pending)
 }
 
+fn is_waiting(run: &Run, env: &EnvName) -> bool {
+    run.stage(StageKind::Approval, Some(env))
+        .is_some_and(|s| s.status == StageStatus::Waiting)
+}
+
+/// The records `env`'s approval page needs besides the run's: `env`'s and the one before's.
+type GateRecords = (Environment, Option<Environment>);
+
+/// The newest run released to `upstream` since `env`'s current release that waits for
+/// `env`'s approval, if any, with the two environments' records.
+async fn waiting_after(
+    app: &App,
+    pipeline: &PipelineName,
+    upstream: &EnvName,
+    env: &EnvName,
+) -> Result<Option<(Run, GateRecords)>, EngineError> {
+    let ((upstream_record, _), (record, _)) =
+        futures::try_join!(app.environment(pipeline, upstream), app.environment(pipeline, env))?;
+    let floor = record.current.as_ref().map(|c| c.opened_at);
+    let mut seen: Vec<&crate::domain::RunId> = Vec::new();
+    for release in upstream_record.releases.iter().rev() {
+        if floor.is_some_and(|f| release.opened_at <= f) || seen.contains(&&release.run) {
+            continue;
+        }
+        seen.push(&release.run);
+        if let Some((run, _)) = app.load(&release.run).await?
+            && is_waiting(&run, env)
+        {
+            return Ok(Some((run, (record, Some(upstream_record)))));
+        }
+    }
+    Ok(None)
+}
+
+async fn pending_of(
+    app: &App,
+    pipeline: &PipelineConfig,
+    run: &Run,
+    env: &EnvName,
+    read: Option<GateRecords>,
+) -> Result<Pending, EngineError> {
+    let info = run
+        .stage(StageKind::Approval, Some(env))
+        .and_then(|s| s.approval.clone())
+        .unwrap_or_else(|| crate::domain::ApprovalInfo {
+            requested_at: run.updated_at,
+            expires_at: Timestamp::MAX,
+            decided_by: None,
+            comment: None,
+            approvals: Vec::new(),
+            required: 1,
+        });
+    Ok(Pending {
+        run: RunEntry::of(run, run.seq.unwrap_or_default()),
+        env: env.clone(),
+        asked: pipeline
+            .approvers
+            .iter()
+            .filter(|a| !a.is_bot())
+            .map(|a| a.id.clone())
+            .collect(),
+        approved_by: info.approvals.iter().map(|a| a.by.clone()).collect(),
+        required: info.required,
+        requested_at: info.requested_at,
+        expires_at: info.expires_at,
+        brings: brings_from(app, run, env, read).await?,
+    })
+}
+
 /// What promoting `run` to `env` brings: the runs since the environment's current release
 /// (by git's order where it knows), from the index of runs; and whether the environment
 /// before already runs a newer commit.
 pub async fn brings(app: &App, run: &Run, env: &EnvName) -> Result<Brings, EngineError> {
+    brings_from(app, run, env, None).await
+}
+
+/// [`brings`], with the environment's record and the one before's when the caller read them
+/// already (`None` for the one before when there is none).
+async fn brings_from(
+    app: &App,
+    run: &Run,
+    env: &EnvName,
+    read: Option<(Environment, Option<Environment>)>,
+) -> Result<Brings, EngineError> {
     let pipeline = &run.pipeline;
-    let (record, _) = app.environment(pipeline, env).await?;
+    let (record, mut upstream_read) = match read {
+        Some((record, upstream)) => (record, Some(upstream)),
+        None => (app.environment(pipeline, env).await?.0, None),
+    };
     let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(pipeline)).await?;
     let lineage = &head.lineage;
     let this = run.place();
@@ -381,7 +459,10 @@ pub async fn brings(app: &App, run: &Run, env: &EnvName) -> Result<Brings, Engin
     let newer_upstream = match upstream {
         None => None,
         Some(up) => {
-            let (upstream_record, _) = app.environment(pipeline, up).await?;
+            let upstream_record = match upstream_read.take().flatten() {
+                Some(record) => record,
+                None => app.environment(pipeline, up).await?.0,
+            };
             upstream_record
                 .current
                 .filter(|c| lineage.is_newer(c.place(), this))
