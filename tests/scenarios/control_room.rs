@@ -302,7 +302,7 @@ async fn scripts_read_the_api_with_the_api_token_and_nothing_else() {
     assert_eq!(answer.json()["approvals"][0]["run"]["sha"], SHA);
     assert_eq!(p.send(get("s3cret-api-tokem")).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(p.send(get("")).await.status, StatusCode::UNAUTHORIZED);
-    // The token reads JSON; it is not a person and gets no pages.
+    // The token sees the pages too, as a viewer: no buttons, and every action refused.
     let page = Request::get("/")
         .header("authorization", "Bearer s3cret-api-token")
         .body(Body::empty())
@@ -310,6 +310,10 @@ async fn scripts_read_the_api_with_the_api_token_and_nothing_else() {
     let answer = p.send(page).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.body.contains("API token (viewer)"));
+    assert!(!answer.body.contains("/decision"), "{}", answer.body);
+    // A parameter left blank is no token at all: an empty bearer does not match it.
+    p.secrets.set("/slipway/api-token", "");
+    assert_eq!(p.send(get("")).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
