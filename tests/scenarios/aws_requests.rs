@@ -124,3 +124,43 @@ async fn the_proxy_counts_each_request_once_by_operation() {
     );
     assert_eq!(proxy.take().total(), 0, "take starts the count again");
 }
+
+/// The control room's pages on S3 cost the requests the formula allows, whatever the history:
+/// `/` per pipeline its record, a chunk or two and the 5 runs it draws, and per environment its
+/// record and the run it runs; `/approvals` per gate the two environments' records, the run
+/// waiting, the pipeline's record and a chunk or two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_room_pages_cost_on_s3_what_they_show() {
+    use slipway::approvals::{SignIn, SignInKind};
+    use slipway_tests::functions::{function_url_event, invoke_http};
+    let stack = CountedStack::start(CONFIG).await;
+    stack.complete_run(SHA, "d-1").await;
+    stack.to_approval(SHA2, "d-2").await;
+    let http = &stack.functions.http;
+    let session = http
+        .seal_token(&SignIn {
+            kind: SignInKind::Session,
+            who: "alice".parse().unwrap(),
+            expires_at: http.clock.now() + jiff::SignedDuration::from_hours(1),
+        })
+        .await
+        .unwrap();
+    // A Function URL delivers the browser's cookies beside the headers (payload 2.0).
+    let get = |page: &str| {
+        let mut event = function_url_event("GET", page, serde_json::json!({}), b"", false);
+        event["cookies"] = serde_json::json!([format!("slipway_session={session}")]);
+        event
+    };
+    // Warm the function's secret cache (the signing key checks the session).
+    invoke_http(http, get("/")).await;
+    for (page, most) in [("/", 1 + 2 + 5 + 2 * 2), ("/approvals", 2 + 1 + 1 + 2)] {
+        stack.proxy.take();
+        let (status, body) = invoke_http(http, get(page)).await;
+        assert_eq!(status, http::StatusCode::OK, "{page}: {body}");
+        assert!(body.contains(&SHA2[..12]), "{page} shows the waiting run: {body}");
+        let cost = stack.proxy.take();
+        assert_eq!(cost.total(), cost.matching("s3 GET "), "{page} only reads:\n{cost}");
+        assert!(cost.total() <= most, "{page} cost more than {most}:\n{cost}");
+        eprintln!("{page}: {cost}");
+    }
+}

@@ -462,7 +462,7 @@ async fn an_approver_rolls_production_back_from_the_release_notice(b: Browser) {
     b.assert_no_problems("the run page").await;
     assert!(b.text().await.contains(&SHA2[..12]));
     b.screenshot(&screenshots(), &format!("{test}-1-run-page")).await;
-    let action = b.find("a[href^=\"/rollback/\"]").await;
+    let action = b.find("a[href*=\"/rollback/\"]").await;
     assert_eq!(action.text().await.unwrap(), "Roll back production");
     action.click().await.unwrap();
 

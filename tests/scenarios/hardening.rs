@@ -569,7 +569,11 @@ async fn a_release_logged_at_trace_leaks_no_secret_and_no_token() {
     let page = p.get(&rollback).await;
     assert_eq!(page.status, StatusCode::OK);
     let confirm_path = {
-        let start = page.body.find("href=\"/rollback/").expect("a rollback action") + "href=\"".len();
+        let start = page
+            .body
+            .find(&format!("href=\"{BASE}/rollback/"))
+            .expect("a rollback action")
+            + format!("href=\"{BASE}").len();
         let end = start + page.body[start..].find('"').unwrap();
         page.body[start..end].to_owned()
     };

@@ -48,11 +48,11 @@ fn rollback_link(p: &Pipeline, sha: &str, approver: &str) -> String {
 fn action_of(page: &Answer) -> String {
     let start = page
         .body
-        .find("href=\"/rollback/")
+        .find(&format!("href=\"{BASE}/rollback/"))
         .unwrap_or_else(|| panic!("no rollback action on the page: {}", page.body))
         + "href=\"".len();
     let end = start + page.body[start..].find('"').unwrap();
-    format!("{BASE}{}", &page.body[start..end])
+    page.body[start..end].to_owned()
 }
 
 /// The token of a link: what follows `?token=`, or the last path segment.
@@ -181,7 +181,11 @@ async fn an_approver_rolls_production_back_from_the_link_in_the_release_notice()
     let link_a = rollback_link(&p, SHA, "alice");
     let page_a = p.get(&link_a).await;
     assert!(page_a.body.contains("no release of an older commit"), "{}", page_a.body);
-    assert!(!page_a.body.contains("href=\"/rollback/"), "{}", page_a.body);
+    assert!(
+        !page_a.body.contains(&format!("href=\"{BASE}/rollback/")),
+        "{}",
+        page_a.body
+    );
     let forward = press(&p, &format!("{BASE}/rollback/{}", token_of(&link_a))).await;
     assert_eq!(forward.status, StatusCode::CONFLICT, "{}", forward.body);
 
@@ -189,7 +193,11 @@ async fn an_approver_rolls_production_back_from_the_link_in_the_release_notice()
     let stale = p.get(&link).await;
     assert_eq!(stale.status, StatusCode::OK);
     assert!(stale.body.contains("no longer applies"), "{}", stale.body);
-    assert!(!stale.body.contains("href=\"/rollback/"), "{}", stale.body);
+    assert!(
+        !stale.body.contains(&format!("href=\"{BASE}/rollback/")),
+        "{}",
+        stale.body
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -203,7 +211,10 @@ async fn without_a_link_the_run_page_shows_the_cli_command_where_the_run_is_curr
     assert_eq!(current.status, StatusCode::OK);
     let exact = format!("{command} --to {}", p.run(SHA).await.id);
     assert!(current.body.contains(&exact), "{}", current.body);
-    assert!(!current.body.contains("href=\"/rollback/"), "no action without a link");
+    assert!(
+        !current.body.contains(&format!("href=\"{BASE}/rollback/")),
+        "no action without a link"
+    );
 
     let older = p.read(&format!("{BASE}/runs/{}", p.run(SHA).await.id)).await;
     assert!(!older.body.contains(command), "{}", older.body);
@@ -248,7 +259,7 @@ async fn a_link_for_a_release_that_was_followed_by_a_newer_one_answers_409_namin
     let answer = press(&p, &confirm_b).await;
     assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
     assert!(
-        answer.body.contains(&format!("href=\"/runs/{run_c}\"")),
+        answer.body.contains(&format!("href=\"{BASE}/runs/{run_c}\"")),
         "names and links the run production runs now: {}",
         answer.body
     );
@@ -321,7 +332,11 @@ async fn altered_approval_and_garbage_links_roll_nothing_back() {
             "{}",
             page.body
         );
-        assert!(!page.body.contains("href=\"/rollback/"), "{}", page.body);
+        assert!(
+            !page.body.contains(&format!("href=\"{BASE}/rollback/")),
+            "{}",
+            page.body
+        );
     }
 
     p.run_queues().await;
@@ -347,7 +362,11 @@ async fn an_old_link_has_expired_and_the_page_says_to_use_the_cli() {
         "{}",
         page.body
     );
-    assert!(!page.body.contains("href=\"/rollback/"), "{}", page.body);
+    assert!(
+        !page.body.contains(&format!("href=\"{BASE}/rollback/")),
+        "{}",
+        page.body
+    );
     assert_eq!(p.get(&confirm).await.status, StatusCode::GONE);
     let answer = press(&p, &confirm).await;
     assert_eq!(answer.status, StatusCode::GONE, "{}", answer.body);

@@ -238,7 +238,9 @@ pub(super) async fn confirm_page(
         return Err(refusal);
     }
     let brings = control_room::brings(&app, &link.run, &link.claim.env).await?;
+    let base = app.link("");
     let page = pages::confirm(&Confirm {
+        base: &base,
         run: &link.run,
         env: &link.claim.env,
         approver: link.approver.id.as_str(),

@@ -249,6 +249,8 @@ fn environments_and_checks(run: &Run) -> Markup {
 
 /// What the approver sees on opening a link. The buttons POST; the GET changes nothing.
 pub(super) struct Confirm<'a> {
+    /// `public_url` without its trailing slash: every link starts with it.
+    pub base: &'a str,
     pub run: &'a Run,
     pub env: &'a EnvName,
     pub approver: &'a str,
@@ -276,7 +278,7 @@ pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
             @if let Some((upstream, newer)) = c.newer_upstream {
                 div.warning role="alert" {
                     strong { (upstream) " already runs a newer commit: " }
-                    a href={ "/runs/" (newer.run) } { code { (newer.sha.short()) } }
+                    a href={ (c.base) "/runs/" (newer.run) } { code { (newer.sha.short()) } }
                     ". Approving releases " code { (c.run.sha.short()) } " to " (c.env)
                     ", an older commit than " (upstream) " runs now. To release the newer one, wait for its own approval request."
                 }
@@ -312,6 +314,8 @@ pub(super) fn confirm(c: &Confirm<'_>) -> Markup {
 /// What the rollback confirmation page shows: the environment, what runs there now, and
 /// the release a rollback goes back to. The button POSTs; the GET changes nothing.
 pub(super) struct RollbackConfirm<'a> {
+    /// `public_url` without its trailing slash: every link starts with it.
+    pub base: &'a str,
     /// The run the environment runs now: the link's.
     pub run: &'a Run,
     pub env: &'a EnvName,
@@ -335,9 +339,9 @@ pub(super) fn rollback_confirm(c: &RollbackConfirm<'_>) -> Markup {
             h1 { "Roll " (env) " of " (c.run.repo) " back?" }
             table {
                 tr { th { "Environment" } td { (env) " " span.muted { "(pipeline " (c.run.pipeline) ")" } } }
-                tr { th { "Runs now" } td { a href={ "/runs/" (c.run.id) } { code { (now) } } " " (subject(c.run)) } }
+                tr { th { "Runs now" } td { a href={ (c.base) "/runs/" (c.run.id) } { code { (now) } } " " (subject(c.run)) } }
                 tr { th { "Goes back to" } td {
-                    a href={ "/runs/" (c.to.run) } { code { (to) } }
+                    a href={ (c.base) "/runs/" (c.to.run) } { code { (to) } }
                     @if let Some(run) = c.to_run { " " (subject(run)) }
                     " " span.muted { "(released there " (c.to.at) ")" }
                 } }
@@ -357,6 +361,8 @@ pub(super) fn rollback_confirm(c: &RollbackConfirm<'_>) -> Markup {
 
 /// What the run page says about rolling back.
 pub(super) struct RunRollback {
+    /// `public_url` without its trailing slash: every link starts with it.
+    pub base: String,
     pub pipeline: PipelineName,
     /// The environments the run is the current release of, each with the release a rollback
     /// goes back to.
@@ -424,7 +430,7 @@ fn rollback_section(r: &RunRollback) -> Markup {
                 Some(RollbackLink::Moved { env, current }) => {
                     p.bad {
                         "This rollback link no longer applies: " (env) " does not run this commit any more"
-                        @if let Some(current) = current { " (it runs " a href={ "/runs/" (current) } { (current) } " now)" }
+                        @if let Some(current) = current { " (it runs " a href={ (r.base) "/runs/" (current) } { (current) } " now)" }
                         ". Nothing can be rolled back from here."
                     }
                 }

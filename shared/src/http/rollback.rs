@@ -101,7 +101,7 @@ fn expired(link: &Link<'_>) -> PageError {
 }
 
 /// `env` runs `current` now, not the link's run: say so, and link to what runs there.
-fn moved_on(link: &Link<'_>, current: Option<&RunId>) -> PageError {
+fn moved_on(app: &App, link: &Link<'_>, current: Option<&RunId>) -> PageError {
     let env = &link.claim.env;
     let short = link.run.sha.short();
     match current {
@@ -112,7 +112,7 @@ fn moved_on(link: &Link<'_>, current: Option<&RunId>) -> PageError {
                 "{env} no longer runs {short}: it runs run {current} now, so this link rolls nothing back. Nothing was changed."
             ),
         )
-        .with_link(format!("/runs/{current}"), format!("Run {current}, what {env} runs now")),
+        .with_link(app.link(&format!("/runs/{current}")), format!("Run {current}, what {env} runs now")),
         None => PageError::new(
             StatusCode::CONFLICT,
             "Nothing released",
@@ -127,7 +127,7 @@ async fn target(app: &App, link: &Link<'_>) -> Result<Release, PageError> {
     let (record, _) = app.environment(&link.run.pipeline, env).await?;
     let current = match &record.current {
         Some(current) if current.run == link.run.id => current,
-        other => return Err(moved_on(link, other.as_ref().map(|c| &c.run))),
+        other => return Err(moved_on(app, link, other.as_ref().map(|c| &c.run))),
     };
     if link.run.busy_in(env) {
         return Err(PageError::new(
@@ -138,7 +138,10 @@ async fn target(app: &App, link: &Link<'_>) -> Result<Release, PageError> {
                 link.run.sha.short()
             ),
         )
-        .with_link(format!("/runs/{}", link.run.id), "See how it goes on the run page"));
+        .with_link(
+            app.link(&format!("/runs/{}", link.run.id)),
+            "See how it goes on the run page",
+        ));
     }
     let lineage = app.lineage(&link.run.pipeline).await?;
     deploy::release_before(&record, current, &lineage)
@@ -163,7 +166,9 @@ pub(super) async fn confirm_page(
     let link = open(&app, &token).await?;
     let to = target(&app, &link).await?;
     let to_run = app.load(&to.run).await?.map(|(run, _)| run);
+    let base = app.link("");
     let page = pages::rollback_confirm(&RollbackConfirm {
+        base: &base,
         run: &link.run,
         env: &link.claim.env,
         to: &to,
@@ -196,13 +201,13 @@ pub(super) async fn roll_back(
             let page = pages::outcome("Rollback queued", &text, &super::approvals::onward(&app, &run.id));
             Ok(Html(page.into_string()))
         }
-        Err(RollbackRefused::NotCurrent { current, .. }) => Err(moved_on(&link, current.as_ref())),
+        Err(RollbackRefused::NotCurrent { current, .. }) => Err(moved_on(&app, &link, current.as_ref())),
         Err(RollbackRefused::Refused(why)) => Err(PageError::new(
             StatusCode::CONFLICT,
             "Not rolled back",
             format!("{why}; nothing was changed."),
         )
-        .with_link(format!("/runs/{}", link.run.id), "The run page")),
+        .with_link(app.link(&format!("/runs/{}", link.run.id)), "The run page")),
         Err(RollbackRefused::Engine(e)) => Err(e.into()),
     }
 }
@@ -224,6 +229,7 @@ pub(super) async fn run_page_section(app: &App, run: &Run, token: Option<&str>) 
         Some(token) => Some(link_state(app, run, token, &current_in).await?),
     };
     Ok(RunRollback {
+        base: app.link(""),
         pipeline: run.pipeline.clone(),
         current_in,
         link,
@@ -274,7 +280,7 @@ async fn link_state(
         return Ok(RollbackLink::NothingOlder { env: claim.env });
     };
     Ok(RollbackLink::Usable {
-        confirm: format!("/rollback/{token}"),
+        confirm: app.link(&format!("/rollback/{token}")),
         previous: previous.clone(),
         approver: claim.approver.to_string(),
         expires_at: claim.expires_at,
