@@ -488,6 +488,9 @@ pub struct DeployRequest<'a> {
 pub enum DeployPurpose<'a> {
     /// The run's own deploy stage: `run` deploys its own commit.
     Deploy,
+    /// The run's own deploy stage again, after someone retried it: attempt 2, 3, … of it.
+    /// Its requests never find the earlier attempts' answers.
+    Redeploy { attempt: u32 },
     /// The rollback stage of run `rolling_back` — the run whose release is being undone, and
     /// on which the rollback stage is recorded. It restores that run's backup and (re)deploys
     /// an earlier release, whose run is then the request's `run`.
@@ -502,25 +505,37 @@ impl<'a> DeployPurpose<'a> {
     /// The run rolling back, for a rollback; `None` for a deploy.
     pub fn rolling_back(self) -> Option<&'a RunId> {
         match self {
-            Self::Deploy => None,
+            Self::Deploy | Self::Redeploy { .. } => None,
             Self::Rollback { rolling_back, .. } => Some(rolling_back),
         }
     }
 
-    /// Which of the rolling-back run's rollbacks in this environment, for a rollback.
+    /// Which of the rolling-back run's rollbacks in this environment, for a rollback; which
+    /// attempt of the deploy, for a retried one; `None` for a first deploy.
     pub fn attempt(self) -> Option<u32> {
         match self {
             Self::Deploy => None,
-            Self::Rollback { attempt, .. } => Some(attempt),
+            Self::Redeploy { attempt } | Self::Rollback { attempt, .. } => Some(attempt),
+        }
+    }
+
+    /// The run's own deploy, as its `attempt`-th try (1: the first, which says no attempt).
+    pub fn deploy(attempt: u32) -> Self {
+        if attempt > 1 {
+            Self::Redeploy { attempt }
+        } else {
+            Self::Deploy
         }
     }
 
     /// What tells this stage's requests apart from the run's own deploy in delivery ids and
-    /// callback keys: nothing for a deploy, `.rollback.<rolling_back>` for a first rollback,
-    /// `.rollback.<rolling_back>.<attempt>` for a later one.
+    /// callback keys: nothing for a deploy, `.attempt.<n>` for a retried one,
+    /// `.rollback.<rolling_back>` for a first rollback, `.rollback.<rolling_back>.<attempt>`
+    /// for a later one.
     pub fn suffix(self) -> String {
         match self {
             Self::Deploy => String::new(),
+            Self::Redeploy { attempt } => format!(".attempt.{attempt}"),
             Self::Rollback {
                 rolling_back,
                 attempt: 0 | 1,
@@ -532,7 +547,7 @@ impl<'a> DeployPurpose<'a> {
     /// The stage's name as the webhook target sends it: `deploy` or `rollback`.
     pub fn stage(self) -> &'static str {
         match self {
-            Self::Deploy => "deploy",
+            Self::Deploy | Self::Redeploy { .. } => "deploy",
             Self::Rollback { .. } => "rollback",
         }
     }
@@ -624,4 +639,35 @@ pub struct ProbeResponse {
 pub trait HttpChecker: Send + Sync + fmt::Debug {
     /// The response, or why there was none (refused, timed out, TLS failure), in words.
     async fn fetch(&self, probe: &Probe) -> Result<ProbeResponse, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_deploy_never_shares_a_key_with_an_earlier_attempt_or_a_rollback() {
+        let b = RunId::parse("shop-b2c3d4e5f60718293a4b5c6d7e8f901234567890").unwrap();
+        let suffixes = [
+            DeployPurpose::deploy(1),
+            DeployPurpose::deploy(2),
+            DeployPurpose::deploy(3),
+            DeployPurpose::Rollback {
+                rolling_back: &b,
+                attempt: 1,
+            },
+            DeployPurpose::Rollback {
+                rolling_back: &b,
+                attempt: 2,
+            },
+        ]
+        .map(DeployPurpose::suffix);
+        assert_eq!(suffixes[0], "", "a first deploy keeps the keys it always had");
+        assert_eq!(suffixes[1], ".attempt.2");
+        let distinct: std::collections::HashSet<_> = suffixes.iter().collect();
+        assert_eq!(distinct.len(), suffixes.len(), "{suffixes:?}");
+        assert_eq!(DeployPurpose::deploy(2).stage(), "deploy");
+        assert_eq!(DeployPurpose::deploy(2).attempt(), Some(2));
+        assert_eq!(DeployPurpose::deploy(1).attempt(), None);
+    }
 }

@@ -561,10 +561,14 @@ async fn a_run_that_failed_at_a_flaky_deploy_is_retried_once_with_who_asked() {
         "{:?}",
         run.history
     );
+    let deploys = p.deployer.deploys_to("staging");
+    assert_eq!(deploys.len(), 2, "the failed deploy, and one after the retry");
+    // The retry is the deploy's second attempt: targets see it as such (its delivery ids and
+    // callback keys differ from the first attempt's, whose answers it must never find).
     assert_eq!(
-        p.deployer.deploys_to("staging").len(),
-        2,
-        "the failed deploy, and one after the retry"
+        deploys.iter().map(|d| d.attempt).collect::<Vec<_>>(),
+        [None, Some(2)],
+        "{deploys:?}"
     );
     let retried: Vec<_> = run
         .history

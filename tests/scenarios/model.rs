@@ -62,6 +62,7 @@ fn step(pushes: usize, commits: usize) -> impl Strategy<Value = Step> {
         1 => (commit.clone(), approver(), approver()).prop_map(|(n, a, b)| Step::ApproveTwo(n, a, b)),
         1 => (commit.clone(), approver()).prop_map(|(n, a)| Step::Reject(n, a)),
         1 => env().prop_map(Step::Rollback),
+        1 => commit.clone().prop_map(Step::Retry),
         1 => (commit, approver()).prop_map(|(n, a)| Step::RollbackLink(n, a)),
         1 => (prop_oneof![1 => Just(Op::Get), 1 => Just(Op::Create), 2 => Just(Op::Replace)], 0..6usize, any::<bool>())
             .prop_map(|(op, skip, conflict)| Step::StoreFault(op, skip, conflict)),

@@ -586,7 +586,8 @@ pub struct RecordedDeploy {
     pub backup: Option<String>,
     /// For a phase a rollback asked for: the run rolling back ([`crate::ports::DeployPurpose::Rollback`]).
     pub rolling_back: Option<String>,
-    /// For a phase a rollback asked for: which of that run's rollbacks of the environment.
+    /// For a phase a rollback asked for: which of that run's rollbacks of the environment;
+    /// for a retried deploy, which attempt (2, 3, …).
     pub attempt: Option<u32>,
     /// The secrets it was given, by variable name, exposed for assertions.
     pub secrets: Vec<(String, String)>,

@@ -26,7 +26,8 @@
 //!   thus come twice, once for that run's deploy and once for a later run rolling back to it:
 //!   `rolling_back` tells them apart. `attempt`: for a rollback, which of that run's rollbacks
 //!   in this environment it is (1, then 2 if it is rolled back again, for instance by hand
-//!   after an automatic rollback failed); `null` for a deploy.
+//!   after an automatic rollback failed); for a deploy, `null` the first time and 2, 3, …
+//!   when someone retried it (`slipway retry`, the Retry button).
 //! - `callback_path`: always `/hooks/deploy`; a receiver that answers `accepted` without a
 //!   `status_url` reports the result by POSTing to slipway's public URL + this path.
 //!   `callback_url`: that full URL when slipway was told its public URL
@@ -38,7 +39,7 @@
 //! - `X-Slipway-Signature: sha256=<hex>`: HMAC-SHA256 of the raw body under the target's
 //!   `secret` ([`crate::signature::sign`]). Check it over the raw bytes, in constant time,
 //!   before parsing.
-//! - `X-Slipway-Delivery`: `<run>.<env>.<phase>` for a deploy,
+//! - `X-Slipway-Delivery`: `<run>.<env>.<phase>` for a deploy (`….attempt.<n>` for a retried one),
 //!   `<run>.<env>.<phase>.rollback.<rolling_back>` for a first rollback and
 //!   `….rollback.<rolling_back>.<attempt>` for a later one. The same on every retry of
 //!   this phase, so a receiver can drop duplicates (delivery is at least once); a rollback
@@ -206,7 +207,7 @@ impl DeployCallback {
     /// The stage the callback answers for, as its request named it.
     pub fn purpose(&self) -> DeployPurpose<'_> {
         match &self.rolling_back {
-            None => DeployPurpose::Deploy,
+            None => DeployPurpose::deploy(self.attempt.unwrap_or(1)),
             Some(rolling_back) => DeployPurpose::Rollback {
                 rolling_back,
                 attempt: self.attempt.unwrap_or(1),

@@ -90,7 +90,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
                     &pipeline,
                     &run.id,
                     env,
-                    run_steps(app, &run, env, target, &secrets, DeployPurpose::Deploy, &steps),
+                    run_steps(app, &run, env, target, &secrets, deploy_purpose(&run, env), &steps),
                 )
                 .await
             }
@@ -234,12 +234,20 @@ async fn automatic_rollback(
     (phases, result)
 }
 
+/// What `run`'s deploy to `env` asks targets for: its first attempt, or a retried one (each
+/// claim of the stage is an attempt; only a retry queues it again).
+fn deploy_purpose<'a>(run: &Run, env: &EnvName) -> DeployPurpose<'a> {
+    let attempts = run.stage(StageKind::Deploy, Some(env)).map_or(1, |s| s.attempts);
+    DeployPurpose::deploy(attempts)
+}
+
 /// What the rollback stage `run` has queued in `env` asks targets for: which run rolls back,
-/// and which of its rollbacks there this is.
+/// and which of its rollbacks there this is — counting those a retry set aside.
 fn rollback_purpose<'a>(run: &'a Run, env: &EnvName) -> DeployPurpose<'a> {
     let attempt = run
         .stages
         .iter()
+        .chain(&run.retired)
         .filter(|s| s.kind == StageKind::Rollback && s.env.as_ref() == Some(env))
         .count();
     DeployPurpose::Rollback {

@@ -1,7 +1,8 @@
 //! The invariants the model checks after every step:
 //!
 //! - **(a)** no phase of a (run, environment) runs twice — a forward deploy's backup, migrate
-//!   and release once each; each rollback's phases once per rollback;
+//!   and release once each per attempt (a retry is the next attempt); each rollback's phases
+//!   once per rollback;
 //! - **(b)** no environment moves to an older commit except by a rollback: when the target
 //!   releases commit Y forward to E, Y is not a known ancestor (by the `before` links and
 //!   commit lists of the pushes delivered so far) of what E runs;
@@ -79,7 +80,14 @@ impl Model {
                 _ => Env::Production,
             };
             let key = match &record.rolling_back {
-                None => format!("deploy of {} to {} ({})", record.run, record.env, record.phase),
+                // A retried deploy is a new attempt of the run's deploy: once per attempt.
+                None => format!(
+                    "deploy #{} of {} to {} ({})",
+                    record.attempt.unwrap_or(1),
+                    record.run,
+                    record.env,
+                    record.phase
+                ),
                 Some(by) => format!(
                     "rollback #{} of {by} in {}: {} of {}",
                     record.attempt.unwrap_or(0),

@@ -224,6 +224,9 @@ pub enum Step {
     Reject(usize, Approver),
     /// Someone runs `slipway rollback --env <env>`.
     Rollback(Env),
+    /// Someone runs `slipway retry` on commit `n`'s run (refused unless it failed at a
+    /// deploy, smoke checks or bake, and no newer run has passed that environment).
+    Retry(usize),
     /// The approver presses Roll back on their rollback link from commit `n`'s release.
     RollbackLink(usize, Approver),
     /// The store fails the operation after the next `skip` ones: 412 (`true`) or unavailable.
@@ -253,6 +256,7 @@ impl fmt::Debug for Step {
             Step::ApproveTwo(n, a, b) => write!(f, "ApproveTwo({n}, {a:?}, {b:?})"),
             Step::Reject(n, a) => write!(f, "Reject({n}, {a:?})"),
             Step::Rollback(e) => write!(f, "Rollback(Env::{e:?})"),
+            Step::Retry(n) => write!(f, "Retry({n})"),
             Step::RollbackLink(n, a) => write!(f, "RollbackLink({n}, {a:?})"),
             Step::StoreFault(op, skip, conflict) => write!(f, "StoreFault(Op::{op:?}, {skip}, {conflict})"),
             Step::SendFails(n) => write!(f, "SendFails({n})"),
@@ -538,6 +542,17 @@ impl Model {
                 }
             }
             Step::RollbackLink(n, who) => self.rollback_link(n, who).await,
+            Step::Retry(n) => {
+                let run = RunId::parse(&format!("shop-{}", sha(n))).expect("a run id");
+                let _ = Box::pin(slipway::handlers::retry::request_retry(
+                    &self.p.app,
+                    &run,
+                    None,
+                    slipway::domain::Actor::Slipway,
+                    "ops",
+                ))
+                .await;
+            }
             Step::StoreFault(op, skip, conflict) => {
                 let fault = if conflict { Fault::Conflict } else { Fault::Unavailable };
                 // A write that fails after the run's own write (the index of open runs, an
