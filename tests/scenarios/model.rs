@@ -170,6 +170,29 @@ fn rand_seed() -> u64 {
 /// The harness itself: a plain schedule releases a commit to production with two approvals,
 /// and a rollback link puts the earlier release back — so the model reaches the states its
 /// invariants are about.
+/// A retry after a failed rollback: commit 3 released to staging, its smoke checks failed
+/// and so did restoring the backup, so staging still runs 3 though its record's current
+/// release is 2. Retrying 2 must not put it over 3.
+#[tokio::test(start_paused = true)]
+async fn found_a_retry_never_redeploys_an_older_commit_over_one_a_failed_rollback_left() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 1]).await;
+    m.step(DeployFails(Env::Staging, Phase::Restore)).await;
+    m.step(Push(0)).await; // before 0, commits [1, 2]
+    m.step(Push(1)).await; // before 2, commits [3]
+    m.step(Health(Env::Staging, false)).await;
+    m.step(Ci(2, Green)).await;
+    m.step(Work(Q::Deploy)).await;
+    m.step(Ci(3, Green)).await;
+    m.step(Advance(15)).await;
+    m.step(Drain).await;
+    m.step(Push(0)).await; // before 0, commits [1, 2]
+    m.step(Drain).await;
+    m.step(Retry(2)).await;
+    m.finish().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_model_releases_with_two_approvals_and_rolls_back_from_a_link() {
     use Approver::*;

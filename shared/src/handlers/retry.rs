@@ -68,18 +68,29 @@ pub async fn request_retry(
     }
 }
 
-/// A newer run than `run` that has passed `env` (it runs there, or holds its lease), if any.
+/// A newer run than `run` that has passed `env`, if any: one it runs, holds its lease, may
+/// have released there without slipway knowing (`in_doubt`), or released there at any time
+/// kept in its record — even if that release was rolled back since, or its rollback failed
+/// and the environment still runs it.
 pub async fn newer_than(app: &App, run: &Run, env: &EnvName) -> Result<Option<RunId>, EngineError> {
+    use crate::domain::Place;
     let (record, _) = app.environment(&run.pipeline, env).await?;
-    let candidates: Vec<(RunId, crate::domain::Place<'_>)> = record
+    let candidates: Vec<(RunId, Place<'_>)> = record
         .current
         .iter()
-        .map(|c| (c.run.clone(), c.place()))
+        .chain(record.releases.iter())
+        .map(|r| (r.run.clone(), r.place()))
         .chain(
             record
                 .lease
                 .iter()
-                .map(|l| (l.run.clone(), crate::domain::Place::new(&l.run, l.opened_at))),
+                .map(|l| (l.run.clone(), Place::new(&l.run, l.opened_at))),
+        )
+        .chain(
+            record
+                .in_doubt
+                .iter()
+                .map(|m| (m.run.clone(), Place::new(&m.run, m.opened_at))),
         )
         .filter(|(id, _)| *id != run.id)
         .collect();
