@@ -161,6 +161,13 @@ async fn the_control_room_pages_cost_on_s3_what_they_show() {
         let cost = stack.proxy.take();
         assert_eq!(cost.total(), cost.matching("s3 GET "), "{page} only reads:\n{cost}");
         assert!(cost.total() <= most, "{page} cost more than {most}:\n{cost}");
+        // Both runs are drawn on `/`, and are what the environments run: each is read once.
+        let runs_read = if page == "/" { 2 } else { 1 };
+        assert_eq!(
+            cost.matching("s3 GET runs/"),
+            runs_read,
+            "{page} read a run twice:\n{cost}"
+        );
         eprintln!("{page}: {cost}");
     }
 }

@@ -421,7 +421,7 @@ pub(super) async fn api_environments(
 ) -> Result<Json<Value>, ApiError> {
     let mut all = Vec::new();
     for pipeline in &app.config.pipelines {
-        for env in control_room::environments(&app, pipeline).await? {
+        for env in control_room::environments(&app, pipeline, &[]).await? {
             let mut value = serde_json::to_value(&env).unwrap_or(Value::Null);
             if let Some(obj) = value.as_object_mut() {
                 obj.insert("pipeline".into(), json!(pipeline.name));

@@ -137,7 +137,9 @@ pub async fn overview(app: &App) -> Result<Overview, EngineError> {
 /// One pipeline, as the overview shows it.
 pub async fn pipeline_view(app: &App, config: &PipelineConfig) -> Result<PipelineView, EngineError> {
     let store = app.store.as_ref();
-    let (entries, _) = run_index::newest(
+    // Every run drawn is read once, for its stages and its current status; the environments
+    // then take the runs they run from these when they are among them.
+    let (entries, _) = run_index::newest_indexed(
         store,
         std::slice::from_ref(&config.name),
         None,
@@ -147,23 +149,32 @@ pub async fn pipeline_view(app: &App, config: &PipelineConfig) -> Result<Pipelin
     .await?;
     let loads: Vec<_> = entries
         .into_iter()
-        .map(|entry| async move {
-            let (stages, retriable) = match app.load(&entry.id).await? {
-                Some((run, _)) => (
-                    stage_boxes(&run),
-                    run.status().is_finished() && crate::handlers::retry::failed_env(&run).is_some(),
-                ),
-                None => (Vec::new(), false),
-            };
-            Ok::<_, EngineError>(RunView {
-                entry,
-                stages,
-                retriable,
-            })
-        })
+        .map(|entry| async move { Ok::<_, EngineError>((app.load(&entry.id).await?.map(|(run, _)| run), entry)) })
         .collect();
-    let runs: Vec<RunView> = stream::iter(loads).buffered(READS_AT_ONCE).try_collect().await?;
-    let environments = environments(app, config).await?;
+    let loaded: Vec<(Option<Run>, RunEntry)> = stream::iter(loads).buffered(READS_AT_ONCE).try_collect().await?;
+    let mut runs = Vec::new();
+    let mut drawn = Vec::new();
+    for (run, entry) in loaded {
+        match run {
+            Some(run) => {
+                runs.push(RunView {
+                    entry: RunEntry::of(&run, entry.seq),
+                    stages: stage_boxes(&run),
+                    retriable: run.status().is_finished() && crate::handlers::retry::failed_env(&run).is_some(),
+                });
+                drawn.push(run);
+            }
+            // A finished entry whose run is gone is still history; an unfinished one whose
+            // run was never written is a push that crashed before creating it.
+            None if entry.status.is_finished() => runs.push(RunView {
+                entry,
+                stages: Vec::new(),
+                retriable: false,
+            }),
+            None => {}
+        }
+    }
+    let environments = environments(app, config, &drawn).await?;
     Ok(PipelineView {
         name: config.name.clone(),
         repo: config.repo.to_string(),
@@ -189,8 +200,9 @@ pub fn stage_boxes(run: &Run) -> Vec<StageBox> {
         .collect()
 }
 
-/// A pipeline's environments: each one's record, and the run it runs now.
-pub async fn environments(app: &App, config: &PipelineConfig) -> Result<Vec<EnvView>, EngineError> {
+/// A pipeline's environments: each one's record, and the run it runs now (taken from `known`,
+/// runs already read, when it is among them).
+pub async fn environments(app: &App, config: &PipelineConfig, known: &[Run]) -> Result<Vec<EnvView>, EngineError> {
     let now = app.clock.now();
     let reads: Vec<_> = config
         .environments
@@ -198,7 +210,13 @@ pub async fn environments(app: &App, config: &PipelineConfig) -> Result<Vec<EnvV
         .map(|env| async move {
             let (record, _) = app.environment(&config.name, &env.name).await?;
             let current = match &record.current {
-                Some(release) => Some(current(app, &env.name, release).await?),
+                Some(release) => {
+                    let run = match known.iter().find(|r| r.id == release.run) {
+                        Some(run) => Some(run.clone()),
+                        None => app.load(&release.run).await?.map(|(run, _)| run),
+                    };
+                    Some(current(&env.name, release, run.as_ref()))
+                }
                 None => None,
             };
             let held = match env.verdict(now) {
@@ -241,36 +259,25 @@ pub async fn environments(app: &App, config: &PipelineConfig) -> Result<Vec<EnvV
     Ok(views)
 }
 
-async fn current(app: &App, env: &EnvName, release: &Release) -> Result<Current, EngineError> {
-    let run = app.load(&release.run).await?.map(|(run, _)| run);
-    let env = Some(env);
-    Ok(Current {
+fn current(env: &EnvName, release: &Release, run: Option<&Run>) -> Current {
+    let stage = |kind| run.and_then(|r| r.stage(kind, Some(env)));
+    Current {
         release: release.clone(),
-        message: run
-            .as_ref()
-            .map(|r| r.commit.message.lines().next().unwrap_or("").to_owned()),
-        author: run.as_ref().map(|r| {
+        message: run.map(|r| r.commit.message.lines().next().unwrap_or("").to_owned()),
+        author: run.map(|r| {
             r.commit
                 .author_login
                 .clone()
                 .unwrap_or_else(|| r.commit.author_name.clone())
         }),
-        approved_by: run
-            .as_ref()
-            .and_then(|r| env.and_then(|e| r.stage(StageKind::Approval, Some(e))))
+        approved_by: stage(StageKind::Approval)
             .and_then(|s| s.approval.as_ref())
             .map(|a| a.approvals.iter().map(|a| a.by.clone()).collect())
             .unwrap_or_default(),
-        smoke: run
-            .as_ref()
-            .and_then(|r| env.and_then(|e| r.stage(StageKind::Smoke, Some(e))))
-            .map(|s| s.status),
-        bake: run
-            .as_ref()
-            .and_then(|r| env.and_then(|e| r.stage(StageKind::Bake, Some(e))))
-            .map(|s| s.status),
-        seq: run.as_ref().and_then(|r| r.seq),
-    })
+        smoke: stage(StageKind::Smoke).map(|s| s.status),
+        bake: stage(StageKind::Bake).map(|s| s.status),
+        seq: run.and_then(|r| r.seq),
+    }
 }
 
 /// An approval waiting for people.
@@ -320,13 +327,13 @@ pub async fn pending_approvals(app: &App) -> Result<Vec<Pending>, EngineError> {
             match i.checked_sub(1).map(|u| &plan.environments[u].name) {
                 Some(upstream) => {
                     if let Some((run, read)) = waiting_after(app, &pipeline.name, upstream, env).await? {
-                        pending.push(pending_of(app, pipeline, &run, env, Some(read)).await?);
+                        pending.extend(pending_of(app, pipeline, &run, env, Some(read)).await?);
                     }
                 }
                 None => {
                     let runs = crate::open_runs::open_runs_where(app, |id| id.pipeline() == pipeline.name).await?;
                     for run in runs.iter().filter(|run| is_waiting(run, env)) {
-                        pending.push(pending_of(app, pipeline, run, env, None).await?);
+                        pending.extend(pending_of(app, pipeline, run, env, None).await?);
                     }
                 }
             }
@@ -337,8 +344,14 @@ pub async fn pending_approvals(app: &App) -> Result<Vec<Pending>, EngineError> {
 }
 
 fn is_waiting(run: &Run, env: &EnvName) -> bool {
+    waiting_approval(run, env).is_some()
+}
+
+/// The approval of `run` at `env`, if it waits for people.
+fn waiting_approval<'r>(run: &'r Run, env: &EnvName) -> Option<&'r crate::domain::ApprovalInfo> {
     run.stage(StageKind::Approval, Some(env))
-        .is_some_and(|s| s.status == StageStatus::Waiting)
+        .filter(|s| s.status == StageStatus::Waiting)
+        .and_then(|s| s.approval.as_ref())
 }
 
 /// The records `env`'s approval page needs besides the run's: `env`'s and the one before's.
@@ -370,25 +383,18 @@ async fn waiting_after(
     Ok(None)
 }
 
+/// The approval `run` waits for at `env`, as `/approvals` shows it; none if it does not wait.
 async fn pending_of(
     app: &App,
     pipeline: &PipelineConfig,
     run: &Run,
     env: &EnvName,
     read: Option<GateRecords>,
-) -> Result<Pending, EngineError> {
-    let info = run
-        .stage(StageKind::Approval, Some(env))
-        .and_then(|s| s.approval.clone())
-        .unwrap_or_else(|| crate::domain::ApprovalInfo {
-            requested_at: run.updated_at,
-            expires_at: Timestamp::MAX,
-            decided_by: None,
-            comment: None,
-            approvals: Vec::new(),
-            required: 1,
-        });
-    Ok(Pending {
+) -> Result<Option<Pending>, EngineError> {
+    let Some(info) = waiting_approval(run, env) else {
+        return Ok(None);
+    };
+    Ok(Some(Pending {
         run: RunEntry::of(run, run.seq.unwrap_or_default()),
         env: env.clone(),
         asked: pipeline
@@ -402,7 +408,7 @@ async fn pending_of(
         requested_at: info.requested_at,
         expires_at: info.expires_at,
         brings: brings_from(app, run, env, read).await?,
-    })
+    }))
 }
 
 /// What promoting `run` to `env` brings: the runs since the environment's current release

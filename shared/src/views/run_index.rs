@@ -535,8 +535,23 @@ impl FromStr for Cursor {
 }
 
 /// Up to `limit` runs of any of `pipelines` (those of `repo` only, if given), newest first,
-/// from `cursor`; and the cursor of the next page, if there is more.
+/// from `cursor`; and the cursor of the next page, if there is more. Only the runs shown that
+/// are unfinished are read, for their current status.
 pub async fn newest(
+    store: &dyn StateStore,
+    pipelines: &[PipelineName],
+    repo: Option<&RepoName>,
+    cursor: &Cursor,
+    limit: usize,
+) -> Result<(Vec<RunEntry>, Option<Cursor>), EngineError> {
+    let (entries, next) = newest_indexed(store, pipelines, repo, cursor, limit).await?;
+    Ok((freshen(store, entries).await?, next))
+}
+
+/// [`newest`] as the index has them, without reading any run: an unfinished entry's status
+/// may be behind its run's, and its run may never have been written (see [`freshen`]). For a
+/// caller that reads the runs anyway.
+pub async fn newest_indexed(
     store: &dyn StateStore,
     pipelines: &[PipelineName],
     repo: Option<&RepoName>,
@@ -622,8 +637,7 @@ pub async fn newest(
     let more = pipelines
         .iter()
         .any(|p| next.0.get(p).is_none_or(|seq| *seq != Cursor::DONE));
-    // Only the runs shown are read for their current status.
-    Ok((freshen(store, candidates).await?, more.then_some(next)))
+    Ok((candidates, more.then_some(next)))
 }
 
 /// Entries of `pipeline` (whose record is `head`) from place `from` down, read until `stop` says so or `max` were read:
