@@ -375,21 +375,37 @@ async fn each_page_reads_what_it_shows_however_long_the_history() {
             p.store.read_count() - before
         }
     };
-    let short_history = [cost("/").await, cost("/approvals").await, cost("/pipelines/shop").await];
-    history(&p, 100, 1_978).await;
-    let long_history = [cost("/").await, cost("/approvals").await, cost("/pipelines/shop").await];
-    // The same bound at 22 runs and at 2,000, from what each page shows:
+    let short_history = [
+        cost("/").await,
+        cost("/approvals").await,
+        cost("/pipelines/shop").await,
+        cost("/pipelines/shop?before=shop:10&limit=5").await,
+    ];
+    history(&p, 100, 9_978).await;
+    let long_history = [
+        cost("/").await,
+        cost("/approvals").await,
+        cost("/pipelines/shop").await,
+        cost("/pipelines/shop?before=shop:5000&limit=50").await,
+    ];
+    // The same bound at 22 runs and at 10,000, from what each page shows:
     // `/`: per pipeline its record and a chunk or two, the 5 runs drawn; per environment its
-    // record and the run it runs. `/approvals`: per gate its environment's record and the one
-    // before's, the run waiting (the newest released upstream since), the pipeline's record
-    // and a chunk or two. A pipeline's page: its record, a chunk or two, its environments'
-    // records.
-    for (reads, runs) in [(short_history, 22), (long_history, 2_000)] {
-        let [home, approvals, pipeline] = reads;
+    // record and the run it runs, unless drawn. `/approvals`: per gate its environment's record
+    // and the one before's, the run waiting (the newest released upstream since), the
+    // pipeline's record and a chunk or two. A pipeline's page: its record, a chunk or two, the
+    // unfinished runs it shows (here the one waiting), its environments' records; an older
+    // page the same, whatever its depth.
+    for (reads, runs) in [(short_history, 22), (long_history, 10_000)] {
+        let [home, approvals, pipeline, older] = reads;
         assert!(home <= 3 + 5 + 2 * 2, "/ read {home} at {runs} runs");
         assert!(approvals <= 2 + 3 + 2, "/approvals read {approvals} at {runs} runs");
-        assert!(pipeline <= 3 + 2, "/pipelines/shop read {pipeline} at {runs} runs");
+        assert!(pipeline <= 3 + 1 + 2, "/pipelines/shop read {pipeline} at {runs} runs");
+        assert!(
+            older <= 3 + 2,
+            "an older page of /pipelines/shop read {older} at {runs} runs"
+        );
     }
+    eprintln!("reads at 22 runs {short_history:?}, at 10,000 {long_history:?}");
 }
 
 /// A signed-in person's form POST to `path`, with the CSRF token of their session.
