@@ -3,8 +3,6 @@
 //! history is what a pipeline has after months: signed pushes whose builds CI reports red,
 //! tidied by the server's own sweep, and one run waiting for production's approval.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -99,36 +97,17 @@ async fn history(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     crate::pages_embedded::push(client, base, range.clone(), concurrency).await?;
-    let next = Arc::new(AtomicUsize::new(range.start));
-    let mut reporters = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, base, next, end) = (client.clone(), base.to_owned(), next.clone(), range.end);
-        reporters.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= end {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                ci(&client, &base, i, "failure").await?;
-            }
-        });
-    }
-    while let Some(done) = reporters.join_next().await {
-        done??;
-    }
-    Ok(())
+    let (client, base) = (client.clone(), base.to_owned());
+    crate::load::each_index(range, concurrency, move |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move { ci(&client, &base, i, "failure").await }
+    })
+    .await
 }
 
 async fn ci(client: &reqwest::Client, base: &str, i: usize, status: &str) -> anyhow::Result<()> {
-    let (body, signature) = server::signed_ci(&server::sha(i), status);
-    let request = || {
-        client
-            .post(format!("{base}/hooks/ci"))
-            .header("content-type", "application/json")
-            .header("x-slipway-signature", &signature)
-            .body(body.clone())
-    };
-    crate::engine::send(request, StatusCode::OK).await?;
+    let signed = server::signed_ci(&server::sha(i), status);
+    crate::engine::send(|| server::ci_request(client, base, &signed), StatusCode::OK).await?;
     Ok(())
 }
 

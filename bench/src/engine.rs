@@ -69,47 +69,26 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
     let clock = Instant::now();
     let base = server.base.clone();
     // Each client pushes a commit, then reports its build green.
-    let mut clients = tokio::task::JoinSet::new();
-    let next = Arc::new(AtomicUsize::new(0));
     let retried = Arc::new(AtomicUsize::new(0));
-    for _ in 0..args.concurrency {
-        let (client, prepared, next, base, retried) = (
-            client.clone(),
-            prepared.clone(),
-            next.clone(),
-            base.clone(),
-            retried.clone(),
-        );
-        clients.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(((push, push_sig), (ci, ci_sig))) = prepared.get(i) else {
-                    return Ok::<_, anyhow::Error>(());
-                };
-                let push = || {
-                    client
-                        .post(format!("{base}/hooks/github"))
-                        .header("content-type", "application/json")
-                        .header("x-github-event", "push")
-                        .header("x-github-delivery", format!("engine-{i}"))
-                        .header("x-hub-signature-256", push_sig)
-                        .body(push.clone())
-                };
-                let ci = || {
-                    client
-                        .post(format!("{base}/hooks/ci"))
-                        .header("content-type", "application/json")
-                        .header("x-slipway-signature", ci_sig)
-                        .body(ci.clone())
-                };
-                retried.fetch_add(send(push, StatusCode::CREATED).await?, Ordering::Relaxed);
-                retried.fetch_add(send(ci, StatusCode::OK).await?, Ordering::Relaxed);
+    load::each_index(0..prepared.len(), args.concurrency, {
+        let (client, base, retried) = (client.clone(), base.clone(), retried.clone());
+        move |i| {
+            let (client, base, prepared, retried) = (client.clone(), base.clone(), prepared.clone(), retried.clone());
+            async move {
+                let (push, ci) = &prepared[i];
+                let delivery = format!("engine-{i}");
+                let push = send(
+                    || server::push_request(&client, &base, &delivery, push),
+                    StatusCode::CREATED,
+                )
+                .await?;
+                let ci = send(|| server::ci_request(&client, &base, ci), StatusCode::OK).await?;
+                retried.fetch_add(push + ci, Ordering::Relaxed);
+                Ok(())
             }
-        });
-    }
-    while let Some(done) = clients.join_next().await {
-        done??;
-    }
+        }
+    })
+    .await?;
     let sent = clock.elapsed();
 
     // Wait until every run has finished; read the list rarely.

@@ -34,6 +34,34 @@ impl Answered {
     }
 }
 
+/// Runs `job(i)` for every `i` of `range`, on `concurrency` tasks that each take the next `i`
+/// as soon as their last job is done. The first job that fails fails the whole.
+pub async fn each_index<F, Fut>(range: std::ops::Range<usize>, concurrency: usize, job: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let job = Arc::new(job);
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (job, next, end) = (job.clone(), next.clone(), range.end);
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                job(i).await?;
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
 /// Sends requests `0..total` (built by `request`), `concurrency` at a time, and records how
 /// long each took to be answered in full and with what status. A request that gets no
 /// answer at all fails the load.

@@ -10,7 +10,6 @@
 //! staging to wait for approval, the way the scenario tests do.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -179,67 +178,60 @@ async fn seed(app: &App, range: std::ops::Range<usize>, concurrency: usize) -> a
         .collect();
     anyhow::ensure!(!pipelines.is_empty(), "the configuration has no seed pipelines");
     let pipelines = Arc::new(pipelines);
-    let next = Arc::new(AtomicUsize::new(range.start));
-    let mut openers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (app, pipelines, next, end) = (app.clone(), pipelines.clone(), next.clone(), range.end);
-        openers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= end {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                let pipeline = &pipelines[i % pipelines.len()];
-                let new = || NewRun {
-                    pipeline: pipeline.name.clone(),
-                    repo: pipeline.repo.clone(),
-                    branch: pipeline.branch.clone(),
-                    sha: crate::server::sha(i).parse().expect("a valid SHA"),
-                    commit: CommitInfo {
-                        message: format!("Change {i}"),
-                        author_login: Some("dev".into()),
-                        author_name: "Dee Veloper".into(),
-                        author_email: Some("dev@example.com".into()),
-                        url: None,
-                        pushed_by: "dev".into(),
-                    },
-                    plan: pipeline.plan(),
-                    parents: Vec::new(),
-                };
-                // Pushes racing on the pipeline's lineage may lose a few times; so may these.
-                let run = tries(&format!("open run {i}"), || async {
-                    match app.open_run(new()).await? {
-                        Opened::Created(run) | Opened::Existing(run) => Ok(run),
-                    }
-                })
-                .await?;
-                // A history is of finished runs: this one's build fails (CI reports it red),
-                // and its entry in the index says so (as the sweep writes it when it drops the
-                // run's open-run marker).
-                let failed = || Event::BuildFinished {
-                    status: BuildStatus::Failure,
-                    build: BuildInfo {
-                        url: None,
-                        artifact: None,
-                        coverage: None,
-                        checks: Default::default(),
-                    },
-                };
-                tries(&format!("finish run {i}"), || async {
-                    let run = match app.apply(&run.id, || app.input(Actor::Slipway, failed())).await? {
-                        Some(Applied::Changed(run) | Applied::Ignored(_, run)) => run,
-                        None => anyhow::bail!("run {i} vanished"),
-                    };
-                    anyhow::ensure!(run.status().is_finished(), "run {i} did not finish: {:?}", run.status());
-                    Ok(run_index::refresh(app.store.as_ref(), &app.tuning, &run).await?)
-                })
-                .await?;
-            }
-        });
-    }
-    while let Some(done) = openers.join_next().await {
-        done??;
-    }
+    let app = app.clone();
+    crate::load::each_index(range, concurrency, move |i| {
+        let (app, pipelines) = (app.clone(), pipelines.clone());
+        async move { seed_one(&app, &pipelines[i % pipelines.len()], i).await }
+    })
+    .await
+}
+
+/// Opens run `i` in `pipeline` and has its build fail, as a push and CI would.
+async fn seed_one(app: &App, pipeline: &slipway::config::PipelineConfig, i: usize) -> anyhow::Result<()> {
+    let new = || NewRun {
+        pipeline: pipeline.name.clone(),
+        repo: pipeline.repo.clone(),
+        branch: pipeline.branch.clone(),
+        sha: crate::server::sha(i).parse().expect("a valid SHA"),
+        commit: CommitInfo {
+            message: format!("Change {i}"),
+            author_login: Some("dev".into()),
+            author_name: "Dee Veloper".into(),
+            author_email: Some("dev@example.com".into()),
+            url: None,
+            pushed_by: "dev".into(),
+        },
+        plan: pipeline.plan(),
+        parents: Vec::new(),
+    };
+    // Pushes racing on the pipeline's lineage may lose a few times; so may these.
+    let run = tries(&format!("open run {i}"), || async {
+        match app.open_run(new()).await? {
+            Opened::Created(run) | Opened::Existing(run) => Ok(run),
+        }
+    })
+    .await?;
+    // A history is of finished runs: this one's build fails (CI reports it red),
+    // and its entry in the index says so (as the sweep writes it when it drops the
+    // run's open-run marker).
+    let failed = || Event::BuildFinished {
+        status: BuildStatus::Failure,
+        build: BuildInfo {
+            url: None,
+            artifact: None,
+            coverage: None,
+            checks: Default::default(),
+        },
+    };
+    tries(&format!("finish run {i}"), || async {
+        let run = match app.apply(&run.id, || app.input(Actor::Slipway, failed())).await? {
+            Some(Applied::Changed(run) | Applied::Ignored(_, run)) => run,
+            None => anyhow::bail!("run {i} vanished"),
+        };
+        anyhow::ensure!(run.status().is_finished(), "run {i} did not finish: {:?}", run.status());
+        Ok(run_index::refresh(app.store.as_ref(), &app.tuning, &run).await?)
+    })
+    .await?;
     Ok(())
 }
 

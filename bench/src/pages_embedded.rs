@@ -2,8 +2,6 @@
 //! (embedded backend) with `--runs` runs of history, next to the same page at 100 runs. The
 //! history is made by signed pushes through the server, as GitHub makes it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use reqwest::StatusCode;
@@ -98,32 +96,19 @@ pub(crate) async fn push(
     range: std::ops::Range<usize>,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let next = Arc::new(AtomicUsize::new(range.start));
-    let mut pushers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, base, next, end) = (client.clone(), base.to_owned(), next.clone(), range.end);
-        pushers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= end {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                let (body, signature) = server::signed_push(&server::sha(i));
-                let request = || {
-                    client
-                        .post(format!("{base}/hooks/github"))
-                        .header("content-type", "application/json")
-                        .header("x-github-event", "push")
-                        .header("x-github-delivery", format!("history-{i}"))
-                        .header("x-hub-signature-256", &signature)
-                        .body(body.clone())
-                };
-                crate::engine::send(request, StatusCode::CREATED).await?;
-            }
-        });
-    }
-    while let Some(done) = pushers.join_next().await {
-        done??;
-    }
-    Ok(())
+    let (client, base) = (client.clone(), base.to_owned());
+    crate::load::each_index(range, concurrency, move |i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let signed = server::signed_push(&server::sha(i));
+            let delivery = format!("history-{i}");
+            crate::engine::send(
+                || server::push_request(&client, &base, &delivery, &signed),
+                StatusCode::CREATED,
+            )
+            .await?;
+            Ok(())
+        }
+    })
+    .await
 }

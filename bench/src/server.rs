@@ -166,6 +166,34 @@ pub fn signed_push(sha: &str) -> (Bytes, String) {
     (Bytes::from(body), signature)
 }
 
+/// The request a git host makes to deliver a signed push (from [`signed_push`]) with the
+/// delivery id `delivery`.
+pub fn push_request(
+    client: &reqwest::Client,
+    base: &str,
+    delivery: &str,
+    signed: &(Bytes, String),
+) -> reqwest::RequestBuilder {
+    let (body, signature) = signed;
+    client
+        .post(format!("{base}/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", signature)
+        .body(body.clone())
+}
+
+/// The request a CI makes to report a signed build result (from [`signed_ci`]).
+pub fn ci_request(client: &reqwest::Client, base: &str, signed: &(Bytes, String)) -> reqwest::RequestBuilder {
+    let (body, signature) = signed;
+    client
+        .post(format!("{base}/hooks/ci"))
+        .header("content-type", "application/json")
+        .header("x-slipway-signature", signature)
+        .body(body.clone())
+}
+
 /// A signed generic CI callback: `sha` built green.
 pub fn signed_ci_success(sha: &str) -> (Bytes, String) {
     signed_ci(sha, "success")
