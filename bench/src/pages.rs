@@ -203,6 +203,7 @@ async fn seed_one(app: &App, pipeline: &slipway::config::PipelineConfig, i: usiz
         },
         plan: pipeline.plan(),
         parents: Vec::new(),
+        carried: Default::default(),
     };
     // Pushes racing on the pipeline's lineage may lose a few times; so may these.
     let run = tries(&format!("open run {i}"), || async {

@@ -198,7 +198,16 @@ fn push_payload(sha: &str) -> String {
         name: "Dee Veloper",
         email: "dev@example.com",
     };
-    slipway::samples::github_push("acme/shop", "main", sha, "Show delivery dates in the basket", author)
+    // Committed a quarter of an hour before the push, so the delivery figures have a lead time.
+    let committed_at = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(15);
+    slipway::samples::github_push(
+        "acme/shop",
+        "main",
+        sha,
+        "Show delivery dates in the basket",
+        author,
+        committed_at,
+    )
 }
 
 async fn post_signed(

@@ -2,6 +2,7 @@
 
 mod aws;
 mod control;
+mod delivery;
 mod demo;
 mod inspect;
 mod rollback;
@@ -64,6 +65,9 @@ enum Command {
     Retry(control::RetryArgs),
     /// Follow a run's stages until it ends; exit 0 if it was released, 1 otherwise.
     Watch(control::WatchArgs),
+    /// DORA's four keys per pipeline (deploys, lead time, change failure rate, time to
+    /// restore) for its last environment.
+    Metrics(delivery::MetricsArgs),
     /// Queue messages that exhausted their retries.
     DeadLetters {
         #[command(flatten)]
@@ -189,6 +193,7 @@ async fn main() -> ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Command::Metrics(args) => delivery::metrics(args).await,
         Command::Bootstrap(args) => aws::bootstrap(args).await,
         Command::DeadLetters { data } => inspect::dead_letters(&data).await,
     };

@@ -683,6 +683,18 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
         );
     }
 
+    // `slipway metrics` reads the release log: one deploy to production, healthy.
+    let out = site.act(&["metrics", "--days", "7"]).await.success();
+    out.stdout_has(&["hello → production, last 7 days", "(1 deploys)", "0% (0 of 1 deploys)"]);
+    let out = site.act(&["metrics", "--json"]).await.success();
+    let metrics: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(metrics["metrics"]["deployments"], 1, "{metrics}");
+    site.act(&["metrics", "--pipeline", "nope"])
+        .await
+        .failure()
+        .stderr_has(&["no pipeline is named nope"]);
+    site.act(&["metrics", "--days", "0"]).await.failure();
+
     // SIGTERM stops serve cleanly; a new serve on the same data still has the run.
     let status = serve.terminate().await;
     assert!(status.success(), "serve exited {status} on SIGTERM");

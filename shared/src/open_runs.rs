@@ -96,8 +96,10 @@ pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
         match load_run(store, &id).await? {
             Some((run, _)) if !run.status().is_finished() => runs.push(run),
             Some((finished, _)) => {
-                // Its entry in the index of runs takes its final state before the marker
-                // goes, so a crash in between leaves the marker for the next sweep.
+                // Its entry in the index of runs and its releases in the release log take
+                // their final state before the marker goes, so a crash in between leaves
+                // the marker for the next sweep.
+                crate::views::release_log::repair(app, &finished).await?;
                 run_index::refresh(store, &tuning, &finished).await?;
                 store.remove(&key).await?;
                 // Reopened between the read and the removal? Then it keeps its marker.

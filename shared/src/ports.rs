@@ -95,6 +95,20 @@ impl StoreKey {
         Self(format!("{}runs/{pipeline}/{chunk}.json", Self::VIEWS))
     }
 
+    /// One month (UTC) of an environment's release log ([`crate::views::release_log`]):
+    /// `views/releases/<pipeline>/<env>/<yyyy>-<mm>.json`.
+    pub fn release_log(
+        pipeline: &crate::domain::PipelineName,
+        env: &crate::domain::EnvName,
+        year: i16,
+        month: i8,
+    ) -> Self {
+        Self(format!(
+            "{}releases/{pipeline}/{env}/{year:04}-{month:02}.json",
+            Self::VIEWS
+        ))
+    }
+
     /// Set once the index of runs holds every run made before it existed.
     pub fn views_indexed() -> Self {
         Self(format!("{}indexed.json", Self::VIEWS))

@@ -272,6 +272,7 @@ async fn the_engine_under_twenty_concurrent_ci_reports_leaves_one_consistent_run
         commit: p.run_commit(),
         plan: app.config.pipelines[0].plan(),
         parents: Vec::new(),
+        carried: Default::default(),
     };
     app.open_run(new).await.unwrap();
     let queued_before: usize = QueueName::ALL.iter().map(|&q| p.pending(q).len()).sum();

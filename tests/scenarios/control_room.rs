@@ -393,13 +393,17 @@ async fn each_page_reads_what_it_shows_however_long_the_history() {
     // record and the run it runs, unless drawn. `/approvals`: per gate its environment's record
     // and the one before's, the run waiting (the newest released upstream since), the
     // pipeline's record and a chunk or two. A pipeline's page: its record, a chunk or two, the
-    // unfinished runs it shows (here the one waiting), its environments' records; an older
-    // page the same, whatever its depth.
+    // unfinished runs it shows (here the one waiting), its environments' records, and on the
+    // first page the release log's months of 90 days; an older page the same but the log,
+    // whatever its depth.
     for (reads, runs) in [(short_history, 22), (long_history, 10_000)] {
         let [home, approvals, pipeline, older] = reads;
         assert!(home <= 3 + 5 + 2 * 2, "/ read {home} at {runs} runs");
         assert!(approvals <= 2 + 3 + 2, "/approvals read {approvals} at {runs} runs");
-        assert!(pipeline <= 3 + 1 + 2, "/pipelines/shop read {pipeline} at {runs} runs");
+        assert!(
+            pipeline <= 3 + 1 + 2 + 4,
+            "/pipelines/shop read {pipeline} at {runs} runs"
+        );
         assert!(
             older <= 3 + 2,
             "an older page of /pipelines/shop read {older} at {runs} runs"

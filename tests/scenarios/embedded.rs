@@ -98,6 +98,7 @@ async fn a_deploy_longer_than_the_visibility_timeout_is_not_handed_to_a_second_w
         commit: p.run_commit(),
         plan: app.config.pipelines[0].plan(),
         parents: Vec::new(),
+        carried: Default::default(),
     };
     app.open_run(new).await.unwrap();
     let green = slipway::domain::Event::BuildFinished {

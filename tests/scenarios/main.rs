@@ -18,6 +18,7 @@ mod hardening;
 mod hosts;
 mod lambda;
 mod read_model;
+mod releases;
 mod rollback_link;
 mod rotation;
 mod safe_deploys;

@@ -519,7 +519,16 @@ pub fn push_payload(repo: &str, branch: &str, sha: &str) -> String {
         name: "Dee Veloper",
         email: "dev@example.com",
     };
-    slipway::samples::github_push(repo, branch, sha, "Add the basket page\n\nWith tests.", author)
+    // Committed half an hour before the harness's clock starts.
+    let committed_at = "2026-11-21T08:30:00Z".parse().expect("a time");
+    slipway::samples::github_push(
+        repo,
+        branch,
+        sha,
+        "Add the basket page\n\nWith tests.",
+        author,
+        committed_at,
+    )
 }
 
 /// [`push_payload`] for a push that moved `branch` from `before` to `sha`, listing `sha` as

@@ -13,9 +13,9 @@ pub use environment::{Claim, Environment, Lease, Mark, Outcome as EnvOutcome, Wa
 pub use ids::{ApproverId, BranchName, CommitSha, EnvName, IdError, ParamName, PipelineName, RepoName, RunId};
 pub use lineage::{Lineage, Place};
 pub use run::{
-    Actor, Approval, ApprovalInfo, BuildInfo, BuildStatus, CheckResult, CommitInfo, DEFAULT_BUILD_TIMEOUT, EnvPlan,
-    HistoryEntry, Mode, Phase, PhaseOutcome, PhaseStatus, Plan, Release, RollbackPlan, Run, RunStatus, Stage,
-    StageKind, StageStatus,
+    Actor, Approval, ApprovalInfo, BuildInfo, BuildStatus, COMMITS_KEPT, Carried, CheckResult, CommitInfo,
+    DEFAULT_BUILD_TIMEOUT, EnvPlan, HistoryEntry, Mode, Phase, PhaseOutcome, PhaseStatus, Plan, PushedCommit, Release,
+    RollbackPlan, Run, RunStatus, Stage, StageKind, StageStatus,
 };
 pub use transition::{
     Command, Event, GENERIC_CHECK, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable,

@@ -80,6 +80,70 @@ pub struct CommitInfo {
     pub pushed_by: String,
 }
 
+/// How many of its push's commits a run keeps: the newest. Past that, [`Carried::truncated`]
+/// says so and the host's compare page lists the rest.
+pub const COMMITS_KEPT: usize = 250;
+
+/// How many characters of a carried commit's message a run keeps.
+pub const MESSAGE_KEPT: usize = 1_000;
+
+/// One commit a push carried, as the git host listed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedCommit {
+    pub sha: CommitSha,
+    /// The message, its first [`MESSAGE_KEPT`] characters.
+    pub message: String,
+    /// The author's login on the host when it knows it, else the git author's name.
+    pub author: String,
+    /// When it was committed, by the author's clock (git's, not the push's); `None` when the
+    /// host did not say or said it in a form that does not parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+}
+
+/// The commits a run's push carried: what the run brings beside its head commit.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Carried {
+    /// The newest [`COMMITS_KEPT`] of the commits, oldest first; the run's own commit last
+    /// when the host listed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<PushedCommit>,
+    /// The push carried more commits than are listed: the host capped its list (GitLab lists
+    /// 20, Bitbucket marks it), or slipway kept only the newest [`COMMITS_KEPT`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The host's page comparing the branch before and after the push, when it gave one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "WebUrl::lenient"
+    )]
+    pub compare_url: Option<WebUrl>,
+}
+
+impl Carried {
+    /// `commits` (oldest first) as a run keeps them: the newest [`COMMITS_KEPT`], each message
+    /// cut to [`MESSAGE_KEPT`] characters; `truncated` also when some had to be left out.
+    pub fn new(mut commits: Vec<PushedCommit>, truncated: bool, compare_url: Option<WebUrl>) -> Self {
+        let dropped = commits.len().saturating_sub(COMMITS_KEPT);
+        commits.drain(..dropped);
+        for commit in &mut commits {
+            if let Some((cut, _)) = commit.message.char_indices().nth(MESSAGE_KEPT) {
+                commit.message.truncate(cut);
+            }
+        }
+        Self {
+            commits,
+            truncated: truncated || dropped > 0,
+            compare_url,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commits.is_empty() && !self.truncated && self.compare_url.is_none()
+    }
+}
+
 /// What CI said about the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -456,6 +520,9 @@ pub struct Run {
     /// listed. Kept so the pipeline's [`super::Lineage`] can always be learned again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parents: Vec<CommitSha>,
+    /// Every commit its push carried (up to [`COMMITS_KEPT`]), not only the head.
+    #[serde(default, skip_serializing_if = "Carried::is_empty")]
+    pub carried: Carried,
     pub plan: Plan,
     pub build: BuildInfo,
     pub stages: Vec<Stage>,
@@ -592,6 +659,50 @@ impl std::fmt::Display for RunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pushed(n: usize, message: &str) -> PushedCommit {
+        PushedCommit {
+            sha: CommitSha::parse(&format!("{n:040x}")).unwrap(),
+            message: message.to_owned(),
+            author: "dev".to_owned(),
+            at: None,
+        }
+    }
+
+    #[test]
+    fn a_run_keeps_the_newest_commits_its_push_carried_and_says_when_it_left_some_out() {
+        let all: Vec<_> = (0..COMMITS_KEPT + 3).map(|n| pushed(n, "m")).collect();
+        let carried = Carried::new(all, false, None);
+        assert_eq!(carried.commits.len(), COMMITS_KEPT);
+        assert_eq!(
+            carried.commits[0].sha,
+            pushed(3, "").sha,
+            "the oldest three are left out"
+        );
+        assert!(carried.truncated);
+        let few = Carried::new(vec![pushed(1, "m"), pushed(2, "m")], false, None);
+        assert_eq!((few.commits.len(), few.truncated), (2, false));
+        assert!(Carried::new(Vec::new(), true, None).truncated, "the host's word counts");
+    }
+
+    #[test]
+    fn a_carried_message_is_cut_by_characters_not_bytes() {
+        let long = "é".repeat(MESSAGE_KEPT + 5);
+        let carried = Carried::new(vec![pushed(1, &long)], false, None);
+        assert_eq!(carried.commits[0].message.chars().count(), MESSAGE_KEPT);
+        assert!(carried.commits[0].message.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_run_stored_before_runs_kept_their_commits_reads_with_none() {
+        let carried: Carried = serde_json::from_str("{}").unwrap();
+        assert!(carried.is_empty());
+        let stored = serde_json::to_value(Carried::new(vec![pushed(1, "m")], false, None)).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({"commits": [{"sha": format!("{:040x}", 1), "message": "m", "author": "dev"}]})
+        );
+    }
 
     #[test]
     fn a_plan_stored_before_build_timeouts_existed_waits_a_day() {

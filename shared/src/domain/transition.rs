@@ -26,6 +26,8 @@ pub struct NewRun {
     /// The commits the push said come before this one (its `before` and the other commits
     /// it listed): the run's place in git's order ([`super::Lineage`]).
     pub parents: Vec<CommitSha>,
+    /// Every commit the push carried (see [`super::run::Carried`]).
+    pub carried: super::run::Carried,
 }
 
 /// Something that happened to a run.
@@ -318,6 +320,7 @@ pub fn open(new: NewRun, at: Timestamp) -> Run {
         sha: new.sha,
         commit: new.commit,
         parents: new.parents,
+        carried: new.carried,
         plan: new.plan,
         build: BuildInfo::default(),
         stages,

@@ -57,6 +57,7 @@ fn new_run(mode: Mode) -> Run {
             },
             plan: plan(mode),
             parents: Vec::new(),
+            carried: Default::default(),
         },
         minute(0),
     )

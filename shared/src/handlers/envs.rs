@@ -10,6 +10,8 @@ use jiff::SignedDuration;
 use crate::app::{App, Carried, EngineError, update_record_from};
 use crate::domain::{Claim, Command, EnvName, EnvOutcome, Environment, Lineage, PipelineName, Run, RunId};
 use crate::ports::{StoreKey, Version};
+use crate::views::release_log;
+use crate::views::run_index::PipelineRecord;
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: SignedDuration = SignedDuration::from_mins(10);
@@ -52,6 +54,9 @@ struct NeedsLineage;
 pub struct Carry {
     pub lineage: Option<Lineage>,
     pub environment: Option<Carried<Environment>>,
+    /// The pipeline's record (its index's head, and the lineage), as the claim read it: what
+    /// logging the release needs to find the runs it ships.
+    pub head: Option<PipelineRecord>,
 }
 
 /// `run` asks for `env`'s lease to deploy there (newer-first rules apply). Also hands back
@@ -59,7 +64,8 @@ pub struct Carry {
 /// current release is the one the deploy replaces).
 pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<(Claim, Carry), EngineError> {
     let now = app.clock.now();
-    let lineage = app.lineage(&run.pipeline).await?;
+    let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(&run.pipeline)).await?;
+    let lineage = head.lineage.clone();
     let key = StoreKey::environment(&run.pipeline, env);
     let (claim, record) = update_record_from(
         app.store.as_ref(),
@@ -75,6 +81,7 @@ pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<(Claim, Carry)
         Carry {
             lineage: Some(lineage),
             environment: Some(record),
+            head: Some(head),
         },
     ))
 }
@@ -165,29 +172,42 @@ pub async fn settle_from(
     // The lineage is read only if settling compares commits (see `settle_compares`): first
     // without it, then — if the record turns out to need it — with it.
     let mut lineage = carry.lineage;
+    let carry_head = carry.head;
     let mut known = carry.environment;
-    let (wake, record) = loop {
+    let (wake, released, record) = loop {
         let (decided, state) = update_record_from(
             app.store.as_ref(),
             &app.tuning,
             &key,
             &what,
             known.take(),
-            |record: &mut Environment| match &lineage {
-                Some(lineage) => Ok(record.settle(&run.id, &outcome, lineage)),
-                None if record.settle_compares(&run.id, &outcome) => Err(NeedsLineage),
-                None => Ok(record.settle(&run.id, &outcome, &Lineage::default())),
+            |record: &mut Environment| {
+                let before = record.current.clone();
+                let wake = match &lineage {
+                    Some(lineage) => record.settle(&run.id, &outcome, lineage),
+                    None if record.settle_compares(&run.id, &outcome) => return Err(NeedsLineage),
+                    None => record.settle(&run.id, &outcome, &Lineage::default()),
+                };
+                Ok((wake, record.current != before))
             },
         )
         .await?;
         match decided {
-            Ok(wake) => break (wake, state),
+            Ok((wake, released)) => break (wake, released, state),
             Err(NeedsLineage) => {
                 lineage = Some(app.lineage(&run.pipeline).await?);
                 known = Some(state);
             }
         }
     };
+    // The release log takes a release as the record does, and a failure when the run found
+    // one; the sweep logs again what a failed write here left out, so it never holds up a
+    // deploy.
+    if (released || release_log::facts(run, env).failed_at.is_some())
+        && let Err(e) = release_log::record(app, run, env, &record.0, carry_head.as_ref()).await
+    {
+        tracing::warn!(run = %run.id, %env, error = %e, "could not write the release log; the sweep writes it later");
+    }
     if let Some(next) = wake {
         tracing::info!(run = %next, %env, "environment free; waking the next run in line");
         // The others in line are woken too: each is older than the next, so its claim finds

@@ -40,6 +40,7 @@ pub async fn handle(
     let carry = envs::Carry {
         lineage: None,
         environment: environment.map(|(record, version)| (record, Some(version))),
+        head: None,
     };
     envs::settle_from(app, run_id, env, finished.as_ref().map(|r| &r.run), carry).await?;
     if let Some(finished) = finished {

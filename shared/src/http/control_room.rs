@@ -17,10 +17,10 @@ use super::pages::{self, Nav};
 use super::{ApiError, AppState, PageError};
 use crate::app::App;
 use crate::config::{PipelineConfig, Role};
-use crate::domain::{EnvName, PipelineName, StageKind, StageStatus};
+use crate::domain::{EnvName, PipelineName, StageKind, StageStatus, clip};
 use crate::views::Cursor;
 use crate::views::control_room::{self, EnvHistory, EnvView, History, Overview, Pending, PipelineView, RunView};
-use crate::views::run_index;
+use crate::views::{delivery, run_index};
 
 /// How many runs a pipeline's page shows unless `limit` says otherwise.
 pub const HISTORY_PAGE: usize = 25;
@@ -316,21 +316,80 @@ pub(super) async fn pipeline_page(
     let (limit, cursor) = page_of(q.limit.as_deref(), q.before.as_deref(), HISTORY_PAGE)
         .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, "Bad page", e))?;
     let history = control_room::history(&app, config, &cursor, limit).await?;
+    // The delivery figures head the first page only: older pages read what they show.
+    let figures = if cursor.0.is_empty() {
+        delivery::pipeline_windows(&app, config, &DELIVERY_WINDOWS).await?
+    } else {
+        Vec::new()
+    };
     let now = app.clock.now();
     let title = format!("Pipeline {}", history.name);
     Ok(Html(
         pages::control_room(
             &title,
             &nav(&app, &caller),
-            history_markup(&app, now, &history, limit, acts(&caller)),
+            history_markup(
+                &app,
+                now,
+                &history,
+                limit,
+                acts(&caller),
+                html! { @if !figures.is_empty() { (delivery_markup(&app, &history.name, &figures)) } },
+            ),
         )
         .into_string(),
     ))
 }
 
-fn history_markup(app: &App, now: Timestamp, h: &History, limit: usize, csrf: Option<&str>) -> Markup {
+/// The windows, in days, a pipeline's page shows its delivery figures over.
+const DELIVERY_WINDOWS: [u32; 3] = [7, 30, 90];
+
+/// DORA's four keys over each window, and the 30 days' deploys drawn.
+fn delivery_markup(app: &App, pipeline: &PipelineName, figures: &[delivery::Figures]) -> Markup {
+    let spread = |s: &Option<delivery::Spread>| match s {
+        Some(s) => html! { (pages::span_words(s.median)) span.muted { " (p90 " (pages::span_words(s.p90)) ")" } },
+        None => html! { span.muted { "—" } },
+    };
+    let env = &figures[0].env;
+    html! {
+        h2 { "Delivery to " (env) }
+        table {
+            tr { th { "Last" } th { "Deploys a day" } th { "Lead time for changes" } th { "Change failure rate" } th { "Time to restore" } }
+            @for f in figures {
+                tr {
+                    td.nowrap { (f.days) " days" }
+                    td { (format!("{:.2}", f.deployments_per_day)) span.muted { " (" (f.deployments) ")" } }
+                    td { (spread(&f.lead_time)) }
+                    td { @match f.change_failure_rate {
+                        Some(rate) => { (format!("{:.0}%", rate * 100.0)) span.muted { " (" (f.failed_deployments) " of " (f.deployments) ")" } },
+                        None => span.muted { "—" },
+                    } }
+                    td { (spread(&f.time_to_restore)) @if f.unrestored > 0 { " " span.bad { (f.unrestored) " not restored" } } }
+                }
+            }
+        }
+        @if let Some(month) = figures.iter().find(|f| f.days == 30) {
+            figure {
+                (super::charts::daily_deploys(&month.daily))
+                figcaption.muted { "Deploys to " (env) " each day, the last 30 days. "
+                    a href=(app.link(&format!("/api/pipelines/{pipeline}/metrics?days=30"))) { "As JSON" } }
+            }
+        }
+    }
+}
+
+/// A pipeline's page: `delivery` (its figures, on the first page), its runs, its releases.
+fn history_markup(
+    app: &App,
+    now: Timestamp,
+    h: &History,
+    limit: usize,
+    csrf: Option<&str>,
+    delivery: Markup,
+) -> Markup {
     html! {
         h1 { (h.name) " " span.muted { (h.repo) " · " (h.branch) } }
+        (delivery)
         h2 { "Runs" }
         @if h.runs.is_empty() { p.muted { "No runs yet." } }
         @else {
@@ -412,6 +471,43 @@ pub(super) async fn api_pipeline(
     let (limit, cursor) = page_of(q.limit.as_deref(), q.before.as_deref(), HISTORY_PAGE)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(control_room::history(&app, config, &cursor, limit).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MetricsQuery {
+    days: Option<String>,
+}
+
+/// The window `days` asks for (30 when not given), or what is wrong with it.
+pub(super) fn days_of(days: Option<&str>) -> Result<u32, String> {
+    match days.filter(|d| !d.is_empty()) {
+        None => Ok(30),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=delivery::MAX_DAYS).contains(d))
+            .ok_or_else(|| {
+                format!(
+                    "days must be a number from 1 to {}, not {}",
+                    delivery::MAX_DAYS,
+                    clip(raw)
+                )
+            }),
+    }
+}
+
+/// `GET /api/pipelines/{name}/metrics?days=30`: DORA's four keys for the pipeline's last
+/// environment over the last `days` days ([`delivery`]).
+pub(super) async fn api_metrics(
+    axum::extract::State(app): AppState,
+    _caller: ApiCaller,
+    Path(name): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let config = pipeline_named(&app, &name).map_err(|(status, e)| ApiError::new(status, e))?;
+    let days = days_of(q.days.as_deref()).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let figures = delivery::pipeline_figures(&app, config, days).await?;
+    Ok(Json(json!({ "pipeline": config.name, "metrics": figures })))
 }
 
 /// `GET /api/environments`: every environment of every pipeline, as `/` shows them.

@@ -357,6 +357,7 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
             },
             plan: pipeline.plan(),
             parents: Vec::new(),
+            carried: Default::default(),
         })
         .await
         .unwrap();

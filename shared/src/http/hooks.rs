@@ -247,6 +247,7 @@ async fn accept_push(app: &App, push: Push, delivery: &str) -> Result<Answer, Ap
         commit,
         plan: pipeline.plan(),
         parents: push.parents(),
+        carried: push.carried(),
     };
     match app.open_run(new).await? {
         Opened::Created(run) => {

@@ -6,6 +6,7 @@ pub mod actions;
 mod api;
 mod approvals;
 pub mod auth;
+mod charts;
 mod ci;
 mod control_room;
 pub mod deploy_callback;
@@ -75,6 +76,7 @@ pub fn router(app: App) -> Router {
         .route("/api/runs/{id}", get(api::get_run))
         .route("/api/pipelines", get(control_room::api_overview))
         .route("/api/pipelines/{name}", get(control_room::api_pipeline))
+        .route("/api/pipelines/{name}/metrics", get(control_room::api_metrics))
         .route("/api/environments", get(control_room::api_environments))
         .route("/api/approvals", get(control_room::api_approvals))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))

@@ -227,6 +227,32 @@ fn commit_summary(run: &Run) -> Markup {
     }
 }
 
+/// The commits the run's push carried, newest first, when there is more than its own.
+fn carried_commits(now: Timestamp, run: &Run) -> Markup {
+    let carried = &run.carried;
+    if carried.commits.len() < 2 && !carried.truncated {
+        return html! {};
+    }
+    html! {
+        details open[carried.commits.len() <= 10] {
+            summary { "Commits this push carried (" (carried.commits.len()) @if carried.truncated { " listed, more not" } ")" }
+            ul {
+                @for commit in carried.commits.iter().rev() {
+                    li {
+                        code { (commit.sha.short()) } " "
+                        (commit.message.lines().next().unwrap_or(""))
+                        span.muted { " — " (commit.author) @if let Some(at) = commit.at { ", " (moment(now, at)) } }
+                    }
+                }
+            }
+            @if carried.truncated {
+                p.muted { "The push carried more commits than the git host listed."
+                    @if let Some(url) = &carried.compare_url { " " a href=(url) { "Compare on the git host" } } }
+            }
+        }
+    }
+}
+
 fn environments_and_checks(run: &Run) -> Markup {
     let deployed = run.deployed_to();
     html! {
@@ -508,6 +534,7 @@ pub(super) fn run_page(run: &Run, rollback: &RunRollback, viewer: &RunViewer<'_>
     let body = html! {
         h1 { (run.pipeline) ": " code { (run.sha.short()) } " — " span.nowrap { (status.as_str().replace('_', " ")) } }
         (commit_summary(run))
+        (carried_commits(now, run))
         @if let Some((csrf, action)) = &viewer.retry {
             form method="post" action=(action) {
                 input type="hidden" name="csrf" value=(csrf);

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::payload::{optional, required};
 use super::{BuildReport, GitRef, HostEvent, Push};
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName};
 use crate::signature::{self, SignatureError};
 
 /// Checks `X-Hub-Signature` (`sha256=<hex>`) over the raw body, in constant time.
@@ -95,12 +95,20 @@ struct RawChange {
     forced: bool,
     #[serde(default)]
     commits: Vec<RawListedCommit>,
+    /// Bitbucket listed only the newest of the change's commits.
+    #[serde(default)]
+    truncated: bool,
+    /// `links.html.href`: the page comparing the branch before and after.
+    links: Option<RawLinks>,
 }
 
-/// One entry of a change's `commits`: only its hash is used.
+/// One entry of a change's `commits` (newest first).
 #[derive(Deserialize)]
 struct RawListedCommit {
     hash: String,
+    message: Option<String>,
+    date: Option<String>,
+    author: Option<RawAuthor>,
 }
 
 /// `new` or `old` in a change: a branch or tag and the commit it points to.
@@ -162,6 +170,8 @@ fn parse_push(root: &Value) -> Result<Vec<Push>, PayloadError> {
                 closed,
                 forced,
                 commits,
+                truncated,
+                links,
             } = change;
             let deleted = closed || new.is_none();
             let created = created || (old.is_none() && new.is_some());
@@ -182,15 +192,23 @@ fn parse_push(root: &Value) -> Result<Vec<Push>, PayloadError> {
                     })
                 })
                 .transpose()?;
+            let commit_count = commits.len();
+            // Bitbucket lists them newest first; a run keeps them oldest first.
             let listed = commits
-                .iter()
+                .into_iter()
+                .rev()
                 .map(|c| {
-                    CommitSha::parse(&c.hash).map_err(|source| PayloadError::InvalidId {
-                        field: "push.changes.commits.hash",
-                        source,
+                    Ok(PushedCommit {
+                        sha: CommitSha::parse(&c.hash).map_err(|source| PayloadError::InvalidId {
+                            field: "push.changes.commits.hash",
+                            source,
+                        })?,
+                        author: c.author.map(author_of).unwrap_or_default(),
+                        at: super::payload::commit_time("push.changes.commits.date", c.date.as_deref()),
+                        message: c.message.unwrap_or_default(),
                     })
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, PayloadError>>()?;
             let target = new.and_then(|n| n.target);
             let after = target
                 .as_ref()
@@ -212,9 +230,14 @@ fn parse_push(root: &Value) -> Result<Vec<Push>, PayloadError> {
                 created,
                 deleted,
                 forced,
-                commit_count: commits.len(),
+                commit_count,
                 before,
                 commits: listed,
+                truncated,
+                compare_url: super::payload::link(
+                    "push.changes.links.html.href",
+                    links.and_then(|l| l.html).map(|h| h.href),
+                ),
                 head_commit,
             })
         })
@@ -260,6 +283,16 @@ fn head_commit(target: RawTarget, pushed_by: Option<String>) -> Result<CommitInf
         url: super::payload::link("links.html.href", target.links.and_then(|l| l.html).map(|h| h.href)),
         pushed_by,
     })
+}
+
+/// A listed commit's author: the Bitbucket account's nickname when Bitbucket matched one,
+/// else the git name.
+fn author_of(author: RawAuthor) -> String {
+    let login = author
+        .user
+        .and_then(|u| u.nickname.or(u.display_name))
+        .filter(|n| !n.is_empty());
+    login.unwrap_or_else(|| author.raw.as_deref().map(split_raw_author).unwrap_or_default().0)
 }
 
 /// `Name <email>` → (`Name`, `Some(email)`); anything else is all name.
@@ -358,6 +391,41 @@ mod tests {
     #[test]
     fn every_fixture_file_is_snapshotted() {
         crate::providers::fixtures::assert_all_listed("bitbucket", FIXTURES.iter().map(|(file, _, _)| *file));
+    }
+
+    #[test]
+    fn a_push_carries_its_commits_oldest_first_the_compare_page_and_bitbucket_s_truncation() {
+        let [push] = pushes(json!([{
+            "new": branch_ref("main", SHA), "old": branch_ref("main", OLD),
+            "truncated": true,
+            "links": { "html": { "href": format!("https://bitbucket.org/acme/shop/branches/compare/{SHA}..{OLD}") } },
+            "commits": [
+                { "hash": SHA, "message": "Fix checkout\n", "date": "2026-03-02T10:15:00+00:00",
+                  "author": { "raw": "Alice Example <alice@example.com>", "user": { "nickname": "alice" } } },
+                { "hash": "2222222222222222222222222222222222222222", "message": "ABC-7 Older",
+                  "author": { "raw": "Bob <bob@example.com>" } }
+            ]
+        }]))
+        .try_into()
+        .unwrap();
+        let carried = push.carried();
+        let listed: Vec<_> = carried
+            .commits
+            .iter()
+            .map(|c| (c.sha.as_str(), c.author.as_str(), c.at.is_some()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("2222222222222222222222222222222222222222", "Bob", false),
+                (SHA, "alice", true)
+            ]
+        );
+        assert!(carried.truncated);
+        assert_eq!(
+            carried.compare_url.map(|u| u.to_string()),
+            Some(format!("https://bitbucket.org/acme/shop/branches/compare/{SHA}..{OLD}"))
+        );
     }
 
     fn branch_ref(name: &str, hash: &str) -> Value {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::payload::{decode, git_ref_of};
 use super::{BuildReport, HostEvent, Push};
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName};
 
 pub use super::PayloadError;
 
@@ -51,10 +51,17 @@ struct RawCommit {
     author: RawCommitAuthor,
 }
 
-/// One entry of `commits` in a push: only its id is used.
+/// How many commits GitHub lists in a push at most.
+const GITHUB_COMMITS_LISTED: usize = 2_048;
+
+/// One entry of `commits` in a push.
 #[derive(Deserialize)]
 struct RawListedCommit {
     id: String,
+    #[serde(default)]
+    message: String,
+    timestamp: Option<String>,
+    author: Option<RawCommitAuthor>,
 }
 
 /// A commit's git author, with the GitHub login when GitHub could match the email.
@@ -143,17 +150,27 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
         })
         .transpose()?
         .filter(|b| !b.is_zero());
+    let compare: Option<String> = fields.optional("compare")?;
     let commits = commits.unwrap_or_default();
     let commit_count = commits.len();
+    // GitHub lists them oldest first, the new head last.
     let commits = commits
         .into_iter()
         .map(|c| {
-            CommitSha::parse(&c.id).map_err(|source| PayloadError::InvalidId {
-                field: "commits.id",
-                source,
+            Ok(PushedCommit {
+                sha: CommitSha::parse(&c.id).map_err(|source| PayloadError::InvalidId {
+                    field: "commits.id",
+                    source,
+                })?,
+                author: c
+                    .author
+                    .map(|a| a.username.filter(|u| !u.is_empty()).unwrap_or(a.name))
+                    .unwrap_or_default(),
+                at: super::payload::commit_time("commits.timestamp", c.timestamp.as_deref()),
+                message: c.message,
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, PayloadError>>()?;
 
     let head_commit = match head_commit {
         None => None,
@@ -180,6 +197,9 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
         commit_count,
         before,
         commits,
+        // GitHub lists at most 2,048 commits and does not say when it stopped there.
+        truncated: commit_count >= GITHUB_COMMITS_LISTED,
+        compare_url: super::payload::link("compare", compare),
         head_commit,
     })
 }
@@ -479,6 +499,54 @@ mod tests {
                 pushed_by: "alice".to_owned(),
             })
         );
+    }
+
+    #[test]
+    fn a_push_carries_every_commit_it_lists_oldest_first_with_author_and_time() {
+        const OLDER: &str = "2222222222222222222222222222222222222222";
+        let push = push_of(&payload(json!({
+            "compare": "https://github.com/acme/shop/compare/111111111111...6113728f27ae",
+            "commits": [
+                { "id": OLDER, "message": "ABC-12 Add the basket\n\nLong body", "timestamp": "2026-11-26T09:14:03+01:00",
+                  "author": { "name": "Bob", "email": "bob@example.com" } },
+                { "id": SHA, "message": "Fix checkout", "timestamp": "not a time",
+                  "author": { "name": "Alice", "email": "alice@example.com", "username": "alice-gh" } }
+            ]
+        })));
+        let carried = push.carried();
+        let listed: Vec<_> = carried
+            .commits
+            .iter()
+            .map(|c| (c.sha.as_str(), c.author.as_str(), c.at.map(|t| t.to_string())))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (OLDER, "Bob", Some("2026-11-26T08:14:03Z".to_owned())),
+                (SHA, "alice-gh", None),
+            ]
+        );
+        assert_eq!(carried.commits[0].message, "ABC-12 Add the basket\n\nLong body");
+        assert!(!carried.truncated);
+        assert_eq!(
+            carried.compare_url.map(|u| u.to_string()),
+            Some("https://github.com/acme/shop/compare/111111111111...6113728f27ae".to_owned())
+        );
+        // And the lineage learns both as before: `before` and the older listed commit.
+        let parents: Vec<_> = push.parents().iter().map(|p| p.as_str().to_owned()).collect();
+        assert_eq!(parents, ["1111111111111111111111111111111111111111", OLDER]);
+    }
+
+    #[test]
+    fn a_push_listing_github_s_most_commits_is_marked_truncated() {
+        let commits: Vec<Value> = (0..2_048)
+            .map(|i| json!({ "id": format!("{i:040x}"), "message": "m" }))
+            .collect();
+        let push = push_of(&payload(json!({ "commits": commits })));
+        let carried = push.carried();
+        assert!(carried.truncated);
+        assert_eq!(carried.commits.len(), crate::domain::COMMITS_KEPT);
+        assert_eq!(carried.commits.last().unwrap().sha.as_str(), format!("{:040x}", 2_047));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use sha2::Sha256;
 
 use super::payload::{git_ref_of, optional, required};
 use super::{BuildReport, HostEvent, Push};
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName};
+use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName, WebUrl};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -220,12 +220,13 @@ fn sha(field: &'static str, value: &str) -> Result<CommitSha, PayloadError> {
     CommitSha::parse(value).map_err(|source| PayloadError::InvalidId { field, source })
 }
 
-/// One entry of a push's `commits` (the newest 20 at most).
+/// One entry of a push's `commits` (the newest 20 at most, oldest first).
 #[derive(Deserialize)]
 struct RawCommit {
     id: String,
     message: String,
     url: Option<String>,
+    timestamp: Option<String>,
     author: RawAuthor,
 }
 
@@ -253,8 +254,16 @@ fn parse_push(root: &Value) -> Result<Push, PayloadError> {
     let created = before.as_ref().is_some_and(CommitSha::is_zero);
     let listed = commits
         .iter()
-        .map(|c| sha("commits.id", &c.id))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|c| {
+            Ok(PushedCommit {
+                sha: sha("commits.id", &c.id)?,
+                message: c.message.clone(),
+                author: c.author.name.clone(),
+                at: super::payload::commit_time("commits.timestamp", c.timestamp.as_deref()),
+            })
+        })
+        .collect::<Result<Vec<_>, PayloadError>>()?;
+    let web_url: Option<String> = optional(root, "project.web_url")?;
     let head = if deleted {
         None
     } else {
@@ -266,18 +275,34 @@ fn parse_push(root: &Value) -> Result<Push, PayloadError> {
         Some(head) => commit_info(root, commits.iter().find(|c| c.id.eq_ignore_ascii_case(head.as_str())))?,
     };
 
+    let compare_url = compare_url(web_url, before.as_ref(), head.as_ref());
     Ok(Push {
         repo,
         git_ref,
+        compare_url,
+        truncated: false,
         after: head,
         created,
         deleted,
         forced: false,
         commit_count: total.unwrap_or(commits.len()),
         before: before.filter(|b| !b.is_zero()),
+
         commits: listed,
         head_commit,
     })
+}
+
+/// The project's page comparing `before` and `after` (`…/-/compare/<before>...<after>`);
+/// none for a new or deleted branch.
+fn compare_url(project: Option<String>, before: Option<&CommitSha>, after: Option<&CommitSha>) -> Option<WebUrl> {
+    let (before, after) = (before.filter(|b| !b.is_zero())?, after?);
+    let mut url = super::payload::link("project.web_url", project)?.as_url().clone();
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(["-", "compare", &format!("{before}...{after}")]);
+    WebUrl::parse(url.as_str()).ok()
 }
 
 /// The head commit, with who pushed it. GitLab gives no author login: the pusher's
@@ -421,6 +446,40 @@ mod tests {
     #[test]
     fn every_fixture_file_is_snapshotted() {
         crate::providers::fixtures::assert_all_listed("gitlab", FIXTURES.iter().map(|(file, _, _)| *file));
+    }
+
+    #[test]
+    fn a_push_carries_its_listed_commits_the_project_s_compare_page_and_that_gitlab_listed_fewer() {
+        let body = serde_json::to_vec(&push_payload(json!({}))).unwrap();
+        let HostEvent::Push(push) = parse(Some("Push Hook"), &body).unwrap() else {
+            panic!("not a push")
+        };
+        let carried = push.carried();
+        let listed: Vec<_> = carried
+            .commits
+            .iter()
+            .map(|c| (c.sha.as_str(), c.author.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327", "Jordi"),
+                (SHA, "John Smith")
+            ]
+        );
+        assert!(carried.truncated, "4 commits pushed, 2 listed");
+        assert_eq!(
+            carried.compare_url.map(|u| u.to_string()),
+            Some(format!(
+                "https://gitlab.example.com/acme/platform/shop/-/compare/95790bf891e76fee5e1747ab589903a6a1f80f22...{SHA}"
+            ))
+        );
+        // A new branch has nothing to compare with.
+        let body = serde_json::to_vec(&push_payload(json!({ "before": ZERO }))).unwrap();
+        let HostEvent::Push(push) = parse(Some("Push Hook"), &body).unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(push.carried().compare_url, None);
     }
 
     fn push_payload(overrides: Value) -> Value {

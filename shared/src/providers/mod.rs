@@ -9,7 +9,7 @@ pub mod slack;
 
 pub use payload::PayloadError;
 
-use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, RepoName, WebUrl};
+use crate::domain::{BranchName, BuildStatus, Carried, CommitInfo, CommitSha, PushedCommit, RepoName, WebUrl};
 
 /// What a git host told us, in slipway's terms.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -62,9 +62,14 @@ pub struct Push {
     /// Where the ref pointed before the push (`None` when it was created, or the host does
     /// not say): git's own word that `after` comes later on the branch than `before`.
     pub before: Option<CommitSha>,
-    /// The commits the push listed (hosts cap the list, at 20 or so), which `after` includes.
-    /// With `before`, what slipway learns of git's order ([`crate::domain::Lineage`]).
-    pub commits: Vec<CommitSha>,
+    /// The commits the push listed, oldest first (hosts cap the list: GitLab at 20), which
+    /// `after` includes. With `before`, what slipway learns of git's order
+    /// ([`crate::domain::Lineage`]); and what the run brings ([`Push::carried`]).
+    pub commits: Vec<PushedCommit>,
+    /// The host said it listed fewer commits than the push carried.
+    pub truncated: bool,
+    /// The host's page comparing `before` and `after`.
+    pub compare_url: Option<WebUrl>,
     /// The new head commit, when the host includes it.
     pub head_commit: Option<CommitInfo>,
 }
@@ -76,10 +81,19 @@ impl Push {
         let Some(after) = &self.after else { return Vec::new() };
         self.before
             .iter()
-            .chain(&self.commits)
+            .chain(self.commits.iter().map(|c| &c.sha))
             .filter(|sha| *sha != after && !sha.is_zero())
             .cloned()
             .collect()
+    }
+
+    /// The commits the push carried, as its run keeps them.
+    pub fn carried(&self) -> Carried {
+        Carried::new(
+            self.commits.clone(),
+            self.truncated || self.commit_count > self.commits.len(),
+            self.compare_url.clone(),
+        )
     }
 }
 
@@ -138,7 +152,17 @@ mod tests {
             forced: false,
             commit_count: commits.len(),
             before: before.map(sha),
-            commits: commits.iter().copied().map(sha).collect(),
+            commits: commits
+                .iter()
+                .map(|c| PushedCommit {
+                    sha: sha(*c),
+                    message: String::new(),
+                    author: String::new(),
+                    at: None,
+                })
+                .collect(),
+            truncated: false,
+            compare_url: None,
             head_commit: None,
         }
     }

@@ -434,27 +434,7 @@ async fn brings_from(
     let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(pipeline)).await?;
     let lineage = &head.lineage;
     let this = run.place();
-    let (mut runs, more) = match head.place_of(run) {
-        Some(seq) => {
-            let current = record.current.as_ref().map(|c| c.run.clone());
-            let walked = run_index::walk_down(app.store.as_ref(), &head, pipeline, seq, CARRIES_READ, |e| {
-                current.as_ref() == Some(&e.id)
-            })
-            .await?;
-            let more = walked.len() == CARRIES_READ;
-            (walked, more)
-        }
-        None => (vec![RunEntry::of(run, 0)], false),
-    };
-    runs.retain(|e| {
-        let place = Place::new(&e.id, e.created_at);
-        (e.id == run.id || lineage.is_newer(this, place))
-            && record
-                .current
-                .as_ref()
-                .is_none_or(|c| lineage.is_newer(place, c.place()))
-    });
-    runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let (runs, more) = runs_since(app, &head, run, record.current.as_ref()).await?;
     let upstream = run
         .plan
         .environments
@@ -481,6 +461,38 @@ async fn brings_from(
         more,
         newer_upstream,
     })
+}
+
+/// The runs `run` brings over `since` (a release; `None`: over nothing yet, so every older
+/// run read), oldest first, `run` last: from the index (`head` is the pipeline's record), newest first from
+/// `run` down to `since`'s run, at most [`CARRIES_READ`] of them, keeping those git's order
+/// puts between the two. `true` with them when the walk stopped before reaching `since`.
+pub async fn runs_since(
+    app: &App,
+    head: &PipelineRecord,
+    run: &Run,
+    since: Option<&Release>,
+) -> Result<(Vec<RunEntry>, bool), EngineError> {
+    let lineage = &head.lineage;
+    let this = run.place();
+    let (mut runs, more) = match head.place_of(run) {
+        Some(seq) => {
+            let current = since.map(|c| c.run.clone());
+            let walked = run_index::walk_down(app.store.as_ref(), head, &run.pipeline, seq, CARRIES_READ, |e| {
+                current.as_ref() == Some(&e.id)
+            })
+            .await?;
+            let more = walked.len() == CARRIES_READ;
+            (walked, more)
+        }
+        None => (vec![RunEntry::of(run, 0)], false),
+    };
+    runs.retain(|e| {
+        let place = Place::new(&e.id, e.created_at);
+        (e.id == run.id || lineage.is_newer(this, place)) && since.is_none_or(|c| lineage.is_newer(place, c.place()))
+    });
+    runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok((runs, more))
 }
 
 /// One pipeline's page: a page of its runs and its environments' releases.

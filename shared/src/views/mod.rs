@@ -12,11 +12,16 @@
 //! - [`control_room`]: what `/`, `/approvals` and `/pipelines/{name}` show, read from the
 //!   index of runs, the index of unfinished runs and the environments' records.
 //!
+//! - [`release_log`]: per environment, month by month, every release with the commits it
+//!   shipped and whether it failed; what the delivery figures ([`delivery`]) read.
+//!
 //! An environment's own record ([`crate::domain::Environment`]) is already a view of what runs
 //! there; the approval page reads it with the run and the index.
 
 pub mod control_room;
+pub mod delivery;
 pub mod group_commit;
+pub mod release_log;
 pub mod run_index;
 
 pub use run_index::{Cursor, PipelineRecord, RunEntry, RunPage};

@@ -837,6 +837,7 @@ pub(crate) mod tests {
                     min_coverage: None,
                 },
                 parents: Vec::new(),
+                carried: Default::default(),
             },
             at,
         )

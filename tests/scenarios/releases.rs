@@ -1,0 +1,287 @@
+//! What a release brings: every commit a push carried, not only its head, kept with the run
+//! and shown on its page and in its JSON; the release log written with each release, and
+//! DORA's four keys read from it.
+
+use http::StatusCode;
+use jiff::SignedDuration;
+use serde_json::{Value, json};
+use slipway::domain::RunStatus;
+use slipway_tests::{GITHUB_SECRET, Pipeline, SHA, SHA2, push_payload};
+
+const SITE: &str = "https://slipway.example.com";
+const FIRST: &str = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a";
+const SECOND: &str = "2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b";
+
+/// A push of three commits, `SHA` the newest, as GitHub lists them (oldest first).
+fn three_commit_push() -> String {
+    let mut payload: Value = serde_json::from_str(&push_payload("acme/shop", "main", SHA)).expect("JSON");
+    let head = payload["head_commit"].clone();
+    let commit = |id: &str, message: &str, name: &str, at: &str| {
+        let mut c = head.clone();
+        c["id"] = json!(id);
+        c["message"] = json!(message);
+        c["author"] = json!({"name": name, "email": "x@example.com"});
+        c["timestamp"] = json!(at);
+        c
+    };
+    payload["before"] = json!("0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f");
+    payload["compare"] = json!("https://github.com/acme/shop/compare/0f0f0f0f0f0f...a1b2c3d4e5f6");
+    payload["commits"] = json!([
+        commit(
+            FIRST,
+            "SHOP-1 Add the <basket> model\n\nIt holds items.",
+            "Bob",
+            "2026-11-20T09:00:00+01:00"
+        ),
+        commit(SECOND, "SHOP-2 Price the basket", "Carol", "2026-11-20T10:00:00Z"),
+        head,
+    ]);
+    payload.to_string()
+}
+
+#[tokio::test]
+async fn a_run_keeps_every_commit_its_push_carried_and_its_page_lists_them() {
+    let p = Pipeline::start().await;
+    let answer = p
+        .github("push", "d-three", three_commit_push().as_bytes(), GITHUB_SECRET)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let run = p.run(SHA).await;
+    let carried: Vec<_> = run.carried.commits.iter().map(|c| c.sha.as_str()).collect();
+    assert_eq!(carried, [FIRST, SECOND, SHA], "oldest first, the head last");
+    assert_eq!(run.carried.commits[0].author, "Bob");
+    assert_eq!(
+        run.carried.commits[1].at.map(|t| t.to_string()).as_deref(),
+        Some("2026-11-20T10:00:00Z")
+    );
+    // git's order is learned from them too: the older commits come before the head.
+    assert_eq!(
+        run.parents.len(),
+        3,
+        "before and the two older commits: {:?}",
+        run.parents
+    );
+
+    let page = p.read(&format!("{SITE}/runs/{}", run.id)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Commits this push carried (3)"), "{}", page.body);
+    // Newest first on the page, each message's first line only, escaped.
+    let (second, first) = (
+        page.body.find("SHOP-2 Price").unwrap(),
+        page.body.find("SHOP-1 Add").unwrap(),
+    );
+    assert!(second < first, "newest first");
+    assert!(page.body.contains("SHOP-1 Add the &lt;basket&gt; model"), "escaped");
+    assert!(!page.body.contains("It holds items."), "the first line only");
+
+    let json = p.read(&format!("{SITE}/api/runs/{}", run.id)).await;
+    let body: Value = serde_json::from_str(&json.body).expect("JSON");
+    assert_eq!(body["carried"]["commits"].as_array().map(Vec::len), Some(3), "{body}");
+    assert_eq!(
+        body["carried"]["compare_url"],
+        "https://github.com/acme/shop/compare/0f0f0f0f0f0f...a1b2c3d4e5f6"
+    );
+}
+
+#[tokio::test]
+async fn a_push_of_one_commit_adds_no_list_to_the_run_page() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    let run = p.run(SHA).await;
+    assert_eq!(run.carried.commits.len(), 1);
+    let page = p.read(&format!("{SITE}/runs/{}", run.id)).await;
+    assert!(!page.body.contains("Commits this push carried"), "{}", page.body);
+}
+
+/// A push moving `main` from `before` to `sha`, carrying `commits` (oldest first, `sha`
+/// last), each committed the given minutes before now.
+async fn push_commits(p: &Pipeline, sha: &str, before: &str, commits: &[(&str, i64)]) {
+    let mut payload: Value = serde_json::from_str(&push_payload("acme/shop", "main", sha)).expect("JSON");
+    let head = payload["head_commit"].clone();
+    payload["before"] = json!(before);
+    payload["commits"] = json!(
+        commits
+            .iter()
+            .map(|(id, minutes)| {
+                let mut c = head.clone();
+                c["id"] = json!(id);
+                c["timestamp"] = json!((p.now() - SignedDuration::from_mins(*minutes)).to_string());
+                c
+            })
+            .collect::<Vec<_>>()
+    );
+    let delivery = format!("d-{}", &sha[..12]);
+    let answer = p
+        .github("push", &delivery, payload.to_string().as_bytes(), GITHUB_SECRET)
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+}
+
+/// `sha`'s push (see [`push_commits`]) built green, approved by alice, and the workers left
+/// to it; then an hour passes.
+async fn ship(p: &Pipeline, sha: &str, before: &str, commits: &[(&str, i64)]) {
+    p.healthy("staging", sha);
+    push_commits(p, sha, before, commits).await;
+    assert_eq!(p.ci(sha, "success").await.status, StatusCode::OK);
+    p.run_queues().await;
+    let approve = p.approval_for("alice").approve_url.expect("an approve link");
+    assert_eq!(p.post_decision(&approve, "approve").await.status, StatusCode::OK);
+    p.run_queues().await;
+    p.advance(SignedDuration::from_hours(1));
+}
+
+const C1: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// SHA ships healthy with an older commit; SHA2 ships, fails production's smoke checks and
+/// is rolled back.
+async fn a_release_and_a_rollback(p: &Pipeline) {
+    p.healthy("production", SHA);
+    ship(p, SHA, ZERO, &[(C1, 90), (SHA, 30)]).await;
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Released);
+    // Production keeps answering with SHA's version: SHA2's smoke checks fail there.
+    ship(p, SHA2, SHA, &[(SHA2, 10)]).await;
+    assert_eq!(p.run(SHA2).await.status(), RunStatus::RolledBack);
+    assert_eq!(p.deployed("production"), [SHA, SHA2, SHA]);
+}
+
+#[tokio::test]
+async fn the_four_keys_come_from_the_release_log_of_production() {
+    let p = Pipeline::start().await;
+    a_release_and_a_rollback(&p).await;
+
+    let answer = p.read(&format!("{SITE}/api/pipelines/shop/metrics?days=7")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).expect("JSON");
+    let m = &body["metrics"];
+    assert_eq!(m["env"], "production");
+    assert_eq!(m["days"], 7);
+    assert_eq!(m["deployments"], 2, "{m}");
+    assert_eq!(m["failed_deployments"], 1, "{m}");
+    assert_eq!(m["change_failure_rate"], 0.5, "{m}");
+    assert_eq!(m["unrestored"], 0, "{m}");
+    // SHA's two commits, committed 90 and 30 minutes before the push; SHA2's commit was
+    // shipped only by a failing deploy, so it has no lead time yet.
+    assert_eq!(m["lead_time"]["count"], 2, "{m}");
+    let (median, p90) = (
+        m["lead_time"]["median"].as_i64().expect("seconds"),
+        m["lead_time"]["p90"].as_i64().expect("seconds"),
+    );
+    assert!((30 * 60..90 * 60).contains(&median) && p90 >= 90 * 60, "{m}");
+    assert_eq!(m["time_to_restore"]["count"], 1, "{m}");
+    assert!(m["time_to_restore"]["median"].as_i64().expect("seconds") >= 0, "{m}");
+    assert_eq!(m["daily"].as_array().map(Vec::len), Some(7), "{m}");
+    let per_day: i64 = m["daily"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| d["deployments"].as_i64().expect("a count"))
+        .sum();
+    assert_eq!(per_day, 2);
+
+    // The log itself: staging's two releases, production's two and the one put back.
+    let log = slipway::views::release_log::releases(
+        &p.app,
+        &"shop".parse().expect("a name"),
+        &"production".parse().expect("a name"),
+        p.now() - SignedDuration::from_hours(24),
+        p.now(),
+    )
+    .await
+    .expect("the log reads");
+    let lines: Vec<_> = log
+        .iter()
+        .map(|e| (&e.sha.as_str()[..8], e.put_back_by.is_some(), e.failed_at.is_some()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (&SHA[..8], false, false),
+            (&SHA2[..8], false, true),
+            (&SHA[..8], true, false)
+        ]
+    );
+    let shipped: Vec<_> = log[0].shipped.iter().map(|s| s.sha.as_str()).collect();
+    assert_eq!(shipped, [C1, SHA], "the first release ships its own push's commits");
+    let shipped: Vec<_> = log[1].shipped.iter().map(|s| s.sha.as_str()).collect();
+    assert_eq!(shipped, [SHA2], "the second, the commits since the first");
+
+    // Bad input.
+    for (query, status) in [
+        ("?days=0", StatusCode::BAD_REQUEST),
+        ("?days=many", StatusCode::BAD_REQUEST),
+        ("?days=367", StatusCode::BAD_REQUEST),
+    ] {
+        let answer = p.read(&format!("{SITE}/api/pipelines/shop/metrics{query}")).await;
+        assert_eq!(answer.status, status, "{query}: {}", answer.body);
+        assert!(
+            answer.body.contains("days must be a number from 1 to 366"),
+            "{}",
+            answer.body
+        );
+    }
+    let unknown = p.read(&format!("{SITE}/api/pipelines/nope/metrics")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let anonymous = p.get(&format!("{SITE}/api/pipelines/shop/metrics")).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_pipeline_page_shows_the_four_keys_and_a_chart_drawn_on_the_server() {
+    let p = Pipeline::start().await;
+    a_release_and_a_rollback(&p).await;
+    let page = p.read(&format!("{SITE}/pipelines/shop")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Delivery to production"), "{}", page.body);
+    assert!(
+        page.body.contains("50%") && page.body.contains("(1 of 2)"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<svg") && !page.body.contains("<script"),
+        "{}",
+        page.body
+    );
+    // An older page of the history leaves the figures (and their reads) out.
+    let older = p.read(&format!("{SITE}/pipelines/shop?before=shop:1")).await;
+    assert_eq!(older.status, StatusCode::OK);
+    assert!(!older.body.contains("Delivery to"), "{}", older.body);
+}
+
+#[tokio::test]
+async fn the_sweep_writes_again_a_release_a_crash_left_out_of_the_log() {
+    let p = Pipeline::start().await;
+    p.healthy("production", SHA);
+    ship(&p, SHA, ZERO, &[(SHA, 30)]).await;
+    // The month's record vanishes, as if the worker died between recording the release in
+    // the environment's record and writing the log.
+    let month = p.now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    for env in ["staging", "production"] {
+        let key = slipway::ports::StoreKey::release_log(
+            &"shop".parse().expect("a name"),
+            &env.parse().expect("a name"),
+            month.year(),
+            month.month(),
+        );
+        slipway::ports::StateStore::remove(&p.store, &key)
+            .await
+            .expect("removed");
+    }
+    let figures = |p: &Pipeline| {
+        let app = p.app.clone();
+        async move {
+            let config = app.config.pipelines[0].clone();
+            slipway::views::delivery::pipeline_figures(&app, &config, 7)
+                .await
+                .expect("figures")
+                .expect("an environment")
+        }
+    };
+    assert_eq!(figures(&p).await.deployments, 0);
+    slipway::sweep::run_once(&p.app).await.expect("the sweep runs");
+    assert_eq!(figures(&p).await.deployments, 1, "the sweep logged the release again");
+    // Once is enough: a second sweep, and a redelivered settle, change nothing.
+    slipway::sweep::run_once(&p.app).await.expect("the sweep runs");
+    assert_eq!(figures(&p).await.deployments, 1);
+}
