@@ -50,7 +50,19 @@ pub struct Config {
     /// approvers, for how long, and the API token scripts use.
     #[serde(default)]
     pub dashboard: DashboardConfig,
+    /// Operational metrics in Prometheus text at `GET /metrics`. None: not exposed (404).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
     pub pipelines: Vec<PipelineConfig>,
+}
+
+/// `[metrics]`: who may read `GET /metrics` (Prometheus text exposition, `slipway serve`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The parameter holding the token a scraper sends as `Authorization: Bearer <token>`.
+    /// A parameter left blank matches no token: `/metrics` then answers 401 to everyone.
+    pub token: ParamName,
 }
 
 /// The control room's sign-in. Approvers (of any pipeline) and viewers sign in with a link

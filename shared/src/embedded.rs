@@ -129,6 +129,7 @@ pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
         names.extend(pipeline.secret_params());
     }
     names.extend(config.dashboard.api_token.iter());
+    names.extend(config.metrics.iter().map(|m| &m.token));
     names
 }
 

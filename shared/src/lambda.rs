@@ -7,6 +7,11 @@
 //!   records that failed (`ReportBatchItemFailures`); one bad record never fails its batch,
 //!   and a panic in one is contained to it.
 //! - The sweeper runs [`sweep::run_once`](crate::sweep::run_once) on a schedule.
+//!
+//! Every entry point installs the CloudWatch Embedded Metric Format collector
+//! ([`crate::metrics::emf`]) before it serves, and writes what an invocation recorded to
+//! standard output when the invocation ends ([`crate::metrics::flush_emf`]): CloudWatch Logs
+//! turns those lines into metrics in the `slipway` namespace.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -20,24 +25,40 @@ pub type Error = lambda_runtime::Error;
 
 /// Serves the router until the runtime stops.
 pub async fn run_http(app: App) -> Result<(), Error> {
-    lambda_http::run(crate::http::router(app)).await
+    crate::metrics::emf();
+    let router = crate::http::router(app).layer(axum::middleware::map_response(metrics_flushed));
+    lambda_http::run(router).await
+}
+
+/// An HTTP invocation's answer, once its metrics are written.
+async fn metrics_flushed(response: axum::response::Response) -> axum::response::Response {
+    crate::metrics::flush_emf();
+    response
 }
 
 /// Consumes `queue`'s SQS batches until the runtime stops.
 pub async fn run_queue(app: App, queue: QueueName) -> Result<(), Error> {
+    crate::metrics::emf();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let app = app.clone();
-        async move { Ok::<_, Error>(handle_batch(&app, queue, event.payload).await) }
+        async move {
+            let response = handle_batch(&app, queue, event.payload).await;
+            crate::metrics::flush_emf();
+            Ok::<_, Error>(response)
+        }
     }))
     .await
 }
 
 /// Runs the sweep on every scheduled invocation.
 pub async fn run_sweeper(app: App) -> Result<(), Error> {
+    crate::metrics::emf();
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
         let app = app.clone();
         async move {
-            let swept = crate::sweep::run_once(&app).await?;
+            let swept = crate::sweep::run_once(&app).await;
+            crate::metrics::flush_emf();
+            let swept = swept?;
             tracing::info!(
                 expired = swept.expired,
                 builds_timed_out = swept.builds_timed_out,
@@ -87,10 +108,15 @@ pub async fn handle_batch(app: &App, queue: QueueName, event: SqsEvent) -> SqsBa
             Ok(outcome) => outcome,
             Err(panic) => Err(HandlerError::BadMessage(format!("the handler panicked: {panic}"))),
         };
+        if outcome.is_ok() {
+            crate::metrics::queue_message(queue, crate::metrics::Outcome::Done);
+        }
         if let Err(e) = outcome {
             if crate::worker::look_again(app, queue, &body_of(&record), &e).await {
+                crate::metrics::queue_message(queue, crate::metrics::Outcome::Later);
                 continue;
             }
+            crate::metrics::queue_message(queue, crate::metrics::Outcome::Failed);
             let delay = e.retry_in(receive_count);
             tracing::warn!(parent: &span, error = %e, ?delay, "record failed; SQS will deliver it again");
             if let Some(receipt) = record.receipt_handle.clone()

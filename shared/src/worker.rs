@@ -19,16 +19,19 @@ pub async fn process(app: &App, queue: QueueName, delivery: &Delivery) -> Result
         let result = with_heartbeat(app, queue, delivery, handlers::handle_delivery(app, queue, &delivery.body, delivery.receive_count)).await;
         match &result {
             Ok(()) => {
+                crate::metrics::queue_message(queue, crate::metrics::Outcome::Done);
                 if let Err(e) = app.queue.ack(queue, &delivery.receipt).await {
                     tracing::warn!(error = %e, "could not ack; the message will be handled again (harmlessly)");
                 }
             }
             Err(e @ HandlerError::NotYet { .. }) if look_again(app, queue, &delivery.body, e).await => {
+                crate::metrics::queue_message(queue, crate::metrics::Outcome::Later);
                 if let Err(e) = app.queue.ack(queue, &delivery.receipt).await {
                     tracing::warn!(error = %e, "could not ack a message sent again for later; it will be handled twice (harmlessly)");
                 }
             }
             Err(e) => {
+                crate::metrics::queue_message(queue, crate::metrics::Outcome::Failed);
                 let delay = e.retry_in(delivery.receive_count);
                 tracing::warn!(error = %e, ?delay, "message failed; will retry");
                 if let Err(e) = app.queue.release(queue, &delivery.receipt, delay).await {

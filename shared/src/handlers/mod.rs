@@ -163,7 +163,11 @@ where
     };
     let finished = work(run.clone()).await;
     // The result is written over the claim's own write, unless someone wrote in between.
-    record_held(app, run_id, finished, Some((run, version))).await
+    let recorded = record_held(app, run_id, finished, Some((run, version))).await?;
+    if let Some(recorded) = &recorded {
+        crate::metrics::stage_finished(&recorded.run, kind, env);
+    }
+    Ok(recorded)
 }
 
 /// A result written, with the commands it gave still to send ([`Recorded::send`]), so the

@@ -34,10 +34,12 @@ pub async fn handle(app: &App, notice: &Notice, known: super::Known) -> Result<(
             match channel.deliver(notification).await {
                 Ok(()) => {}
                 Err(e @ NotifyError::Permanent { .. }) => {
+                    crate::metrics::notification_failed(&channel.name(), true);
                     // Retrying will not help; say so loudly and do not try again.
                     tracing::error!(notice = %notification.id, channel = channel.name(), error = %e, source = ?std::error::Error::source(&e), "notification refused");
                 }
                 Err(e @ NotifyError::Transient { .. }) => {
+                    crate::metrics::notification_failed(&channel.name(), false);
                     tracing::warn!(notice = %notification.id, channel = channel.name(), error = %e, "notification failed; will retry");
                     failed.push(channel.name());
                     continue;

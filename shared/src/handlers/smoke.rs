@@ -118,7 +118,7 @@ pub async fn bake(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Res
 }
 
 async fn finish(app: &App, run_id: &RunId, env: &EnvName, result: Result<String, String>) -> Result<(), HandlerError> {
-    super::record(
+    let recorded = super::record(
         app,
         run_id,
         Event::BakeFinished {
@@ -127,6 +127,9 @@ async fn finish(app: &App, run_id: &RunId, env: &EnvName, result: Result<String,
         },
     )
     .await?;
+    if let Some(run) = &recorded {
+        crate::metrics::stage_finished(run, StageKind::Bake, env);
+    }
     envs::settle(app, run_id, env).await?;
     Ok(())
 }

@@ -42,6 +42,13 @@ fn not_configured(provider: &str, table: &str) -> ApiError {
     )
 }
 
+/// A delivery's answer, counted by provider and status (`slipway_webhook_deliveries_total`).
+fn counted(provider: &'static str, answer: Result<Response, ApiError>) -> Response {
+    let response = answer.unwrap_or_else(IntoResponse::into_response);
+    crate::metrics::webhook_delivery(provider, response.status());
+    response
+}
+
 /// Acts on one verified, parsed event.
 async fn act(app: &App, event: HostEvent, delivery: &str) -> Result<Answer, ApiError> {
     match event {
@@ -105,6 +112,14 @@ async fn once(
 /// `POST /hooks/github`: `X-Hub-Signature-256` over the raw body. Redelivered pushes find
 /// their run by the commit, so no delivery marker is needed.
 pub(super) async fn github(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    counted("github", github_delivery(state, headers, body).await)
+}
+
+async fn github_delivery(
     axum::extract::State(app): AppState,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -133,6 +148,14 @@ pub(super) async fn github(
 /// signature (5-minute window) when a signing key is configured; deliveries deduplicated by
 /// `Idempotency-Key` / `X-Gitlab-Event-UUID`.
 pub(super) async fn gitlab(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    counted("gitlab", gitlab_delivery(state, headers, body).await)
+}
+
+async fn gitlab_delivery(
     axum::extract::State(app): AppState,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -185,6 +208,14 @@ pub(super) async fn gitlab(
 /// GitHub uses for SHA-1; only SHA-256 is accepted); deliveries deduplicated by
 /// `X-Request-UUID`, and runs by repository, branch and commit.
 pub(super) async fn bitbucket(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    counted("bitbucket", bitbucket_delivery(state, headers, body).await)
+}
+
+async fn bitbucket_delivery(
     axum::extract::State(app): AppState,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,

@@ -11,6 +11,7 @@ mod ci;
 mod control_room;
 pub mod deploy_callback;
 mod hooks;
+mod metrics;
 mod pages;
 mod rollback;
 mod slack;
@@ -80,6 +81,7 @@ pub fn router(app: App) -> Router {
         .route("/api/environments", get(control_room::api_environments))
         .route("/api/approvals", get(control_room::api_approvals))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/metrics", metrics::route(&app))
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
