@@ -323,6 +323,10 @@ pub struct PipelineConfig {
     /// The least line coverage (percent) a build may report and still go on.
     #[serde(default)]
     pub min_coverage: Option<f64>,
+    /// The release cadence alarm ([`crate::views::cadence`]): the first environment running
+    /// commits the last one lacks for too long, or too many of them.
+    #[serde(default)]
+    pub cadence: Option<CadenceConfig>,
     pub environments: Vec<EnvironmentConfig>,
 }
 
@@ -632,13 +636,36 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<jiff::Timestamp, D::Erro
 }
 
 /// `"24h"`, `"10m"`, `"1h 30m"`, `"PT5S"`.
+/// `cadence = { max_age = "2d", max_commits = 20 }`: when to raise the cadence alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CadenceConfig {
+    /// The longest the first environment may run commits the last one lacks.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_age: Option<SignedDuration>,
+    /// The most commits the first environment may run that the last one lacks.
+    #[serde(default)]
+    pub max_commits: Option<u32>,
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SignedDuration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// A duration like `30s`, `10m`, `24h`, or in days (`2d`, `1 week`), a day being 24 hours.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error> {
     let raw = String::deserialize(d)?;
-    let parsed: SignedDuration = raw.parse().map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{raw:?} is not a duration like \"30s\", \"10m\" or \"24h\": {e}"
-        ))
-    })?;
+    let parsed: SignedDuration = match raw.parse() {
+        Ok(parsed) => parsed,
+        Err(e) => raw
+            .parse::<jiff::Span>()
+            .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{raw:?} is not a duration like \"30s\", \"10m\", \"24h\" or \"2d\": {e}"
+                ))
+            })?,
+    };
     if parsed.is_negative() {
         return Err(serde::de::Error::custom(format!("{raw:?} is negative")));
     }
@@ -767,6 +794,23 @@ impl Config {
             }
             if pipeline.approval_expiry < SignedDuration::from_mins(1) {
                 return Err(invalid(at("approval_expiry"), "must be at least 1m".into()));
+            }
+            if let Some(cadence) = &pipeline.cadence {
+                if cadence.max_age.is_none() && cadence.max_commits.is_none() {
+                    return Err(invalid(at("cadence"), "needs max_age, max_commits or both".into()));
+                }
+                if cadence.max_age.is_some_and(|a| a < SignedDuration::from_hours(1)) {
+                    return Err(invalid(at("cadence.max_age"), "must be at least 1h".into()));
+                }
+                if cadence.max_commits == Some(0) {
+                    return Err(invalid(at("cadence.max_commits"), "must be at least 1".into()));
+                }
+                if pipeline.environments.len() < 2 {
+                    return Err(invalid(
+                        at("cadence"),
+                        "compares the first environment with the last: the pipeline needs two".into(),
+                    ));
+                }
             }
             if pipeline.build_timeout < SignedDuration::from_mins(1) {
                 return Err(invalid(at("build_timeout"), "must be at least 1m".into()));
@@ -1184,9 +1228,9 @@ deploy = { type = "command", command = ["./deploy.sh"] }
             (
                 EXAMPLE.replace(
                     "approval_expiry = \"12h\"",
-                    "approval_expiry = \"12h\"\nbuild_timeout = \"2 days\"",
+                    "approval_expiry = \"12h\"\nbuild_timeout = \"2 fortnights\"",
                 ),
-                "\"2 days\" is not a duration",
+                "\"2 fortnights\" is not a duration",
             ),
             (
                 EXAMPLE.replace(

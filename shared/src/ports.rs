@@ -109,6 +109,12 @@ impl StoreKey {
         ))
     }
 
+    /// A pipeline's release cadence episode ([`crate::views::cadence`]):
+    /// `views/cadence/<pipeline>.json`.
+    pub fn cadence(pipeline: &crate::domain::PipelineName) -> Self {
+        Self(format!("{}cadence/{pipeline}.json", Self::VIEWS))
+    }
+
     /// Set once the index of runs holds every run made before it existed.
     pub fn views_indexed() -> Self {
         Self(format!("{}indexed.json", Self::VIEWS))

@@ -33,6 +33,8 @@ pub struct Swept {
     pub abandoned: usize,
     /// Environment leases whose holder was done or silent past expiry.
     pub leases_freed: usize,
+    /// Release cadence notifications sent (alarms, repeats, all-clears).
+    pub cadence_notices: usize,
 }
 
 /// Sweeps every unfinished run once (read through the index of open runs, so a pass costs
@@ -112,5 +114,11 @@ pub async fn run_once(app: &App) -> Result<Swept, EngineError> {
         }
     }
     swept.leases_freed = handlers::envs::sweep(app).await?;
+    // A pipeline's cadence is checked on every pass; one that cannot be read now is checked
+    // again on the next, and never stops the rest of the sweep.
+    match crate::views::cadence::check(app).await {
+        Ok(sent) => swept.cadence_notices = sent,
+        Err(e) => tracing::warn!(error = %e, "could not check the release cadence; the next sweep tries again"),
+    }
     Ok(swept)
 }

@@ -285,3 +285,95 @@ async fn the_sweep_writes_again_a_release_a_crash_left_out_of_the_log() {
     slipway::sweep::run_once(&p.app).await.expect("the sweep runs");
     assert_eq!(figures(&p).await.deployments, 1);
 }
+
+const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f90123456789012";
+const SHA4: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
+
+/// Pushes `sha` on top of `before` with one commit and lets staging take it; production's
+/// approval waits.
+async fn to_staging(p: &Pipeline, sha: &str, before: &str) {
+    p.healthy("staging", sha);
+    push_commits(p, sha, before, &[(sha, 5)]).await;
+    assert_eq!(p.ci(sha, "success").await.status, StatusCode::OK);
+    p.run_queues().await;
+}
+
+#[tokio::test]
+async fn a_slipping_cadence_is_announced_once_repeated_daily_and_cleared_when_production_catches_up() {
+    let config = slipway_tests::CONFIG.replacen(
+        "mode = \"delivery\"",
+        "mode = \"delivery\"\ncadence = { max_age = \"48h\", max_commits = 1 }",
+        1,
+    );
+    let p = Pipeline::with_config(&config).await;
+    p.healthy("production", SHA);
+    ship(&p, SHA, ZERO, &[(SHA, 30)]).await;
+    let sweep = || async { slipway::sweep::run_once(&p.app).await.expect("the sweep runs") };
+    assert_eq!(sweep().await.cadence_notices, 0, "production runs what staging runs");
+
+    // Staging takes two commits production lacks: over max_commits.
+    to_staging(&p, SHA2, SHA).await;
+    to_staging(&p, SHA3, SHA2).await;
+    assert_eq!(sweep().await.cadence_notices, 1);
+    let alarms = p.notifications_of("cadence");
+    assert_eq!(alarms.len(), 1, "{alarms:#?}");
+    assert!(
+        alarms[0].title.contains("2 commits not in production"),
+        "{}",
+        alarms[0].title
+    );
+    assert_eq!(alarms[0].run_id.to_string(), format!("shop-{SHA3}"));
+    // The overview says so.
+    let home = p.read(&format!("{SITE}/")).await;
+    assert!(home.body.contains("Release cadence:"), "{}", home.body);
+
+    // Later sweeps the same day say nothing new; a day on, once more.
+    p.advance(SignedDuration::from_hours(2));
+    assert_eq!(sweep().await.cadence_notices, 0);
+    p.advance(SignedDuration::from_hours(23));
+    assert_eq!(sweep().await.cadence_notices, 1);
+    assert_eq!(p.notifications_of("cadence").len(), 2);
+
+    // The waiting approvals expired meanwhile; a fourth commit goes all the way: all clear,
+    // once.
+    p.healthy("production", SHA4);
+    ship(&p, SHA4, SHA3, &[(SHA4, 5)]).await;
+    assert_eq!(p.run(SHA4).await.status(), RunStatus::Released);
+    assert_eq!(sweep().await.cadence_notices, 1);
+    assert_eq!(p.notifications_of("cadence_cleared").len(), 1);
+    assert_eq!(sweep().await.cadence_notices, 0);
+    let home = p.read(&format!("{SITE}/")).await;
+    assert!(!home.body.contains("Release cadence:"), "{}", home.body);
+}
+
+#[test]
+fn a_cadence_needs_a_bound_and_two_environments() {
+    for (cadence, problem) in [
+        ("cadence = {}", "needs max_age, max_commits or both"),
+        ("cadence = { max_age = \"10m\" }", "must be at least 1h"),
+        ("cadence = { max_commits = 0 }", "must be at least 1"),
+    ] {
+        let config =
+            slipway_tests::CONFIG.replacen("mode = \"delivery\"", &format!("mode = \"delivery\"\n{cadence}"), 1);
+        let error = slipway::config::Config::parse(&config, std::path::Path::new("slipway.toml"))
+            .expect_err(cadence)
+            .to_string();
+        assert!(
+            error.contains(problem) && error.contains("cadence"),
+            "{cadence}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_cadence_reads_days_as_the_readme_writes_them() {
+    let config = slipway_tests::CONFIG.replacen(
+        "mode = \"delivery\"",
+        "mode = \"delivery\"\ncadence = { max_age = \"2d\", max_commits = 20 }",
+        1,
+    );
+    let config = slipway::config::Config::parse(&config, std::path::Path::new("slipway.toml")).expect("valid");
+    let cadence = config.pipelines[0].cadence.expect("a cadence");
+    assert_eq!(cadence.max_age, Some(SignedDuration::from_hours(48)));
+    assert_eq!(cadence.max_commits, Some(20));
+}

@@ -89,6 +89,16 @@ fn pipeline_section(app: &App, now: Timestamp, p: &PipelineView, csrf: Option<&s
                 a href=(app.link(&format!("/pipelines/{}", p.name))) { (p.name) }
                 " " span.muted { (p.repo) " · " (p.branch) " · " (mode_words(p.mode)) }
             }
+            @if let Some(episode) = &p.cadence {
+                @if let (Some(raised_at), Some(lag)) = (episode.raised_at, &episode.lag) {
+                    p.warning.bad {
+                        strong { "Release cadence: " }
+                        (lag.commits) " commits not in " (p.environments.last().map(|e| e.name.as_str()).unwrap_or(""))
+                        " since " (pages::moment(now, lag.since))
+                        "; alarm raised " (pages::moment(now, raised_at)) "."
+                    }
+                }
+            }
             div.envs {
                 @for env in &p.environments { (env_card(app, now, p, env, csrf)) }
             }

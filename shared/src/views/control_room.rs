@@ -49,6 +49,9 @@ pub struct PipelineView {
     pub runs: Vec<RunView>,
     /// In the order runs go through them.
     pub environments: Vec<EnvView>,
+    /// The release cadence episode under way, for a pipeline with a cadence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cadence: Option<crate::views::cadence::Episode>,
 }
 
 /// One run as the overview draws it: a row of stage boxes.
@@ -175,6 +178,10 @@ pub async fn pipeline_view(app: &App, config: &PipelineConfig) -> Result<Pipelin
         }
     }
     let environments = environments(app, config, &drawn).await?;
+    let cadence = match &config.cadence {
+        Some(_) => Some(crate::views::cadence::episode(app, config).await?).filter(|e| e.raised_at.is_some()),
+        None => None,
+    };
     Ok(PipelineView {
         name: config.name.clone(),
         repo: config.repo.to_string(),
@@ -182,6 +189,7 @@ pub async fn pipeline_view(app: &App, config: &PipelineConfig) -> Result<Pipelin
         mode: config.mode,
         runs,
         environments,
+        cadence,
     })
 }
 

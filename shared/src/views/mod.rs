@@ -15,9 +15,12 @@
 //! - [`release_log`]: per environment, month by month, every release with the commits it
 //!   shipped and whether it failed; what the delivery figures ([`delivery`]) read.
 //!
+//! - [`cadence`]: per pipeline, the release cadence episode the sweep keeps.
+//!
 //! An environment's own record ([`crate::domain::Environment`]) is already a view of what runs
 //! there; the approval page reads it with the run and the index.
 
+pub mod cadence;
 pub mod control_room;
 pub mod delivery;
 pub mod group_commit;
