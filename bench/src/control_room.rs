@@ -90,7 +90,7 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
 }
 
 /// Commits `range`, each pushed and then reported red by CI, `concurrency` at a time.
-async fn history(
+pub(crate) async fn history(
     client: &reqwest::Client,
     base: &str,
     range: std::ops::Range<usize>,

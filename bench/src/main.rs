@@ -6,6 +6,7 @@ mod coldstart;
 mod control_room;
 mod engine;
 mod load;
+mod metrics;
 mod pages;
 mod pages_embedded;
 mod report;
@@ -54,6 +55,8 @@ enum Bench {
     PagesEmbedded(pages_embedded::Args),
     /// Time of `/` and `/approvals` on `slipway serve` (embedded) at 10,000 runs, vs at 100.
     ControlRoom(control_room::Args),
+    /// Time of a pipeline's DORA figures over 90 days at 10,000 runs and releases, vs at 100.
+    Metrics(metrics::Args),
 }
 
 impl Bench {
@@ -66,6 +69,7 @@ impl Bench {
             Bench::Pages(pages::Args::default()),
             Bench::PagesEmbedded(pages_embedded::Args::default()),
             Bench::ControlRoom(control_room::Args::default()),
+            Bench::Metrics(metrics::Args::default()),
         ]
     }
 }
@@ -97,6 +101,7 @@ async fn run(bench: Bench, bins: &Bins) -> anyhow::Result<Outcome> {
         Bench::Pages(args) => pages::run(&args).await,
         Bench::PagesEmbedded(args) => pages_embedded::run(&args, bins).await,
         Bench::ControlRoom(args) => control_room::run(&args, bins).await,
+        Bench::Metrics(args) => metrics::run(&args, bins).await,
     }
 }
 

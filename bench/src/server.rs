@@ -148,6 +148,11 @@ impl Server {
         anyhow::bail!("slipway serve did not answer within 20 s:\n{}", self.log())
     }
 
+    /// The server's data directory (its SQLite database is `slipway.db` there).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()

@@ -15,6 +15,8 @@
 //! Pure: [`figures`] computes them from the log's entries; [`pipeline_figures`] reads the
 //! months the window spans (at most four for 90 days) and never a run.
 
+use std::collections::{HashMap, HashSet};
+
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan as _};
@@ -106,28 +108,28 @@ pub fn figures(env: &EnvName, log: &[Logged], to: Timestamp, days: u32) -> Figur
     let deploys: Vec<&Logged> = log.iter().copied().filter(|e| e.is_deploy()).collect();
 
     let today = to.to_zoned(TimeZone::UTC).date();
+    let mut per_date: HashMap<Date, usize> = HashMap::new();
+    for deploy in &deploys {
+        *per_date.entry(deploy.at.to_zoned(TimeZone::UTC).date()).or_default() += 1;
+    }
     let daily: Vec<Day> = (0..i64::from(days))
         .rev()
         .filter_map(|back| today.checked_sub(back.days()).ok())
         .map(|date| Day {
             date,
-            deployments: deploys
-                .iter()
-                .filter(|e| e.at.to_zoned(TimeZone::UTC).date() == date)
-                .count(),
+            deployments: per_date.get(&date).copied().unwrap_or(0),
         })
         .collect();
 
     // Each commit counts once, at the first healthy deploy that shipped it.
-    let mut seen: Vec<&CommitSha> = Vec::new();
+    let mut seen: HashSet<&CommitSha> = HashSet::new();
     let mut lead_times = Vec::new();
     let mut without_time = 0;
     for deploy in deploys.iter().filter(|e| e.failed_at.is_none()) {
         for commit in &deploy.shipped {
-            if seen.contains(&&commit.sha) {
+            if !seen.insert(&commit.sha) {
                 continue;
             }
-            seen.push(&commit.sha);
             match commit.at {
                 Some(at) => lead_times.push(at.duration_until(deploy.at).max(SignedDuration::ZERO)),
                 None => without_time += 1,
@@ -135,18 +137,22 @@ pub fn figures(env: &EnvName, log: &[Logged], to: Timestamp, days: u32) -> Figur
         }
     }
 
-    let failed: Vec<&Logged> = deploys.iter().copied().filter(|e| e.failed_at.is_some()).collect();
+    // Each failing deploy is restored by the next healthy release after it: walking the log
+    // from its end, the next healthy one so far is known at each step.
     let mut restores = Vec::new();
     let mut unrestored = 0;
-    for failure in &failed {
-        let after = log
-            .iter()
-            .position(|e| std::ptr::eq(*e, *failure))
-            .map_or(log.len(), |at| at + 1);
-        let healthy = log[after..].iter().find(|e| e.failed_at.is_none());
-        match healthy {
-            Some(next) => restores.push(failure.at.duration_until(next.at)),
-            None => unrestored += 1,
+    let mut failed = 0;
+    let mut next_healthy: Option<Timestamp> = None;
+    for entry in log.iter().rev() {
+        if entry.is_deploy() && entry.failed_at.is_some() {
+            failed += 1;
+            match next_healthy {
+                Some(at) => restores.push(entry.at.duration_until(at)),
+                None => unrestored += 1,
+            }
+        }
+        if entry.failed_at.is_none() {
+            next_healthy = Some(entry.at);
         }
     }
 
@@ -160,8 +166,8 @@ pub fn figures(env: &EnvName, log: &[Logged], to: Timestamp, days: u32) -> Figur
         daily,
         lead_time: Spread::of(lead_times),
         commits_without_time: without_time,
-        change_failure_rate: (!deploys.is_empty()).then(|| failed.len() as f64 / deploys.len() as f64),
-        failed_deployments: failed.len(),
+        change_failure_rate: (!deploys.is_empty()).then(|| failed as f64 / deploys.len() as f64),
+        failed_deployments: failed,
         time_to_restore: Spread::of(restores),
         unrestored,
     }
