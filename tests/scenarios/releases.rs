@@ -377,3 +377,87 @@ fn a_cadence_reads_days_as_the_readme_writes_them() {
     assert_eq!(cadence.max_age, Some(SignedDuration::from_hours(48)));
     assert_eq!(cadence.max_commits, Some(20));
 }
+
+#[tokio::test]
+async fn a_release_page_says_what_shipped_who_approved_and_how_the_deploy_went() {
+    let p = Pipeline::start().await;
+    p.healthy("production", SHA);
+    ship(&p, SHA, ZERO, &[(C1, 90), (SHA, 30)]).await;
+    // The released notification links to the release page.
+    let released = p.notifications_of("released");
+    let text = &released.last().expect("a released notice").text;
+    let url = text
+        .split("What shipped: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a release link")
+        .to_owned();
+    assert!(
+        url.starts_with(&format!("{SITE}/pipelines/shop/releases/production/")),
+        "{text}"
+    );
+    let page = p.read(&url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("What shipped (2 commits)"), "{}", page.body);
+    assert!(
+        page.body.contains(&C1[..8]) && page.body.contains(&SHA[..8]),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("Approved by") && page.body.contains("alice"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("deploy:production") && page.body.contains("release"),
+        "{}",
+        page.body
+    );
+    // The pipeline page's releases link to their pages.
+    let pipeline = p.read(&format!("{SITE}/pipelines/shop")).await.body;
+    assert!(pipeline.contains(url.trim_start_matches(SITE)), "{pipeline}");
+
+    // SHA2 ships C2 and itself, fails production's checks and is put back: its page says so,
+    // and lists only what it brought since SHA.
+    const C2: &str = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2";
+    ship(&p, SHA2, SHA, &[(C2, 20), (SHA2, 10)]).await;
+    let log = slipway::views::release_log::releases(
+        &p.app,
+        &"shop".parse().expect("a name"),
+        &"production".parse().expect("a name"),
+        p.now() - SignedDuration::from_hours(24),
+        p.now(),
+    )
+    .await
+    .expect("the log reads");
+    let failed = log.iter().find(|e| e.sha.as_str() == SHA2).expect("SHA2's release");
+    let page = p
+        .read(&format!(
+            "{SITE}/pipelines/shop/releases/production/{}",
+            failed.at.as_second()
+        ))
+        .await;
+    assert!(page.body.contains("Found failing"), "{}", page.body);
+    assert!(
+        page.body.contains("What shipped (2 commits)") && page.body.contains(&C2[..8]),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(&C1[..8]), "C1 shipped before: {}", page.body);
+
+    // Bad input: an unknown environment or release, a name that is no time.
+    for (path, status) in [
+        ("/pipelines/shop/releases/qa/1", StatusCode::NOT_FOUND),
+        ("/pipelines/shop/releases/production/1", StatusCode::NOT_FOUND),
+        ("/pipelines/shop/releases/production/yesterday", StatusCode::BAD_REQUEST),
+        ("/pipelines/nope/releases/production/1", StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(p.read(&format!("{SITE}{path}")).await.status, status, "{path}");
+    }
+    assert_eq!(
+        p.get(&url).await.status,
+        StatusCode::UNAUTHORIZED,
+        "anonymous visitors get the sign-in page"
+    );
+}

@@ -250,7 +250,20 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                 "released",
                 Some(env.as_str()),
                 format!("Released {repo} {short} to {env}"),
-                format!("\"{}\" by {} is live on {env}.", base.commit_message, base.author),
+                match run.release_in(env) {
+                    // The release page: what shipped, who approved, the deploy's phases.
+                    Some(release) => format!(
+                        "\"{}\" by {} is live on {env}. What shipped: {}",
+                        base.commit_message,
+                        base.author,
+                        app.link(&format!(
+                            "/pipelines/{}/releases/{env}/{}",
+                            run.pipeline,
+                            release.at.as_second()
+                        ))
+                    ),
+                    None => format!("\"{}\" by {} is live on {env}.", base.commit_message, base.author),
+                },
             );
             let people: Vec<_> = app
                 .pipeline_of(run)

@@ -20,7 +20,7 @@ use crate::config::{PipelineConfig, Role};
 use crate::domain::{EnvName, PipelineName, StageKind, StageStatus, clip};
 use crate::views::Cursor;
 use crate::views::control_room::{self, EnvHistory, EnvView, History, Overview, Pending, PipelineView, RunView};
-use crate::views::{delivery, run_index};
+use crate::views::{delivery, release_log, run_index};
 
 /// How many runs a pipeline's page shows unless `limit` says otherwise.
 pub const HISTORY_PAGE: usize = 25;
@@ -442,7 +442,7 @@ fn releases_card(app: &App, now: Timestamp, pipeline: &PipelineName, env: &EnvHi
             ul {
                 @for line in &env.releases {
                     li {
-                        a href=(app.link(&format!("/runs/{}", line.release.run))) { code { (line.release.sha.short()) } }
+                        a href=(app.link(&format!("/pipelines/{pipeline}/releases/{}/{}", env.name, line.release.at.as_second()))) { code { (line.release.sha.short()) } }
                         @if line.rollback { " " span.bad { "rollback" } }
                         @let is_current = env.current.as_ref().is_some_and(|c| c.run == line.release.run);
                         @if is_current && env.current.as_ref().is_some_and(|c| c.at == line.release.at) { " " strong { "now" } }
@@ -460,6 +460,102 @@ fn releases_card(app: &App, now: Timestamp, pipeline: &PipelineName, env: &EnvHi
             }
         }
     }
+}
+
+/// `GET /pipelines/{name}/releases/{env}/{n}`: one release of `env` — the one that began
+/// to run there in second `n` of the Unix epoch (the links carry it): the commits it
+/// shipped, who approved it, its deploy's phases and checks, and whether it failed or was
+/// rolled back. Reads the release log's month, the run, and the runs it shipped.
+pub(super) async fn release_page(
+    axum::extract::State(app): AppState,
+    SignedIn(caller): SignedIn,
+    Path((name, env, n)): Path<(String, String, String)>,
+) -> Result<Html<String>, PageError> {
+    let config = pipeline_named(&app, &name).map_err(|(status, e)| PageError::new(status, "No such pipeline", e))?;
+    let not_found = |what: String| PageError::new(StatusCode::NOT_FOUND, "No such release", what);
+    let env = EnvName::parse(&env)
+        .ok()
+        .filter(|e| config.environments.iter().any(|c| &c.name == e))
+        .ok_or_else(|| not_found(format!("{} has no environment {}", config.name, clip(&env))))?;
+    let second: i64 = n.parse().map_err(|_| {
+        PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad release",
+            format!("a release is named by the second it began, not {}", clip(&n)),
+        )
+    })?;
+    let logged = release_log::release_at(&app, &config.name, &env, second)
+        .await?
+        .ok_or_else(|| not_found(format!("{env} began no release at {second}")))?;
+    let run = app
+        .load(&logged.run)
+        .await?
+        .map(|(run, _)| run)
+        .ok_or_else(|| not_found(format!("run {} is gone", logged.run)))?;
+    let now = app.clock.now();
+    // The commits it shipped, with their messages from the runs that carried them.
+    let (record, _) = app.environment(&config.name, &env).await?;
+    let others = match run.release_in(&env).filter(|r| r.at == logged.at && logged.is_deploy()) {
+        Some(release) => release_log::shipped_runs(&app, &run, &record, &release, None).await?.0,
+        None => Vec::new(),
+    };
+    let commits: Vec<&crate::domain::PushedCommit> = others
+        .iter()
+        .chain(std::iter::once(&run))
+        .flat_map(|r| r.carried.commits.iter())
+        .filter(|c| logged.shipped.iter().any(|s| s.sha == c.sha))
+        .collect();
+    let title = format!("{} to {env}", run.sha.short());
+    let body = html! {
+        h1 { (config.name) ": " code { (run.sha.short()) } " to " (env) " "
+            span.muted { (pages::moment(now, logged.at)) } }
+        @if let Some(by) = &logged.put_back_by {
+            p.warning { "A rollback put this release back: run " a href=(app.link(&format!("/runs/{by}"))) { (by) } " was rolled back." }
+        }
+        @if let Some(failed) = logged.failed_at {
+            p.warning.bad { "Found failing " (pages::moment(now, failed)) ": its checks failed or it was rolled back." }
+        }
+        table {
+            tr { th { "Run" } td { a href=(app.link(&format!("/runs/{}", run.id))) { (run.id) } } }
+            tr { th { "Artifact" } td { code { (run.build.artifact.as_deref().unwrap_or("—")) } } }
+            @if let Some(approval) = run.stage(StageKind::Approval, Some(&env)).and_then(|s| s.approval.as_ref()) {
+                tr { th { "Approved by" } td { (approval.approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>().join(", ")) } }
+            }
+        }
+        @if logged.is_deploy() {
+            h2 { "What shipped (" (logged.shipped.len()) @if logged.shipped_more { "+" } " commits)" }
+            ul {
+                @for commit in commits.iter().rev() {
+                    li { code { (commit.sha.short()) } " " (commit.message.lines().next().unwrap_or(""))
+                        span.muted { " — " (commit.author) } }
+                }
+            }
+            @if logged.shipped.len() > commits.len() || logged.shipped_more {
+                p.muted { "Older commits it shipped are not listed here"
+                    @if let Some(url) = run.carried.compare_url.as_ref() { ": " a href=(url) { "compare on the git host" } } "." }
+            }
+            h2 { "Deploy and checks" }
+            table {
+                tr { th { "Stage" } th { "Status" } th { "Details" } }
+                @for stage in run.stages.iter().filter(|s| s.env.as_ref() == Some(&env) && s.kind != StageKind::Approval) {
+                    tr {
+                        td.nowrap { (stage.label()) }
+                        td.nowrap { span class={ "box " (stage.status.as_str()) } { (stage.status.as_str()) } }
+                        td {
+                            (stage.summary.as_deref().unwrap_or(""))
+                            @if !stage.phases.is_empty() {
+                                ul { @for phase in &stage.phases { li { (phase.phase) ": " (format!("{:?}", phase.status).to_lowercase()) " — " (phase.detail) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p.muted { a href=(app.link(&format!("/pipelines/{}", config.name))) { "All of " (config.name) "'s releases" } }
+    };
+    Ok(Html(
+        pages::control_room(&title, &nav(&app, &caller), body).into_string(),
+    ))
 }
 
 /// `GET /api/pipelines`: what `/` shows.

@@ -55,6 +55,7 @@ pub fn router(app: App) -> Router {
         .route("/", get(control_room::overview_page))
         .route("/approvals", get(control_room::approvals_page))
         .route("/pipelines/{name}", get(control_room::pipeline_page))
+        .route("/pipelines/{name}/releases/{env}/{n}", get(control_room::release_page))
         .route("/login", get(auth::login_page))
         .route("/login/{token}", get(auth::confirm_login).post(auth::login))
         .route("/logout", post(auth::logout))

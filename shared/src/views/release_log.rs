@@ -251,21 +251,22 @@ pub async fn record(
     Ok(())
 }
 
-/// The commits `release` (of `run`) shipped to the environment: those of the runs since the
-/// environment's release before it (`record`'s), or `run`'s own for its first release there.
-async fn shipped(
+/// The runs `release` (of `run`) shipped to the environment besides `run` itself, oldest
+/// first: those since the environment's release before it (`record`'s); none for its first
+/// release there. `true` with them when there were more than were read.
+pub async fn shipped_runs(
     app: &App,
     run: &Run,
     record: &Environment,
     release: &Release,
     head: Option<&PipelineRecord>,
-) -> Result<(Vec<Shipped>, bool), EngineError> {
+) -> Result<(Vec<Run>, bool), EngineError> {
     let before = record
         .releases
         .iter()
         .rposition(|r| r.run == release.run && r.at == release.at)
         .and_then(|at| record.releases[..at].iter().rev().find(|r| r.run != run.id));
-    let (runs, mut more) = match before {
+    let (runs, more) = match before {
         None => (Vec::new(), false),
         // The pipeline's record as the claim read it will do: the runs shipped are older than
         // `run`, which it already placed.
@@ -283,8 +284,21 @@ async fn shipped(
         .buffered(READS_AT_ONCE)
         .try_collect()
         .await?;
+    Ok((loaded.into_iter().flatten().collect(), more))
+}
+
+/// The commits `release` (of `run`) shipped to the environment: those of the runs since the
+/// environment's release before it (`record`'s), or `run`'s own for its first release there.
+async fn shipped(
+    app: &App,
+    run: &Run,
+    record: &Environment,
+    release: &Release,
+    head: Option<&PipelineRecord>,
+) -> Result<(Vec<Shipped>, bool), EngineError> {
+    let (loaded, mut more) = shipped_runs(app, run, record, release, head).await?;
     let mut shipped: Vec<Shipped> = Vec::new();
-    for one in loaded.iter().flatten().chain(std::iter::once(run)) {
+    for one in loaded.iter().chain(std::iter::once(run)) {
         more |= one.carried.truncated;
         let commits = one.carried.commits.iter().map(|c| Shipped {
             sha: c.sha.clone(),
@@ -352,6 +366,27 @@ async fn logged(app: &App, run: &Run, env: &EnvName, facts: &Facts) -> Result<bo
         }
     }
     Ok(true)
+}
+
+/// The release `env` began to run in second `second` (of the Unix epoch): a deploy if one
+/// began then, else a rollback's — one read, of its month.
+pub async fn release_at(
+    app: &App,
+    pipeline: &PipelineName,
+    env: &EnvName,
+    second: i64,
+) -> Result<Option<Logged>, EngineError> {
+    let Ok(at) = Timestamp::from_second(second) else {
+        return Ok(None);
+    };
+    let (month, _) = app.record::<Month>(&key(pipeline, env, at)).await?;
+    let mut found: Vec<Logged> = month
+        .releases
+        .into_iter()
+        .filter(|e| e.at.as_second() == second)
+        .collect();
+    found.sort_by_key(|e| !e.is_deploy());
+    Ok(found.into_iter().next())
 }
 
 /// `env`'s releases with `at` from `from` to `to`, oldest first: the months between, read

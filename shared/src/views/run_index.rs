@@ -446,6 +446,23 @@ impl Walk {
     }
 }
 
+/// The entry at place `seq` of `pipeline`'s index, if any: the pipeline's record and, for
+/// an older place, its chunk.
+pub async fn at_place(
+    store: &dyn StateStore,
+    pipeline: &PipelineName,
+    seq: i64,
+) -> Result<Option<RunEntry>, EngineError> {
+    let (head, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
+    if seq >= head.next_run {
+        return Ok(None);
+    }
+    Ok(entries_of(store, &head, pipeline, chunk_of(seq))
+        .await?
+        .into_iter()
+        .find(|e| e.seq == seq))
+}
+
 /// The entries of chunk `n`: those in the pipeline's record (`head`) and, unless the chunk is
 /// the newest (whose entries are all in the record), those of its object.
 async fn entries_of(
