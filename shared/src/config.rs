@@ -1332,6 +1332,92 @@ deploy = { type = "command", command = ["./deploy.sh"] }
     }
 
     #[test]
+    fn trackers_parse_with_defaults_and_refuse_what_cannot_work() {
+        let with = |trackers: &str| parse(&format!("{EXAMPLE}\n{trackers}"));
+        let config = with(
+            r#"
+[[pipelines.trackers]]
+kind = "jira"
+url = "https://acme.atlassian.net"
+keys = ["SHOP", "OPS2"]
+email = "bot@acme.com"
+token = "/slipway/jira/token"
+transition = "Done"
+
+[[pipelines.trackers]]
+kind = "github"
+token = "/slipway/github/token"
+
+[[pipelines.trackers]]
+kind = "gitlab"
+name = "gitlab-issues"
+token = "/slipway/gitlab/issues-token"
+"#,
+        )
+        .unwrap();
+        let trackers = &config.pipelines[0].trackers;
+        let seen: Vec<_> = trackers
+            .iter()
+            .map(|t| (t.name(), t.url().as_str(), t.token().as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("jira", "https://acme.atlassian.net/", "/slipway/jira/token"),
+                ("github", "https://api.github.com/", "/slipway/github/token"),
+                ("gitlab-issues", "https://gitlab.com/", "/slipway/gitlab/issues-token"),
+            ]
+        );
+        assert!(
+            matches!(
+                &trackers[0],
+                TrackerConfig::Jira {
+                    api: JiraApi::Cloud,
+                    ..
+                }
+            ),
+            "cloud by default"
+        );
+        let names = crate::embedded::required_secrets(&config);
+        assert!(names.iter().any(|n| n.as_str() == "/slipway/gitlab/issues-token"));
+
+        let cases = [
+            (
+                "kind = \"jira\"\nurl = \"https://x.atlassian.net\"\nkeys = [\"SHOP\"]\ntoken = \"/t\"",
+                "trackers[0] (jira).email",
+            ),
+            (
+                "kind = \"jira\"\napi = \"server\"\nurl = \"https://jira.acme\"\nkeys = [\"shop\"]\ntoken = \"/t\"",
+                "trackers[0] (jira).keys",
+            ),
+            (
+                "kind = \"jira\"\napi = \"server\"\nurl = \"https://jira.acme\"\nkeys = []\ntoken = \"/t\"",
+                "trackers[0] (jira).keys",
+            ),
+            (
+                "kind = \"github\"\nurl = \"ftp://github.acme\"\ntoken = \"/t\"",
+                "trackers[0] (github).url",
+            ),
+            (
+                "kind = \"github\"\nname = \"a b\"\ntoken = \"/t\"",
+                "trackers[0] (a b).name",
+            ),
+            (
+                "kind = \"github\"\ntoken = \"/t\"\nenvs = [\"production\"]",
+                "unknown field `envs`",
+            ),
+            ("kind = \"trello\"\ntoken = \"/t\"", "unknown variant `trello`"),
+        ];
+        for (tracker, said) in cases {
+            let err = with(&format!("[[pipelines.trackers]]\n{tracker}\n")).unwrap_err();
+            assert!(err.contains(said), "{tracker}: {err}");
+        }
+        let twice = with("[[pipelines.trackers]]\nkind = \"github\"\ntoken = \"/t\"\n[[pipelines.trackers]]\nkind = \"github\"\ntoken = \"/u\"\n")
+            .unwrap_err();
+        assert!(twice.contains("trackers[1] (github).name"), "{twice}");
+    }
+
+    #[test]
     fn the_example_parses_with_defaults() {
         let config = parse(EXAMPLE).unwrap();
         let p = &config.pipelines[0];
