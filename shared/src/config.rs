@@ -328,6 +328,193 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub cadence: Option<CadenceConfig>,
     pub environments: Vec<EnvironmentConfig>,
+    /// Ticket watchers: the trackers told about each release of the last environment, on
+    /// every ticket its commits mention (README: "Ticket watchers").
+    #[serde(default)]
+    pub trackers: Vec<TrackerConfig>,
+}
+
+/// `[[pipelines.trackers]]`: an issue tracker told, on each ticket a release's commits
+/// mention, what shipped where and when — and again if it is rolled back.
+///
+/// ```toml
+/// [[pipelines.trackers]]
+/// kind = "jira"
+/// url = "https://acme.atlassian.net"
+/// keys = ["SHOP", "OPS"]
+/// api = "cloud"
+/// email = "bot@acme.com"
+/// token = "/slipway/jira/token"
+/// transition = "Done"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TrackerConfig {
+    /// A comment on each Jira ticket (`ABC-123`, of the project `keys` listed): Cloud REST v3
+    /// with an ADF body and basic auth (`email` + API token), or Server/Data Center REST v2
+    /// with a bearer token; then, if `transition` is set, that transition by name.
+    Jira {
+        /// Names the tracker in its markers and logs (default `jira`).
+        #[serde(default)]
+        name: Option<String>,
+        url: url::Url,
+        keys: Vec<String>,
+        #[serde(default)]
+        api: JiraApi,
+        #[serde(default)]
+        email: Option<String>,
+        token: ParamName,
+        #[serde(default)]
+        transition: Option<String>,
+    },
+    /// A comment on each GitHub issue (`#123` in the pipeline's repo, `owner/repo#123`).
+    Github {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default = "default_github_api")]
+        url: url::Url,
+        token: ParamName,
+    },
+    /// A note on each GitLab issue (`#123` in the pipeline's project, `group/project#123`).
+    Gitlab {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default = "default_gitlab_url")]
+        url: url::Url,
+        token: ParamName,
+    },
+    /// One POST per release listing its tickets (Jira keys of the projects `keys` lists, and
+    /// `#123` / `owner/repo#123`) and commits, signed like the `webhook` notify channel.
+    Webhook {
+        #[serde(default)]
+        name: Option<String>,
+        url: url::Url,
+        #[serde(default)]
+        keys: Vec<String>,
+        secret: ParamName,
+    },
+}
+
+/// Which Jira REST API a `jira` tracker speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JiraApi {
+    /// Jira Cloud: REST v3, comments in ADF, basic auth with `email` and an API token.
+    #[default]
+    Cloud,
+    /// Jira Server / Data Center: REST v2, plain-text comments, a personal access token as
+    /// a bearer token.
+    Server,
+}
+
+impl TrackerConfig {
+    /// `jira`, `github`, `gitlab` or `webhook`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TrackerConfig::Jira { .. } => "jira",
+            TrackerConfig::Github { .. } => "github",
+            TrackerConfig::Gitlab { .. } => "gitlab",
+            TrackerConfig::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// The name markers and logs know the tracker by: `name`, else its kind.
+    pub fn name(&self) -> &str {
+        let name = match self {
+            TrackerConfig::Jira { name, .. }
+            | TrackerConfig::Github { name, .. }
+            | TrackerConfig::Gitlab { name, .. }
+            | TrackerConfig::Webhook { name, .. } => name,
+        };
+        name.as_deref().unwrap_or(self.kind())
+    }
+
+    /// The base URL requests go to.
+    pub fn url(&self) -> &url::Url {
+        match self {
+            TrackerConfig::Jira { url, .. }
+            | TrackerConfig::Github { url, .. }
+            | TrackerConfig::Gitlab { url, .. }
+            | TrackerConfig::Webhook { url, .. } => url,
+        }
+    }
+
+    /// The parameter holding its token (or, for `webhook`, its signing secret).
+    pub fn token(&self) -> &ParamName {
+        match self {
+            TrackerConfig::Jira { token, .. }
+            | TrackerConfig::Github { token, .. }
+            | TrackerConfig::Gitlab { token, .. } => token,
+            TrackerConfig::Webhook { secret, .. } => secret,
+        }
+    }
+
+    /// The Jira project keys whose tickets it recognises.
+    pub fn jira_keys(&self) -> &[String] {
+        match self {
+            TrackerConfig::Jira { keys, .. } | TrackerConfig::Webhook { keys, .. } => keys,
+            TrackerConfig::Github { .. } | TrackerConfig::Gitlab { .. } => &[],
+        }
+    }
+
+    /// What is wrong with it, as `(key, problem)`.
+    fn problem(&self) -> Option<(&'static str, String)> {
+        let url = self.url();
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Some(("url", format!("{url} is not an http(s) URL")));
+        }
+        let name = self.name();
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Some(("name", format!("{name:?} is not 1-64 of A-Z a-z 0-9 - _")));
+        }
+        for key in self.jira_keys() {
+            let mut bytes = key.bytes();
+            let ok = bytes.next().is_some_and(|b| b.is_ascii_uppercase())
+                && key.len() >= 2
+                && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if !ok {
+                return Some((
+                    "keys",
+                    format!("{key:?} is not a Jira project key (A-Z then A-Z 0-9, like \"SHOP\")"),
+                ));
+            }
+        }
+        match self {
+            TrackerConfig::Jira { keys, .. } if keys.is_empty() => Some((
+                "keys",
+                "list the Jira project keys whose tickets to comment on, e.g. [\"SHOP\"]".into(),
+            )),
+            TrackerConfig::Jira {
+                api: JiraApi::Cloud,
+                email,
+                ..
+            } if email.as_deref().is_none_or(|e| !e.contains('@')) => Some((
+                "email",
+                "api = \"cloud\" signs in with the account's email and an API token: set email".into(),
+            )),
+            TrackerConfig::Jira {
+                api: JiraApi::Server,
+                email: Some(_),
+                ..
+            } => Some((
+                "email",
+                "api = \"server\" uses the token as a bearer token: drop email".into(),
+            )),
+            TrackerConfig::Jira {
+                transition: Some(t), ..
+            } if t.trim().is_empty() => Some(("transition", "name the transition, e.g. \"Done\"".into())),
+            _ => None,
+        }
+    }
+}
+
+fn default_github_api() -> url::Url {
+    url::Url::parse("https://api.github.com").expect("valid")
+}
+
+fn default_gitlab_url() -> url::Url {
+    url::Url::parse("https://gitlab.com").expect("valid")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -981,6 +1168,19 @@ impl Config {
                     format!("{min} is not a percentage (0-100)"),
                 ));
             }
+            let mut trackers = HashSet::new();
+            for (t, tracker) in pipeline.trackers.iter().enumerate() {
+                let at = |key: &str| at(&format!("trackers[{t}] ({}).{key}", tracker.name()));
+                if let Some((key, problem)) = tracker.problem() {
+                    return Err(invalid(at(key), problem));
+                }
+                if !trackers.insert(tracker.name()) {
+                    return Err(invalid(
+                        at("name"),
+                        "another tracker of this pipeline has this name: give each its own name".into(),
+                    ));
+                }
+            }
             if pipeline.required_checks.iter().any(|c| c.trim().is_empty()) {
                 return Err(invalid(at("required_checks"), "check names may not be empty".into()));
             }
@@ -1173,6 +1373,92 @@ deploy = { type = "command", command = ["./deploy.sh"] }
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("slipway.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn trackers_parse_with_defaults_and_refuse_what_cannot_work() {
+        let with = |trackers: &str| parse(&format!("{EXAMPLE}\n{trackers}"));
+        let config = with(
+            r#"
+[[pipelines.trackers]]
+kind = "jira"
+url = "https://acme.atlassian.net"
+keys = ["SHOP", "OPS2"]
+email = "bot@acme.com"
+token = "/slipway/jira/token"
+transition = "Done"
+
+[[pipelines.trackers]]
+kind = "github"
+token = "/slipway/github/token"
+
+[[pipelines.trackers]]
+kind = "gitlab"
+name = "gitlab-issues"
+token = "/slipway/gitlab/issues-token"
+"#,
+        )
+        .unwrap();
+        let trackers = &config.pipelines[0].trackers;
+        let seen: Vec<_> = trackers
+            .iter()
+            .map(|t| (t.name(), t.url().as_str(), t.token().as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("jira", "https://acme.atlassian.net/", "/slipway/jira/token"),
+                ("github", "https://api.github.com/", "/slipway/github/token"),
+                ("gitlab-issues", "https://gitlab.com/", "/slipway/gitlab/issues-token"),
+            ]
+        );
+        assert!(
+            matches!(
+                &trackers[0],
+                TrackerConfig::Jira {
+                    api: JiraApi::Cloud,
+                    ..
+                }
+            ),
+            "cloud by default"
+        );
+        let names = crate::embedded::required_secrets(&config);
+        assert!(names.iter().any(|n| n.as_str() == "/slipway/gitlab/issues-token"));
+
+        let cases = [
+            (
+                "kind = \"jira\"\nurl = \"https://x.atlassian.net\"\nkeys = [\"SHOP\"]\ntoken = \"/t\"",
+                "trackers[0] (jira).email",
+            ),
+            (
+                "kind = \"jira\"\napi = \"server\"\nurl = \"https://jira.acme\"\nkeys = [\"shop\"]\ntoken = \"/t\"",
+                "trackers[0] (jira).keys",
+            ),
+            (
+                "kind = \"jira\"\napi = \"server\"\nurl = \"https://jira.acme\"\nkeys = []\ntoken = \"/t\"",
+                "trackers[0] (jira).keys",
+            ),
+            (
+                "kind = \"github\"\nurl = \"ftp://github.acme\"\ntoken = \"/t\"",
+                "trackers[0] (github).url",
+            ),
+            (
+                "kind = \"github\"\nname = \"a b\"\ntoken = \"/t\"",
+                "trackers[0] (a b).name",
+            ),
+            (
+                "kind = \"github\"\ntoken = \"/t\"\nenvs = [\"production\"]",
+                "unknown field `envs`",
+            ),
+            ("kind = \"trello\"\ntoken = \"/t\"", "unknown variant `trello`"),
+        ];
+        for (tracker, said) in cases {
+            let err = with(&format!("[[pipelines.trackers]]\n{tracker}\n")).unwrap_err();
+            assert!(err.contains(said), "{tracker}: {err}");
+        }
+        let twice = with("[[pipelines.trackers]]\nkind = \"github\"\ntoken = \"/t\"\n[[pipelines.trackers]]\nkind = \"github\"\ntoken = \"/u\"\n")
+            .unwrap_err();
+        assert!(twice.contains("trackers[1] (github).name"), "{twice}");
     }
 
     #[test]

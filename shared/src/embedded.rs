@@ -127,6 +127,7 @@ pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
     }
     for pipeline in &config.pipelines {
         names.extend(pipeline.secret_params());
+        names.extend(pipeline.trackers.iter().map(|t| t.token()));
     }
     names.extend(config.dashboard.api_token.iter());
     names.extend(config.metrics.iter().map(|m| &m.token));

@@ -26,5 +26,6 @@ pub mod signature;
 pub mod smoke;
 pub mod sweep;
 pub mod telemetry;
+pub mod trackers;
 pub mod views;
 pub mod worker;

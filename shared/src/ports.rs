@@ -42,6 +42,21 @@ impl StoreKey {
         Self(format!("notices/{notice_id}"))
     }
 
+    /// The marker of a piece of a tracker's work about `run`'s release in `env` (see
+    /// [`crate::trackers`]): `notices/trackers/<run>/<env>/<event>/<tracker>/<work>`, `event`
+    /// being `released` or `rolled_back`, `work` being `comment/<ticket>`,
+    /// `transition/<ticket>` or `release`.
+    pub fn tracker_done(run: &RunId, env: &crate::domain::EnvName, event: &str, tracker: &str, work: &str) -> Self {
+        let safe = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && !s.contains("..")
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b) || extra.contains(&b))
+        };
+        debug_assert!(safe(event, b"") && safe(tracker, b"") && safe(work, b"/."));
+        Self(format!("notices/trackers/{run}/{env}/{event}/{tracker}/{work}"))
+    }
+
     /// A marker that a git host's delivery `id` was handled. `None` if `id` is not a
     /// delivery id (1-128 of `A-Z a-z 0-9 - _ .`): it is then not used as a key at all.
     pub fn delivery(provider: &str, id: &str) -> Option<Self> {

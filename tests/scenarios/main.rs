@@ -24,6 +24,7 @@ mod rollback_link;
 mod rotation;
 mod safe_deploys;
 mod stops;
+mod trackers;
 mod upgrade;
 mod webhooks;
 mod workers;

@@ -17,6 +17,7 @@ pub mod functions;
 pub mod logs;
 pub mod model;
 pub mod moto;
+pub mod trackers;
 
 use std::path::Path;
 use std::sync::Arc;

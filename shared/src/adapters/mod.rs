@@ -5,6 +5,7 @@
 //! - [`memory`]: in-memory fakes for tests, able to inject faults.
 //! - [`command`], [`http_checker`], [`notify`]: the real deploy target, HTTP checker and
 //!   notification channels, shared by every backend.
+//! - [`trackers`]: the issue trackers ticket watchers comment on (Jira, GitHub, GitLab, webhook).
 
 pub mod aws;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod local;
 pub mod memory;
 pub mod notify;
 pub mod targets;
+pub mod trackers;
 pub mod webhook_target;
 
 use jiff::Timestamp;

@@ -3,6 +3,11 @@
 //! which also keeps two deliveries of one message from both sending. If some deliveries fail,
 //! the marker is rewritten with those that went out, so a redelivered message only retries
 //! the recipients and channels that have not had it yet.
+//!
+//! A release of (or a rollback in) a pipeline's last environment is also told to the
+//! pipeline's ticket trackers ([`crate::trackers`]), after the channels and under the same
+//! marker; each comment has its own marker besides, so a retry only comments where it has
+//! not yet. A tracker that fails makes the message fail like a channel does.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +22,8 @@ use crate::ports::{Notification, NotifyError, StoreError, StoreKey, Version};
 pub async fn handle(app: &App, notice: &Notice, known: super::Known) -> Result<(), HandlerError> {
     let run = super::run_of(app, &notice.run, known).await?;
     let notifications = render(app, &run, notice).await?;
-    if notifications.is_empty() {
+    let watched = crate::trackers::watches(app, &run, notice);
+    if notifications.is_empty() && !watched {
         return Ok(());
     }
     let marker = StoreKey::notice_sent(&notice.id());
@@ -46,6 +52,16 @@ pub async fn handle(app: &App, notice: &Notice, known: super::Known) -> Result<(
                 }
             }
             done.insert(delivery);
+        }
+    }
+    if watched {
+        match crate::trackers::announce(app, &run, notice).await {
+            Ok(trackers) => failed.extend(trackers.into_iter().map(|t| format!("tracker {t}"))),
+            Err(e) => {
+                // The marker must say `retry`, or the redelivered message would skip the trackers.
+                tracing::warn!(notice = %notice.id(), error = %e, "could not work out what to tell the trackers; will retry");
+                failed.push("trackers".to_owned());
+            }
         }
     }
     if failed.is_empty() {
