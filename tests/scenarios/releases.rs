@@ -105,6 +105,8 @@ async fn push_commits(p: &Pipeline, sha: &str, before: &str, commits: &[(&str, i
             .map(|(id, minutes)| {
                 let mut c = head.clone();
                 c["id"] = json!(id);
+                // Each names an issue: the one numbered by its age in minutes.
+                c["message"] = json!(format!("Change {} (#{minutes})", &id[..4]));
                 c["timestamp"] = json!((p.now() - SignedDuration::from_mins(*minutes)).to_string());
                 c
             })
@@ -409,6 +411,8 @@ async fn a_release_page_says_what_shipped_who_approved_and_how_the_deploy_went()
         "{}",
         page.body
     );
+    // Without trackers, its tickets are the repository's own issues its commits name.
+    assert!(page.body.contains("acme/shop#90, acme/shop#30"), "{}", page.body);
     assert!(
         page.body.contains("deploy:production") && page.body.contains("release"),
         "{}",

@@ -505,6 +505,8 @@ pub(super) async fn release_page(
         .flat_map(|r| r.carried.commits.iter())
         .filter(|c| logged.shipped.iter().any(|s| s.sha == c.sha))
         .collect();
+    let messages: Vec<&str> = commits.iter().map(|c| c.message.as_str()).collect();
+    let tickets = crate::trackers::mentioned(config, &messages);
     let title = format!("{} to {env}", run.sha.short());
     let body = html! {
         h1 { (config.name) ": " code { (run.sha.short()) } " to " (env) " "
@@ -533,6 +535,10 @@ pub(super) async fn release_page(
             @if logged.shipped.len() > commits.len() || logged.shipped_more {
                 p.muted { "Older commits it shipped are not listed here"
                     @if let Some(url) = run.carried.compare_url.as_ref() { ": " a href=(url) { "compare on the git host" } } "." }
+            }
+            @if !tickets.is_empty() {
+                h2 { "Tickets" }
+                p { (tickets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) }
             }
             h2 { "Deploy and checks" }
             table {

@@ -344,6 +344,36 @@ async fn deliver_once(app: &App, key: &StoreKey, tracker_name: &str, tracker: &d
     }
 }
 
+/// The tickets `messages` mention, as `pipeline`'s trackers read them (without trackers:
+/// the repository's own `#123` issues), each once, in order of first mention: what a release
+/// page lists.
+pub fn mentioned(pipeline: &crate::config::PipelineConfig, messages: &[&str]) -> Vec<Ticket> {
+    let repo = pipeline.repo.as_str();
+    let mut found: Vec<Ticket> = Vec::new();
+    let mut add = |more: Vec<Ticket>| {
+        for ticket in more {
+            if !found.contains(&ticket) {
+                found.push(ticket);
+            }
+        }
+    };
+    if pipeline.trackers.is_empty() {
+        add(tickets::issues(messages, repo, 2));
+    }
+    for tracker in &pipeline.trackers {
+        match tracker {
+            TrackerConfig::Jira { keys, .. } => add(tickets::jira(messages, keys)),
+            TrackerConfig::Github { .. } => add(tickets::issues(messages, repo, 2)),
+            TrackerConfig::Gitlab { .. } => add(tickets::issues(messages, repo, 20)),
+            TrackerConfig::Webhook { keys, .. } => {
+                add(tickets::jira(messages, keys));
+                add(tickets::issues(messages, repo, 20));
+            }
+        }
+    }
+    found
+}
+
 /// The tickets of `announcement`'s commits that `config` comments on.
 pub fn tickets_for(config: &TrackerConfig, announcement: &Announcement) -> Vec<Ticket> {
     let messages: Vec<&str> = announcement.commits.iter().map(|c| c.message.as_str()).collect();
