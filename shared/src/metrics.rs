@@ -46,6 +46,8 @@ pub const QUEUE_MESSAGES: &str = "slipway_queue_messages_total";
 pub const RUNS: &str = "slipway_runs";
 /// Messages in the dead-letter store, by `queue` (read at scrape time).
 pub const DEAD_LETTERS: &str = "slipway_dead_letters";
+/// Messages each queue holds, waiting or being handled, by `queue` (read at scrape time).
+pub const QUEUE_DEPTH: &str = "slipway_queue_depth";
 
 /// The histogram buckets of [`STAGE_DURATION`], in seconds: smoke checks take seconds,
 /// deploys minutes, bakes up to an hour or so.
@@ -197,6 +199,17 @@ pub async fn render(app: &App, handle: &PrometheusHandle) -> String {
             None
         }
     };
+    let mut depths: BTreeMap<QueueName, u64> = BTreeMap::new();
+    for queue in QueueName::ALL {
+        match app.queue.depth(queue).await {
+            Ok(depth) => {
+                depths.insert(queue, depth);
+            }
+            Err(e) => {
+                tracing::warn!(%queue, error = %e, "metrics: could not read a queue's depth; left out of this scrape")
+            }
+        }
+    }
     // The gauges go to a recorder of this scrape's own, never the global one (see the module
     // documentation).
     let now = PrometheusBuilder::new().build_recorder();
@@ -217,6 +230,14 @@ pub async fn render(app: &App, handle: &PrometheusHandle) -> String {
         }
         for (queue, count) in dead.iter().flatten() {
             gauge!(DEAD_LETTERS, "queue" => queue.as_str()).set(*count as f64);
+        }
+        describe_gauge!(
+            QUEUE_DEPTH,
+            Unit::Count,
+            "Messages each queue holds now, waiting or being handled."
+        );
+        for (queue, depth) in &depths {
+            gauge!(QUEUE_DEPTH, "queue" => queue.as_str()).set(*depth as f64);
         }
     });
     handle.run_upkeep();

@@ -345,6 +345,10 @@ pub trait Queue: Send + Sync + fmt::Debug {
     /// Messages that exhausted their deliveries, oldest first.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
 
+    /// How many messages `queue` holds now, waiting or being handled (SQS: approximately,
+    /// `ApproximateNumberOfMessages` and `…NotVisible` and `…Delayed`).
+    async fn depth(&self, queue: QueueName) -> Result<u64, QueueError>;
+
     /// Waits, after a [`Queue::receive`] found nothing, until `queue` may have a message: at
     /// most `at_most`. By default that is all it does (SQS's receive already long-polls); a
     /// queue in this process ends the wait as soon as a message is sent, so the next step of

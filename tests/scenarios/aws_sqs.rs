@@ -34,9 +34,12 @@ async fn send_receive_ack() {
         "queues are separate"
     );
 
+    assert_eq!(q.depth(QueueName::Deploy).await.unwrap(), 1, "waiting");
+    assert_eq!(q.depth(QueueName::Smoke).await.unwrap(), 0);
     let got = q.receive(QueueName::Deploy, 10, LONG).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, body);
+    assert_eq!(q.depth(QueueName::Deploy).await.unwrap(), 1, "in flight still counts");
     assert_eq!(got[0].receive_count, 1);
     assert!(
         q.receive(QueueName::Deploy, 10, LONG).await.unwrap().is_empty(),
@@ -44,6 +47,7 @@ async fn send_receive_ack() {
     );
 
     q.ack(QueueName::Deploy, &got[0].receipt).await.unwrap();
+    assert_eq!(q.depth(QueueName::Deploy).await.unwrap(), 0, "acknowledged");
     assert!(
         q.receive(QueueName::Deploy, 10, Duration::ZERO)
             .await

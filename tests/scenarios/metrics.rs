@@ -134,6 +134,23 @@ async fn dead_letters_are_counted_by_queue() {
     let samples = scrape(&p).await;
     assert_eq!(value(&samples, DEAD_LETTERS, &[("queue", "deploy")]), 1.0);
     assert_eq!(value(&samples, DEAD_LETTERS, &[("queue", "notify")]), 0.0);
+    // A dead letter left its queue.
+    assert_eq!(value(&samples, "slipway_queue_depth", &[("queue", "deploy")]), 0.0);
+}
+
+#[tokio::test]
+async fn queue_depth_counts_what_waits() {
+    let p = with_metrics().await;
+    for body in ["{\"a\":1}", "{\"b\":2}"] {
+        p.app
+            .queue
+            .send(QueueName::Notify, body, std::time::Duration::ZERO)
+            .await
+            .expect("the memory queue takes it");
+    }
+    let samples = scrape(&p).await;
+    assert_eq!(value(&samples, "slipway_queue_depth", &[("queue", "notify")]), 2.0);
+    assert_eq!(value(&samples, "slipway_queue_depth", &[("queue", "smoke")]), 0.0);
 }
 
 #[tokio::test]

@@ -452,6 +452,11 @@ impl Queue for MemoryQueue {
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
         Ok(lock(&self.state).dead.clone())
     }
+
+    async fn depth(&self, queue: QueueName) -> Result<u64, QueueError> {
+        let state = lock(&self.state);
+        Ok(state.messages.iter().filter(|m| m.queue == queue).count() as u64)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

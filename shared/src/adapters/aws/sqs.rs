@@ -437,6 +437,28 @@ impl Queue for SqsQueues {
     /// Peeks at every dead-letter queue (ReceiveMessage with visibility 0 and no wait,
     /// repeated until a round brings no new message, at most 100 per queue), oldest first.
     /// Peeking hides nothing, but SQS counts it as a receive of the dead letter.
+    async fn depth(&self, queue: QueueName) -> Result<u64, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let names = [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
+        ];
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(self.url(queue))
+            .set_attribute_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| QueueError::Unavailable(queue, Box::new(e)))?;
+        let attributes = answer.attributes.unwrap_or_default();
+        Ok(names
+            .iter()
+            .filter_map(|name| attributes.get(name)?.parse::<u64>().ok())
+            .sum())
+    }
+
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
         let mut all = Vec::new();
         for queue in QueueName::ALL {

@@ -632,6 +632,17 @@ impl Queue for SqliteBackend {
             .map_err(|e| QueueError::Unavailable(QueueName::Deploy, e))
     }
 
+    async fn depth(&self, queue: QueueName) -> Result<u64, QueueError> {
+        self.workers
+            .read(move |conn| {
+                conn.prepare_cached("SELECT COUNT(*) FROM messages WHERE queue = ?1")?
+                    .query_row([queue.as_str()], |row| row.get::<_, i64>(0))
+            })
+            .await
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| QueueError::Unavailable(queue, e))
+    }
+
     fn carries_runs(&self) -> bool {
         false // the store is the same local file: reading the run is cheaper than carrying it
     }
