@@ -317,6 +317,9 @@ impl App {
             }
             match self.store.replace(&key, to_bytes(&next), &version).await {
                 Ok(written) => {
+                    if !run.status().is_finished() && next.status().is_finished() {
+                        crate::metrics::run_finished(next.status());
+                    }
                     if reopened {
                         open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
                         // The index said it had finished; it moves again.

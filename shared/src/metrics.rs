@@ -31,7 +31,7 @@ use metrics_cloudwatch_embedded::Collector;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::app::{App, EngineError, Mark};
-use crate::domain::{EnvName, Run, StageKind, StageStatus};
+use crate::domain::{EnvName, Run, RunStatus, StageKind, StageStatus};
 use crate::ports::QueueName;
 
 /// Webhook deliveries from git hosts, by `provider` and the HTTP status answered (`code`).
@@ -42,6 +42,8 @@ pub const NOTIFICATION_FAILURES: &str = "slipway_notification_failures_total";
 pub const STAGE_DURATION: &str = "slipway_stage_duration_seconds";
 /// Queue messages handled, by `queue` and `outcome` (`done`, `later`, `failed`).
 pub const QUEUE_MESSAGES: &str = "slipway_queue_messages_total";
+/// Runs that ended, by final `status` (`released`, `failed`, …), counted as they end.
+pub const RUNS_FINISHED: &str = "slipway_runs_finished_total";
 /// Unfinished runs by `status` (read at scrape time from the index of unfinished runs).
 pub const RUNS: &str = "slipway_runs";
 /// Messages in the dead-letter store, by `queue` (read at scrape time).
@@ -81,6 +83,17 @@ pub fn describe() {
         Unit::Count,
         "Queue messages handled: done, sent again for later, or failed (to be retried)."
     );
+    describe_counter!(
+        RUNS_FINISHED,
+        Unit::Count,
+        "Runs that ended, by final status, counted by the write that ended them."
+    );
+}
+
+/// A write ended a run with `status`. Counted once per ending: a run that moves again (a
+/// manual rollback of a release) and ends again counts again.
+pub fn run_finished(status: RunStatus) {
+    counter!(RUNS_FINISHED, "status" => status.as_str()).increment(1);
 }
 
 /// A git host's delivery was answered with `status`.

@@ -116,6 +116,20 @@ async fn a_scraper_with_the_token_reads_what_the_pipeline_did() {
     }
 }
 
+#[tokio::test]
+async fn runs_that_end_are_counted_by_their_final_status() {
+    let p = with_metrics().await;
+    let before = scrape(&p).await;
+    // A push whose build CI reports red ends failed, once, whatever the redeliveries.
+    assert_eq!(p.push(SHA).await.status, StatusCode::CREATED);
+    assert_eq!(p.ci(SHA, "failure").await.status, StatusCode::OK);
+    assert_eq!(p.ci(SHA, "failure").await.status, StatusCode::OK);
+    let after = scrape(&p).await;
+    let failed = [("status", "failed")];
+    let ended = "slipway_runs_finished_total";
+    assert!(value(&after, ended, &failed) - value(&before, ended, &failed) >= 1.0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn dead_letters_are_counted_by_queue() {
     let p = with_metrics().await;

@@ -94,29 +94,21 @@ async fn a_push_of_one_commit_adds_no_list_to_the_run_page() {
 }
 
 /// A push moving `main` from `before` to `sha`, carrying `commits` (oldest first, `sha`
-/// last), each committed the given minutes before now.
+/// last), each committed the given minutes before now and naming an issue: the one numbered
+/// by its age in minutes.
 async fn push_commits(p: &Pipeline, sha: &str, before: &str, commits: &[(&str, i64)]) {
-    let mut payload: Value = serde_json::from_str(&push_payload("acme/shop", "main", sha)).expect("JSON");
-    let head = payload["head_commit"].clone();
-    payload["before"] = json!(before);
-    payload["commits"] = json!(
-        commits
-            .iter()
-            .map(|(id, minutes)| {
-                let mut c = head.clone();
-                c["id"] = json!(id);
-                // Each names an issue: the one numbered by its age in minutes.
-                c["message"] = json!(format!("Change {} (#{minutes})", &id[..4]));
-                c["timestamp"] = json!((p.now() - SignedDuration::from_mins(*minutes)).to_string());
-                c
-            })
-            .collect::<Vec<_>>()
-    );
-    let delivery = format!("d-{}", &sha[..12]);
-    let answer = p
-        .github("push", &delivery, payload.to_string().as_bytes(), GITHUB_SECRET)
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let listed: Vec<(&str, String, Option<jiff::Timestamp>)> = commits
+        .iter()
+        .map(|(id, minutes)| {
+            let at = p.now() - SignedDuration::from_mins(*minutes);
+            (*id, format!("Change {} (#{minutes})", &id[..4]), Some(at))
+        })
+        .collect();
+    let listed: Vec<(&str, &str, Option<jiff::Timestamp>)> = listed
+        .iter()
+        .map(|(id, message, at)| (*id, message.as_str(), *at))
+        .collect();
+    p.push_carrying(sha, before, &listed).await;
 }
 
 /// `sha`'s push (see [`push_commits`]) built green, approved by alice, and the workers left

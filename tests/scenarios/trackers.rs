@@ -11,7 +11,7 @@ use slipway::domain::{Notice, NoticeKind, RunStatus};
 use slipway::ports::{Queue as _, QueueName};
 use slipway_tests::logs::Logs;
 use slipway_tests::trackers::FakeTracker;
-use slipway_tests::{CONFIG, GITHUB_SECRET, Pipeline, SHA, SHA2, push_payload};
+use slipway_tests::{CONFIG, Pipeline, SHA, SHA2};
 
 const JIRA_TOKEN: &str = "jira-api-t0ken-never-logged";
 const GITHUB_TOKEN: &str = "ghp-t0ken-never-logged";
@@ -71,28 +71,8 @@ secret = "/slipway/tickets/hook-secret"
 /// GitHub delivers a push that moved `main` from `before` to `sha`, carrying `commits`
 /// (`(sha, message)`, oldest first, `sha` last).
 async fn push_commits(p: &Pipeline, sha: &str, before: &str, commits: &[(&str, &str)]) {
-    let mut payload: Value = serde_json::from_str(&push_payload("acme/shop", "main", sha)).expect("JSON");
-    let head = payload["head_commit"].clone();
-    payload["before"] = json!(before);
-    payload["commits"] = json!(
-        commits
-            .iter()
-            .map(|(id, message)| {
-                let mut c = head.clone();
-                c["id"] = json!(id);
-                c["message"] = json!(message);
-                c
-            })
-            .collect::<Vec<_>>()
-    );
-    if let Some((_, message)) = commits.last() {
-        payload["head_commit"]["message"] = json!(message);
-    }
-    let delivery = format!("d-{}", &sha[..12]);
-    let answer = p
-        .github("push", &delivery, payload.to_string().as_bytes(), GITHUB_SECRET)
-        .await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let listed: Vec<(&str, &str, Option<jiff::Timestamp>)> = commits.iter().map(|(id, m)| (*id, *m, None)).collect();
+    p.push_carrying(sha, before, &listed).await;
 }
 
 /// `sha`'s push built green and approved by alice; the workers are left to it.

@@ -242,6 +242,36 @@ impl Pipeline {
         self.github("push", &delivery, body.as_bytes(), GITHUB_SECRET).await
     }
 
+    /// GitHub delivers a push that moved `main` from `before` to `sha`, carrying `commits`
+    /// (`(sha, message, committed at)`, oldest first, `sha` last); the head commit takes the
+    /// last one's message. Asserts the push opened a run.
+    pub async fn push_carrying(&self, sha: &str, before: &str, commits: &[(&str, &str, Option<Timestamp>)]) {
+        let mut payload: Value =
+            serde_json::from_str(&push_payload("acme/shop", "main", sha)).expect("the sample push is JSON");
+        let head = payload["head_commit"].clone();
+        payload["before"] = json!(before);
+        payload["commits"] = json!(
+            commits
+                .iter()
+                .map(|(id, message, at)| {
+                    let mut c = head.clone();
+                    c["id"] = json!(id);
+                    c["message"] = json!(message);
+                    c["timestamp"] = json!(at.map(|at| at.to_string()));
+                    c
+                })
+                .collect::<Vec<_>>()
+        );
+        if let Some((_, message, _)) = commits.last() {
+            payload["head_commit"]["message"] = json!(message);
+        }
+        let delivery = format!("d-{}", &sha[..12]);
+        let answer = self
+            .github("push", &delivery, payload.to_string().as_bytes(), GITHUB_SECRET)
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
+
     /// GitHub delivers any event, signed with `secret`.
     pub async fn github(&self, event: &str, delivery: &str, body: &[u8], secret: &str) -> Answer {
         let request = Request::post("/hooks/github")

@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -35,16 +34,11 @@ use crate::app::{App, EngineError};
 use crate::config::TrackerConfig;
 use crate::domain::{EnvName, Notice, NoticeKind, Release, Run, RunId};
 use crate::ports::{NotifyError, StoreError, StoreKey};
-use crate::views::control_room::runs_since;
-use crate::views::run_index::PipelineRecord;
 
 pub use tickets::Ticket;
 
 /// The most tickets one release comments on; past that the rest are left out, loudly.
 pub const MAX_TICKETS: usize = 50;
-
-/// How many runs' commits are read at once.
-const READS_AT_ONCE: usize = 8;
 
 /// What happened to the release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -475,27 +469,11 @@ async fn shipped(
     env: &EnvName,
     release: &Release,
 ) -> Result<(Vec<AnnouncedCommit>, bool), EngineError> {
+    // The same runs the release log counted as shipped with this release.
     let (record, _) = app.environment(&run.pipeline, env).await?;
-    let before = record
-        .releases
-        .iter()
-        .rposition(|r| r.run == release.run && r.at == release.at)
-        .and_then(|at| record.releases[..at].iter().rev().find(|r| r.run != run.id));
-    let (runs, mut more) = match before {
-        None => (Vec::new(), false),
-        Some(before) => {
-            let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(&run.pipeline)).await?;
-            runs_since(app, &head, run, Some(before)).await?
-        }
-    };
-    let others: Vec<RunId> = runs.into_iter().map(|e| e.id).filter(|id| *id != run.id).collect();
-    let loaded: Vec<Option<Run>> = stream::iter(others)
-        .map(|id| async move { Ok::<_, EngineError>(app.load(&id).await?.map(|(run, _)| run)) })
-        .buffered(READS_AT_ONCE)
-        .try_collect()
-        .await?;
+    let (loaded, mut more) = crate::views::release_log::shipped_runs(app, run, &record, release, None).await?;
     let mut commits: Vec<AnnouncedCommit> = Vec::new();
-    for one in loaded.iter().flatten().chain(std::iter::once(run)) {
+    for one in loaded.iter().chain(std::iter::once(run)) {
         more |= one.carried.truncated;
         let carried: Vec<AnnouncedCommit> = if one.carried.commits.is_empty() {
             vec![AnnouncedCommit {
