@@ -237,6 +237,15 @@ async fn a_person_signs_in_by_link_and_reads_the_control_room(b: Browser) {
     );
     b.screenshot(&screenshots(), &format!("{test}-4-pipeline")).await;
 
+    // The delivery figures head it; production's release links to its page.
+    assert!(text.contains("Delivery to production"), "{text}");
+    b.click("a[href*='/releases/production/']").await;
+    b.wait_for_title(&format!("{} to production", &SHA[..12])).await;
+    b.assert_no_problems("the release page").await;
+    let text = b.text().await;
+    assert!(text.contains("What shipped") && text.contains("Approved by"), "{text}");
+    b.screenshot(&screenshots(), &format!("{test}-4b-release")).await;
+
     // alice approves from the approvals page: she lands on the run, which reloads itself
     // while it moves; production then runs the new commit.
     b.open(&p.app.link("/approvals")).await;

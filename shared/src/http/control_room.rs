@@ -525,7 +525,8 @@ pub(super) async fn release_page(
             }
         }
         @if logged.is_deploy() {
-            h2 { "What shipped (" (logged.shipped.len()) @if logged.shipped_more { "+" } " commits)" }
+            h2 { "What shipped (" (logged.shipped.len()) @if logged.shipped_more { "+" }
+                @if logged.shipped.len() == 1 && !logged.shipped_more { " commit)" } @else { " commits)" } }
             ul {
                 @for commit in commits.iter().rev() {
                     li { code { (commit.sha.short()) } " " (commit.message.lines().next().unwrap_or(""))
