@@ -99,7 +99,15 @@ pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
                 // Its entry in the index of runs and its releases in the release log take
                 // their final state before the marker goes, so a crash in between leaves
                 // the marker for the next sweep.
-                crate::views::release_log::repair(app, &finished).await?;
+                match crate::views::release_log::repair(app, &finished).await {
+                    Ok(()) => {}
+                    // A month of the log that no longer reads must not stop every sweep:
+                    // say so, and let the run go.
+                    Err(e @ EngineError::Corrupt { .. }) => {
+                        tracing::error!(run = %id, error = %e, "could not repair the release log");
+                    }
+                    Err(e) => return Err(e),
+                }
                 run_index::refresh(store, &tuning, &finished).await?;
                 store.remove(&key).await?;
                 // Reopened between the read and the removal? Then it keeps its marker.

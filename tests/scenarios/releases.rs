@@ -457,3 +457,27 @@ async fn a_release_page_says_what_shipped_who_approved_and_how_the_deploy_went()
         "anonymous visitors get the sign-in page"
     );
 }
+
+#[tokio::test]
+async fn a_month_of_the_log_that_no_longer_reads_never_stops_the_sweep() {
+    let p = Pipeline::start().await;
+    p.healthy("production", SHA);
+    // Production's month is garbage before the release is logged there.
+    let month = p.now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let key = slipway::ports::StoreKey::release_log(
+        &"shop".parse().expect("a name"),
+        &"production".parse().expect("a name"),
+        month.year(),
+        month.month(),
+    );
+    slipway::ports::StateStore::create(&p.store, &key, bytes::Bytes::from_static(b"not json"))
+        .await
+        .expect("written");
+    ship(&p, SHA, ZERO, &[(SHA, 30)]).await;
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Released, "the release went on");
+    let swept = slipway::sweep::run_once(&p.app).await;
+    assert!(swept.is_ok(), "{swept:?}");
+    // The pipeline's page says what is wrong rather than showing wrong figures.
+    let page = p.read(&format!("{SITE}/pipelines/shop")).await;
+    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", page.body);
+}
