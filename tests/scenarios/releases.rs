@@ -124,6 +124,19 @@ async fn ship(p: &Pipeline, sha: &str, before: &str, commits: &[(&str, i64)]) {
     p.advance(SignedDuration::from_hours(1));
 }
 
+/// Production's release log over the last day.
+async fn production_log(p: &Pipeline) -> Vec<slipway::views::release_log::Logged> {
+    slipway::views::release_log::releases(
+        &p.app,
+        &"shop".parse().expect("a name"),
+        &"production".parse().expect("a name"),
+        p.now() - SignedDuration::from_hours(24),
+        p.now(),
+    )
+    .await
+    .expect("the log reads")
+}
+
 const C1: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
@@ -174,15 +187,7 @@ async fn the_four_keys_come_from_the_release_log_of_production() {
     assert_eq!(per_day, 2);
 
     // The log itself: staging's two releases, production's two and the one put back.
-    let log = slipway::views::release_log::releases(
-        &p.app,
-        &"shop".parse().expect("a name"),
-        &"production".parse().expect("a name"),
-        p.now() - SignedDuration::from_hours(24),
-        p.now(),
-    )
-    .await
-    .expect("the log reads");
+    let log = production_log(&p).await;
     let lines: Vec<_> = log
         .iter()
         .map(|e| (&e.sha.as_str()[..8], e.put_back_by.is_some(), e.failed_at.is_some()))
@@ -418,15 +423,7 @@ async fn a_release_page_says_what_shipped_who_approved_and_how_the_deploy_went()
     // and lists only what it brought since SHA.
     const C2: &str = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2";
     ship(&p, SHA2, SHA, &[(C2, 20), (SHA2, 10)]).await;
-    let log = slipway::views::release_log::releases(
-        &p.app,
-        &"shop".parse().expect("a name"),
-        &"production".parse().expect("a name"),
-        p.now() - SignedDuration::from_hours(24),
-        p.now(),
-    )
-    .await
-    .expect("the log reads");
+    let log = production_log(&p).await;
     let failed = log.iter().find(|e| e.sha.as_str() == SHA2).expect("SHA2's release");
     let page = p
         .read(&format!(
