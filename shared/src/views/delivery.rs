@@ -176,14 +176,7 @@ pub fn figures(env: &EnvName, log: &[Logged], to: Timestamp, days: u32) -> Figur
 /// `pipeline`'s figures over the `days` days up to now, for its last environment: reads
 /// the release log's months the window spans, nothing else.
 pub async fn pipeline_figures(app: &App, pipeline: &PipelineConfig, days: u32) -> Result<Option<Figures>, EngineError> {
-    let Some(env) = pipeline.environments.last() else {
-        return Ok(None);
-    };
-    let days = days.clamp(1, MAX_DAYS);
-    let to = app.clock.now();
-    let from = to - SignedDuration::from_hours(24 * i64::from(days));
-    let log = release_log::releases(app, &pipeline.name, &env.name, from, to).await?;
-    Ok(Some(figures(&env.name, &log, to, days)))
+    Ok(pipeline_windows(app, pipeline, &[days]).await?.pop())
 }
 
 /// [`pipeline_figures`] over each of `windows` (in days), from one read of the longest.
