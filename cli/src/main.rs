@@ -4,6 +4,7 @@ mod aws;
 mod control;
 mod delivery;
 mod demo;
+mod exit;
 mod inspect;
 mod rollback;
 mod send;
@@ -204,7 +205,7 @@ async fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            exit::kind_of(&e).into()
         }
     }
 }
