@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use slipway::adapters::aws::{Settings, sdk_config, vars};
 use slipway::adapters::local::secrets_file::SecretsFile;
 use slipway::cloud::{self, Names};
@@ -26,20 +25,58 @@ pub struct BootstrapArgs {
     /// The secrets to put into Parameter Store. Default: slipway.secrets.toml beside the config.
     #[arg(long)]
     secrets: Option<PathBuf>,
+    /// Print the stack's resources and the functions' environment as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     aws: AwsArgs,
 }
 
 pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
+    let text = std::fs::read_to_string(&args.config).map_err(|e| {
+        crate::exit::Failure::because(
+            crate::exit::Kind::Config,
+            format!("cannot read {}", args.config.display()),
+            e,
+        )
+    })?;
     let secrets_path = args
         .secrets
         .unwrap_or_else(|| slipway::embedded::Paths::default_secrets(&args.config));
     let secrets = SecretsFile::load(&secrets_path)?;
     let sdk = sdk_config(args.aws.endpoint_url.as_deref()).await;
     let names = Names { stack: args.aws.stack };
-    let settings = cloud::bootstrap(&sdk, &names, &text, &secrets).await?;
+    let progress = crate::progress::Progress::start(
+        format!("creating the bucket, queues and parameters of stack {:?}", names.stack),
+        args.json,
+    );
+    let settings = cloud::bootstrap(&sdk, &names, &text, &secrets).await;
+    progress.finish();
+    let settings = settings?;
+    let env = [
+        (vars::STATE_BUCKET, settings.bucket.as_str()),
+        (vars::DEPLOY_QUEUE_URL, &settings.queues.deploy),
+        (vars::SMOKE_QUEUE_URL, &settings.queues.smoke),
+        (vars::NOTIFY_QUEUE_URL, &settings.queues.notify),
+        (vars::DEPLOY_DLQ_URL, &settings.queues.deploy_dlq),
+        (vars::SMOKE_DLQ_URL, &settings.queues.smoke_dlq),
+        (vars::NOTIFY_DLQ_URL, &settings.queues.notify_dlq),
+    ];
+    if args.json {
+        let environment: serde_json::Map<String, serde_json::Value> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "stack": names.stack,
+                "bucket": settings.bucket,
+                "config_key": settings.config_key,
+                "parameters": secrets.names().count(),
+                "environment": environment,
+            }))?
+        );
+        return Ok(());
+    }
     println!(
         "bootstrapped stack {:?}{}",
         names.stack,
@@ -58,15 +95,7 @@ pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     );
     println!("  parameters  {} put as SecureString", secrets.names().count());
     println!("\nThe environment a function (or `serve --backend aws`) needs:");
-    for (name, value) in [
-        (vars::STATE_BUCKET, settings.bucket.as_str()),
-        (vars::DEPLOY_QUEUE_URL, &settings.queues.deploy),
-        (vars::SMOKE_QUEUE_URL, &settings.queues.smoke),
-        (vars::NOTIFY_QUEUE_URL, &settings.queues.notify),
-        (vars::DEPLOY_DLQ_URL, &settings.queues.deploy_dlq),
-        (vars::SMOKE_DLQ_URL, &settings.queues.smoke_dlq),
-        (vars::NOTIFY_DLQ_URL, &settings.queues.notify_dlq),
-    ] {
+    for (name, value) in env {
         println!("  export {name}={value}");
     }
     Ok(())

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
 use slipway::app::App;
 use slipway::domain::{Actor, EnvName, RunId, RunStatus};
 use slipway::views::control_room;
 
+use crate::exit::{Failure, Kind};
+use crate::progress::Progress;
 use crate::stack::StackArgs;
 
 /// The one run `prefix` names (a run id, `<pipeline>-<sha prefix>`, or a SHA prefix).
@@ -16,8 +17,12 @@ async fn resolve(app: &App, prefix: &str) -> anyhow::Result<RunId> {
     let matches = slipway::views::run_index::resolve(app.store.as_ref(), prefix).await?;
     match matches.as_slice() {
         [one] => Ok(one.clone()),
-        [] => bail!("no run matches {prefix:?}; `slipway runs` lists them"),
-        many => bail!("{prefix:?} matches {} runs; give more of the SHA", many.len()),
+        [] => Err(Failure::not_found(format!("no run matches {prefix:?}; `slipway runs` lists them")).into()),
+        many => Err(Failure::new(
+            Kind::Usage,
+            format!("{prefix:?} matches {} runs; give more of the SHA", many.len()),
+        )
+        .into()),
     }
 }
 
@@ -85,6 +90,9 @@ pub struct ApproveArgs {
     /// A comment for the run's history.
     #[arg(long)]
     comment: Option<String>,
+    /// Print `{"run", "decided"}` as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -97,8 +105,15 @@ pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
     let done =
         slipway::http::actions::decide_from_shell(&app, &id, args.env.as_ref(), &args.who, !args.reject, comment)
             .await
-            .map_err(|why| anyhow::anyhow!("nothing was decided: {why}"))?;
-    println!("{done}; follow it with: slipway watch {id}");
+            .map_err(|why| Failure::refused(format!("nothing was decided: {why}")))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "run": id, "decided": done, "approved": !args.reject })
+        );
+    } else {
+        println!("{done}; follow it with: slipway watch {id}");
+    }
     Ok(())
 }
 
@@ -112,6 +127,9 @@ pub struct RetryArgs {
     /// Who asks, for the run's history. Default: $USER.
     #[arg(long, env = "USER", default_value = "someone")]
     by: String,
+    /// Print the queued retry (`{"run", "sha", "env"}`) as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -122,12 +140,24 @@ pub async fn retry(args: RetryArgs) -> anyhow::Result<()> {
     let id = resolve(&app, &args.run).await?;
     let run = slipway::handlers::retry::request_retry(&app, &id, args.env.as_ref(), Actor::Slipway, &args.by)
         .await
-        .map_err(|e| anyhow::anyhow!("not retried: {e}"))?;
-    println!(
-        "retry of {} queued; the workers deploy it again. Follow it with: slipway watch {}",
-        run.sha.short(),
-        run.id
-    );
+        .map_err(|e| match e {
+            slipway::handlers::retry::RetryRefused::NoSuchRun(_) => Failure::not_found(format!("not retried: {e}")),
+            slipway::handlers::retry::RetryRefused::Refused(_) => Failure::refused(format!("not retried: {e}")),
+            slipway::handlers::retry::RetryRefused::Engine(_) => Failure::unavailable("not retried", e),
+        })?;
+    if args.json {
+        let env = args.env.as_ref().or_else(|| slipway::handlers::retry::failed_env(&run));
+        println!(
+            "{}",
+            serde_json::json!({ "run": run.id, "sha": run.sha, "env": env, "queued": true })
+        );
+    } else {
+        println!(
+            "retry of {} queued; the workers deploy it again. Follow it with: slipway watch {}",
+            run.sha.short(),
+            run.id
+        );
+    }
     Ok(())
 }
 
@@ -138,24 +168,34 @@ pub struct WatchArgs {
     /// How often to look.
     #[arg(long, default_value = "1s")]
     every: jiff::SignedDuration,
+    /// Print nothing while watching, then the finished run (its stages and history) as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     stack: StackArgs,
 }
 
-/// `slipway watch RUN`: prints each stage as it changes until the run ends; exits 0 when it
-/// was released, 1 when it ended any other way.
-pub async fn watch(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
+/// `slipway watch RUN`: prints each stage as it changes until the run ends (a spinner shows
+/// the stage under way on a terminal); exits 0 when it was released, 6 when it ended any other
+/// way.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let app = args.stack.open(true).await?;
     let id = resolve(&app, &args.run).await?;
     let every = Duration::try_from(args.every)
         .ok()
         .filter(|d| !d.is_zero())
         .unwrap_or(Duration::from_secs(1));
+    let progress = Progress::start(format!("watching {id}"), args.json);
+    let say = |line: String| {
+        if !args.json {
+            progress.println(line);
+        }
+    };
     let mut seen: Vec<String> = Vec::new();
     let mut said = 0;
     loop {
         let Some((run, _)) = app.load(&id).await? else {
-            bail!("run {id} no longer exists");
+            return Err(Failure::not_found(format!("run {id} no longer exists")).into());
         };
         let now: Vec<String> = run
             .stages
@@ -163,24 +203,45 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
             .map(|s| format!("{:<22} {}", s.label(), s.status.as_str()))
             .collect();
         if said == 0 {
-            println!("{} — {}", run.id, run.commit.message.lines().next().unwrap_or(""));
+            say(format!(
+                "{} — {}",
+                run.id,
+                run.commit.message.lines().next().unwrap_or("")
+            ));
         }
         for line in now.iter().filter(|l| !seen.contains(l)) {
-            println!("  {line}");
+            say(format!("  {line}"));
         }
         for entry in run.history.iter().skip(said) {
-            println!("    {}  {}: {}", entry.at.strftime("%H:%M:%S"), entry.actor, entry.what);
+            say(format!(
+                "    {}  {}: {}",
+                entry.at.strftime("%H:%M:%S"),
+                entry.actor,
+                entry.what
+            ));
         }
         said = run.history.len();
         seen = now;
+        if let Some(stage) = run
+            .stages
+            .iter()
+            .find(|s| !s.status.is_terminal() && s.status != slipway::domain::StageStatus::Pending)
+        {
+            progress.set(format!("{}: {}", stage.label(), stage.status.as_str()));
+        }
         let status = run.status();
         if status.is_finished() {
-            println!("{} {}", run.id, status.as_str());
-            return Ok(if status == RunStatus::Released {
-                std::process::ExitCode::SUCCESS
+            progress.finish();
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
             } else {
-                std::process::ExitCode::FAILURE
-            });
+                println!("{} {}", run.id, status.as_str());
+            }
+            return if status == RunStatus::Released {
+                Ok(())
+            } else {
+                Err(Failure::failed(format!("run {} ended {}, not released", run.id, status.as_str())).into())
+            };
         }
         tokio::time::sleep(every).await;
     }

@@ -6,6 +6,8 @@ mod delivery;
 mod demo;
 mod exit;
 mod inspect;
+mod progress;
+mod reference;
 mod rollback;
 mod send;
 mod stack;
@@ -21,7 +23,7 @@ use slipway::embedded::{self, Paths};
 #[derive(Debug, Parser)]
 #[command(
     name = "slipway",
-    version,
+    version = reference::VERSION.as_str(),
     about = "Continuous delivery: push → CI → staging → approval → production"
 )]
 struct Cli {
@@ -74,6 +76,16 @@ enum Command {
         #[command(flatten)]
         data: inspect::DataArgs,
     },
+    /// Print a shell completion script: `slipway completions bash > /etc/bash_completion.d/slipway`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (slipway.1), or with --dir write one page per command there.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the CLI reference in Markdown (docs/cli.md's generated part).
+    #[command(hide = true)]
+    Reference,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,22 +122,31 @@ struct LoginLinkArgs {
     /// How long the link works (the session it starts lasts `[dashboard] session`).
     #[arg(long, default_value = "24h")]
     valid: jiff::SignedDuration,
+    /// Print `{"link", "who", "expires_at"}` as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     stack: stack::StackArgs,
 }
 
 async fn login_link(args: LoginLinkArgs) -> anyhow::Result<()> {
     if args.valid <= jiff::SignedDuration::ZERO {
-        anyhow::bail!("--valid must be longer than 0s");
+        return Err(exit::Failure::new(exit::Kind::Usage, "--valid must be longer than 0s").into());
     }
     let app = args.stack.open(false).await?;
     let link = slipway::http::auth::sign_in_link(&app, &args.who, args.valid).await?;
+    let until = app.clock.now().checked_add(args.valid).unwrap_or(jiff::Timestamp::MAX);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "link": link, "who": args.who, "expires_at": until })
+        );
+        return Ok(());
+    }
     println!("{link}");
     eprintln!(
-        "This link signs {} in to {} until {}; anyone who has it can, so send it only to them.",
-        args.who,
-        app.public_url,
-        app.clock.now().checked_add(args.valid).unwrap_or(jiff::Timestamp::MAX)
+        "This link signs {} in to {} until {until}; anyone who has it can, so send it only to them.",
+        args.who, app.public_url,
     );
     Ok(())
 }
@@ -175,8 +196,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if !matches!(cli.command, Command::Demo(_)) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version exit 0; usage errors exit 2, as clap documents.
+        Err(e) => e.exit(),
+    };
+    if !matches!(
+        cli.command,
+        Command::Demo(_) | Command::Completions { .. } | Command::Man { .. } | Command::Reference
+    ) {
         slipway::telemetry::init();
     }
     let result = match cli.command {
@@ -190,13 +218,13 @@ async fn main() -> ExitCode {
         Command::Approvals(args) => control::approvals(args).await,
         Command::Approve(args) => control::approve(args).await,
         Command::Retry(args) => control::retry(args).await,
-        Command::Watch(args) => match control::watch(args).await {
-            Ok(code) => return code,
-            Err(e) => Err(e),
-        },
+        Command::Watch(args) => control::watch(args).await,
         Command::Metrics(args) => delivery::metrics(args).await,
         Command::Bootstrap(args) => aws::bootstrap(args).await,
         Command::DeadLetters { data } => inspect::dead_letters(&data).await,
+        Command::Completions { shell } => reference::completions::<Cli>(shell),
+        Command::Man { dir } => reference::man::<Cli>(dir.as_deref()),
+        Command::Reference => reference::print(reference::markdown::<Cli>().as_bytes()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

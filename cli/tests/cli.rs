@@ -673,6 +673,14 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
     assert_eq!(released["run_id"], RUN);
     let watched = watch.await.unwrap().success();
     watched.stdout_has(&[&format!("{RUN} released")]);
+    // Exit codes tell failure kinds apart: 4 for a run nobody made, 5 for a refusal.
+    let out = site.act(&["approve", "fffffff", "--as", "alice"]).await;
+    assert_eq!(out.status.code(), Some(4), "{out}");
+    let out = site.act(&["retry", SHORT_RUN]).await;
+    assert_eq!(out.status.code(), Some(5), "a released run is not retried: {out}");
+    let out = site.act(&["watch", SHORT_RUN, "--json"]).await.success();
+    let finished: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(finished["id"], RUN, "{out}");
     for stage in ["approval:production", "deploy:production", "smoke:production"] {
         assert!(
             watched
