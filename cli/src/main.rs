@@ -66,7 +66,7 @@ enum Command {
     Approve(control::ApproveArgs),
     /// Deploy a run that failed at a deploy, smoke checks or bake again.
     Retry(control::RetryArgs),
-    /// Follow a run's stages until it ends; exit 0 if it was released, 1 otherwise.
+    /// Follow a run's stages until it ends; exit 0 if it was released, 6 otherwise.
     Watch(control::WatchArgs),
     /// DORA's four keys per pipeline (deploys, lead time, change failure rate, time to
     /// restore) for its last environment.
