@@ -1,7 +1,13 @@
 #!/bin/sh
-# examples/deploy.sh — an EXAMPLE slipway deploy script. Copy it and adapt it to your app.
+# examples/deploy.sh — an EXAMPLE slipway deploy script for a production setup. Copy it and
+# adapt it to your app.
 #
-# slipway runs it once per environment (see slipway.example.toml):
+# What it needs: pg_dump and a reachable PostgreSQL database (DATABASE_URL), and docker on a
+# Docker Swarm manager where the service APP_SERVICE already exists. It cannot go green on a
+# laptop. For a first pipeline that runs on this machine, start from the per-phase scripts
+# `slipway init` writes (see docs/getting-started.md).
+#
+# slipway runs it for each environment (see slipway.example.toml):
 #
 #   [pipelines.environments.deploy]
 #   type = "command"
@@ -13,19 +19,25 @@
 #   SLIPWAY_REPO      owner/name            SLIPWAY_ENV   the environment (staging, production)
 #   SLIPWAY_SHA       the 40-hex commit     SLIPWAY_RUN   the run id (<pipeline>-<sha>)
 #   SLIPWAY_ARTIFACT  what CI built (empty if CI sent none)
+#   SLIPWAY_PHASE     the phase slipway runs it for (here always "release": see below)
 #   plus `env` (plain) and `secrets` (DATABASE_URL here) from the configuration.
+#   docs/deploy-scripts.md lists every variable.
 #
 # Its stdout and stderr are shown on the run (last 64 KiB, secret values replaced by ***).
-# Exit 0 means deployed; anything else, or running past `timeout`, fails the stage and the
-# run stops there. slipway never runs a deploy twice, so the script does not need to guard
-# against that — but it must never wait for input.
+# Exit 0 means deployed; anything else, or running past `timeout`, fails the stage. slipway
+# never runs a deploy twice, so the script does not need to guard against that — but it must
+# never wait for input.
 #
-# The convention: back up, then migrate, then release. A failure before the release leaves
-# the old version serving; the backup is what a person restores from if a migration went
-# wrong (slipway does not restore or roll back by itself).
+# The order: back up, then migrate, then release. This script does all three in one program,
+# given as `command` alone, so slipway sees a single phase (release). When the release or
+# the smoke checks fail, slipway rolls the environment back by itself by running this script
+# again for the previous release; it cannot restore the database backup, because it does not
+# know about it. To have slipway restore it too, split the steps into the deploy's `backup`,
+# `migrate`, `command` and `restore` programs (one script may serve them all by reading
+# SLIPWAY_PHASE; a backup names what it made by printing SLIPWAY_BACKUP_REF=<reference>,
+# which `restore` gets back): see docs/deploy-scripts.md and docs/safe-deployments.md.
 #
-# This example releases a container image to a Docker Swarm service and keeps a PostgreSQL
-# database. Replace the three commands marked ADAPT with your own.
+# Replace the three commands marked ADAPT with your own.
 
 set -eu
 

@@ -62,11 +62,15 @@ pub(crate) fn man<C: CommandFactory>(dir: Option<&Path>) -> anyhow::Result<()> {
 
 /// The CLI reference in Markdown, every command and option, as `docs/cli.md` carries it below
 /// its marker.
+/// The page's own heading and introduction come before the marker, so clap-markdown's title
+/// and opening sentence are left out.
 pub(crate) fn markdown<C: CommandFactory>() -> String {
-    clap_markdown::help_markdown_custom::<C>(
+    let text = clap_markdown::help_markdown_custom::<C>(
         &clap_markdown::MarkdownOptions::new()
             .show_footer(false)
             .show_table_of_contents(true)
-            .title("Command reference".to_owned()),
-    )
+            .title("slipway".to_owned()),
+    );
+    let start = text.find("**Command Overview:**").unwrap_or(0);
+    format!("\n{}", &text[start..])
 }

@@ -8,4 +8,5 @@ mod common;
 mod aws;
 mod cli;
 mod conventions;
+mod docs;
 mod hosts;

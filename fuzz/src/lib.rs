@@ -6,7 +6,7 @@
 //! [`arbitrary`] inputs ([`mutate::Fuzzed`] mutations of the seeds, forged headers, random
 //! bytes) through [arbtest](https://docs.rs/arbtest) on stable Rust under `cargo test`: for one
 //! second by default, `ARBTEST_BUDGET_MS` to fuzz longer, `ARBTEST_SEED` to replay a failure.
-//! The README's testing section says how. This library holds what the targets share: the
+//! docs/development.md (Fuzzing) says how. This library holds what the targets share: the
 //! mutations ([`mutate`]), the corpus ([`seeds`]) and slipway as the targets drive it
 //! ([`harness`]).
 

@@ -21,7 +21,7 @@ use slipway_tests::{CONFIG, SHA, SHA2};
 /// had one delivery marker, 42 now that a smoke check's message carries the environment's
 /// record and the index marks are read once per process; 46 with the release log (each of
 /// the run's two releases reads and writes its month). Issue 11 asks for 25; what stands
-/// between is written in the README's "AWS requests per run".
+/// between is written in docs/aws.md, "AWS requests per run".
 const LIMIT: u64 = 46;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,15 +86,10 @@ pub fn router(app: App) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed; see the README's endpoint reference",
+                "method not allowed; see docs/http-api.md",
             )
         })
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no such endpoint; see the README's endpoint reference",
-            )
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/http-api.md") })
         .layer(axum::middleware::map_response(security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(app)
