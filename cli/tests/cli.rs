@@ -67,7 +67,10 @@ async fn demo_releases_with_masked_secrets_and_cleans_up() {
         "connecting with password ***",
         "alice approved promotion to production",
         "✔ released",
+        "the `released` notice is in",
     ]);
+    // With --yes it stops at once: no hint at an app or a page that is gone.
+    assert!(!out.stdout.contains("curl ") && !out.stdout.contains("/runs/"), "{out}");
     let dir = demo_dir(&out);
     assert!(!dir.exists(), "{} should be deleted without --keep", dir.display());
 }
@@ -509,7 +512,7 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
         .send(&serve, &push, "/hooks/github", "push", &site.secrets(), None)
         .await;
     out.failure()
-        .stderr_has(&["looks like a slipway secrets file", "--param"]);
+        .stderr_has(&["is a slipway secrets file with 5 entries", "--param"]);
 
     // The real push opens a run; its replay opens nothing new.
     let out = site

@@ -8,3 +8,5 @@ mod common;
 mod aws;
 mod cli;
 mod hosts;
+mod init;
+mod send;
