@@ -226,11 +226,20 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     );
     println!("  staging      http://{staging}/health");
     println!("  production   http://{production}/health");
-    println!("  config       {}\n", paths.config.display());
-
     let client = reqwest::Client::new();
     let sha = sample::random_sha();
     let run_id = RunId::new(&PipelineName::parse("shop")?, &sha.parse()?);
+    let run_page = app.link(&format!("/runs/{run_id}"));
+    if args.yes {
+        println!("  config       {}\n", paths.config.display());
+    } else {
+        println!("  config       {}", paths.config.display());
+        // The control room needs a sign-in; alice's link signs this browser in for an hour.
+        let alice = slipway::domain::ApproverId::parse("alice")?;
+        let sign_in = slipway::http::auth::sign_in_link(&app, &alice, jiff::SignedDuration::from_hours(1)).await?;
+        println!("  run page     {run_page}");
+        println!("  sign in      {sign_in}   (as alice, to see the run page)\n");
+    }
 
     println!("→ GitHub: push of {} to acme/shop main (signed webhook)", &sha[..12]);
     let delivery = format!("demo-{}", &sample::random_sha()[..16]);
@@ -249,14 +258,6 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         "x-hub-signature-256",
     )
     .await?;
-    let run_page = app.link(&format!("/runs/{run_id}"));
-    if !args.yes {
-        // The control room needs a sign-in; alice's link signs this browser in for an hour.
-        let alice = slipway::domain::ApproverId::parse("alice")?;
-        let sign_in = slipway::http::auth::sign_in_link(&app, &alice, jiff::SignedDuration::from_hours(1)).await?;
-        println!("  run page     {run_page}");
-        println!("  sign in      {sign_in}   (as alice, to see the run page)");
-    }
     println!("→ CI: build and tests of {} passed (signed callback)", &sha[..12]);
     let ci = json!({
         "repo": "acme/shop", "sha": sha, "status": "success",
@@ -322,7 +323,9 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     // The run's last notice goes out through the notify queue: wait until the channel wrote it.
     let notices = dir.join("notifications.jsonl");
     let last = outcome.status().to_string();
-    let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+    // Another ending may be told under another kind (a failure that rolled back): wait less.
+    let patience = Duration::from_secs(if outcome.status() == RunStatus::Released { 30 } else { 5 });
+    let delivered = tokio::time::timeout(patience, async {
         while !notice_written(&notices, &run_id, &last) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -335,7 +338,7 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         RunStatus::Released => {
             println!("✔ released {} to production.", outcome.sha.short());
             if delivered {
-                println!("  the `released` notice is in {}", notices.display());
+                println!("  the `released` notice was delivered (notifications.jsonl)");
             }
             Ok(())
         }
@@ -352,13 +355,11 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     };
     if !args.yes {
         // Keep slipway and the sample app up, so what was printed can be tried.
-        println!(
-            "
-slipway and the sample app keep running until Ctrl-C:"
-        );
+        let stopped = stop_requested()?;
+        println!("\nslipway and the sample app keep running until Ctrl-C:");
         println!("  curl http://{production}/health   → the new version, database migrated");
         println!("  {run_page}   (the run page)");
-        let _ = tokio::signal::ctrl_c().await;
+        stopped.await;
         println!();
     }
     let _ = stop.send(());
@@ -371,6 +372,27 @@ slipway and the sample app keep running until Ctrl-C:"
         }
     }
     result
+}
+
+/// Resolves on Ctrl-C (or SIGTERM), listening from the moment it is made: a signal sent right
+/// after the prompt is not lost.
+fn stop_requested() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Whether the `file` channel wrote a notice of `kind` for `run`.
