@@ -40,6 +40,9 @@ pub struct InitArgs {
     /// Replace files a previous `slipway init` wrote (including the secrets).
     #[arg(long)]
     force: bool,
+    /// Print one JSON document: the pipeline, the files written and the next three commands.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -358,6 +361,19 @@ fn print_next(
         path("slipway.secrets.toml"),
         secrets.ci,
     );
+    if args.json {
+        let files: Vec<String> = files().iter().map(|f| args.dir.join(f).display().to_string()).collect();
+        let answer = serde_json::json!({
+            "dir": args.dir.display().to_string(),
+            "pipeline": name.as_str(),
+            "repo": repo.as_str(),
+            "branch": branch.as_str(),
+            "files": files,
+            "next": [serve, push, ci],
+        });
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+        return;
+    }
     println!(
         "Wrote {}: slipway.toml (pipeline {name}: {repo} {branch}, staging then production), \
          slipway.secrets.toml (fresh random secrets, mode 0600), deploy/ (one script per phase), \

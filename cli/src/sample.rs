@@ -140,7 +140,7 @@ async fn health(State(dir): State<PathBuf>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({"app": APP_NAME, "version": version, "database": database})),
+        Json(json!({"app": APP_NAME, "dir": dir, "version": version, "database": database})),
     )
 }
 
@@ -173,12 +173,11 @@ pub struct SampleAppArgs {
     detach: bool,
 }
 
-/// Whether a sample app answers `/health` at `addr`.
-async fn answers(client: &reqwest::Client, addr: SocketAddr) -> bool {
-    let Ok(response) = client.get(format!("http://{addr}/health")).send().await else {
-        return false;
-    };
-    response.json::<Value>().await.is_ok_and(|body| body["app"] == APP_NAME)
+/// The directory of the sample app answering `/health` at `addr`, if one does.
+async fn answering(client: &reqwest::Client, addr: SocketAddr) -> Option<PathBuf> {
+    let response = client.get(format!("http://{addr}/health")).send().await.ok()?;
+    let body: Value = response.json().await.ok()?;
+    (body["app"] == APP_NAME).then(|| PathBuf::from(body["dir"].as_str().unwrap_or_default()))
 }
 
 pub async fn sample_app(args: SampleAppArgs) -> anyhow::Result<()> {
@@ -206,9 +205,16 @@ pub async fn sample_app(args: SampleAppArgs) -> anyhow::Result<()> {
 
 async fn detach(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    if answers(&client, listen).await {
-        println!("the sample app already answers at http://{listen}/health");
-        return Ok(());
+    match answering(&client, listen).await {
+        Some(serving) if serving == dir => {
+            println!("the sample app already answers at http://{listen}/health");
+            return Ok(());
+        }
+        Some(other) => bail!(
+            "the sample app of {} answers at {listen}: stop it (its pid is in app.pid there) or give this environment another APP_LISTEN",
+            other.display()
+        ),
+        None => {}
     }
     let log = std::fs::File::create(dir.join("app.log")).context("cannot create app.log")?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
@@ -230,7 +236,7 @@ async fn detach(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     std::fs::write(dir.join("app.pid"), child.id().to_string())?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if answers(&client, listen).await {
+        if answering(&client, listen).await.is_some() {
             println!("started the sample app at http://{listen}/health (pid {})", child.id());
             return Ok(());
         }

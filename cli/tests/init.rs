@@ -223,6 +223,34 @@ async fn init_for_gitlab_in_deployment_mode_writes_a_matching_gitlab_push() {
     .await
     .success();
     let commands = printed_commands(&out.stdout);
+
+    // --json says the same as one document.
+    let again = slipway([
+        "init".as_ref(),
+        dir.as_os_str(),
+        "--host".as_ref(),
+        "gitlab".as_ref(),
+        "--mode".as_ref(),
+        "deployment".as_ref(),
+        "--repo".as_ref(),
+        "group/Web_Shop".as_ref(),
+        "--branch".as_ref(),
+        "trunk".as_ref(),
+        "--force".as_ref(),
+        "--json".as_ref(),
+    ])
+    .await
+    .success();
+    let answer: Value = serde_json::from_str(&again.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{again}"));
+    assert_eq!(answer["pipeline"], "web-shop", "{answer:#}");
+    let next: Vec<Vec<String>> = answer["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| shlex::split(c.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(next.len(), 3);
+    assert_eq!(next[1][..4], commands[1][..4], "{next:?}");
     let push_line = commands[1].join(" ");
     assert!(
         push_line.contains("--host gitlab")
