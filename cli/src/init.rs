@@ -95,12 +95,6 @@ fn pipeline_name(repo: &RepoName) -> PipelineName {
         .unwrap_or_else(|_| PipelineName::parse("app").expect("a valid name"))
 }
 
-/// A free port on loopback, for a sample app environment.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1")?;
-    Ok(listener.local_addr()?)
-}
-
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
@@ -155,18 +149,26 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
             .collect(),
     };
 
-    // The deploy scripts and each environment's sample app, on ports free right now.
-    sample::write_scripts(&root.join("deploy"), args.force)?;
-    let mut ports = Vec::new();
-    for env in ENVIRONMENTS {
-        sample::prepare_environment(&root.join("envs").join(env), args.force)?;
-        ports.push(free_port()?);
-    }
+    // Each environment's sample app listens on a port free right now (held together, so two
+    // environments never get the same one).
+    let held = ENVIRONMENTS
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ports = held
+        .iter()
+        .map(std::net::TcpListener::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(held);
     let server = std::env::current_exe().context("cannot tell where the slipway program is")?;
-
     let config = config_text(&args, &root, &repo, &name, &approver, &secrets, &ports, &server);
     let config_path = root.join("slipway.toml");
-    Config::parse(&config, &config_path).context("the configuration init wrote does not validate (a bug)")?;
+    Config::parse(&config, &config_path).context("the configuration init would write does not validate (a bug)")?;
+
+    sample::write_scripts(&root.join("deploy"), args.force)?;
+    for env in ENVIRONMENTS {
+        sample::prepare_environment(&root.join("envs").join(env), args.force)?;
+    }
     sample::write_new(&config_path, &config, 0o644, args.force)?;
 
     let mut values = vec![

@@ -148,10 +148,8 @@ fn sample_host(config: &Config, asked: Option<Host>) -> anyhow::Result<Host> {
     match (asked, configured.as_slice()) {
         (Some(host), _) if configured.contains(&host) => Ok(host),
         (Some(host), _) => Err(Failure::config(format!(
-            "{} has no [{}] table, so slipway would answer 404 to a {} push",
-            host.as_str(),
-            host.as_str(),
-            host.as_str()
+            "the configuration has no [{host}] table, so slipway would answer 404 to a {host} push",
+            host = host.as_str()
         ))
         .into()),
         (None, [one]) => Ok(*one),
