@@ -1,25 +1,25 @@
 //! `slipway demo`: the whole path on this machine, with nothing to set up.
 //!
 //! It makes a throw-away directory with a sample app whose staging and production are two
-//! local HTTP services, each with a database file; a deploy script that slipway runs once
-//! per phase — back the database up, migrate it, release the commit (and restore the backup
-//! if a later phase fails); and a slipway configuration and secrets file.
+//! local HTTP services, each with a database file; deploy scripts that slipway runs one per
+//! phase — back the database up, migrate it, release the commit (and restore the backup
+//! if a later phase fails); and a slipway configuration and secrets file (`crate::sample`).
 //! Then it starts slipway on the embedded backend and plays the outside world through real
 //! signed HTTP: GitHub pushes, CI reports green, and an approver clicks (or, with `--yes`,
-//! the demo POSTs the approval itself).
+//! the demo POSTs the approval itself). Without `--yes` it then keeps slipway and the sample
+//! app up until Ctrl-C, so the run page and the app can be looked at.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use serde_json::{Value, json};
 use slipway::domain::{PipelineName, Run, RunId, RunStatus, StageKind};
 use slipway::embedded::Paths;
+
+use crate::sample;
+use crate::send::Host;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -31,78 +31,14 @@ pub struct DemoArgs {
     keep: bool,
 }
 
-const DEPLOY_SCRIPT: &str = r#"#!/bin/sh
-# The sample app's deploy, one program for every phase slipway runs in turn:
-# backup, then migrate, then release (and restore, if a later phase fails). No prompts.
-set -eu
-dir="$DEMO_ENVS/$SLIPWAY_ENV"
-case "$SLIPWAY_PHASE" in
-backup)
-  mkdir -p "$dir/backups"
-  ref="db-before-$(printf %.12s "$SLIPWAY_SHA").json"
-  cp "$dir/db.json" "$dir/backups/$ref"
-  echo "copied the database to backups/$ref"
-  echo "SLIPWAY_BACKUP_REF=$ref"
-  ;;
-migrate)
-  echo "schema 1 -> 2, connecting with password $DEMO_DB_PASSWORD"
-  sed 's/"schema": *1/"schema": 2/' "$dir/db.json" > "$dir/db.json.new"
-  mv "$dir/db.json.new" "$dir/db.json"
-  ;;
-release)
-  echo "releasing $SLIPWAY_SHA (artifact $SLIPWAY_ARTIFACT)"
-  printf '%s' "$SLIPWAY_SHA" > "$dir/current"
-  ;;
-restore)
-  echo "restoring backups/$SLIPWAY_BACKUP_REF"
-  cp "$dir/backups/$SLIPWAY_BACKUP_REF" "$dir/db.json"
-  ;;
-*)
-  echo "unknown phase $SLIPWAY_PHASE" >&2
-  exit 2
-  ;;
-esac
-"#;
-
-/// The schema version the sample app's code needs.
-const SCHEMA: u64 = 2;
-
-/// One sample environment: answers `/health` from its release and its database.
-async fn health(State(dir): State<PathBuf>) -> (StatusCode, Json<Value>) {
-    let version = std::fs::read_to_string(dir.join("current")).ok();
-    let db: Option<Value> = std::fs::read(dir.join("db.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let schema = db.as_ref().and_then(|d| d["schema"].as_u64());
-    let database = match schema {
-        None => "unreadable".to_owned(),
-        Some(s) if s == SCHEMA => "ok".to_owned(),
-        Some(s) => format!("schema {s}, needs {SCHEMA}"),
-    };
-    let healthy = version.is_some() && database == "ok";
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(json!({"version": version, "database": database})))
-}
-
+/// Starts one environment of the sample app on a free loopback port, with a fresh database.
 async fn start_environment(envs: &Path, name: &str) -> anyhow::Result<SocketAddr> {
     let dir = envs.join(name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("db.json"), r#"{"schema": 1, "orders": []}"#)?;
+    sample::prepare_environment(&dir, false)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().route("/health", get(health)).with_state(dir);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    sample::spawn_app(dir, listener);
     Ok(addr)
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
 fn toml_str(s: &str) -> String {
@@ -110,20 +46,16 @@ fn toml_str(s: &str) -> String {
 }
 
 fn write_files(dir: &Path, slipway: SocketAddr, staging: SocketAddr, production: SocketAddr) -> anyhow::Result<Paths> {
-    let script = dir.join("deploy.sh");
-    std::fs::write(&script, DEPLOY_SCRIPT)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    }
+    let scripts = dir.join("deploy");
+    sample::write_scripts(&scripts, false)?;
+    let script = |phase: &str| toml_str(&scripts.join(phase).display().to_string());
     let envs = dir.join("envs");
     let environment = |name: &str, addr: SocketAddr| {
         format!(
             r#"
 [[pipelines.environments]]
 name = "{name}"
-deploy = {{ type = "command", command = [{script}], backup = [{script}], migrate = [{script}], restore = [{script}], timeout = "1m", env = {{ DEMO_ENVS = {envs} }}, secrets = {{ DEMO_DB_PASSWORD = "/slipway/shop/{name}/db-password" }} }}
+deploy = {{ type = "command", command = [{release}], backup = [{backup}], migrate = [{migrate}], restore = [{restore}], timeout = "1m", env = {{ APP_ENVS = {envs} }}, secrets = {{ APP_DB_PASSWORD = "/slipway/shop/{name}/db-password" }} }}
 
 [[pipelines.environments.smoke]]
 name = "health, version and database"
@@ -133,7 +65,10 @@ timeout = "2s"
 deadline = "20s"
 backoff = "200ms"
 "#,
-            script = toml_str(&script.display().to_string()),
+            release = script("release.sh"),
+            backup = script("backup.sh"),
+            migrate = script("migrate.sh"),
+            restore = script("restore.sh"),
             envs = toml_str(&envs.display().to_string()),
         )
     };
@@ -181,33 +116,10 @@ address = "alice@example.com"
         "/slipway/shop/production/db-password",
     ]
     .iter()
-    .map(|name| format!("\"{name}\" = \"{}\"\n", random_hex(16)))
+    .map(|name| format!("\"{name}\" = \"{}\"\n", sample::random_secret()))
     .collect();
-    std::fs::write(&paths.secrets, secrets)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&paths.secrets, std::fs::Permissions::from_mode(0o600))?;
-    }
+    sample::write_new(&paths.secrets, &secrets, 0o600, false)?;
     Ok(paths)
-}
-
-fn push_payload(sha: &str) -> String {
-    let author = slipway::samples::SampleAuthor {
-        login: "dev",
-        name: "Dee Veloper",
-        email: "dev@example.com",
-    };
-    // Committed a quarter of an hour before the push, so the delivery figures have a lead time.
-    let committed_at = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(15);
-    slipway::samples::github_push(
-        "acme/shop",
-        "main",
-        sha,
-        "Show delivery dates in the basket",
-        author,
-        committed_at,
-    )
 }
 
 async fn post_signed(
@@ -314,19 +226,34 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     );
     println!("  staging      http://{staging}/health");
     println!("  production   http://{production}/health");
-    println!("  config       {}\n", paths.config.display());
-
     let client = reqwest::Client::new();
-    let sha = random_hex(20);
+    let sha = sample::random_sha();
     let run_id = RunId::new(&PipelineName::parse("shop")?, &sha.parse()?);
+    let run_page = app.link(&format!("/runs/{run_id}"));
+    if args.yes {
+        println!("  config       {}\n", paths.config.display());
+    } else {
+        println!("  config       {}", paths.config.display());
+        // The control room needs a sign-in; alice's link signs this browser in for an hour.
+        let alice = slipway::domain::ApproverId::parse("alice")?;
+        let sign_in = slipway::http::auth::sign_in_link(&app, &alice, jiff::SignedDuration::from_hours(1)).await?;
+        println!("  run page     {run_page}");
+        println!("  sign in      {sign_in}   (as alice, to see the run page)\n");
+    }
 
     println!("→ GitHub: push of {} to acme/shop main (signed webhook)", &sha[..12]);
-    let delivery = format!("demo-{}", random_hex(8));
+    let delivery = format!("demo-{}", &sample::random_sha()[..16]);
     post_signed(
         &client,
         format!("{base}/hooks/github"),
         &[("x-github-event", "push"), ("x-github-delivery", &delivery)],
-        push_payload(&sha),
+        sample::push(
+            Host::Github,
+            "acme/shop",
+            "main",
+            &sha,
+            "Show delivery dates in the basket",
+        ),
         &secret_of(&paths, "/slipway/github/webhook-secret")?,
         "x-hub-signature-256",
     )
@@ -335,7 +262,7 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
     let ci = json!({
         "repo": "acme/shop", "sha": sha, "status": "success",
         "build_url": "https://ci.example.com/acme/shop/builds/1",
-        "artifact": format!("registry.example.com/acme/shop@sha256:{}", random_hex(32)),
+        "artifact": format!("registry.example.com/acme/shop@sha256:{}", sample::random_secret()),
         "coverage": 87.5,
     });
     post_signed(
@@ -393,18 +320,25 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         }
     };
-    let _ = stop.send(());
-    let _ = server.await;
+    // The run's last notice goes out through the notify queue: wait until the channel wrote it.
+    let notices = dir.join("notifications.jsonl");
+    let last = outcome.status().to_string();
+    // Another ending may be told under another kind (a failure that rolled back): wait less.
+    let patience = Duration::from_secs(if outcome.status() == RunStatus::Released { 30 } else { 5 });
+    let delivered = tokio::time::timeout(patience, async {
+        while !notice_written(&notices, &run_id, &last) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok();
 
     println!();
-    match outcome.status() {
+    let result = match outcome.status() {
         RunStatus::Released => {
             println!("✔ released {} to production.", outcome.sha.short());
-            println!("  curl http://{production}/health   → the new version, database migrated");
-            if args.keep {
-                println!("  slipway run {} --data-dir {}", run_id, paths.data_dir.display());
-            } else {
-                println!("  run with --keep to keep the directory and inspect it with `slipway runs --data-dir …`");
+            if delivered {
+                println!("  the `released` notice was delivered (notifications.jsonl)");
             }
             Ok(())
         }
@@ -416,7 +350,56 @@ async fn drive(args: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                         && s.status != slipway::domain::StageStatus::Skipped
                 })
             });
-            bail!("the run ended {status}: {}", why.unwrap_or_default())
+            Err(anyhow::anyhow!("the run ended {status}: {}", why.unwrap_or_default()))
+        }
+    };
+    if !args.yes {
+        // Keep slipway and the sample app up, so what was printed can be tried.
+        let stopped = stop_requested()?;
+        println!("\nslipway and the sample app keep running until Ctrl-C:");
+        println!("  curl http://{production}/health   → the new version, database migrated");
+        println!("  {run_page}   (the run page)");
+        stopped.await;
+        println!();
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    if result.is_ok() {
+        if args.keep {
+            println!("  slipway run {} --data-dir {}", run_id, paths.data_dir.display());
+        } else {
+            println!("  run with --keep to keep the directory and inspect it with `slipway runs --data-dir …`");
         }
     }
+    result
+}
+
+/// Resolves on Ctrl-C (or SIGTERM), listening from the moment it is made: a signal sent right
+/// after the prompt is not lost.
+fn stop_requested() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// Whether the `file` channel wrote a notice of `kind` for `run`.
+fn notice_written(notifications: &Path, run: &RunId, kind: &str) -> bool {
+    std::fs::read_to_string(notifications)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|n| n["kind"] == kind && n["run_id"] == run.as_str())
 }

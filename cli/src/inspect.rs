@@ -11,7 +11,7 @@ use slipway::adapters::aws::s3::S3Store;
 use slipway::adapters::aws::sqs::SqsQueues;
 use slipway::adapters::local::sqlite::SqliteBackend;
 use slipway::app;
-use slipway::domain::{PipelineName, RepoName, RunId};
+use slipway::domain::{PipelineName, RepoName, RunId, StageStatus};
 use slipway::ports::{Queue, StateStore};
 use slipway::views::{Cursor, RunEntry, run_index};
 
@@ -161,6 +161,20 @@ pub async fn run(data: &DataArgs, id: &str) -> anyhow::Result<()> {
                 check.detail
             );
         }
+        if stage.status == StageStatus::Failed
+            && let Some(output) = stage.output.as_deref().filter(|o| !o.trim().is_empty())
+        {
+            let (shown, lines) = tail(output, OUTPUT_LINES);
+            let whole = if shown < lines {
+                format!("its last {shown} of {lines} lines")
+            } else {
+                "its output".to_owned()
+            };
+            println!("  {:<22} {whole} (secrets masked):", "");
+            for line in output.lines().skip(lines - shown) {
+                println!("  {:<22} │ {line}", "");
+            }
+        }
     }
     println!("\nhistory:");
     for h in &run.history {
@@ -187,6 +201,15 @@ pub async fn dead_letters(data: &DataArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How many lines of a failed stage's output `slipway run` shows.
+const OUTPUT_LINES: usize = 20;
+
+/// How many of `output`'s last lines to show (at most `limit`), and how many it has.
+fn tail(output: &str, limit: usize) -> (usize, usize) {
+    let lines = output.lines().count();
+    (lines.min(limit), lines)
 }
 
 pub(crate) fn short_id(id: &RunId) -> String {

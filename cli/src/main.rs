@@ -5,10 +5,12 @@ mod control;
 mod delivery;
 mod demo;
 mod exit;
+mod init;
 mod inspect;
 mod progress;
 mod reference;
 mod rollback;
+mod sample;
 mod send;
 mod stack;
 
@@ -37,6 +39,12 @@ enum Command {
     Serve(ServeArgs),
     /// Run the whole path on this machine against a sample app. No set-up, nothing to configure.
     Demo(demo::DemoArgs),
+    /// Write a working set-up for one pipeline into DIR: configuration, fresh secrets, deploy
+    /// scripts for a local sample app, and a push to send. Asks nothing; prints what to run next.
+    Init(init::InitArgs),
+    /// Serve one environment of the sample app `slipway init` deploys (its release script runs this).
+    #[command(hide = true)]
+    SampleApp(sample::SampleAppArgs),
     /// List runs, newest first, a page at a time (read from the index of runs).
     Runs {
         #[command(flatten)]
@@ -203,13 +211,20 @@ async fn main() -> ExitCode {
     };
     if !matches!(
         cli.command,
-        Command::Demo(_) | Command::Completions { .. } | Command::Man { .. } | Command::Reference
+        Command::Demo(_)
+            | Command::Init(_)
+            | Command::SampleApp(_)
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Reference
     ) {
         slipway::telemetry::init();
     }
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Init(args) => init::run(args).await,
+        Command::SampleApp(args) => sample::sample_app(args).await,
         Command::Runs { page, data } => inspect::runs(&data, &page).await,
         Command::Run { id, data } => inspect::run(&data, &id).await,
         Command::Send(args) => send::run(args).await,

@@ -67,7 +67,10 @@ async fn demo_releases_with_masked_secrets_and_cleans_up() {
         "connecting with password ***",
         "alice approved promotion to production",
         "✔ released",
+        "the `released` notice was delivered",
     ]);
+    // With --yes it stops at once: no hint at an app or a page that is gone.
+    assert!(!out.stdout.contains("curl ") && !out.stdout.contains("/runs/"), "{out}");
     let dir = demo_dir(&out);
     assert!(!dir.exists(), "{} should be deleted without --keep", dir.display());
 }
@@ -118,6 +121,84 @@ async fn demo_keep_leaves_a_directory_to_inspect() {
     }
 
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Reads `lines` until one contains `needle`; returns it. Panics after the step timeout.
+async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    seen: &mut String,
+    needle: &str,
+) -> String {
+    let found = tokio::time::timeout(crate::common::STEP_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        _ => panic!("no line with {needle:?} on the demo's stdout:\n{seen}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_without_yes_waits_for_the_click_and_stays_up_until_ctrl_c() {
+    use tokio::io::AsyncBufReadExt as _;
+    let tmp = TempDir::new().unwrap();
+    let mut cmd = command();
+    cmd.arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let client = reqwest::Client::new();
+
+    // The run page and a sign-in link for it, while the run goes on.
+    let page = line_with(&mut lines, &mut seen, "run page ").await;
+    let page = page.split_whitespace().nth(2).unwrap().to_owned();
+    let sign_in = line_with(&mut lines, &mut seen, "sign in ").await;
+    assert!(sign_in.contains("/login/"), "{sign_in}");
+
+    // The person clicks the approval link the demo printed.
+    line_with(&mut lines, &mut seen, "alice is asked to approve").await;
+    let link = line_with(&mut lines, &mut seen, "/approvals/").await;
+    let link = link.trim();
+    let approved = client.post(link).form(&[("decision", "approve")]).send().await.unwrap();
+    assert_eq!(approved.status(), 200, "{link}");
+
+    // Released, its notice written; then slipway and the sample app stay up.
+    line_with(&mut lines, &mut seen, "✔ released").await;
+    line_with(&mut lines, &mut seen, "the `released` notice was delivered").await;
+    line_with(&mut lines, &mut seen, "keep running until Ctrl-C").await;
+    let curl = line_with(&mut lines, &mut seen, "curl ").await;
+    let health = curl.split_whitespace().nth(1).unwrap().to_owned();
+    let answer: Value = client.get(&health).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["database"], "ok", "{answer}");
+    assert!(answer["version"].is_string(), "{answer}");
+    let status = client.get(&page).send().await.unwrap().status();
+    assert_eq!(status, 401, "the run page is served, behind a sign-in");
+
+    // Ctrl-C stops it cleanly, and then nothing answers.
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(crate::common::STEP_TIMEOUT, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the demo ignored Ctrl-C:\n{seen}"))
+        .unwrap();
+    assert!(exit.success(), "{exit}:\n{seen}");
+    assert!(client.get(&health).send().await.is_err(), "the sample app stopped");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -509,7 +590,7 @@ async fn serve_takes_a_push_through_staging_and_approval_to_production() {
         .send(&serve, &push, "/hooks/github", "push", &site.secrets(), None)
         .await;
     out.failure()
-        .stderr_has(&["looks like a slipway secrets file", "--param"]);
+        .stderr_has(&["is a slipway secrets file with 5 entries", "--param"]);
 
     // The real push opens a run; its replay opens nothing new.
     let out = site

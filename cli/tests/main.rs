@@ -10,3 +10,5 @@ mod cli;
 mod conventions;
 mod docs;
 mod hosts;
+mod init;
+mod send;
