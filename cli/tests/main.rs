@@ -6,5 +6,6 @@
 mod common;
 
 mod aws;
+mod check;
 mod cli;
 mod hosts;
