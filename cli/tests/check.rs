@@ -188,7 +188,7 @@ async fn a_placeholder_secret_is_named_and_its_value_is_not_shown() {
     out.stderr_has(&[
         "secret /slipway/approvals/signing-key (approvals.signing_key) in slipway.secrets.toml is still the \
          example's placeholder",
-        "`openssl rand -hex 32` prints one",
+        "put the real value there (`openssl rand -hex 32` makes a random one)",
     ]);
     assert!(
         !out.stderr.contains("FAKE-approval"),

@@ -68,8 +68,7 @@ pub async fn check_secret_forms(config: &Config, secrets: &dyn SecretStore) -> R
             let reason = match finding.problem {
                 checks::SecretProblem::Unusable(reason) => reason,
                 _ => format!(
-                    "it is still the example's placeholder ({}): replace it with the real value, or a fresh random \
-                     one (`{}` prints one)",
+                    "it is still the example's placeholder ({}): put the real value there (`{}` makes a random one)",
                     finding.key,
                     checks::GENERATE
                 ),
@@ -311,5 +310,19 @@ environments = [{ name = "production", deploy = { type = "webhook", url = "https
         assert!(!reason.contains("not base64!"), "no value: {reason}");
         secrets.set("/s/gitlab-key-old", "whsec_b2xk");
         assert_eq!(check_secret_forms(&config, &secrets).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn bootstrap_and_start_up_refuse_an_example_placeholder() {
+        let config = config();
+        let secrets = MemorySecrets::new();
+        secrets.set("/s/ci", "FAKE-shop-ci-secret-change-me");
+        let (name, reason) = check_secret_forms(&config, &secrets).await.unwrap_err();
+        assert_eq!(name, "/s/ci");
+        assert!(
+            reason.starts_with("it is still the example's placeholder (pipelines[0] (shop).ci_secret)"),
+            "{reason}"
+        );
+        assert!(!reason.contains("FAKE"), "{reason}");
     }
 }

@@ -163,8 +163,8 @@ impl SecretFinding {
         match problem {
             SecretProblem::Missing => format!("secret {param} ({key}) missing from {origin}"),
             SecretProblem::Placeholder => format!(
-                "secret {param} ({key}) in {origin} is still the example's placeholder: replace it with the real \
-                 value, or for a secret slipway shares with a host or CI, a fresh random one (`{GENERATE}` prints one)"
+                "secret {param} ({key}) in {origin} is still the example's placeholder: put the real value there \
+                 (`{GENERATE}` makes a random one)"
             ),
             SecretProblem::Unusable(reason) => format!("secret {param} ({key}) in {origin} is not usable: {reason}"),
         }
