@@ -314,3 +314,52 @@ async fn serve_warns_when_public_url_points_away_from_a_loopback_listener() {
     );
     serve.terminate().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// slipway check --backend aws: the secrets in SSM Parameter Store (a moto server)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_secrets_from_parameter_store_and_bootstrap_refuses_placeholders() {
+    let moto = slipway_tests::moto::Moto::start().await;
+    let endpoint = moto.endpoint();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ];
+    let run = |dir: &Path, args: &[&str]| {
+        let mut cmd = command();
+        cmd.current_dir(dir).envs(env).args(args);
+        finish(cmd)
+    };
+
+    // A placeholder never reaches Parameter Store through bootstrap.
+    let placeholder = SECRETS.replace("tok-7d3b0c9a", "FAKE-deploy-token-change-me");
+    let dir = site(CONFIG, &placeholder);
+    let out = run(dir.path(), &["bootstrap", "--stack", "chk"]).await.failure();
+    out.stderr_has(&["/slipway/shop/deploy-token is not usable: it is still the example's placeholder"]);
+    assert!(!out.stderr.contains("FAKE-deploy"), "{out}");
+
+    let dir = site(CONFIG, SECRETS);
+    run(dir.path(), &["bootstrap", "--stack", "chk"]).await.success();
+    let out = run(dir.path(), &["check", "--backend", "aws"]).await.success();
+    out.stdout_has(&["secrets       5 named, every one in SSM Parameter Store and none a placeholder"]);
+
+    // A configuration naming a parameter nobody put, and one outside the functions' prefix.
+    let more = CONFIG
+        .replace("/slipway/shop/deploy-key", "/slipway/shop/new-deploy-key")
+        .replace("/slipway/shop/ci-secret", "/ci/shop");
+    write_file(&dir.path().join("slipway.toml"), &more, 0o644);
+    let out = run(dir.path(), &["check", "--backend", "aws", "--json"]).await;
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    out.stderr_has(&[
+        "secret /ci/shop (pipelines[0] (shop).ci_secret) is outside /slipway, the only path slipway's functions may read",
+        "secret /slipway/shop/new-deploy-key (pipelines[0] (shop).environments[1] (production).deploy.secret_files.\
+         SSH_KEY_FILE) missing from SSM Parameter Store",
+    ]);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["secrets"], "SSM Parameter Store");
+    assert_eq!(report["problems"].as_array().unwrap().len(), 3, "{report:#}");
+}
