@@ -1,6 +1,7 @@
 //! The `slipway` command. Each subcommand wires the library; behaviour lives in `slipway`.
 
 mod aws;
+mod check;
 mod control;
 mod delivery;
 mod demo;
@@ -37,6 +38,9 @@ struct Cli {
 enum Command {
     /// Serve webhooks, approval links and the API, and run the workers, on the embedded backend.
     Serve(ServeArgs),
+    /// Check the configuration and that every secret it names exists and is not a placeholder,
+    /// as `serve` does before it starts; binds no port, opens no database. Exit 3 if anything is wrong.
+    Check(check::CheckArgs),
     /// Run the whole path on this machine against a sample app. No set-up, nothing to configure.
     Demo(demo::DemoArgs),
     /// Write a working set-up for one pipeline into DIR: configuration, fresh secrets, deploy
@@ -174,15 +178,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config: args.config,
         data_dir: args.data_dir,
     };
+    // Everything `slipway check` checks, before binding: a refused start-up leaves no port
+    // taken and no database made.
+    let config_name = paths.config.display().to_string();
+    let ready = match args.backend {
+        Backend::Embedded => match embedded::check(&paths).await {
+            Ok(checked) => Ready::Embedded(checked),
+            Err(embedded::StartupError::Invalid { problems }) => {
+                return Err(check::not_ready(&config_name, &problems).into());
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Backend::Aws => {
+            let findings = check::examine_aws(&paths.config, &args.aws).await?;
+            match findings.config {
+                Some(config) if findings.problems.is_empty() => Ready::Aws(config),
+                _ => return Err(check::not_ready(&config_name, &findings.problems).into()),
+            }
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     let fallback = url::Url::parse(&format!("http://{local}"))?;
-    let app = match args.backend {
-        Backend::Embedded => embedded::open(&paths, args.public_url, fallback).await?,
-        Backend::Aws => {
-            let config = slipway::config::Config::load(&paths.config)?;
+    let app = match ready {
+        Ready::Embedded(checked) => checked.open(args.public_url, fallback)?,
+        Ready::Aws(config) => {
             let public_url = args
                 .public_url
                 .or_else(|| config.public_url.clone())
@@ -191,6 +213,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             slipway::cloud::app(&settings, &sdk, Some(config)).await?
         }
     };
+    if let Some(warning) = slipway::config::checks::public_url_warning(&app.public_url, local) {
+        tracing::warn!(public_url = %app.public_url, listen = %local, "{warning}");
+        eprintln!("warning: {warning}");
+    }
     tracing::info!(
         listen = %local,
         public_url = %app.public_url,
@@ -200,6 +226,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     slipway::server::run(app, listener, slipway::server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// What `serve` checked before binding, ready to open.
+#[derive(Debug)]
+enum Ready {
+    Embedded(embedded::Checked),
+    Aws(slipway::config::Config),
 }
 
 #[tokio::main]
@@ -222,6 +255,7 @@ async fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Check(args) => check::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Init(args) => init::run(args).await,
         Command::SampleApp(args) => sample::sample_app(args).await,

@@ -277,9 +277,8 @@ async fn serve_names_a_secret_missing_from_the_secrets_file() {
     );
     let out = serve_refuses(&config).await;
     out.stderr_has(&[
-        "slipway.secrets.toml",
-        "missing secret parameter(s)",
-        "/slipway/hello/deploy-token",
+        "secret /slipway/hello/deploy-token (pipelines[0] (hello).environments[0] (staging).deploy.secrets.TOKEN) \
+         missing from slipway.secrets.toml",
     ]);
     assert!(
         !out.stderr.contains("/slipway/hello/ci-secret,"),
@@ -295,7 +294,10 @@ async fn serve_refuses_a_gitlab_signing_token_that_is_not_whsec_base64() {
         "{MINIMAL_SECRETS}\"/slipway/gitlab/token\" = \"t\"\n\"/slipway/gitlab/signing\" = \"whsec_not base64!\"\n"
     );
     let out = serve_refuses_with(&config, &secrets).await;
-    out.stderr_has(&["/slipway/gitlab/signing is not a usable secret", "whsec_<base64>"]);
+    out.stderr_has(&[
+        "secret /slipway/gitlab/signing (gitlab.signing_key) in slipway.secrets.toml is not usable",
+        "whsec_<base64>",
+    ]);
     assert!(
         !out.stderr.contains("not base64!"),
         "the secret itself is never printed:\n{out}"

@@ -6,6 +6,7 @@
 mod common;
 
 mod aws;
+mod check;
 mod cli;
 mod conventions;
 mod docs;

@@ -4,6 +4,8 @@
 //! refused, and [`Config::validate`] checks what types cannot; every error names the key
 //! and the problem, so an invalid file stops start-up with a message a person can act on.
 
+pub mod checks;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -15,8 +17,9 @@ use crate::domain::{ApproverId, BranchName, EnvName, EnvPlan, Mode, ParamName, P
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The file could not be read. For a missing file the message says how to make one.
+    #[error("cannot read {}: {}{}", path.display(), io_reason(error), read_hint(error))]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {key}: {problem}")]
@@ -28,6 +31,33 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
+/// An I/O error in words, without Rust's `(os error 2)` suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+fn read_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => " — create one with `slipway init`, or pass --config",
+        _ => "",
+    }
+}
+
+impl ConfigError {
+    /// The key the problem is at (`pipelines[0] (shop).environments[1] (production).deploy.command`),
+    /// when it is known: a file that cannot be read or parsed has none.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Read { .. } | ConfigError::Parse { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -632,8 +662,9 @@ pub enum DeployTargetConfig {
     /// Runs programs with no stdin and a timeout: `command` releases; `backup`, `migrate` and
     /// `restore` are optional. Each gets `SLIPWAY_PHASE`, `SLIPWAY_REPO`, `SLIPWAY_SHA`,
     /// `SLIPWAY_ENV`, `SLIPWAY_RUN`, `SLIPWAY_ARTIFACT` and (restore) `SLIPWAY_BACKUP_REF`, plus
-    /// each of `secrets` resolved from the secret store under its variable name. A backup
-    /// names what it made by printing a line `SLIPWAY_BACKUP_REF=<reference>`.
+    /// each of `secrets` resolved from the secret store under its variable name, and the path
+    /// of a private file holding each of `secret_files`. A backup names what it made by
+    /// printing a line `SLIPWAY_BACKUP_REF=<reference>`.
     Command {
         /// The program and its arguments that releases; no shell is involved.
         command: Vec<String>,
@@ -651,6 +682,12 @@ pub enum DeployTargetConfig {
         /// Variable name → secret parameter.
         #[serde(default)]
         secrets: BTreeMap<String, ParamName>,
+        /// Variable name → secret parameter, passed as a file: each phase gets the secret in a
+        /// file of its own (mode 0600, in a fresh directory only slipway's user can open), the
+        /// variable holds the file's path, and the directory is removed when the phase ends.
+        /// For programs that read keys from files: `ssh -i "$SSH_KEY_FILE"`.
+        #[serde(default)]
+        secret_files: BTreeMap<String, ParamName>,
         /// Plain (non-secret) variables.
         #[serde(default)]
         env: BTreeMap<String, String>,
@@ -706,10 +743,17 @@ fn default_poll_interval() -> SignedDuration {
 
 impl DeployTargetConfig {
     /// The secrets this target needs, by the name it reads them under. A webhook's signing
-    /// key is `secret`.
+    /// key is `secret`; a command's `secret_files` are here too, under their variable names
+    /// (the target writes those to files).
     pub fn secrets(&self) -> BTreeMap<String, ParamName> {
         match self {
-            DeployTargetConfig::Command { secrets, .. } => secrets.clone(),
+            DeployTargetConfig::Command {
+                secrets, secret_files, ..
+            } => secrets
+                .iter()
+                .chain(secret_files)
+                .map(|(var, param)| (var.clone(), param.clone()))
+                .collect(),
             DeployTargetConfig::Webhook { secret, .. } => BTreeMap::from([("secret".to_owned(), secret.clone())]),
             DeployTargetConfig::S3 { .. } | DeployTargetConfig::Lambda { .. } => BTreeMap::new(),
         }
@@ -718,7 +762,9 @@ impl DeployTargetConfig {
     /// The secret parameters this target reads.
     pub fn secret_params(&self) -> Vec<&ParamName> {
         match self {
-            DeployTargetConfig::Command { secrets, .. } => secrets.values().collect(),
+            DeployTargetConfig::Command {
+                secrets, secret_files, ..
+            } => secrets.values().chain(secret_files.values()).collect(),
             DeployTargetConfig::Webhook {
                 secret,
                 previous_secret,
@@ -862,61 +908,88 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error>
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = Self::read(path)?;
         Self::parse(&text, path)
     }
 
-    /// Parses and validates configuration text; `path` is only used in messages.
+    /// The text of a configuration file.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.into(),
+            error,
+        })
+    }
+
+    /// Parses and validates configuration text; `path` is only used in messages. The error
+    /// is the first problem found; [`Config::parse_all`] gives every one.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let (config, problems) = Self::parse_all(text, path)?;
+        match problems.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(config),
+        }
+    }
+
+    /// Parses configuration text and lists every problem validation finds (none: the
+    /// configuration is valid), in the order of the file. Only text that does not parse at all
+    /// is an error: there is no configuration to look at then.
+    pub fn parse_all(text: &str, path: &Path) -> Result<(Self, Vec<ConfigError>), ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        config.validate(path)?;
-        Ok(config)
+        let problems = config.problems(path);
+        Ok((config, problems))
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: String, problem: String| ConfigError::Invalid {
-            path: path.into(),
-            key,
-            problem,
+    /// Every problem types cannot catch: each names its key.
+    fn problems(&self, path: &Path) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        self.validate(path, &mut problems);
+        problems
+    }
+
+    /// Pushes each problem found onto `problems`, in the order of the file.
+    fn validate(&self, path: &Path, problems: &mut Vec<ConfigError>) {
+        let mut invalid = |key: String, problem: String| {
+            problems.push(ConfigError::Invalid {
+                path: path.into(),
+                key,
+                problem,
+            });
         };
         if self.pipelines.is_empty() {
-            return Err(invalid("pipelines".into(), "declare at least one [[pipelines]]".into()));
+            invalid("pipelines".into(), "declare at least one [[pipelines]]".into());
         }
         if let Some(url) = &self.public_url
             && !matches!(url.scheme(), "http" | "https")
         {
-            return Err(invalid("public_url".into(), format!("{url} is not an http(s) URL")));
+            invalid("public_url".into(), format!("{url} is not an http(s) URL"));
         }
         for (key, current, previous) in self.rotations() {
             if &previous.param == current {
-                return Err(invalid(
+                invalid(
                     format!("{key}.param"),
                     format!("{current} is the current secret too: name the parameter holding the old value"),
-                ));
+                );
             }
         }
         if let Some(gl) = &self.gitlab
             && gl.signing_key.is_none()
             && gl.previous_signing_key.is_some()
         {
-            return Err(invalid(
+            invalid(
                 "gitlab.previous_signing_key".into(),
                 "there is no signing_key to rotate: set signing_key too, or drop previous_signing_key".into(),
-            ));
+            );
         }
         let mut viewers = HashSet::new();
         for (v, viewer) in self.dashboard.viewers.iter().enumerate() {
             if !viewers.insert(viewer.id.as_str().to_ascii_lowercase()) {
-                return Err(invalid(
+                invalid(
                     format!("dashboard.viewers[{v}].id"),
                     format!("{} is listed twice", viewer.id),
-                ));
+                );
             }
         }
         if self.dashboard.auth == AuthMode::Proxy {
@@ -926,23 +999,23 @@ impl Config {
                 .as_deref()
                 .is_some_and(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).is_ok());
             if !header_ok {
-                return Err(invalid(
+                invalid(
                     "dashboard.proxy_header".into(),
                     "auth = \"proxy\" needs the header the proxy names people in, e.g. \"X-Forwarded-Email\"".into(),
-                ));
+                );
             }
             if self.dashboard.proxy_addresses.is_empty() {
-                return Err(invalid(
+                invalid(
                     "dashboard.proxy_addresses".into(),
                     "auth = \"proxy\" needs the addresses the proxy connects from, e.g. [\"127.0.0.1\"]; the header is believed from those only".into(),
-                ));
+                );
             }
         }
         if self.dashboard.session <= SignedDuration::ZERO {
-            return Err(invalid(
+            invalid(
                 "dashboard.session".into(),
                 "a session must last longer than 0s, e.g. \"12h\"".into(),
-            ));
+            );
         }
         let approvals = &self.approvals;
         let mut key_ids = HashSet::from([approvals.key_id.as_ref()]);
@@ -960,7 +1033,7 @@ impl Config {
                     }
                     None => "another previous key already has no id: only one key can check links without one".into(),
                 };
-                return Err(invalid(format!("approvals.previous_keys[{k}].id"), problem));
+                invalid(format!("approvals.previous_keys[{k}].id"), problem);
             }
         }
         let mut names = HashSet::new();
@@ -968,63 +1041,63 @@ impl Config {
         for (p, pipeline) in self.pipelines.iter().enumerate() {
             let at = |key: &str| format!("pipelines[{p}] ({}).{key}", pipeline.name);
             if !names.insert(&pipeline.name) {
-                return Err(invalid(
+                invalid(
                     at("name"),
                     format!("another pipeline is already named {:?}", pipeline.name.as_str()),
-                ));
+                );
             }
             if !branches.insert((&pipeline.repo, &pipeline.branch)) {
-                return Err(invalid(
+                invalid(
                     at("branch"),
                     format!("another pipeline already follows {} {}", pipeline.repo, pipeline.branch),
-                ));
+                );
             }
             if pipeline.approval_expiry < SignedDuration::from_mins(1) {
-                return Err(invalid(at("approval_expiry"), "must be at least 1m".into()));
+                invalid(at("approval_expiry"), "must be at least 1m".into());
             }
             if let Some(cadence) = &pipeline.cadence {
                 if cadence.max_age.is_none() && cadence.max_commits.is_none() {
-                    return Err(invalid(at("cadence"), "needs max_age, max_commits or both".into()));
+                    invalid(at("cadence"), "needs max_age, max_commits or both".into());
                 }
                 if cadence.max_age.is_some_and(|a| a < SignedDuration::from_hours(1)) {
-                    return Err(invalid(at("cadence.max_age"), "must be at least 1h".into()));
+                    invalid(at("cadence.max_age"), "must be at least 1h".into());
                 }
                 if cadence.max_commits == Some(0) {
-                    return Err(invalid(at("cadence.max_commits"), "must be at least 1".into()));
+                    invalid(at("cadence.max_commits"), "must be at least 1".into());
                 }
                 if pipeline.environments.len() < 2 {
-                    return Err(invalid(
+                    invalid(
                         at("cadence"),
                         "compares the first environment with the last: the pipeline needs two".into(),
-                    ));
+                    );
                 }
             }
             if pipeline.build_timeout < SignedDuration::from_mins(1) {
-                return Err(invalid(at("build_timeout"), "must be at least 1m".into()));
+                invalid(at("build_timeout"), "must be at least 1m".into());
             }
             if pipeline.environments.is_empty() {
-                return Err(invalid(at("environments"), "declare at least one environment".into()));
+                invalid(at("environments"), "declare at least one environment".into());
             }
             let mut approvers = HashSet::new();
             for (a, approver) in pipeline.approvers.iter().enumerate() {
                 if !approvers.insert(approver.id.as_str().to_ascii_lowercase()) {
-                    return Err(invalid(
+                    invalid(
                         at(&format!("approvers[{a}].id")),
                         format!("{} is listed twice", approver.id),
-                    ));
+                    );
                 }
             }
             let mut envs = HashSet::new();
             for (e, env) in pipeline.environments.iter().enumerate() {
                 let at = |key: &str| at(&format!("environments[{e}] ({}).{key}", env.name));
                 if !envs.insert(&env.name) {
-                    return Err(invalid(at("name"), "environment names must be unique".into()));
+                    invalid(at("name"), "environment names must be unique".into());
                 }
                 if pipeline.mode == Mode::Deployment && env.approval == Some(true) {
-                    return Err(invalid(
+                    invalid(
                         at("approval"),
                         "mode = \"deployment\" deploys without approvals; use mode = \"delivery\"".into(),
-                    ));
+                    );
                 }
                 if let DeployTargetConfig::Command {
                     command,
@@ -1044,25 +1117,25 @@ impl Config {
                         if let Some(program) = program
                             && (program.is_empty() || program[0].trim().is_empty())
                         {
-                            return Err(invalid(
+                            invalid(
                                 at(&format!("deploy.{key}")),
                                 "give the program to run and its arguments".into(),
-                            ));
+                            );
                         }
                     }
                 }
                 if let DeployTargetConfig::S3 { bucket, .. } = &env.deploy
                     && bucket.trim().is_empty()
                 {
-                    return Err(invalid(at("deploy.bucket"), "name the bucket releases go to".into()));
+                    invalid(at("deploy.bucket"), "name the bucket releases go to".into());
                 }
                 if let DeployTargetConfig::Lambda { function, alias, .. } = &env.deploy
                     && (function.trim().is_empty() || alias.trim().is_empty())
                 {
-                    return Err(invalid(at("deploy"), "name the function and the alias to move".into()));
+                    invalid(at("deploy"), "name the function and the alias to move".into());
                 }
                 if env.approvals_required == 0 {
-                    return Err(invalid(at("approvals_required"), "must be at least 1".into()));
+                    invalid(at("approvals_required"), "must be at least 1".into());
                 }
                 let humans = pipeline.approvers.iter().filter(|a| !a.is_bot()).count();
                 let gated = env
@@ -1073,56 +1146,84 @@ impl Config {
                     && !pipeline.approvers.is_empty()
                     && usize::try_from(env.approvals_required).unwrap_or(usize::MAX) > humans
                 {
-                    return Err(invalid(
+                    invalid(
                         at("approvals_required"),
                         format!(
                             "{} approvals are required but only {humans} approver(s) are not bots",
                             env.approvals_required
                         ),
-                    ));
+                    );
                 }
                 if let Some(bake) = &env.bake {
                     if bake.duration.is_zero() || bake.interval.is_zero() {
-                        return Err(invalid(at("bake"), "duration and interval must be more than 0s".into()));
+                        invalid(at("bake"), "duration and interval must be more than 0s".into());
                     }
                     if let HealthSourceConfig::Http { url, .. } = &bake.source
                         && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
                     {
-                        return Err(invalid(at("bake.source.url"), format!("{url:?} is not an http(s) URL")));
+                        invalid(at("bake.source.url"), format!("{url:?} is not an http(s) URL"));
                     }
                     // `""` is the whole body; anything else must start with `/`.
                     if let HealthSourceConfig::Http { pointer, .. } = &bake.source
                         && !(pointer.is_empty() || pointer.starts_with('/'))
                     {
-                        return Err(invalid(
+                        invalid(
                             at("bake.source.pointer"),
                             format!(
                                 "{pointer:?} is not a JSON pointer (RFC 6901): it starts with / and names each \
                                  step down, like \"/errors/rate\" for {{\"errors\": {{\"rate\": 0.01}}}} (\"\" is \
                                  the whole body)"
                             ),
-                        ));
+                        );
                     }
                 }
-                crate::policy::validate(env.timezone.as_deref(), &env.windows, &env.freezes)
-                    .map_err(|problem| invalid(at(&problem.key), problem.message))?;
+                if let Err(problem) = crate::policy::validate(env.timezone.as_deref(), &env.windows, &env.freezes) {
+                    invalid(at(&problem.key), problem.message);
+                }
                 let timeout = env.deploy.timeout();
                 if timeout.is_zero() {
-                    return Err(invalid(at("deploy.timeout"), "must be more than 0s".into()));
+                    invalid(at("deploy.timeout"), "must be more than 0s".into());
                 }
-                let vars = match &env.deploy {
-                    DeployTargetConfig::Command { secrets, .. } => secrets.keys().collect(),
+                let vars: Vec<(&str, &String)> = match &env.deploy {
+                    DeployTargetConfig::Command {
+                        secrets, secret_files, ..
+                    } => secrets
+                        .keys()
+                        .map(|v| ("secrets", v))
+                        .chain(secret_files.keys().map(|v| ("secret_files", v)))
+                        .collect(),
                     _ => Vec::new(),
                 };
-                for var in vars {
+                for (table, var) in vars {
                     if var.is_empty()
                         || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                         || var.starts_with("SLIPWAY_")
                     {
-                        return Err(invalid(
-                            at(&format!("deploy.secrets.{var}")),
+                        invalid(
+                            at(&format!("deploy.{table}.{var}")),
                             "variable names are A-Z 0-9 _ and may not start with SLIPWAY_".into(),
-                        ));
+                        );
+                    }
+                }
+                if let DeployTargetConfig::Command {
+                    secrets,
+                    secret_files,
+                    env: plain,
+                    ..
+                } = &env.deploy
+                {
+                    for var in secret_files.keys() {
+                        let also = if secrets.contains_key(var) {
+                            "deploy.secrets"
+                        } else if plain.contains_key(var) {
+                            "deploy.env"
+                        } else {
+                            continue;
+                        };
+                        invalid(
+                            at(&format!("deploy.secret_files.{var}")),
+                            format!("{var} is set in {also} too: give each variable one value"),
+                        );
                     }
                 }
                 for (c, check) in env.smoke.iter().enumerate() {
@@ -1130,68 +1231,61 @@ impl Config {
                     let url = check.url.replace("{sha}", "0");
                     match url::Url::parse(&url) {
                         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                        _ => return Err(invalid(at("url"), format!("{:?} is not an http(s) URL", check.url))),
+                        _ => invalid(at("url"), format!("{:?} is not an http(s) URL", check.url)),
                     }
                     if http::Method::from_bytes(check.method.as_bytes()).is_err() {
-                        return Err(invalid(
-                            at("method"),
-                            format!("{:?} is not an HTTP method", check.method),
-                        ));
+                        invalid(at("method"), format!("{:?} is not an HTTP method", check.method));
                     }
                     if !(100..=599).contains(&check.expect_status) {
-                        return Err(invalid(
+                        invalid(
                             at("expect_status"),
                             format!("{} is not an HTTP status", check.expect_status),
-                        ));
+                        );
                     }
                     for pointer in check.json.keys() {
                         if !(pointer.is_empty() || pointer.starts_with('/')) {
-                            return Err(invalid(
+                            invalid(
                                 at(&format!("json.{pointer:?}")),
                                 "a JSON pointer starts with / (like \"/checks/database\")".into(),
-                            ));
+                            );
                         }
                     }
                     if check.timeout.is_zero() || check.deadline < check.timeout {
-                        return Err(invalid(
+                        invalid(
                             at("deadline"),
                             "timeout must be more than 0s and deadline at least as long as timeout".into(),
-                        ));
+                        );
                     }
                 }
             }
             if let Some(min) = pipeline.min_coverage
                 && !(0.0..=100.0).contains(&min)
             {
-                return Err(invalid(
-                    at("min_coverage"),
-                    format!("{min} is not a percentage (0-100)"),
-                ));
+                invalid(at("min_coverage"), format!("{min} is not a percentage (0-100)"));
             }
             let mut trackers = HashSet::new();
             for (t, tracker) in pipeline.trackers.iter().enumerate() {
                 let at = |key: &str| at(&format!("trackers[{t}] ({}).{key}", tracker.name()));
                 if let Some((key, problem)) = tracker.problem() {
-                    return Err(invalid(at(key), problem));
+                    invalid(at(key), problem);
                 }
                 if !trackers.insert(tracker.name()) {
-                    return Err(invalid(
+                    invalid(
                         at("name"),
                         "another tracker of this pipeline has this name: give each its own name".into(),
-                    ));
+                    );
                 }
             }
             if pipeline.required_checks.iter().any(|c| c.trim().is_empty()) {
-                return Err(invalid(at("required_checks"), "check names may not be empty".into()));
+                invalid(at("required_checks"), "check names may not be empty".into());
             }
             if pipeline.mode == Mode::Delivery && pipeline.approvers.is_empty() {
-                return Err(invalid(
+                invalid(
                     at("approvers"),
                     "mode = \"delivery\" needs at least one approver".into(),
-                ));
+                );
             }
         }
-        Ok(())
     }
 
     /// Every inbound secret being rotated out: where it is configured (`github.previous_webhook_secret`),
@@ -1577,6 +1671,104 @@ token = "/slipway/gitlab/issues-token"
             assert!(err.starts_with("slipway.toml"), "{err}");
             assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn every_problem_is_listed_in_the_order_of_the_file() {
+        let text = EXAMPLE
+            .replace("approval_expiry = \"12h\"", "approval_expiry = \"30s\"")
+            .replace("command = [\"./deploy.sh\"] }", "command = [] }")
+            .replace("url = \"http://127.0.0.1:9000/health\"", "url = \"ftp://x\"");
+        let (_, problems) = Config::parse_all(&text, Path::new("slipway.toml")).unwrap();
+        let keys: Vec<&str> = problems.iter().filter_map(ConfigError::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "pipelines[0] (shop).approval_expiry",
+                "pipelines[0] (shop).environments[0] (staging).smoke[0] (health).url",
+                "pipelines[0] (shop).environments[1] (production).deploy.command",
+            ]
+        );
+        let first = parse(&text).unwrap_err();
+        assert_eq!(first, problems[0].to_string(), "parse stops at the first");
+        assert!(Config::parse_all("pipelines = 3", Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_make_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(&dir.path().join("slipway.toml")).unwrap_err().to_string();
+        assert!(
+            err.ends_with("slipway.toml: No such file or directory — create one with `slipway init`, or pass --config"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secret_files_are_secrets_given_as_files() {
+        let with = |files: &str| {
+            EXAMPLE.replace(
+                "command = [\"./deploy.sh\"] }",
+                &format!("command = [\"./deploy.sh\"], env = {{ HOST = \"h\" }}, secret_files = {files} }}"),
+            )
+        };
+        let config = parse(&with("{ SSH_KEY_FILE = \"/slipway/shop/deploy-key\" }")).unwrap();
+        let deploy = &config.pipelines[0].environments[1].deploy;
+        assert_eq!(
+            deploy
+                .secrets()
+                .into_iter()
+                .map(|(v, p)| (v, p.to_string()))
+                .collect::<Vec<_>>(),
+            [("SSH_KEY_FILE".to_owned(), "/slipway/shop/deploy-key".to_owned())]
+        );
+        assert!(
+            crate::embedded::required_secrets(&config)
+                .iter()
+                .any(|p| p.as_str() == "/slipway/shop/deploy-key"),
+            "start-up needs it"
+        );
+        let cases = [
+            (
+                "{ \"ssh key\" = \"/k\" }",
+                "environments[1] (production).deploy.secret_files.ssh key: variable names",
+            ),
+            (
+                "{ SLIPWAY_KEY = \"/k\" }",
+                "deploy.secret_files.SLIPWAY_KEY: variable names are A-Z 0-9 _ and may not start with SLIPWAY_",
+            ),
+            (
+                "{ HOST = \"/k\" }",
+                "deploy.secret_files.HOST: HOST is set in deploy.env too",
+            ),
+            ("{ KEY = \"k\" }", "invalid parameter name"),
+        ];
+        for (files, said) in cases {
+            let err = parse(&with(files)).unwrap_err();
+            assert!(err.contains(said), "{files}: {err}");
+        }
+        let both = EXAMPLE.replace(
+            "secrets = { DATABASE_URL = \"/slipway/shop/staging/database-url\" } }",
+            "secrets = { DATABASE_URL = \"/a\" }, secret_files = { DATABASE_URL = \"/b\" } }",
+        );
+        let err = parse(&both).unwrap_err();
+        assert!(
+            err.contains("deploy.secret_files.DATABASE_URL: DATABASE_URL is set in deploy.secrets too"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_example_files_commented_secret_files_line_parses() {
+        let text = include_str!("../../slipway.example.toml").replace("# secret_files = ", "secret_files = ");
+        let config = parse(&text).unwrap();
+        assert!(
+            config.pipelines[0].environments[0]
+                .deploy
+                .secret_params()
+                .iter()
+                .any(|p| p.as_str() == "/slipway/shop/deploy-key")
+        );
     }
 
     #[test]

@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::adapters::local::secrets_file::{SecretsFile, SecretsFileError};
+use crate::adapters::local::secrets_file::SecretsFile;
 use crate::adapters::local::sqlite::{SqliteBackend, SqliteError};
 use crate::adapters::{Backend, wire};
 use crate::app::App;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, checks};
 use crate::domain::ParamName;
-use crate::ports::SecretStore;
-use secrecy::ExposeSecret as _;
+use crate::ports::{SecretError, SecretStore};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "slipway.db";
@@ -23,40 +22,60 @@ pub const DB_FILE: &str = "slipway.db";
 /// Why slipway could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Secrets(#[from] SecretsFileError),
+    /// The configuration, the secrets file or a secret is not fit to start with: every problem
+    /// found, one a line, each naming its key or parameter.
+    #[error("{}", problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
     #[error(transparent)]
     Database(#[from] SqliteError),
-    #[error("{secrets}: missing secret parameter(s) named in the configuration: {}", names.join(", "))]
-    MissingSecrets { secrets: String, names: Vec<String> },
-    #[error("{secrets}: {name} is not a usable secret: {reason}")]
-    UnusableSecret {
-        secrets: String,
-        name: String,
-        reason: String,
-    },
+}
+
+/// One reason the configuration or its secrets are not fit to start with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The configuration key it is at, when there is one
+    /// (`pipelines[0] (shop).environments[1] (production).deploy.command`).
+    pub key: Option<String>,
+    /// The whole message, naming the file, the key and the parameter.
+    pub message: String,
+}
+
+impl From<&ConfigError> for Problem {
+    fn from(e: &ConfigError) -> Self {
+        Self {
+            key: e.key().map(str::to_owned),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// Checks the secrets whose form slipway knows, so a bad one is found at start-up and not at
-/// the first delivery: today GitLab's signing token (`whsec_<base64>`), current and previous.
+/// the first delivery — today GitLab's signing token (`whsec_<base64>`), current and previous
+/// — and that no secret is still an example's placeholder ([`checks::is_placeholder`]).
+/// Secrets the store does not have are not this check's business (see
+/// [`checks::check_secrets`]). The error is the parameter and what is wrong with it.
 pub async fn check_secret_forms(config: &Config, secrets: &dyn SecretStore) -> Result<(), (String, String)> {
-    let gitlab_keys = config.gitlab.iter().flat_map(|gl| {
-        gl.signing_key
-            .iter()
-            .chain(gl.previous_signing_key.iter().map(|p| &p.param))
-    });
-    for name in gitlab_keys {
-        let value = secrets.get(name).await.map_err(|e| (name.to_string(), e.to_string()))?;
-        crate::providers::gitlab::signing_key(value.expose_secret()).map_err(|e| {
-            (
-                name.to_string(),
-                format!("{e} (copy the signing token from GitLab's webhook page)"),
-            )
-        })?;
+    let checked = checks::check_secrets(config, secrets).await.map_err(|e| match &e {
+        SecretError::NotFound(name) | SecretError::Unavailable(name, _) => (name.to_string(), e.to_string()),
+    })?;
+    let unfit = checked
+        .findings
+        .into_iter()
+        .find(|f| f.problem != checks::SecretProblem::Missing);
+    match unfit {
+        None => Ok(()),
+        Some(finding) => {
+            let reason = match finding.problem {
+                checks::SecretProblem::Unusable(reason) => reason,
+                _ => format!(
+                    "it is still the example's placeholder ({}): put the real value there (`{}` makes a random one)",
+                    finding.key,
+                    checks::GENERATE
+                ),
+            };
+            Err((finding.param.to_string(), reason))
+        }
     }
-    Ok(())
 }
 
 /// Warns, once at start-up, about each previous secret whose rotation window has ended: it is
@@ -96,83 +115,127 @@ impl Paths {
 
 /// Every secret parameter the configuration names.
 pub fn required_secrets(config: &Config) -> BTreeSet<&ParamName> {
-    let mut names: BTreeSet<&ParamName> = BTreeSet::new();
-    names.insert(&config.approvals.signing_key);
-    names.extend(config.approvals.previous_keys.iter().map(|k| &k.param));
-    if let Some(gh) = &config.github {
-        names.insert(&gh.webhook_secret);
-    }
-    if let Some(gl) = &config.gitlab {
-        names.insert(&gl.token);
-        names.extend(gl.signing_key.iter());
-    }
-    if let Some(bb) = &config.bitbucket {
-        names.insert(&bb.secret);
-    }
-    if let Some(slack) = &config.slack {
-        names.insert(&slack.signing_secret);
-    }
-    // Every previous secret of a rotation (the pipelines' are among their secret_params).
-    names.extend(config.rotations().into_iter().map(|(_, _, previous)| &previous.param));
-    for channel in &config.notify {
-        match channel {
-            crate::config::ChannelConfig::Slack { webhook_url } => {
-                names.insert(webhook_url);
-            }
-            crate::config::ChannelConfig::Webhook { secret, .. } => {
-                names.insert(secret);
-            }
-            crate::config::ChannelConfig::Stdout | crate::config::ChannelConfig::File { .. } => {}
-        }
-    }
-    for pipeline in &config.pipelines {
-        names.extend(pipeline.secret_params());
-        names.extend(pipeline.trackers.iter().map(|t| t.token()));
-    }
-    names.extend(config.dashboard.api_token.iter());
-    names.extend(config.metrics.iter().map(|m| &m.token));
-    names
+    checks::named_secrets(config)
+        .into_iter()
+        .map(|(_, param)| param)
+        .collect()
 }
 
-/// Loads the configuration and secrets, checks that every named secret exists, opens the
-/// database and wires an [`App`]. `public_url` overrides the configuration's.
-pub async fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result<App, StartupError> {
-    let config = Config::load(&paths.config)?;
-    let secrets = SecretsFile::load(&paths.secrets)?;
-    let known: BTreeSet<&ParamName> = secrets.names().collect();
-    let missing: Vec<String> = required_secrets(&config)
-        .into_iter()
-        .filter(|n| !known.contains(n))
-        .map(|n| n.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(StartupError::MissingSecrets {
-            secrets: paths.secrets.display().to_string(),
-            names: missing,
-        });
-    }
-    check_secret_forms(&config, &secrets)
-        .await
-        .map_err(|(name, reason)| StartupError::UnusableSecret {
-            secrets: paths.secrets.display().to_string(),
-            name,
-            reason,
-        })?;
-    warn_about_ended_rotations(&config, jiff::Timestamp::now());
-    if config.github.is_none() && config.gitlab.is_none() && config.bitbucket.is_none() {
-        tracing::warn!("no [github], [gitlab] or [bitbucket] section in the configuration: no push opens a run");
-    }
-    if config.notify.is_empty() {
-        tracing::warn!("no [[notify]] channels in the configuration: approval requests and failures reach nobody");
-    }
-    let db = SqliteBackend::open(&paths.database())?;
-    let public_url = public_url.or_else(|| config.public_url.clone()).unwrap_or(fallback_url);
-    let backend = Backend {
-        store: Arc::new(db.clone()),
-        queue: Arc::new(db),
-        secrets: Arc::new(secrets),
+/// What [`examine`] found: the configuration and secrets it could read, and every problem.
+#[derive(Debug)]
+pub struct Examined {
+    pub config: Option<Config>,
+    pub secrets: Option<SecretsFile>,
+    /// How many different secret parameters the configuration names (0 if it could not be read).
+    pub secrets_named: usize,
+    /// Every problem found; none: slipway can start.
+    pub problems: Vec<Problem>,
+}
+
+/// Reads and validates the configuration and the secrets file, and checks every secret the
+/// configuration names (exists, is not an example's placeholder, has the form slipway needs),
+/// reporting every problem rather than the first. Opens no database and binds no port: what
+/// `slipway check` runs, and `slipway serve` before it binds.
+pub async fn examine(paths: &Paths) -> Examined {
+    let mut problems = Vec::new();
+    let config = match Config::read(&paths.config).and_then(|text| Config::parse_all(&text, &paths.config)) {
+        Ok((config, invalid)) => {
+            problems.extend(invalid.iter().map(Problem::from));
+            Some(config)
+        }
+        Err(e) => {
+            problems.push(Problem::from(&e));
+            None
+        }
     };
-    Ok(wire(config, backend, public_url))
+    let secrets = match SecretsFile::load(&paths.secrets) {
+        Ok(secrets) => Some(secrets),
+        Err(e) => {
+            problems.push(Problem {
+                key: None,
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    let mut secrets_named = 0;
+    if let (Some(config), Some(secrets)) = (&config, &secrets) {
+        let origin = paths.secrets.display().to_string();
+        match checks::check_secrets(config, secrets).await {
+            Ok(checked) => {
+                secrets_named = checked.named;
+                problems.extend(checked.findings.iter().map(|f| Problem {
+                    key: Some(f.key.clone()),
+                    message: f.describe(&origin),
+                }));
+            }
+            // A file is always there; kept for completeness.
+            Err(e) => problems.push(Problem {
+                key: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+    Examined {
+        config,
+        secrets,
+        secrets_named,
+        problems,
+    }
+}
+
+/// A configuration and secrets file [`examine`] found nothing wrong with: ready to open.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    secrets: SecretsFile,
+    paths: Paths,
+}
+
+/// [`examine`], as an error if anything is wrong.
+pub async fn check(paths: &Paths) -> Result<Checked, StartupError> {
+    match examine(paths).await {
+        Examined {
+            config: Some(config),
+            secrets: Some(secrets),
+            problems,
+            ..
+        } if problems.is_empty() => Ok(Checked {
+            config,
+            secrets,
+            paths: paths.clone(),
+        }),
+        Examined { problems, .. } => Err(StartupError::Invalid { problems }),
+    }
+}
+
+impl Checked {
+    /// Opens (creating it if need be) the database and wires an [`App`]. `public_url`
+    /// overrides the configuration's.
+    pub fn open(self, public_url: Option<Url>, fallback_url: Url) -> Result<App, StartupError> {
+        let Checked { config, secrets, paths } = self;
+        warn_about_ended_rotations(&config, jiff::Timestamp::now());
+        if config.github.is_none() && config.gitlab.is_none() && config.bitbucket.is_none() {
+            tracing::warn!("no [github], [gitlab] or [bitbucket] section in the configuration: no push opens a run");
+        }
+        if config.notify.is_empty() {
+            tracing::warn!("no [[notify]] channels in the configuration: approval requests and failures reach nobody");
+        }
+        let db = SqliteBackend::open(&paths.database())?;
+        let public_url = public_url.or_else(|| config.public_url.clone()).unwrap_or(fallback_url);
+        let backend = Backend {
+            store: Arc::new(db.clone()),
+            queue: Arc::new(db),
+            secrets: Arc::new(secrets),
+        };
+        Ok(wire(config, backend, public_url))
+    }
+}
+
+/// Loads the configuration and secrets, checks them ([`check`]), opens the database and
+/// wires an [`App`]. `public_url` overrides the configuration's.
+pub async fn open(paths: &Paths, public_url: Option<Url>, fallback_url: Url) -> Result<App, StartupError> {
+    check(paths).await?.open(public_url, fallback_url)
 }
 
 #[cfg(test)]
@@ -247,5 +310,19 @@ environments = [{ name = "production", deploy = { type = "webhook", url = "https
         assert!(!reason.contains("not base64!"), "no value: {reason}");
         secrets.set("/s/gitlab-key-old", "whsec_b2xk");
         assert_eq!(check_secret_forms(&config, &secrets).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn bootstrap_and_start_up_refuse_an_example_placeholder() {
+        let config = config();
+        let secrets = MemorySecrets::new();
+        secrets.set("/s/ci", "FAKE-shop-ci-secret-change-me");
+        let (name, reason) = check_secret_forms(&config, &secrets).await.unwrap_err();
+        assert_eq!(name, "/s/ci");
+        assert!(
+            reason.starts_with("it is still the example's placeholder (pipelines[0] (shop).ci_secret)"),
+            "{reason}"
+        );
+        assert!(!reason.contains("FAKE"), "{reason}");
     }
 }

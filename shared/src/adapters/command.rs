@@ -11,20 +11,31 @@
 //! Its stdout and stderr are merged into one output, every secret value is masked as `***`
 //! before anything else sees it, and only the last 64 KiB are kept.
 //!
+//! Each of the target's `secret_files` is written to a file of its own (mode 0600, created
+//! with that mode) in a fresh directory only slipway's user can open (0700), and the variable
+//! holds the file's path, so a script can `ssh -i "$SSH_KEY_FILE"`. The directory lives as long
+//! as the phase: it is removed when the program has ended — succeeded, failed, or killed at its
+//! timeout — and if the deploy is cancelled. The values are masked in the output like the
+//! other secrets.
+//!
 //! The program runs in its own process group, so when it runs out of time the whole group is
 //! killed: a deploy script's children (`sleep`, `terraform`, …) die with it.
 
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
+use secrecy::SecretString;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use crate::config::DeployTargetConfig;
-use crate::domain::RunId;
+use crate::domain::{ParamName, RunId};
 use crate::ports::{DeployError, DeployReport, DeployRequest, DeployTarget, Phase};
 
 /// How much of a deploy's output is kept: its last 64 KiB.
@@ -77,6 +88,7 @@ impl DeployTarget for CommandTarget {
             working_dir,
             timeout,
             env,
+            secret_files,
             ..
         } = request.target
         else {
@@ -114,6 +126,13 @@ impl DeployTarget for CommandTarget {
             });
         }
 
+        // Declared before the child, so it is dropped (the directory removed) after the child
+        // is, even when this future is cancelled.
+        let files =
+            SecretFiles::write(secret_files, &request.secrets).map_err(|reason| DeployError::CouldNotStart {
+                reason: format!("cannot write the secret files: {reason}"),
+            })?;
+
         let mut cmd = Command::new(program);
         // A clean environment: slipway's own variables (cloud credentials, tokens) are not
         // the deploy's business. Only what a shell needs to work is passed through.
@@ -130,7 +149,12 @@ impl DeployTarget for CommandTarget {
             .kill_on_drop(true)
             .envs(env);
         for (name, value) in &request.secrets {
-            cmd.env(name, value.expose_secret());
+            if !secret_files.contains_key(name) {
+                cmd.env(name, value.expose_secret());
+            }
+        }
+        if let Some(files) = &files {
+            cmd.envs(files.paths.iter().map(|(var, path)| (var, path)));
         }
         // Last, so neither `env` nor a secret can pretend to be another commit.
         cmd.env("SLIPWAY_REPO", request.repo)
@@ -205,6 +229,10 @@ impl DeployTarget for CommandTarget {
             }
         };
         pumps.abort_all();
+        // The program has ended or been killed: its secret files go now.
+        if let Some(files) = files {
+            files.remove();
+        }
 
         let raw = std::mem::take(&mut *sink.lock().unwrap_or_else(PoisonError::into_inner));
         let output = finish_output(&raw, &secrets);
@@ -243,6 +271,65 @@ impl DeployTarget for CommandTarget {
                 );
                 Err(DeployError::Failed { reason, output })
             }
+        }
+    }
+}
+
+/// The secret files of one phase: a fresh directory (0700) holding each secret of
+/// `secret_files` in a file named after its variable (0600). Dropping it removes the
+/// directory; [`SecretFiles::remove`] does too, and says if it could not.
+#[derive(Debug)]
+struct SecretFiles {
+    dir: tempfile::TempDir,
+    /// Variable name → the file holding its secret.
+    paths: Vec<(String, PathBuf)>,
+}
+
+impl SecretFiles {
+    /// Writes each secret `wanted` names (by variable) from the resolved `secrets`; `None`
+    /// when there are none to write.
+    fn write(wanted: &BTreeMap<String, ParamName>, secrets: &[(String, SecretString)]) -> Result<Option<Self>, String> {
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("slipway-secrets-");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let dir = builder.tempdir().map_err(|e| {
+            format!(
+                "a private directory in {}: {}",
+                std::env::temp_dir().display(),
+                os_error(&e)
+            )
+        })?;
+        let mut paths = Vec::with_capacity(wanted.len());
+        for (var, param) in wanted {
+            let value = secrets
+                .iter()
+                .find(|(name, _)| name == var)
+                .map(|(_, value)| value)
+                .ok_or_else(|| format!("{var}: secret {param} was not read"))?;
+            let path = dir.path().join(var);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options
+                .open(&path)
+                .and_then(|mut file| file.write_all(value.expose_secret().as_bytes()))
+                .map_err(|e| format!("{}: {}", path.display(), os_error(&e)))?;
+            paths.push((var.clone(), path));
+        }
+        Ok(Some(Self { dir, paths }))
+    }
+
+    /// Removes the directory and its files, warning if that fails (a program that changed
+    /// their permissions, say).
+    fn remove(self) {
+        let dir = self.dir.path().to_owned();
+        if let Err(e) = self.dir.close() {
+            tracing::warn!(dir = %dir.display(), error = %os_error(&e), "could not remove a deploy phase's secret files");
         }
     }
 }
@@ -444,6 +531,7 @@ mod tests {
             working_dir: None,
             timeout,
             secrets: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             env: BTreeMap::new(),
         }
     }
@@ -533,6 +621,7 @@ mod tests {
             working_dir: None,
             timeout,
             secrets: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             env: BTreeMap::new(),
         };
 
@@ -674,6 +763,171 @@ test "$DATABASE_URL" = "postgres://u:hunter2@db/shop" && echo "db ok""#,
         assert!(report.output.contains("token=***"), "{}", report.output);
         assert!(report.output.contains("db ok"), "{}", report.output);
         assert!(!report.output.contains("hunter2"), "{}", report.output);
+    }
+
+    /// `target` with `SSH_KEY_FILE` and `KNOWN_HOSTS_FILE` as secret files.
+    fn with_secret_files(mut target: DeployTargetConfig) -> DeployTargetConfig {
+        let DeployTargetConfig::Command { secret_files, .. } = &mut target else {
+            unreachable!()
+        };
+        for (var, param) in [
+            ("SSH_KEY_FILE", "/slipway/shop/deploy-key"),
+            ("KNOWN_HOSTS_FILE", "/slipway/shop/known-hosts"),
+        ] {
+            secret_files.insert(var.into(), ParamName::parse(param).unwrap());
+        }
+        target
+    }
+
+    const KEY: &str =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+    const KNOWN_HOSTS: &str =
+        "deploy.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n";
+
+    /// Runs `body` as the release with the two secret files (and `TOKEN` as a plain secret),
+    /// in a directory that also holds `expected-key` and `expected-known-hosts` to compare with.
+    async fn deploy_with_files(body: &str, timeout: SignedDuration) -> Result<DeployReport, DeployError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("expected-key"), KEY).unwrap();
+        std::fs::write(dir.path().join("expected-known-hosts"), KNOWN_HOSTS).unwrap();
+        let path = script(dir.path(), "deploy.sh", body);
+        let mut config = with_secret_files(target(vec![path], timeout));
+        let DeployTargetConfig::Command { working_dir, .. } = &mut config else {
+            unreachable!()
+        };
+        *working_dir = Some(dir.path().to_owned());
+        deploy(
+            &config,
+            &[
+                ("SSH_KEY_FILE", KEY),
+                ("KNOWN_HOSTS_FILE", KNOWN_HOSTS),
+                ("TOKEN", "plain-token"),
+            ],
+            None,
+        )
+        .await
+    }
+
+    /// The path the script printed as `file=<path>`.
+    fn printed_path(output: &str) -> PathBuf {
+        let line = output
+            .lines()
+            .find_map(|l| l.strip_prefix("file="))
+            .unwrap_or_else(|| panic!("no file= line in {output}"));
+        PathBuf::from(line)
+    }
+
+    #[tokio::test]
+    async fn secret_files_are_private_files_during_the_phase_and_gone_after_it() {
+        // The script looks at what it was given, as a deploy script would use it, and reports.
+        let report = deploy_with_files(
+            r#"echo "file=$SSH_KEY_FILE"
+echo "mode=$(stat -c %a "$SSH_KEY_FILE") dir=$(stat -c %a "$(dirname "$SSH_KEY_FILE")")"
+echo "owner=$(stat -c %u "$SSH_KEY_FILE") me=$(id -u)"
+[ "$(dirname "$SSH_KEY_FILE")" = "$(dirname "$KNOWN_HOSTS_FILE")" ] && echo "one directory"
+cmp -s "$SSH_KEY_FILE" expected-key && echo "key content ok"
+cmp -s "$KNOWN_HOSTS_FILE" expected-known-hosts && echo "known_hosts content ok"
+echo "token=$TOKEN"
+cat "$SSH_KEY_FILE""#,
+            SignedDuration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let out = &report.output;
+        assert!(out.contains("mode=600 dir=700\n"), "{out}");
+        let owner = out.lines().find(|l| l.starts_with("owner=")).unwrap();
+        let (owner, me) = owner.split_once(' ').unwrap();
+        assert_eq!(owner.trim_start_matches("owner="), me.trim_start_matches("me="));
+        assert!(out.contains("one directory"), "{out}");
+        assert!(out.contains("key content ok"), "{out}");
+        assert!(out.contains("known_hosts content ok"), "{out}");
+        assert!(out.contains("token=***"), "a plain secret is still a variable: {out}");
+        assert!(
+            !out.contains("b3BlbnNzaC1rZXktdjEAAAAA"),
+            "the file's secret is masked: {out}"
+        );
+
+        let file = printed_path(out);
+        assert_eq!(file.file_name().unwrap(), "SSH_KEY_FILE");
+        assert!(!file.exists(), "{} outlived its phase", file.display());
+        assert!(!file.parent().unwrap().exists(), "its directory outlived its phase");
+    }
+
+    #[tokio::test]
+    async fn secret_files_are_gone_after_a_failed_phase_and_after_a_timeout() {
+        let failed = deploy_with_files("echo \"file=$SSH_KEY_FILE\"\nexit 4", SignedDuration::from_secs(10))
+            .await
+            .unwrap_err();
+        let DeployError::Failed { reason, output } = failed else {
+            panic!("expected Failed, got {failed:?}")
+        };
+        assert_eq!(reason, "exited with status 4");
+        let file = printed_path(&output);
+        assert!(
+            !file.parent().unwrap().exists(),
+            "{} outlived a failed phase",
+            file.display()
+        );
+
+        // There while the phase runs, gone once its timeout killed it.
+        let timed_out = deploy_with_files(
+            "echo \"file=$SSH_KEY_FILE\"\ntest -f \"$SSH_KEY_FILE\" && echo present\nsleep 30",
+            SignedDuration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        let DeployError::Failed { reason, output } = timed_out else {
+            panic!("expected Failed, got {timed_out:?}")
+        };
+        assert_eq!(reason, "timed out after 1s");
+        assert!(output.contains("present"), "{output}");
+        let file = printed_path(&output);
+        assert!(!file.exists(), "{} outlived a phase that timed out", file.display());
+        assert!(!file.parent().unwrap().exists());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_phase_removes_its_secret_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("path");
+        let path = script(
+            dir.path(),
+            "deploy.sh",
+            &format!("echo \"$SSH_KEY_FILE\" > '{}'\nsleep 30", marker.display()),
+        );
+        let config = with_secret_files(target(vec![path], SignedDuration::from_secs(60)));
+        let secrets = [("SSH_KEY_FILE", KEY), ("KNOWN_HOSTS_FILE", KNOWN_HOSTS)];
+        // Give up on the phase once the script has said where its file is.
+        let written = async {
+            loop {
+                if let Ok(text) = std::fs::read_to_string(&marker)
+                    && text.ends_with('\n')
+                {
+                    return PathBuf::from(text.trim());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let file = tokio::select! {
+            ended = deploy(&config, &secrets, None) => panic!("the phase ended by itself: {ended:?}"),
+            file = written => file,
+        };
+        assert!(
+            !file.parent().unwrap().exists(),
+            "{} outlived a cancelled phase",
+            file.display()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secret_file_that_was_not_read_fails_before_running_anything() {
+        let config = with_secret_files(target(vec!["true".into()], SignedDuration::from_secs(5)));
+        let err = deploy(&config, &[("SSH_KEY_FILE", KEY)], None).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("KNOWN_HOSTS_FILE: secret /slipway/shop/known-hosts was not read"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -27,13 +27,10 @@ use crate::ports::{SecretError, SecretStore};
 /// secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsFileError {
-    /// The file could not be read (missing, permission denied, not UTF-8).
-    #[error("could not read the secrets file {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file could not be read (missing, permission denied, not UTF-8). For a missing
+    /// file the message says how to make one.
+    #[error("cannot read the secrets file {}: {}{}", path.display(), io_reason(error), read_hint(error))]
+    Read { path: PathBuf, error: std::io::Error },
     /// The text is not valid TOML. Only the position is reported: the parser's own message
     /// quotes the offending line, which may hold a secret, so it is deliberately dropped.
     #[error("secrets file {origin} is not valid TOML (line {line}, column {column})")]
@@ -68,9 +65,9 @@ impl SecretsFile {
     /// On unix, logs a warning (without failing) if the file is readable by its group or by
     /// others, suggesting `chmod 600`.
     pub fn load(path: &Path) -> Result<Self, SecretsFileError> {
-        let read_err = |source| SecretsFileError::Read {
+        let read_err = |error| SecretsFileError::Read {
             path: path.to_owned(),
-            source,
+            error,
         };
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         warn_if_shared(path);
@@ -177,6 +174,24 @@ fn warn_if_shared(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_shared(_path: &Path) {}
 
+/// An I/O error in words, without Rust's `(os error 2)` suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+fn read_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            " — create one with `slipway init` (it generates random values), or pass --secrets"
+        }
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -224,7 +239,11 @@ mod tests {
         let path = dir.path().join("absent.toml");
         let err = SecretsFile::load(&path).unwrap_err();
         assert!(matches!(err, SecretsFileError::Read { .. }));
-        assert!(err.to_string().contains("absent.toml"), "{err}");
+        assert!(
+            err.to_string().contains("absent.toml: No such file or directory — "),
+            "{err}"
+        );
+        assert!(err.to_string().contains("slipway init"), "{err}");
     }
 
     #[test]
