@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use slipway::app::App;
 use slipway::embedded::Paths;
 
 use crate::Backend;
+use crate::exit::{Failure, Kind};
 
 #[derive(Debug, clap::Args)]
 pub struct StackArgs {
@@ -43,15 +43,23 @@ impl StackArgs {
         Ok(match self.backend {
             Backend::Embedded => {
                 if needs_data && !paths.database().exists() {
-                    bail!(
+                    return Err(Failure::not_found(format!(
                         "no slipway data in {}: nothing was ever deployed from here (set --data-dir)",
                         self.data_dir.display()
-                    );
+                    ))
+                    .into());
                 }
-                slipway::embedded::open(&paths, None, fallback).await?
+                match slipway::embedded::open(&paths, None, fallback).await {
+                    Ok(app) => app,
+                    Err(slipway::embedded::StartupError::Invalid { problems }) => {
+                        return Err(crate::check::not_ready(&self.config.display().to_string(), &problems).into());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Backend::Aws => {
-                let config = slipway::config::Config::load(&paths.config)?;
+                let config = slipway::config::Config::load(&paths.config)
+                    .map_err(|e| Failure::because(Kind::Config, "the configuration is not ready", e))?;
                 let public_url = config.public_url.clone().unwrap_or(fallback);
                 let (settings, sdk) = crate::aws::settings(&self.aws, public_url).await?;
                 slipway::cloud::app(&settings, &sdk, Some(config)).await?
