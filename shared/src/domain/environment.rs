@@ -797,4 +797,139 @@ mod tests {
             "busy: nobody is woken"
         );
     }
+
+    #[test]
+    fn the_default_rollback_target_is_the_newest_older_release_and_asking_twice_goes_nowhere() {
+        let mut env = Environment::default();
+        assert_eq!(env.rollback_target(&UNKNOWN), Err(NoRollback::NothingReleased));
+        env.record(release(1, 0));
+        assert!(matches!(
+            env.rollback_target(&UNKNOWN),
+            Err(NoRollback::NothingOlder { .. })
+        ));
+        env.record(release(2, 5));
+        env.record(release(3, 10));
+        assert_eq!(env.rollback_target(&UNKNOWN).unwrap().run, run(2));
+        // Rolled back to 2: asking again neither goes forward to 3 (what `previous` gave)
+        // nor further back to 1.
+        env.record(release(2, 5));
+        assert_eq!(env.previous().unwrap().run, run(3), "the old rule flipped back");
+        let again = env.rollback_target(&UNKNOWN).unwrap_err();
+        assert!(
+            matches!(&again, NoRollback::AlreadyBack { default: true, .. }),
+            "{again:?}"
+        );
+        assert_eq!(
+            again.in_env("production"),
+            format!(
+                "production already runs {}, the newest release older than {}; nothing to roll back (name an earlier release with --to to go further back)",
+                release(2, 5).sha.short(),
+                release(3, 10).sha.short()
+            )
+        );
+        // Gone further back by hand (`--to`): still nothing by default.
+        env.record(release(1, 0));
+        assert!(matches!(
+            env.rollback_target(&UNKNOWN),
+            Err(NoRollback::AlreadyBack { .. })
+        ));
+        // A newer release makes the rule apply again from it: back to the latest release of
+        // an older commit, what ran just before it.
+        env.record(release(4, 20));
+        assert_eq!(env.rollback_target(&UNKNOWN).unwrap().run, run(1));
+    }
+
+    #[test]
+    fn the_default_rollback_target_follows_git_order_over_arrival() {
+        // 2 was pushed on top of 1 but arrived first: 1 is older, whatever the arrival.
+        let git = lineage(&[(2, 1)]);
+        let mut env = Environment::default();
+        env.record(release(1, 5));
+        env.record(release(2, 0));
+        assert_eq!(env.rollback_target(&git).unwrap().run, run(1));
+        assert!(
+            env.rollback_target(&UNKNOWN).is_err(),
+            "by arrival alone, 1 would be the newer"
+        );
+    }
+
+    fn manual(by: &str, n: u8, at_minute: i64, phases: &[(Phase, PhaseStatus)]) -> ManualRelease {
+        ManualRelease {
+            sha: release(n, 0).sha,
+            artifact: None,
+            by: by.to_owned(),
+            started_at: at(at_minute),
+            at: at(at_minute),
+            phases: phases
+                .iter()
+                .map(|(phase, status)| PhaseOutcome {
+                    phase: *phase,
+                    status: *status,
+                    detail: String::new(),
+                    reference: None,
+                    at: at(at_minute),
+                })
+                .collect(),
+            failed: None,
+        }
+    }
+
+    #[test]
+    fn an_operator_holds_the_environment_runs_wait_for_them_and_the_record_says_who_released() {
+        let mut env = Environment::default();
+        env.record(release(1, 0));
+        let sha = release(9, 0).sha;
+        assert_eq!(env.claim_for_operator("alice", &sha, at(2), TTL), Ok(()));
+        // Another operator is refused, saying who and until when.
+        let (holder, until) = env.claim_for_operator("bob", &sha, at(3), TTL).unwrap_err();
+        assert_eq!(holder.to_string(), format!("alice's manual deploy of {}", sha.short()));
+        assert_eq!(until, at(12));
+        // A run waits in line instead of deploying over the operator.
+        assert!(matches!(
+            env.claim(&run(2), at(1), at(3), TTL, &UNKNOWN),
+            Claim::Wait {
+                holder: Holder::Operator { .. },
+                ..
+            }
+        ));
+        assert!(env.lease.is_none());
+        // The operator finishes: the record keeps the manual release, the waiting run is woken.
+        let done = manual("alice", 9, 4, &[(Phase::Release, PhaseStatus::Succeeded)]);
+        assert_eq!(env.finish_manual(done.clone(), &UNKNOWN), Some(run(2)));
+        assert!(env.operator.is_none());
+        assert_eq!(env.manual_release(), Some(&done));
+        assert_eq!(done.describe(), format!("manual release of {} by alice", sha.short()));
+        // The pipeline's record is untouched: its next deploy goes ahead, and replaces it.
+        assert_eq!(env.current.as_ref().unwrap().run, run(1));
+        assert_eq!(env.claim(&run(2), at(1), at(5), TTL, &UNKNOWN), Claim::Granted);
+        // A run holding the lease keeps operators out.
+        assert!(matches!(
+            env.claim_for_operator("alice", &sha, at(6), TTL),
+            Err((Holder::Run(_), _))
+        ));
+        let mut later = release(2, 1);
+        later.at = at(7);
+        env.settle(&run(2), &outcome(Some(later), false, true), &UNKNOWN);
+        assert_eq!(env.manual_release(), None, "the pipeline's release came after it");
+    }
+
+    #[test]
+    fn an_expired_operator_lease_holds_nothing_and_a_partial_deploy_released_nothing() {
+        let mut env = Environment::default();
+        let sha = release(9, 0).sha;
+        env.claim_for_operator("alice", &sha, at(0), TTL).unwrap();
+        assert_eq!(env.claim(&run(2), at(1), at(30), TTL, &UNKNOWN), Claim::Granted);
+        let backup_only = manual("carol", 9, 40, &[(Phase::Backup, PhaseStatus::Succeeded)]);
+        assert!(!backup_only.released());
+        assert_eq!(
+            backup_only.describe(),
+            format!("manual backup of {} by carol", sha.short())
+        );
+        env.finish_manual(backup_only, &UNKNOWN);
+        assert_eq!(env.manual_release(), None);
+        assert!(
+            env.operator.is_some(),
+            "alice's (expired) lease is not carol's to give up"
+        );
+    }
 }
