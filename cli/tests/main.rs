@@ -7,4 +7,5 @@ mod common;
 
 mod aws;
 mod cli;
+mod deploy;
 mod hosts;
