@@ -79,7 +79,6 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
                 "not rolled back: slipway's store did not answer",
                 e,
             )),
-            RollbackRefused::Nothing(why) => Failure::refused(why).into(),
             other => Failure::refused(format!("not rolled back: {other}")).into(),
         })?;
     let to = planned_to(&run, &args.env);

@@ -9,3 +9,4 @@ mod aws;
 mod cli;
 mod deploy;
 mod hosts;
+mod rollback;
