@@ -33,7 +33,7 @@ use secrecy::SecretString;
 use crate::app::{App, EngineError};
 use crate::config::DeployTargetConfig;
 use crate::domain::environment::{Holder, ManualRelease};
-use crate::domain::{Command, CommitSha, EnvName, Environment, Phase, PhaseOutcome, PhaseStatus, PipelineName, RunId};
+use crate::domain::{Command, CommitSha, EnvName, Environment, Phase, PhaseOutcome, PipelineName, RunId};
 use crate::handlers::deploy::{Step, resolve_secrets, run_steps};
 use crate::handlers::envs::{LEASE_RENEW, LEASE_TTL};
 use crate::policy::Verdict;
@@ -341,9 +341,4 @@ async fn finish(app: &App, request: &ManualDeploy, manual: &ManualRelease) -> Re
         app.dispatch(&wake).await?;
     }
     Ok(())
-}
-
-/// Whether every phase of `record` succeeded or had nothing to do.
-pub fn succeeded(record: &ManualRelease) -> bool {
-    record.failed.is_none() && record.phases.iter().all(|p| p.status != PhaseStatus::Failed)
 }

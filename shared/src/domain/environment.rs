@@ -150,13 +150,13 @@ pub enum NoRollback {
     /// Nothing was ever released here.
     NothingReleased,
     /// What runs is the newest release, and no release of an older commit is remembered.
-    NothingOlder { current: Release },
+    NothingOlder { current: Box<Release> },
     /// What runs is already older than the newest release: a rollback (or a bake's) went
     /// back already. `current` is the newest release older than `newest` (a rollback to the
     /// default target happened), or older still (one went further back with `--to`).
     AlreadyBack {
-        current: Release,
-        newest: Release,
+        current: Box<Release>,
+        newest: Box<Release>,
         default: bool,
     },
 }
@@ -437,14 +437,14 @@ impl Environment {
                 .release_before(newest, lineage)
                 .is_some_and(|r| r.run == current.run);
             return Err(NoRollback::AlreadyBack {
-                current: current.clone(),
-                newest: newest.clone(),
+                current: Box::new(current.clone()),
+                newest: Box::new(newest.clone()),
                 default,
             });
         }
         self.release_before(current, lineage)
             .ok_or_else(|| NoRollback::NothingOlder {
-                current: current.clone(),
+                current: Box::new(current.clone()),
             })
     }
 
