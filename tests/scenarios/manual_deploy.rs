@@ -184,3 +184,32 @@ async fn an_operator_is_refused_while_a_run_holds_the_environment() {
     );
     assert!(p.deployer.phases_of("staging").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pipeline_deploy_waits_for_an_operator_mid_deploy_and_goes_once_the_lease_frees() {
+    let p = Pipeline::start().await;
+    let staging = request("staging", HAND);
+    // alice's manual deploy holds staging (as while its phases run).
+    let now = p.now();
+    let lease = jiff::SignedDuration::from_mins(10);
+    p.app
+        .update_environment(&staging.pipeline, &staging.env, |record| {
+            record.claim_for_operator("alice", &staging.sha, now, lease)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    p.healthy("staging", SHA);
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    p.run_queues().await;
+    assert!(p.deployed("staging").is_empty(), "the run waited");
+    let run = p.run(SHA).await;
+    let said = format!("alice's manual deploy of {} is working there", &HAND[..12]);
+    assert!(run.history.iter().any(|h| h.what.contains(&said)), "{:#?}", run.history);
+
+    // alice's command died: her lease expires, and the run goes ahead.
+    p.advance(jiff::SignedDuration::from_mins(11));
+    p.run_queues().await;
+    assert_eq!(p.deployed("staging"), [SHA]);
+}
