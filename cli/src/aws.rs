@@ -46,12 +46,13 @@ pub async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     let secrets = SecretsFile::load(&secrets_path)?;
     let sdk = sdk_config(args.aws.endpoint_url.as_deref()).await;
     let names = Names { stack: args.aws.stack };
-    let progress = crate::progress::Progress::start(
-        format!("creating the bucket, queues and parameters of stack {:?}", names.stack),
-        args.json,
-    );
+    let mut progress = crate::progress::Progress::new(args.json);
+    progress.start(format!(
+        "creating the bucket, queues and parameters of stack {:?}",
+        names.stack
+    ));
     let settings = cloud::bootstrap(&sdk, &names, &text, &secrets).await;
-    progress.finish();
+    progress.clear();
     let settings = settings?;
     let env = [
         (vars::STATE_BUCKET, settings.bucket.as_str()),

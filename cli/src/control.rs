@@ -168,7 +168,8 @@ pub struct WatchArgs {
     /// How often to look.
     #[arg(long, default_value = "1s")]
     every: jiff::SignedDuration,
-    /// Print nothing while watching, then the finished run (its stages and history) as JSON.
+    /// Print the stages as they change on stderr, then the finished run (its stages and
+    /// history) as JSON on stdout.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -185,12 +186,9 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|d| !d.is_zero())
         .unwrap_or(Duration::from_secs(1));
-    let progress = Progress::start(format!("watching {id}"), args.json);
-    let say = |line: String| {
-        if !args.json {
-            progress.println(line);
-        }
-    };
+    // With --json, the lines go to stderr and stdout carries only the finished run.
+    let mut progress = Progress::new(args.json);
+    progress.start(format!("watching {id}"));
     let mut seen: Vec<String> = Vec::new();
     let mut said = 0;
     loop {
@@ -203,17 +201,17 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
             .map(|s| format!("{:<22} {}", s.label(), s.status.as_str()))
             .collect();
         if said == 0 {
-            say(format!(
+            progress.line(format!(
                 "{} — {}",
                 run.id,
                 run.commit.message.lines().next().unwrap_or("")
             ));
         }
         for line in now.iter().filter(|l| !seen.contains(l)) {
-            say(format!("  {line}"));
+            progress.line(format!("  {line}"));
         }
         for entry in run.history.iter().skip(said) {
-            say(format!(
+            progress.line(format!(
                 "    {}  {}: {}",
                 entry.at.strftime("%H:%M:%S"),
                 entry.actor,
@@ -227,15 +225,13 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
             .iter()
             .find(|s| !s.status.is_terminal() && s.status != slipway::domain::StageStatus::Pending)
         {
-            progress.set(format!("{}: {}", stage.label(), stage.status.as_str()));
+            progress.status(format!("{}: {}", stage.label(), stage.status.as_str()));
         }
         let status = run.status();
         if status.is_finished() {
-            progress.finish();
+            progress.finish(format!("{} {}", run.id, status.as_str()));
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&run)?);
-            } else {
-                println!("{} {}", run.id, status.as_str());
             }
             return if status == RunStatus::Released {
                 Ok(())

@@ -5,6 +5,7 @@ mod check;
 mod control;
 mod delivery;
 mod demo;
+mod deploy;
 mod exit;
 mod init;
 mod inspect;
@@ -70,6 +71,8 @@ enum Command {
     Bootstrap(aws::BootstrapArgs),
     /// Put an environment back to an earlier release (queued; the workers carry it out).
     Rollback(rollback::RollbackArgs),
+    /// Run an environment's deploy phases from this machine, and record it as a manual release.
+    Deploy(deploy::DeployArgs),
     /// Print a sign-in link to slipway's pages for an approver or a viewer.
     LoginLink(LoginLinkArgs),
     /// List the approvals waiting for people, the soonest to expire first.
@@ -263,6 +266,7 @@ async fn main() -> ExitCode {
         Command::Run { id, data } => inspect::run(&data, &id).await,
         Command::Send(args) => send::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
+        Command::Deploy(args) => deploy::run(args).await,
         Command::LoginLink(args) => login_link(args).await,
         Command::Approvals(args) => control::approvals(args).await,
         Command::Approve(args) => control::approve(args).await,

@@ -1,49 +1,82 @@
-//! Progress on long commands (`bootstrap`, `deploy`, `rollback`, `watch`): a spinner with what
-//! is happening now when stdout is a terminal; nothing extra when it is a pipe or a file, so
-//! scripts and `--json` read only the lines they always did.
+//! Progress on long commands (`bootstrap`, `deploy`, `rollback --wait`, `watch`): a spinner
+//! with the work under way when stdout is a terminal; plain lines otherwise, so scripts read
+//! what they always did.
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A spinner, or nothing when stdout is not a terminal (or `quiet`, e.g. under `--json`).
-pub(crate) struct Progress(Option<ProgressBar>);
+/// Progress of a long command: a spinner when standard output is a terminal (and no JSON is
+/// asked for), else plain lines — on standard output, or on standard error with `--json`,
+/// whose standard output is the one JSON document.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    spinner: Option<ProgressBar>,
+    to_stderr: bool,
+}
 
 impl Progress {
-    pub(crate) fn start(message: impl Into<String>, quiet: bool) -> Self {
-        if quiet || !std::io::stdout().is_terminal() {
-            return Self(None);
-        }
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_message(message.into());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Self(Some(bar))
-    }
-
-    /// What is happening now.
-    pub(crate) fn set(&self, message: impl Into<String>) {
-        if let Some(bar) = &self.0 {
-            bar.set_message(message.into());
+    pub(crate) fn new(json: bool) -> Self {
+        let spinner = (!json && std::io::stdout().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Self {
+            spinner,
+            to_stderr: json,
         }
     }
 
-    /// Prints `line` above the spinner (or plainly without one).
-    pub(crate) fn println(&self, line: impl AsRef<str>) {
-        match &self.0 {
-            Some(bar) => bar.println(line.as_ref()),
-            None => println!("{}", line.as_ref()),
+    /// Shows `what` as the work under way.
+    pub(crate) fn start(&mut self, what: String) {
+        match &self.spinner {
+            Some(bar) => {
+                bar.set_message(what);
+                bar.enable_steady_tick(Duration::from_millis(120));
+            }
+            None => self.say(&what),
         }
     }
 
-    /// Removes the spinner; what was printed stays.
-    pub(crate) fn finish(self) {
-        if let Some(bar) = self.0 {
+    /// Changes what the spinner says (nothing without a spinner: `line` says what ended).
+    pub(crate) fn status(&mut self, what: String) {
+        if let Some(bar) = &self.spinner {
+            bar.set_message(what);
+        }
+    }
+
+    /// A line that stays.
+    pub(crate) fn line(&mut self, text: String) {
+        match &self.spinner {
+            Some(bar) => bar.println(text),
+            None => self.say(&text),
+        }
+    }
+
+    /// The work ended: `text` replaces the spinner.
+    pub(crate) fn finish(&mut self, text: String) {
+        match self.spinner.take() {
+            Some(bar) => bar.finish_with_message(text),
+            None => self.say(&text),
+        }
+    }
+
+    /// The work ended without a word of its own (an error follows on standard error).
+    pub(crate) fn clear(&mut self) {
+        if let Some(bar) = self.spinner.take() {
             bar.finish_and_clear();
+        }
+    }
+
+    fn say(&self, text: &str) {
+        if self.to_stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
         }
     }
 }

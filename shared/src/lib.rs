@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod handlers;
 pub mod http;
 pub mod lambda;
+pub mod manual_deploy;
 pub mod metrics;
 pub mod open_runs;
 pub mod policy;

@@ -10,6 +10,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use jiff::SignedDuration;
 use slipway::domain::{EnvName, PipelineName, RunStatus};
+use slipway::handlers::deploy::{RollbackRefused, default_rollback_target, request_rollback};
 use slipway::ports::Notification;
 use slipway_tests::{Answer, CONFIG, Pipeline, SHA, SHA2};
 
@@ -388,4 +389,96 @@ async fn without_approvers_the_release_notice_is_one_notice_without_a_link() {
     let notices = released(&p, SHA);
     assert_eq!(notices.len(), 1, "{notices:#?}");
     assert!(notices[0].rollback_url.is_none() && notices[0].approver.is_none());
+}
+
+fn shop() -> PipelineName {
+    PipelineName::parse("shop").unwrap()
+}
+
+fn production() -> EnvName {
+    EnvName::parse("production").unwrap()
+}
+
+/// `slipway rollback --env production` without `--to`, as the CLI asks the library.
+async fn cli_rollback(p: &Pipeline) -> Result<slipway::domain::Run, RollbackRefused> {
+    request_rollback(&p.app, &shop(), &production(), None, "carol").await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cli_and_the_link_go_back_to_the_same_release_and_a_second_rollback_is_a_no_op() {
+    let p = Pipeline::start().await;
+    p.release(SHA).await;
+    p.release(SHA2).await;
+    p.release(SHA3).await;
+    assert_eq!(p.deployed("production"), [SHA, SHA2, SHA3]);
+
+    // The link's confirmation page and the CLI's target agree: the release of SHA2.
+    let confirm = action_of(&p.get(&rollback_link(&p, SHA3, "alice")).await);
+    let shown = p.get(&confirm).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert!(shown.body.contains(&SHA2[..12]), "{}", shown.body);
+    let (from, to) = default_rollback_target(&p.app, &shop(), &production()).await.unwrap();
+    assert_eq!((from.sha.as_str(), to.sha.as_str()), (SHA3, SHA2));
+
+    // The CLI rolls back to it.
+    let run = cli_rollback(&p).await.unwrap();
+    assert_eq!(run.sha.as_str(), SHA3);
+    p.healthy("production", SHA2);
+    p.run_queues().await;
+    assert_eq!(production_runs(&p).await, SHA2);
+    assert_eq!(p.deployed("production"), [SHA, SHA2, SHA3, SHA2]);
+
+    // Twice in a row: neither back to SHA3 (the old "release before" in time) nor on to
+    // SHA; a clear no-op.
+    let again = cli_rollback(&p).await.unwrap_err();
+    assert!(matches!(again, RollbackRefused::Nothing(_)), "{again:?}");
+    assert_eq!(
+        again.to_string(),
+        format!(
+            "production already runs {}, the newest release older than {}; nothing to roll back (name an earlier release with --to to go further back)",
+            &SHA2[..12],
+            &SHA3[..12]
+        )
+    );
+    // The link of the release now running says the same, and changes nothing either.
+    let link_b = format!("{BASE}/rollback/{}", token_of(&rollback_link(&p, SHA2, "alice")));
+    let answer = press(&p, &link_b).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    assert!(answer.body.contains("already runs"), "{}", answer.body);
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA, SHA2, SHA3, SHA2], "nothing redeployed");
+
+    // Going further back is still possible, by naming the release.
+    let run_a = p.run(SHA).await.id;
+    request_rollback(&p.app, &shop(), &production(), Some(&run_a), "carol")
+        .await
+        .unwrap();
+    p.healthy("production", SHA);
+    p.run_queues().await;
+    assert_eq!(production_runs(&p).await, SHA);
+    assert!(matches!(cli_rollback(&p).await, Err(RollbackRefused::Nothing(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_with_nothing_older_is_refused_by_the_cli_and_the_link_alike() {
+    let p = Pipeline::start().await;
+    let never = cli_rollback(&p).await.unwrap_err();
+    assert_eq!(never.to_string(), "nothing was ever released to production in shop");
+
+    p.release(SHA).await;
+    let alone = cli_rollback(&p).await.unwrap_err();
+    assert!(matches!(alone, RollbackRefused::Nothing(_)), "{alone:?}");
+    assert_eq!(
+        alone.to_string(),
+        format!(
+            "production has no release of an older commit than {} to go back to; nothing to roll back",
+            &SHA[..12]
+        )
+    );
+    let link = format!("{BASE}/rollback/{}", token_of(&rollback_link(&p, SHA, "alice")));
+    let answer = press(&p, &link).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    assert!(answer.body.contains("no release of an older commit"), "{}", answer.body);
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA]);
 }

@@ -11,6 +11,14 @@
 //! - a run is never deployed over a newer one: if the environment already runs, or a
 //!   newer run is waiting for, a newer commit, the older run is superseded.
 //!
+//! - an operator's manual deploy (`slipway deploy`) holds the environment the same way, under
+//!   its own lease ([`Environment::operator`]): runs wait for it as for a run, and it is
+//!   refused while a run holds the lease. It is recorded apart from the pipeline's releases
+//!   ([`Environment::manual`]), so it never changes which commit the pipeline counts as
+//!   running, and the pipeline's next deploy goes ahead as usual;
+//! - a rollback asked for without a target goes to [`Environment::rollback_target`]: the
+//!   newest release of an older commit than the newest commit released here.
+//!
 //! "Newer" is git's order where git says ([`Lineage::is_newer`]): a push of B whose
 //! `before` is A makes B newer than A whichever of them arrived first; arrival order decides
 //! only between commits git's facts do not relate.
@@ -18,12 +26,15 @@
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::ids::RunId;
+use super::ids::{CommitSha, RunId};
 use super::lineage::{Lineage, Place};
-use super::run::Release;
+use super::run::{Phase, PhaseOutcome, PhaseStatus, Release};
 
 /// How many releases an environment remembers, newest last.
 pub const RELEASES_KEPT: usize = 50;
+
+/// How many manual deploys an environment remembers, newest last.
+pub const MANUAL_KEPT: usize = 20;
 
 /// A waiting run that has not asked again for this long is forgotten: its run ended or
 /// moved on.
@@ -48,6 +59,133 @@ pub struct Environment {
     /// older commit goes over what may be running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_doubt: Option<Mark>,
+    /// The lease an operator's manual deploy (`slipway deploy`) holds while its phases run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorLease>,
+    /// Manual deploys made here, oldest first, at most [`MANUAL_KEPT`]. Apart from `current`
+    /// and `releases`: they are the pipeline's, and decide which of its commits may deploy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manual: Vec<ManualRelease>,
+}
+
+/// The environment held by an operator deploying from their own machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorLease {
+    /// Who deploys (`--by`, default `$USER`).
+    pub by: String,
+    pub sha: CommitSha,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A manual deploy (`slipway deploy`): which commit, by whom, which phases ran and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualRelease {
+    pub sha: CommitSha,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    pub by: String,
+    pub started_at: Timestamp,
+    /// When its last phase ended.
+    pub at: Timestamp,
+    pub phases: Vec<PhaseOutcome>,
+    /// Why it failed; `None`: every phase it ran succeeded or had nothing to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+impl ManualRelease {
+    /// Whether it put its commit in place: its release phase succeeded.
+    pub fn released(&self) -> bool {
+        self.failed.is_none()
+            && self
+                .phases
+                .iter()
+                .any(|p| p.phase == Phase::Release && p.status == PhaseStatus::Succeeded)
+    }
+
+    /// In a person's words: "manual release of 6113728f27ae by alice", "manual backup, migrate
+    /// of … by alice (failed: …)".
+    pub fn describe(&self) -> String {
+        let what = if self.released() {
+            "release".to_owned()
+        } else {
+            let ran: Vec<&str> = self.phases.iter().map(|p| p.phase.as_str()).collect();
+            if ran.is_empty() {
+                "deploy".to_owned()
+            } else {
+                ran.join(", ")
+            }
+        };
+        let mut text = format!("manual {what} of {} by {}", self.sha.short(), self.by);
+        if let Some(why) = &self.failed {
+            text.push_str(&format!(" (failed: {why})"));
+        }
+        text
+    }
+}
+
+/// Who holds an environment, for a waiting run's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A run, deploying, checking, baking or rolling back.
+    Run(RunId),
+    /// An operator's manual deploy.
+    Operator { by: String, sha: CommitSha },
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Run(run) => write!(f, "run {run}"),
+            Holder::Operator { by, sha } => write!(f, "{by}'s manual deploy of {}", sha.short()),
+        }
+    }
+}
+
+/// Why [`Environment::rollback_target`] has no release to go back to. Its `Display` is the
+/// sentence shown to people, prefixed with the environment's name by [`NoRollback::in_env`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoRollback {
+    /// Nothing was ever released here.
+    NothingReleased,
+    /// What runs is the newest release, and no release of an older commit is remembered.
+    NothingOlder { current: Box<Release> },
+    /// What runs is already older than the newest release: a rollback (or a bake's) went
+    /// back already. `current` is the newest release older than `newest` (a rollback to the
+    /// default target happened), or older still (one went further back with `--to`).
+    AlreadyBack {
+        current: Box<Release>,
+        newest: Box<Release>,
+        default: bool,
+    },
+}
+
+impl NoRollback {
+    /// The refusal, for `env`.
+    pub fn in_env(&self, env: &str) -> String {
+        match self {
+            NoRollback::NothingReleased => format!("nothing was ever released to {env}"),
+            NoRollback::NothingOlder { current } => format!(
+                "{env} has no release of an older commit than {} to go back to; nothing to roll back",
+                current.sha.short()
+            ),
+            NoRollback::AlreadyBack {
+                current,
+                newest,
+                default: true,
+            } => format!(
+                "{env} already runs {}, the newest release older than {}; nothing to roll back (name an earlier release with --to to go further back)",
+                current.sha.short(),
+                newest.sha.short()
+            ),
+            NoRollback::AlreadyBack { current, newest, .. } => format!(
+                "{env} already runs {}, older than its newest release {}; nothing to roll back (name an earlier release with --to to go further back)",
+                current.sha.short(),
+                newest.sha.short()
+            ),
+        }
+    }
 }
 
 /// A run and its place in line.
@@ -106,8 +244,8 @@ impl Waiter {
 pub enum Claim {
     /// The run holds the lease (newly, or still).
     Granted,
-    /// Another run holds it until `until`; the asking run is in line.
-    Wait { holder: RunId, until: Timestamp },
+    /// Another run (or an operator) holds it until `until`; the asking run is in line.
+    Wait { holder: Holder, until: Timestamp },
     /// A newer commit runs here or waits: the asking run must not deploy.
     Superseded { by: RunId },
 }
@@ -149,11 +287,11 @@ impl Environment {
         if let Some(newest) = lineage.newest(newer, |w| w.place()) {
             return Claim::Superseded { by: newest.run.clone() };
         }
-        if let Some(lease) = &self.lease
-            && lease.expires_at > now
-        {
-            let holder = lease.run.clone();
-            let until = lease.expires_at;
+        let held = self.operator_at(now).map(|o| (o.holder(), o.expires_at)).or_else(|| {
+            let lease = self.lease.as_ref().filter(|l| l.expires_at > now)?;
+            Some((Holder::Run(lease.run.clone()), lease.expires_at))
+        });
+        if let Some((holder, until)) = held {
             self.waiting.push(Waiter {
                 run: run.clone(),
                 opened_at,
@@ -272,6 +410,130 @@ impl Environment {
     pub fn release_of(&self, run: &RunId) -> Option<&Release> {
         self.releases.iter().rev().find(|r| r.run == *run)
     }
+
+    /// The newest release of an older commit than `from` (older by git's order where
+    /// `lineage` knows it, else by arrival). Never a newer one — not even a release that came
+    /// after `from` and was rolled back, which [`Environment::previous`] would give once
+    /// `from` runs again.
+    pub fn release_before<'a>(&'a self, from: &Release, lineage: &Lineage) -> Option<&'a Release> {
+        self.releases
+            .iter()
+            .rev()
+            .find(|r| lineage.is_newer(from.place(), r.place()))
+    }
+
+    /// Where a rollback goes when nobody names a release — the one rule of `slipway rollback`
+    /// and of rollback links: the newest release of an older commit than the one running,
+    /// while that is the newest commit released here. Once the environment runs an older
+    /// commit than its newest release (it was rolled back already), there is nothing to roll
+    /// back: asking twice never goes back twice, nor forward again.
+    pub fn rollback_target(&self, lineage: &Lineage) -> Result<&Release, NoRollback> {
+        let current = self.current.as_ref().ok_or(NoRollback::NothingReleased)?;
+        if let Some(newest) = lineage
+            .newest(&self.releases, |r| r.place())
+            .filter(|n| lineage.is_newer(n.place(), current.place()))
+        {
+            let default = self
+                .release_before(newest, lineage)
+                .is_some_and(|r| r.run == current.run);
+            return Err(NoRollback::AlreadyBack {
+                current: Box::new(current.clone()),
+                newest: Box::new(newest.clone()),
+                default,
+            });
+        }
+        self.release_before(current, lineage)
+            .ok_or_else(|| NoRollback::NothingOlder {
+                current: Box::new(current.clone()),
+            })
+    }
+
+    /// The operator lease, if it is held at `now`.
+    pub fn operator_at(&self, now: Timestamp) -> Option<&OperatorLease> {
+        self.operator.as_ref().filter(|o| o.expires_at > now)
+    }
+
+    /// An operator (`by`, deploying `sha`) asks to hold the environment at `now` for `ttl`.
+    /// Refused — with who holds it and until when — while a run holds the lease or another
+    /// operator deploys; the same operator's deploy of the same commit takes it over (a
+    /// second try after a crash). Runs never supersede it, nor it them: it is not in line.
+    pub fn claim_for_operator(
+        &mut self,
+        by: &str,
+        sha: &CommitSha,
+        now: Timestamp,
+        ttl: SignedDuration,
+    ) -> Result<(), (Holder, Timestamp)> {
+        if let Some(op) = self.operator_at(now)
+            && (op.by != by || op.sha != *sha)
+        {
+            return Err((op.holder(), op.expires_at));
+        }
+        if let Some(lease) = self.lease.as_ref().filter(|l| l.expires_at > now) {
+            return Err((Holder::Run(lease.run.clone()), lease.expires_at));
+        }
+        self.operator = Some(OperatorLease {
+            by: by.to_owned(),
+            sha: sha.clone(),
+            acquired_at: now,
+            expires_at: later(now, ttl),
+        });
+        Ok(())
+    }
+
+    /// Extends the operator lease of `by`'s deploy of `sha`. `false` if it does not hold it.
+    pub fn renew_operator(&mut self, by: &str, sha: &CommitSha, now: Timestamp, ttl: SignedDuration) -> bool {
+        match self.operator.as_mut() {
+            Some(op) if op.by == by && op.sha == *sha => {
+                op.expires_at = later(now, ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `manual` is over: it joins the history, and its operator lease is given up. Returns
+    /// the waiting run to wake, as [`Environment::settle`] does.
+    pub fn finish_manual(&mut self, manual: ManualRelease, lineage: &Lineage) -> Option<RunId> {
+        if self
+            .operator
+            .as_ref()
+            .is_some_and(|o| o.by == manual.by && o.sha == manual.sha)
+        {
+            self.operator = None;
+        }
+        if !self.manual.contains(&manual) {
+            self.manual.push(manual);
+        }
+        if self.manual.len() > MANUAL_KEPT {
+            let extra = self.manual.len() - MANUAL_KEPT;
+            self.manual.drain(..extra);
+        }
+        if self.lease.is_some() {
+            return None;
+        }
+        self.next_in_line(lineage).map(|w| w.run.clone())
+    }
+
+    /// The manual release the environment runs, if one came after the pipeline's current
+    /// release: the newest manual deploy whose release phase succeeded since then.
+    pub fn manual_release(&self) -> Option<&ManualRelease> {
+        let since = self.current.as_ref().map(|c| c.at);
+        self.manual
+            .iter()
+            .rev()
+            .filter(|m| since.is_none_or(|at| m.at > at))
+            .find(|m| m.released())
+    }
+}
+
+impl OperatorLease {
+    fn holder(&self) -> Holder {
+        Holder::Operator {
+            by: self.by.clone(),
+            sha: self.sha.clone(),
+        }
+    }
 }
 
 fn later(now: Timestamp, ttl: SignedDuration) -> Timestamp {
@@ -322,7 +584,7 @@ mod tests {
         assert_eq!(
             env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN),
             Claim::Wait {
-                holder: run(1),
+                holder: Holder::Run(run(1)),
                 until: at(11)
             }
         );
@@ -533,6 +795,141 @@ mod tests {
         assert!(
             !env.settle_compares(&run(2), &outcome(None, true, true)),
             "busy: nobody is woken"
+        );
+    }
+
+    #[test]
+    fn the_default_rollback_target_is_the_newest_older_release_and_asking_twice_goes_nowhere() {
+        let mut env = Environment::default();
+        assert_eq!(env.rollback_target(&UNKNOWN), Err(NoRollback::NothingReleased));
+        env.record(release(1, 0));
+        assert!(matches!(
+            env.rollback_target(&UNKNOWN),
+            Err(NoRollback::NothingOlder { .. })
+        ));
+        env.record(release(2, 5));
+        env.record(release(3, 10));
+        assert_eq!(env.rollback_target(&UNKNOWN).unwrap().run, run(2));
+        // Rolled back to 2: asking again neither goes forward to 3 (what `previous` gave)
+        // nor further back to 1.
+        env.record(release(2, 5));
+        assert_eq!(env.previous().unwrap().run, run(3), "the old rule flipped back");
+        let again = env.rollback_target(&UNKNOWN).unwrap_err();
+        assert!(
+            matches!(&again, NoRollback::AlreadyBack { default: true, .. }),
+            "{again:?}"
+        );
+        assert_eq!(
+            again.in_env("production"),
+            format!(
+                "production already runs {}, the newest release older than {}; nothing to roll back (name an earlier release with --to to go further back)",
+                release(2, 5).sha.short(),
+                release(3, 10).sha.short()
+            )
+        );
+        // Gone further back by hand (`--to`): still nothing by default.
+        env.record(release(1, 0));
+        assert!(matches!(
+            env.rollback_target(&UNKNOWN),
+            Err(NoRollback::AlreadyBack { .. })
+        ));
+        // A newer release makes the rule apply again from it: back to the latest release of
+        // an older commit, what ran just before it.
+        env.record(release(4, 20));
+        assert_eq!(env.rollback_target(&UNKNOWN).unwrap().run, run(1));
+    }
+
+    #[test]
+    fn the_default_rollback_target_follows_git_order_over_arrival() {
+        // 2 was pushed on top of 1 but arrived first: 1 is older, whatever the arrival.
+        let git = lineage(&[(2, 1)]);
+        let mut env = Environment::default();
+        env.record(release(1, 5));
+        env.record(release(2, 0));
+        assert_eq!(env.rollback_target(&git).unwrap().run, run(1));
+        assert!(
+            env.rollback_target(&UNKNOWN).is_err(),
+            "by arrival alone, 1 would be the newer"
+        );
+    }
+
+    fn manual(by: &str, n: u8, at_minute: i64, phases: &[(Phase, PhaseStatus)]) -> ManualRelease {
+        ManualRelease {
+            sha: release(n, 0).sha,
+            artifact: None,
+            by: by.to_owned(),
+            started_at: at(at_minute),
+            at: at(at_minute),
+            phases: phases
+                .iter()
+                .map(|(phase, status)| PhaseOutcome {
+                    phase: *phase,
+                    status: *status,
+                    detail: String::new(),
+                    reference: None,
+                    at: at(at_minute),
+                })
+                .collect(),
+            failed: None,
+        }
+    }
+
+    #[test]
+    fn an_operator_holds_the_environment_runs_wait_for_them_and_the_record_says_who_released() {
+        let mut env = Environment::default();
+        env.record(release(1, 0));
+        let sha = release(9, 0).sha;
+        assert_eq!(env.claim_for_operator("alice", &sha, at(2), TTL), Ok(()));
+        // Another operator is refused, saying who and until when.
+        let (holder, until) = env.claim_for_operator("bob", &sha, at(3), TTL).unwrap_err();
+        assert_eq!(holder.to_string(), format!("alice's manual deploy of {}", sha.short()));
+        assert_eq!(until, at(12));
+        // A run waits in line instead of deploying over the operator.
+        assert!(matches!(
+            env.claim(&run(2), at(1), at(3), TTL, &UNKNOWN),
+            Claim::Wait {
+                holder: Holder::Operator { .. },
+                ..
+            }
+        ));
+        assert!(env.lease.is_none());
+        // The operator finishes: the record keeps the manual release, the waiting run is woken.
+        let done = manual("alice", 9, 4, &[(Phase::Release, PhaseStatus::Succeeded)]);
+        assert_eq!(env.finish_manual(done.clone(), &UNKNOWN), Some(run(2)));
+        assert!(env.operator.is_none());
+        assert_eq!(env.manual_release(), Some(&done));
+        assert_eq!(done.describe(), format!("manual release of {} by alice", sha.short()));
+        // The pipeline's record is untouched: its next deploy goes ahead, and replaces it.
+        assert_eq!(env.current.as_ref().unwrap().run, run(1));
+        assert_eq!(env.claim(&run(2), at(1), at(5), TTL, &UNKNOWN), Claim::Granted);
+        // A run holding the lease keeps operators out.
+        assert!(matches!(
+            env.claim_for_operator("alice", &sha, at(6), TTL),
+            Err((Holder::Run(_), _))
+        ));
+        let mut later = release(2, 1);
+        later.at = at(7);
+        env.settle(&run(2), &outcome(Some(later), false, true), &UNKNOWN);
+        assert_eq!(env.manual_release(), None, "the pipeline's release came after it");
+    }
+
+    #[test]
+    fn an_expired_operator_lease_holds_nothing_and_a_partial_deploy_released_nothing() {
+        let mut env = Environment::default();
+        let sha = release(9, 0).sha;
+        env.claim_for_operator("alice", &sha, at(0), TTL).unwrap();
+        assert_eq!(env.claim(&run(2), at(1), at(30), TTL, &UNKNOWN), Claim::Granted);
+        let backup_only = manual("carol", 9, 40, &[(Phase::Backup, PhaseStatus::Succeeded)]);
+        assert!(!backup_only.released());
+        assert_eq!(
+            backup_only.describe(),
+            format!("manual backup of {} by carol", sha.short())
+        );
+        env.finish_manual(backup_only, &UNKNOWN);
+        assert_eq!(env.manual_release(), None);
+        assert!(
+            env.operator.is_some(),
+            "alice's (expired) lease is not carol's to give up"
         );
     }
 }

@@ -45,7 +45,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
         match claim {
             Claim::Granted => {}
             Claim::Wait { holder, until } => {
-                let reason = format!("waiting for {env}: run {holder} is working there");
+                let reason = format!("waiting for {env}: {holder} is working there");
                 record_hold(app, run_id, env, &reason, false, Some((run, version))).await?;
                 return Err(not_yet(app, Some(until), BUSY_RECHECK, reason));
             }
@@ -90,7 +90,15 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
                     &pipeline,
                     &run.id,
                     env,
-                    run_steps(app, &run, env, target, &secrets, deploy_purpose(&run, env), &steps),
+                    run_steps(
+                        app,
+                        run.repo.as_str(),
+                        env,
+                        target,
+                        &secrets,
+                        deploy_purpose(&run, env),
+                        &steps,
+                    ),
                 )
                 .await
             }
@@ -128,7 +136,7 @@ pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName, known: Known) ->
             app,
             Some(until),
             BUSY_RECHECK,
-            format!("rollback waits for {env}: run {holder} is working there"),
+            format!("rollback waits for {env}: {holder} is working there"),
         ));
     }
     // A rollback asked for by hand rolls back what ran when it was asked. If a newer release
@@ -230,7 +238,7 @@ async fn automatic_rollback(
         });
     }
     let purpose = rollback_purpose(run, env);
-    let (phases, _, result) = run_steps(app, run, env, target, secrets, purpose, &steps).await;
+    let (phases, _, result) = run_steps(app, run.repo.as_str(), env, target, secrets, purpose, &steps).await;
     (phases, result)
 }
 
@@ -278,7 +286,7 @@ async fn manual_rollback(
         backup: None,
     });
     let purpose = rollback_purpose(run, env);
-    let (mut phases, _, mut result) = run_steps(app, run, env, target, secrets, purpose, &steps).await;
+    let (mut phases, _, mut result) = run_steps(app, run.repo.as_str(), env, target, secrets, purpose, &steps).await;
     if result.is_ok()
         && let Some(checks) = config.map(|c| &c.smoke).filter(|c| !c.is_empty())
     {
@@ -311,7 +319,7 @@ async fn manual_rollback(
             artifact: run.build.artifact.as_deref(),
             backup: Some(&backup),
         }];
-        let (more, _, restored) = run_steps(app, run, env, target, secrets, purpose, &restore).await;
+        let (more, _, restored) = run_steps(app, run.repo.as_str(), env, target, secrets, purpose, &restore).await;
         phases.extend(more);
         result = Err(match restored {
             Ok(()) => format!("{reason}; backup {backup} restored"),
@@ -365,8 +373,10 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -
 }
 
 /// Asks for a rollback of `env` in `pipeline` to `to` (a run released there before), or to
-/// the release before the current one. Applied to the run `env` runs now; the rollback
-/// itself happens on the deploy queue. Returns that run.
+/// the default target, [`domain::Environment::rollback_target`] — the same rule as a rollback
+/// link's: the newest release of an older commit, refused once `env` was rolled back already.
+/// Applied to the run `env` runs now; the rollback itself happens on the deploy queue.
+/// Returns that run.
 pub async fn request_rollback(
     app: &App,
     pipeline: &domain::PipelineName,
@@ -377,8 +387,28 @@ pub async fn request_rollback(
     rollback_request(app, pipeline, env, None, to, by).await
 }
 
-/// Asks for a rollback of `env` in `pipeline` from `from` to the release before it (the
-/// newest release of an older commit, [`release_before`]), only if `env` still runs `from`
+/// Where a rollback of `env` in `pipeline` asked for without a target goes now: what runs
+/// there, and the release it would go back to ([`domain::Environment::rollback_target`]).
+/// The CLI and rollback links both ask this, so they never disagree.
+pub async fn default_rollback_target(
+    app: &App,
+    pipeline: &domain::PipelineName,
+    env: &EnvName,
+) -> Result<(Release, Release), RollbackRefused> {
+    let (record, _) = app.environment(pipeline, env).await?;
+    let lineage = app.lineage(pipeline).await?;
+    let to = record
+        .rollback_target(&lineage)
+        .map_err(|why| RollbackRefused::Nothing(why.in_env(env.as_str())))?
+        .clone();
+    let current = record.current.clone().ok_or_else(|| {
+        RollbackRefused::Nothing(domain::environment::NoRollback::NothingReleased.in_env(env.as_str()))
+    })?;
+    Ok((current, to))
+}
+
+/// Asks for a rollback of `env` in `pipeline` from `from` to the default target (the newest
+/// release of an older commit, [`domain::Environment::rollback_target`]), only if `env` still runs `from`
 /// ([`RollbackRefused::NotCurrent`] otherwise): a request made for one release — a signed
 /// link, a page someone kept open — never rolls back a newer one, nor goes back further
 /// than its sender meant once the rollback has happened. The check is made on the same read
@@ -408,20 +438,14 @@ pub async fn request_rollback_chosen(
     rollback_request(app, pipeline, env, Some(from), Some(to), by).await
 }
 
-/// Where a rollback from `from` goes: the newest release of `record` of an older commit
-/// (older by git's order where `lineage` knows it, else by arrival). Never a newer one — not
-/// even a release that came after `from` and was rolled back, which is what
-/// [`domain::Environment::previous`] would give once `from` runs again.
+/// The newest release of `record` of an older commit than `from`:
+/// [`domain::Environment::release_before`].
 pub fn release_before<'a>(
     record: &'a domain::Environment,
     from: &Release,
     lineage: &domain::Lineage,
 ) -> Option<&'a Release> {
-    record
-        .releases
-        .iter()
-        .rev()
-        .find(|r| lineage.is_newer(from.place(), r.place()))
+    record.release_before(from, lineage)
 }
 
 async fn rollback_request(
@@ -445,24 +469,16 @@ async fn rollback_request(
     let current = record
         .current
         .clone()
-        .ok_or_else(|| RollbackRefused::Refused(format!("nothing was ever released to {env} in {pipeline}")))?;
-    let target = match (to, expected_current) {
-        (Some(id), _) => record
+        .ok_or_else(|| RollbackRefused::Nothing(format!("nothing was ever released to {env} in {pipeline}")))?;
+    let target = match to {
+        Some(id) => record
             .release_of(id)
             .cloned()
             .ok_or_else(|| RollbackRefused::Refused(format!("run {id} was never released to {env}")))?,
-        (None, Some(_)) => release_before(&record, &current, &app.lineage(pipeline).await?)
+        None => record
+            .rollback_target(&app.lineage(pipeline).await?)
             .cloned()
-            .ok_or_else(|| {
-                RollbackRefused::Refused(format!(
-                    "{env} has no release of an older commit than {} to go back to",
-                    current.sha.short()
-                ))
-            })?,
-        (None, None) => record
-            .previous()
-            .cloned()
-            .ok_or_else(|| RollbackRefused::Refused(format!("{env} has no earlier release to go back to")))?,
+            .map_err(|why| RollbackRefused::Nothing(why.in_env(env.as_str())))?,
     };
     let event = Event::RollbackRequested {
         env: env.clone(),
@@ -488,6 +504,10 @@ pub enum RollbackRefused {
     /// It does not make sense as asked; the message says why.
     #[error("{0}")]
     Refused(String),
+    /// There is nothing to roll back: nothing released, no older release, or the
+    /// environment was rolled back already ([`domain::environment::NoRollback`]).
+    #[error("{0}")]
+    Nothing(String),
     /// The environment no longer runs the release the request was made for (a newer one
     /// was released, or it was already rolled back); nothing was changed.
     #[error("{env} no longer runs {expected}{}; nothing was rolled back", match current {
@@ -504,20 +524,20 @@ pub enum RollbackRefused {
 }
 
 /// One phase to run: which, for which commit and artifact.
-struct Step<'a> {
-    phase: Phase,
-    sha: &'a CommitSha,
-    run: &'a RunId,
-    artifact: Option<&'a str>,
-    backup: Option<&'a str>,
+pub(crate) struct Step<'a> {
+    pub(crate) phase: Phase,
+    pub(crate) sha: &'a CommitSha,
+    pub(crate) run: &'a RunId,
+    pub(crate) artifact: Option<&'a str>,
+    pub(crate) backup: Option<&'a str>,
 }
 
-/// Runs `steps` in order, stopping at the first failure. `purpose` says which of `run`'s
-/// stages they belong to: its deploy, or its rollback of `env`. Returns each phase's outcome,
+/// Runs `steps` of a commit of `repo` in order, stopping at the first failure. `purpose`
+/// says which stage they belong to: a run's deploy, or its rollback of `env`. Returns each phase's outcome,
 /// the combined output, and the result.
-async fn run_steps(
+pub(crate) async fn run_steps(
     app: &App,
-    run: &Run,
+    repo: &str,
     env: &EnvName,
     target: &DeployTargetConfig,
     secrets: &[(String, SecretString)],
@@ -533,7 +553,7 @@ async fn run_steps(
                 phase: step.phase,
                 run: step.run,
                 purpose,
-                repo: run.repo.as_str(),
+                repo,
                 sha: step.sha.as_str(),
                 env: env.as_str(),
                 artifact: step.artifact,
@@ -588,7 +608,7 @@ fn first_line(text: &str, otherwise: &str) -> String {
 
 /// The target's secrets, read before any claim: an unreachable store leaves the message
 /// for later; a missing secret is a configuration mistake that fails the stage loudly.
-async fn resolve_secrets(
+pub(crate) async fn resolve_secrets(
     app: &App,
     target: Option<&DeployTargetConfig>,
 ) -> Result<Result<Vec<(String, SecretString)>, String>, HandlerError> {

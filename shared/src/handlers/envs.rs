@@ -90,9 +90,18 @@ pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<(Claim, Carry)
 pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<Claim, EngineError> {
     let now = app.clock.now();
     app.update_environment(&run.pipeline, env, |record| {
+        if let Some(operator) = record.operator_at(now) {
+            return Claim::Wait {
+                holder: crate::domain::environment::Holder::Operator {
+                    by: operator.by.clone(),
+                    sha: operator.sha.clone(),
+                },
+                until: operator.expires_at,
+            };
+        }
         match &record.lease {
             Some(lease) if lease.run != run.id && lease.expires_at > now => Claim::Wait {
-                holder: lease.run.clone(),
+                holder: crate::domain::environment::Holder::Run(lease.run.clone()),
                 until: lease.expires_at,
             },
             // A rollback puts back what ran; it does not compete with deploys, so only the

@@ -6,7 +6,9 @@
 //!
 //! A link only ever rolls back the release it was sent for: once the environment runs
 //! something else — a newer release, or the older one after the rollback — it answers 409
-//! naming what runs there now, so a second click never goes back further.
+//! naming what runs there now, so a second click never goes back further. Where it goes is
+//! the rule `slipway rollback` follows too ([`crate::domain::Environment::rollback_target`]):
+//! the newest release of an older commit, and nothing once the environment was rolled back.
 
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -125,10 +127,10 @@ fn moved_on(app: &App, link: &Link<'_>, current: Option<&RunId>) -> PageError {
 async fn target(app: &App, link: &Link<'_>) -> Result<Release, PageError> {
     let env = &link.claim.env;
     let (record, _) = app.environment(&link.run.pipeline, env).await?;
-    let current = match &record.current {
-        Some(current) if current.run == link.run.id => current,
+    match &record.current {
+        Some(current) if current.run == link.run.id => {}
         other => return Err(moved_on(app, link, other.as_ref().map(|c| &c.run))),
-    };
+    }
     if link.run.busy_in(env) {
         return Err(PageError::new(
             StatusCode::CONFLICT,
@@ -144,18 +146,13 @@ async fn target(app: &App, link: &Link<'_>) -> Result<Release, PageError> {
         ));
     }
     let lineage = app.lineage(&link.run.pipeline).await?;
-    deploy::release_before(&record, current, &lineage)
-        .cloned()
-        .ok_or_else(|| {
-            PageError::new(
-                StatusCode::CONFLICT,
-                "Nothing to go back to",
-                format!(
-                    "{env} has no release of an older commit than {} to go back to; nothing was changed.",
-                    link.run.sha.short()
-                ),
-            )
-        })
+    record.rollback_target(&lineage).cloned().map_err(|why| {
+        PageError::new(
+            StatusCode::CONFLICT,
+            "Nothing to go back to",
+            format!("{}; nothing was changed.", why.in_env(env.as_str())),
+        )
+    })
 }
 
 /// `GET /rollback/{token}`: what a rollback would do, and the button. Changes nothing.
@@ -202,7 +199,7 @@ pub(super) async fn roll_back(
             Ok(Html(page.into_string()))
         }
         Err(RollbackRefused::NotCurrent { current, .. }) => Err(moved_on(&app, &link, current.as_ref())),
-        Err(RollbackRefused::Refused(why)) => Err(PageError::new(
+        Err(RollbackRefused::Refused(why) | RollbackRefused::Nothing(why)) => Err(PageError::new(
             StatusCode::CONFLICT,
             "Not rolled back",
             format!("{why}; nothing was changed."),
@@ -220,8 +217,8 @@ pub(super) async fn run_page_section(app: &App, run: &Run, token: Option<&str>) 
     let lineage = app.lineage(&run.pipeline).await?;
     for env in run.deployed_to() {
         let (record, _) = app.environment(&run.pipeline, env).await?;
-        if let Some(current) = record.current.as_ref().filter(|c| c.run == run.id) {
-            current_in.push((env.clone(), deploy::release_before(&record, current, &lineage).cloned()));
+        if record.current.as_ref().is_some_and(|c| c.run == run.id) {
+            current_in.push((env.clone(), record.rollback_target(&lineage).ok().cloned()));
         }
     }
     let link = match token {
