@@ -23,6 +23,7 @@ mod releases;
 mod rollback_link;
 mod rotation;
 mod safe_deploys;
+mod schema;
 mod stops;
 mod trackers;
 mod upgrade;
