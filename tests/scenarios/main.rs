@@ -17,6 +17,7 @@ mod green_path;
 mod hardening;
 mod hosts;
 mod lambda;
+mod links;
 mod metrics;
 mod read_model;
 mod releases;
