@@ -189,7 +189,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
         rollback_url: None,
         expires_at: None,
         sign_in_url: None,
-        run_url: app.url(&["runs", &run.id.to_string()]).into(),
+        run_url: app.url(&["runs", run.id.as_ref()]).into(),
     };
     let one = |kind: &str, env: Option<&str>, title: String, text: String| Notification {
         kind: kind.to_owned(),
@@ -331,7 +331,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                         approver: Some(approver.id.to_string()),
                         address: Some(approver.address.clone()),
                         rollback_url: Some({
-                            let mut url = app.url(&["runs", &run.id.to_string()]);
+                            let mut url = app.url(&["runs", run.id.as_ref()]);
                             url.query_pairs_mut().append_pair("token", &token);
                             url.into()
                         }),
