@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
 use secrecy::SecretString;
 use url::Url;
@@ -283,62 +284,78 @@ impl App {
     pub async fn apply_held(
         &self,
         id: &RunId,
-        mut known: Option<(Run, Version)>,
+        known: Option<(Run, Version)>,
         input: impl Fn() -> Input,
     ) -> Result<Option<(Applied, Version, Vec<Command>)>, EngineError> {
-        let key = StoreKey::run(id);
-        let mut backoff = self.tuning.write_backoff;
-        // A carried state that turns out old costs one try more, not one of the races'.
-        let tries = self.tuning.max_write_attempts + u32::from(known.is_some());
-        for attempt in 1..=tries {
-            let carried = known.is_some();
-            let (run, version) = match known.take() {
-                Some(known) => known,
-                None => match self.load(id).await? {
-                    Some(found) => found,
-                    None => return Ok(None),
-                },
-            };
-            let (next, commands) = match domain::apply(&run, &input()) {
-                Outcome::Applied { run, commands } => (*run, commands),
-                Outcome::Ignored(why) if carried => {
-                    // Perhaps only because the carried state is old: decide on the stored one.
-                    tracing::debug!(run = %id, "ignored on the state carried over ({why}); re-reading");
-                    continue;
-                }
-                Outcome::Ignored(why) => return Ok(Some((Applied::Ignored(why, run), version, Vec::new()))),
-            };
-            // A finished run that moves again (a manual rollback of a release) goes back
-            // into the index of open runs: before the write, and after it too, in case the
-            // sweep dropped its marker in between (see `open_runs`).
-            let reopened = run.status().is_finished() && !next.status().is_finished();
-            if reopened {
-                open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
-            }
-            match self.store.replace(&key, to_bytes(&next), &version).await {
-                Ok(written) => {
-                    if !run.status().is_finished() && next.status().is_finished() {
-                        crate::metrics::run_finished(next.status());
-                    }
-                    if reopened {
-                        open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
-                        // The index said it had finished; it moves again.
-                        run_index::refresh(self.store.as_ref(), &self.tuning, &next).await?;
-                    }
-                    return Ok(Some((Applied::Changed(next), written, commands)));
-                }
-                Err(StoreError::Conflict(_)) if carried => {
-                    tracing::debug!(run = %id, "the run changed since it was carried over; re-reading");
-                }
-                Err(StoreError::Conflict(_)) => {
-                    tracing::debug!(run = %id, attempt, "lost a write race; re-reading");
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e.into()),
+        let key = &StoreKey::run(id);
+        let input = &input;
+        // A carried state is decided on first, without waiting: when it turns out old (the
+        // event is ignored on it, or its write is refused), the run is read as usual.
+        if let Some(known) = known {
+            match self.try_apply(id, key, known, input, true).await {
+                Ok(done) => return Ok(done),
+                Err(Race::Failed(e)) => return Err(e),
+                Err(Race::Lost) => {}
             }
         }
-        Err(EngineError::Contended(id.clone()))
+        (|| async move {
+            let Some(found) = self.load(id).await? else {
+                return Ok(None);
+            };
+            self.try_apply(id, key, found, input, false).await
+        })
+        .retry(write_races(&self.tuning))
+        .sleep(tokio::time::sleep)
+        .when(|e| matches!(e, Race::Lost))
+        .notify(|_, pause| tracing::debug!(run = %id, ?pause, "lost a write race; re-reading"))
+        .await
+        .map_err(|e| e.into_engine(|| EngineError::Contended(id.clone())))
+    }
+
+    /// One attempt of [`App::apply_held`] on the run as read (or carried) at `version`.
+    async fn try_apply(
+        &self,
+        id: &RunId,
+        key: &StoreKey,
+        (run, version): (Run, Version),
+        input: &impl Fn() -> Input,
+        carried: bool,
+    ) -> Result<Option<(Applied, Version, Vec<Command>)>, Race> {
+        let (next, commands) = match domain::apply(&run, &input()) {
+            Outcome::Applied { run, commands } => (*run, commands),
+            Outcome::Ignored(why) if carried => {
+                // Perhaps only because the carried state is old: decide on the stored one.
+                tracing::debug!(run = %id, "ignored on the state carried over ({why}); re-reading");
+                return Err(Race::Lost);
+            }
+            Outcome::Ignored(why) => return Ok(Some((Applied::Ignored(why, run), version, Vec::new()))),
+        };
+        // A finished run that moves again (a manual rollback of a release) goes back
+        // into the index of open runs: before the write, and after it too, in case the
+        // sweep dropped its marker in between (see `open_runs`).
+        let reopened = run.status().is_finished() && !next.status().is_finished();
+        if reopened {
+            open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
+        }
+        match self.store.replace(key, to_bytes(&next), &version).await {
+            Ok(written) => {
+                if !run.status().is_finished() && next.status().is_finished() {
+                    crate::metrics::run_finished(next.status());
+                }
+                if reopened {
+                    open_runs::mark(self.store.as_ref(), id, self.clock.now()).await?;
+                    // The index said it had finished; it moves again.
+                    run_index::refresh(self.store.as_ref(), &self.tuning, &next).await?;
+                }
+                Ok(Some((Applied::Changed(next), written, commands)))
+            }
+            Err(StoreError::Conflict(_)) if carried => {
+                tracing::debug!(run = %id, "the run changed since it was carried over; re-reading");
+                Err(Race::Lost)
+            }
+            Err(StoreError::Conflict(_)) => Err(Race::Lost),
+            Err(e) => Err(Race::Failed(e.into())),
+        }
     }
 
     /// Sends commands to their queues, one batch per queue.
@@ -487,10 +504,37 @@ impl App {
         self.config.pipeline(&run.pipeline)
     }
 
-    /// An absolute link under the public URL.
+    /// The page at `segments` under the public URL, below any path prefix it has (with a
+    /// `public_url` of `https://ci.example.com/slipway`, `["runs", id]` is
+    /// `https://ci.example.com/slipway/runs/<id>`). Each segment is percent-encoded as one path
+    /// segment, so a value can never add a segment, a query or a fragment.
+    pub fn url(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.public_url.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        // `public_url` is an http(s) URL (checked when the configuration is read), which always
+        // has a path to extend.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// An absolute link under the public URL for a fixed `path` of slipway's own (`/`,
+    /// `/approvals`, `/runs/<id>?token=…`): [`App::url`] of its segments, with its query.
+    /// `""` is the public URL without a trailing slash, for pages that append paths to it.
     pub fn link(&self, path: &str) -> String {
-        let base = self.public_url.as_str().trim_end_matches('/');
-        format!("{base}{path}")
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        if path.is_empty() && query.is_none() {
+            return self.public_url.as_str().trim_end_matches('/').to_owned();
+        }
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let mut url = self.url(&segments);
+        url.set_query(query);
+        url.into()
     }
 }
 
@@ -540,48 +584,99 @@ pub async fn update_record_from<T, R>(
     tuning: &Tuning,
     key: &StoreKey,
     what: &str,
-    mut known: Option<Carried<T>>,
+    known: Option<Carried<T>>,
     decide: impl Fn(&mut T) -> R,
 ) -> Result<(R, Carried<T>), EngineError>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + PartialEq,
 {
-    let mut backoff = tuning.write_backoff;
-    // A carried record that turns out old costs one try more, not one of the races'.
-    let tries = tuning.max_write_attempts + u32::from(known.is_some());
-    for _ in 0..tries {
-        let carried = known.is_some();
-        let (before, version) = match known.take() {
-            Some(known) => known,
-            None => read_record::<T>(store, key).await?,
-        };
-        let mut after = before.clone();
-        let decided = decide(&mut after);
-        if after == before {
-            if carried {
-                // What was carried may be old: decide on the stored record.
-                continue;
-            }
-            return Ok((decided, (after, version)));
-        }
-        let bytes = Bytes::from(serde_json::to_vec(&after).expect("a record always serialises"));
-        let written = match &version {
-            None => store.create(key, bytes).await,
-            Some(version) => store.replace(key, bytes, version).await,
-        };
-        match written {
-            Ok(version) => return Ok((decided, (after, Some(version)))),
-            Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) if carried => {}
-            Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) => {
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e.into()),
+    let decide = &decide;
+    // A carried record is decided on first, without waiting: when it turns out old (nothing
+    // to change in it, or its write is refused), the record is read as usual.
+    if let Some(known) = known {
+        match try_record(store, key, known, decide, true).await {
+            Ok(done) => return Ok(done),
+            Err(Race::Failed(e)) => return Err(e),
+            Err(Race::Lost) => {}
         }
     }
-    Err(EngineError::Unavailable(
-        format!("{what} is being changed by others").into(),
-    ))
+    (|| async move {
+        let read = read_record::<T>(store, key).await?;
+        try_record(store, key, read, decide, false).await
+    })
+    .retry(write_races(tuning))
+    .sleep(tokio::time::sleep)
+    .when(|e| matches!(e, Race::Lost))
+    .notify(|_, pause| tracing::debug!(%key, ?pause, "lost a write race; re-reading"))
+    .await
+    .map_err(|e| e.into_engine(|| EngineError::Unavailable(format!("{what} is being changed by others").into())))
+}
+
+/// One attempt of [`update_record_from`] on the record as read (or carried).
+async fn try_record<T, R>(
+    store: &dyn StateStore,
+    key: &StoreKey,
+    (before, version): Carried<T>,
+    decide: &impl Fn(&mut T) -> R,
+    carried: bool,
+) -> Result<(R, Carried<T>), Race>
+where
+    T: serde::Serialize + Clone + PartialEq,
+{
+    let mut after = before.clone();
+    let decided = decide(&mut after);
+    if after == before {
+        if carried {
+            // What was carried may be old: decide on the stored record.
+            return Err(Race::Lost);
+        }
+        return Ok((decided, (after, version)));
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&after).expect("a record always serialises"));
+    let written = match &version {
+        None => store.create(key, bytes).await,
+        Some(version) => store.replace(key, bytes, version).await,
+    };
+    match written {
+        Ok(version) => Ok((decided, (after, Some(version)))),
+        Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)) => Err(Race::Lost),
+        Err(e) => Err(Race::Failed(e.into())),
+    }
+}
+
+/// How one attempt at a conditional write ended when it did not succeed: another writer got
+/// there first (read again and retry), or something else failed (give up).
+enum Race {
+    Lost,
+    Failed(EngineError),
+}
+
+impl Race {
+    /// The engine's error: `lost` says what losing every race means.
+    fn into_engine(self, lost: impl FnOnce() -> EngineError) -> EngineError {
+        match self {
+            Race::Lost => lost(),
+            Race::Failed(e) => e,
+        }
+    }
+}
+
+impl From<EngineError> for Race {
+    fn from(e: EngineError) -> Self {
+        Race::Failed(e)
+    }
+}
+
+/// The pauses between write races: `write_backoff`, doubling up to 2 s, each lengthened by a
+/// random part of itself (up to as much again) so racing writers spread out; at most
+/// `max_write_attempts` attempts in all.
+fn write_races(tuning: &Tuning) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(tuning.write_backoff)
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .with_max_times(usize::try_from(tuning.max_write_attempts.saturating_sub(1)).unwrap_or(usize::MAX))
 }
 
 /// Reads a run and the version it was read at from any state store.
@@ -738,11 +833,6 @@ pub fn queue_of(command: &Command) -> QueueName {
 
 fn to_bytes(run: &Run) -> Bytes {
     Bytes::from(serde_json::to_vec(run).expect("a run always serialises"))
-}
-
-fn jitter(d: Duration) -> Duration {
-    let factor = 0.5 + rand::random::<f64>();
-    d.mul_f64(factor)
 }
 
 #[cfg(test)]

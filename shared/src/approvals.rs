@@ -16,13 +16,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::domain::{ApproverId, EnvName, IdError, RunId};
+use crate::signature::{hmac_sha256, verify_hmac_sha256};
 
 /// How long the rollback link sent with a `released` notification works: a week, long
 /// enough to cover a release that misbehaves over a weekend, short enough that old links
@@ -159,10 +158,6 @@ pub enum TokenError {
 
 const PREFIX: &str = "v1.";
 
-fn mac(key: &SecretString) -> Hmac<Sha256> {
-    Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes keys of any length")
-}
-
 /// Signs a claim into a URL-safe token with `key`, whose id (if it has one) the token
 /// carries.
 pub fn issue(key: &SecretString, key_id: Option<&KeyId>, claim: &ApprovalClaim) -> String {
@@ -178,9 +173,8 @@ pub fn seal<T: Serialize>(key: &SecretString, key_id: Option<&KeyId>, claim: &T)
         Some(id) => format!("{PREFIX}{id}.{payload}"),
         None => format!("{PREFIX}{payload}"),
     };
-    let mut m = mac(key);
-    m.update(signed.as_bytes());
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+    let mac = hmac_sha256(key.expose_secret().as_bytes(), &[signed.as_bytes()]);
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac))
 }
 
 /// A token cut into its parts; nothing in it is trusted yet.
@@ -239,9 +233,8 @@ pub fn verify(key: &SecretString, token: &str, expected: Action) -> Result<Appro
 pub fn open<T: serde::de::DeserializeOwned>(key: &SecretString, token: &str) -> Result<T, TokenError> {
     let parts = split(token)?;
     let sig = URL_SAFE_NO_PAD.decode(parts.mac).map_err(|_| TokenError::Malformed)?;
-    let mut m = mac(key);
-    m.update(parts.signed.as_bytes());
-    m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+    verify_hmac_sha256(key.expose_secret().as_bytes(), &[parts.signed.as_bytes()], &sig)
+        .map_err(|_| TokenError::BadSignature)?;
     let payload = URL_SAFE_NO_PAD
         .decode(parts.payload)
         .map_err(|_| TokenError::Malformed)?;
@@ -398,9 +391,8 @@ mod tests {
             claim().expires_at.as_second()
         );
         let signed = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(legacy));
-        let mut m = mac(&key("k1"));
-        m.update(signed.as_bytes());
-        let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
+        let mac = hmac_sha256(key("k1").expose_secret().as_bytes(), &[signed.as_bytes()]);
+        let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac));
         assert_eq!(verify(&key("k1"), &token, Action::Approve).unwrap(), claim());
         assert_eq!(
             issue(&key("k1"), None, &claim()),
@@ -495,9 +487,8 @@ mod tests {
             "{PREFIX}{}",
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap())
         );
-        let mut m = mac(&key("k1"));
-        m.update(signed.as_bytes());
-        let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
+        let mac = hmac_sha256(key("k1").expose_secret().as_bytes(), &[signed.as_bytes()]);
+        let token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac));
         assert_eq!(verify(&key("k1"), &token, Action::Rollback), Err(TokenError::Malformed));
     }
 }

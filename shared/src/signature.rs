@@ -7,6 +7,10 @@
 //! This module knows nothing about HTTP: callers pass the header's value and say which header
 //! it came from in their own error messages.
 //!
+//! [`hmac_sha256`] and [`verify_hmac_sha256`] are slipway's one HMAC: every MAC it computes
+//! (these signatures, Slack's, the approval and sign-in tokens, the CSRF tokens, the GitLab
+//! token comparison) goes through them, and every check is constant-time.
+//!
 //! [`Rotation`] is the rotation window every inbound check shares (webhook secrets, GitLab's
 //! token and signing key, Slack's signing secret, CI secrets, deploy callbacks): the previous
 //! secret is accepted beside the current one until a configured time.
@@ -38,17 +42,37 @@ pub enum SignatureError {
     Mismatch,
 }
 
-fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
+/// A MAC that did not match: the message was not signed with this key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the MAC does not match")]
+pub struct MacMismatch;
+
+/// HMAC-SHA256 keyed with `key` over the keyed message.
+fn mac(key: &[u8], message: &[&[u8]]) -> HmacSha256 {
     // HMAC is defined for keys of any length (long keys are hashed, short ones padded), so
     // `new_from_slice` never fails for HMAC-SHA256.
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(body);
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    for part in message {
+        mac.update(part);
+    }
     mac
+}
+
+/// The HMAC-SHA256 under `key` of `message`, given as parts that are MACed one after the
+/// other (as if concatenated).
+pub fn hmac_sha256(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
+    mac(key, message).finalize().into_bytes().into()
+}
+
+/// Checks, in constant time, that `tag` is the HMAC-SHA256 under `key` of `message` (parts
+/// as in [`hmac_sha256`]). A tag of the wrong length is a mismatch too.
+pub fn verify_hmac_sha256(key: &[u8], message: &[&[u8]], tag: &[u8]) -> Result<(), MacMismatch> {
+    mac(key, message).verify_slice(tag).map_err(|_| MacMismatch)
 }
 
 /// Signs `body` with `secret`: `sha256=` followed by the HMAC-SHA256 in lowercase hex.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!("{PREFIX}{}", hex::encode(mac(secret, body).finalize().into_bytes()))
+    format!("{PREFIX}{}", hex::encode(hmac_sha256(secret, &[body])))
 }
 
 /// Checks that `header` (the signature header's value, if any) is `sha256=<64 hex>` and is the
@@ -66,9 +90,7 @@ pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8]) -> Result<(), Si
         return Err(SignatureError::Malformed("expected 64 hex digits after sha256="));
     }
     let expected = hex::decode(digest).map_err(|_| SignatureError::Malformed("expected hex digits after sha256="))?;
-    mac(secret, body)
-        .verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    verify_hmac_sha256(secret, &[body], &expected).map_err(|_| SignatureError::Mismatch)
 }
 
 /// A secret being rotated out, as read from the secret store.
@@ -134,6 +156,29 @@ mod tests {
     const SECRET: &[u8] = b"It's a Secret to Everybody";
     const BODY: &[u8] = b"Hello, World!";
     const SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    // RFC 4231, test case 2.
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        let tag = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(
+            hex::encode(tag),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"Jefe", &[b"what do ya want for nothing?"], &tag),
+            Ok(())
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"Jefe", &[b"what do ya want for nothing!"], &tag),
+            Err(MacMismatch)
+        );
+        assert_eq!(
+            verify_hmac_sha256(b"Jefe", &[b"what do ya want for nothing?"], &tag[..31]),
+            Err(MacMismatch),
+            "a truncated tag is a mismatch"
+        );
+    }
 
     #[test]
     fn signs_githubs_test_vector() {

@@ -6,9 +6,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
 use serde_json::Value as Json;
 use tokio::time::Instant;
 
@@ -113,45 +115,54 @@ pub async fn run_check(checker: &dyn HttpChecker, check: &SmokeCheckConfig, sha:
     let probe = probe_for(check, sha);
     let started = Instant::now();
     let deadline = started + check.deadline.unsigned_abs();
-    let mut wait = check.backoff.unsigned_abs().clamp(MIN_BACKOFF, MAX_BACKOFF);
-    let mut attempts: u32 = 0;
-    loop {
-        attempts += 1;
-        let outcome = match tokio::time::timeout(probe.timeout + FETCH_GRACE, checker.fetch(&probe)).await {
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(check.backoff.unsigned_abs().clamp(MIN_BACKOFF, MAX_BACKOFF))
+        .with_factor(2.0)
+        .with_max_delay(MAX_BACKOFF)
+        .without_max_times();
+    let attempts = AtomicU32::new(0);
+    let outcome = (|| async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(probe.timeout + FETCH_GRACE, checker.fetch(&probe)).await {
             Ok(Ok(response)) => evaluate(check, sha, &response),
             Ok(Err(transport)) => Err(transport),
             Err(_) => Err(format!("{} {} gave no answer in time", probe.method, probe.url)),
-        };
-        let reason = match outcome {
-            Ok(detail) => {
-                tracing::info!(check = %check.name, attempts, "smoke check passed: {detail}");
-                return CheckResult {
-                    name: check.name.clone(),
-                    passed: true,
-                    attempts,
-                    detail,
-                };
+        }
+    })
+    .retry(backoff)
+    .sleep(tokio::time::sleep)
+    // Another attempt only if it would start before the deadline.
+    .adjust(|_, pause| pause.filter(|pause| Instant::now() + *pause < deadline))
+    .notify(|reason, pause| {
+        tracing::info!(
+            check = %check.name,
+            attempt = attempts.load(Ordering::Relaxed),
+            retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+            "smoke check attempt failed: {reason}"
+        );
+    })
+    .await;
+    let attempts = attempts.into_inner();
+    match outcome {
+        Ok(detail) => {
+            tracing::info!(check = %check.name, attempts, "smoke check passed: {detail}");
+            CheckResult {
+                name: check.name.clone(),
+                passed: true,
+                attempts,
+                detail,
             }
-            Err(reason) => reason,
-        };
-        if Instant::now() + wait >= deadline {
+        }
+        Err(reason) => {
             let plural = if attempts == 1 { "" } else { "s" };
             tracing::warn!(check = %check.name, attempts, "smoke check failed, giving up: {reason}");
-            return CheckResult {
+            CheckResult {
                 name: check.name.clone(),
                 passed: false,
                 attempts,
                 detail: format!("after {attempts} attempt{plural}: {reason}"),
-            };
+            }
         }
-        tracing::info!(
-            check = %check.name,
-            attempt = attempts,
-            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            "smoke check attempt failed: {reason}"
-        );
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -92,9 +92,11 @@
 //! only, since paths and queries may hold a receiver's own token.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable as _};
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
@@ -439,32 +441,58 @@ impl WebhookTarget {
         }
     }
 
-    /// POSTs the request, retrying 5xx, 408, 429 and network errors with backoff.
+    /// POSTs the request, retrying 5xx, 408, 429 and network errors with backoff: at most
+    /// `max_posts` attempts, waiting `first_retry` after the first, doubling up to `max_retry`.
     async fn post(&self, call: &Call<'_>, body: Bytes) -> Result<Answer, DeployError> {
+        /// Why one attempt failed: worth another ([`Post::Retry`], what went wrong), or not.
+        enum Post {
+            Retry(String),
+            Fail(DeployError),
+        }
         let signature = signature_of(call.secret, &body)?;
-        let mut pause = self.pacing.first_retry;
-        let mut attempt = 1;
-        loop {
+        let posts = self.pacing.max_posts.max(1);
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(self.pacing.first_retry)
+            .with_factor(2.0)
+            .with_max_delay(self.pacing.max_retry)
+            .with_max_times(usize::try_from(posts - 1).unwrap_or(usize::MAX));
+        let attempts = AtomicU32::new(0);
+        let answer = (|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
             let request = self
                 .client
                 .post(call.url.clone())
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .header(SIGNATURE_HEADER, signature.clone())
                 .body(body.clone());
-            let problem = match self.send(call, request).await {
-                Ok(reply) if reply.status.is_success() => return parse(&reply, "the webhook"),
-                Ok(reply) if retryable(reply.status) => said("the webhook", &reply),
-                Ok(reply) => return Err(failed(said("the webhook", &reply))),
-                Err(e) => format!("the webhook on {}: {}", host(call.url), describe(&e)),
-            };
-            if attempt >= self.pacing.max_posts.max(1) {
-                return Err(failed(format!("{problem} (after {attempt} attempts)")));
+            match self.send(call, request).await {
+                Ok(reply) if reply.status.is_success() => parse(&reply, "the webhook").map_err(Post::Fail),
+                Ok(reply) if retryable(reply.status) => Err(Post::Retry(said("the webhook", &reply))),
+                Ok(reply) => Err(Post::Fail(failed(said("the webhook", &reply)))),
+                Err(e) => Err(Post::Retry(format!(
+                    "the webhook on {}: {}",
+                    host(call.url),
+                    describe(&e)
+                ))),
             }
-            tracing::warn!(delivery = ?call.delivery, attempt, %problem, "webhook deploy request failed; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(self.pacing.max_retry);
-            attempt += 1;
-        }
+        })
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e| matches!(e, Post::Retry(_)))
+        .notify(|e, _| {
+            if let Post::Retry(problem) = e {
+                let attempt = attempts.load(Ordering::Relaxed);
+                tracing::warn!(delivery = ?call.delivery, attempt, %problem, "webhook deploy request failed; retrying");
+            }
+        })
+        .await;
+        answer.map_err(|e| match e {
+            Post::Fail(e) => e,
+            Post::Retry(problem) => failed(format!(
+                "{problem} (after {} attempts)",
+                attempts.load(Ordering::Relaxed)
+            )),
+        })
     }
 
     /// GETs `status_url` every poll interval until it says the phase ended.

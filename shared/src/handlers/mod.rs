@@ -11,6 +11,8 @@ pub mod smoke;
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
+
 use crate::app::{App, Applied, Carrying, EngineError, Message};
 use crate::domain::{self, Actor, Command, EnvName, Environment, Event, Ignored, Input, RunId, StageKind, StageStatus};
 use crate::ports::{QueueName, Version};
@@ -226,33 +228,37 @@ async fn record_held(
     event: Event,
     mut known: Known,
 ) -> Result<Option<Recorded>, HandlerError> {
-    let mut pause = app.tuning.write_backoff * 5;
-    let mut attempt = 1;
-    loop {
-        match app
-            .apply_held(run_id, known.take(), || app.input(Actor::Slipway, event.clone()))
-            .await
-        {
-            Ok(Some((applied, version, unsent))) => {
-                let run = match applied {
-                    Applied::Ignored(why, run) => {
-                        tracing::warn!(run = %run_id, "result not recorded: {why}");
-                        run
-                    }
-                    Applied::Changed(run) => run,
-                };
-                return Ok(Some(Recorded { run, version, unsent }));
-            }
-            Ok(None) => return Ok(None),
-            Err(EngineError::Unavailable(e)) if attempt < 4 => {
-                tracing::warn!(run = %run_id, attempt, error = %e, "could not record a result; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 4;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
+    // While the store is unavailable: 4 attempts, waiting 5, 20 then 80 write backoffs.
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(app.tuning.write_backoff * 5)
+        .with_factor(4.0)
+        .without_max_delay()
+        .with_max_times(3);
+    let event = &event;
+    let applied = (|| {
+        // The carried state is for the first attempt only.
+        let carried = known.take();
+        async move {
+            app.apply_held(run_id, carried, || app.input(Actor::Slipway, event.clone()))
+                .await
         }
-    }
+    })
+    .retry(backoff)
+    .sleep(tokio::time::sleep)
+    .when(|e| matches!(e, EngineError::Unavailable(_)))
+    .notify(|e, pause| tracing::warn!(run = %run_id, error = %e, ?pause, "could not record a result; retrying"))
+    .await?;
+    let Some((applied, version, unsent)) = applied else {
+        return Ok(None);
+    };
+    let run = match applied {
+        Applied::Ignored(why, run) => {
+            tracing::warn!(run = %run_id, "result not recorded: {why}");
+            run
+        }
+        Applied::Changed(run) => run,
+    };
+    Ok(Some(Recorded { run, version, unsent }))
 }
 
 pub fn stage_budget(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Duration {

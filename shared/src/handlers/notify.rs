@@ -189,7 +189,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
         rollback_url: None,
         expires_at: None,
         sign_in_url: None,
-        run_url: app.link(&format!("/runs/{}", run.id)),
+        run_url: app.url(&["runs", run.id.as_ref()]).into(),
     };
     let one = |kind: &str, env: Option<&str>, title: String, text: String| Notification {
         kind: kind.to_owned(),
@@ -212,7 +212,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
             // Each approver's sign-in link, working as long as the links beside it.
             let sign_in = |who: &crate::domain::ApproverId, until: jiff::Timestamp| {
                 let token = approvals::seal(&key, key_id, &approvals::SignIn::link(who.clone(), until));
-                app.link(&format!("/login/{token}"))
+                String::from(app.url(&["login", &token]))
             };
             let passed = run
                 .deployed_to()
@@ -235,7 +235,12 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                             expires_at: *expires_at,
                         },
                     );
-                    let link = app.link(&format!("/approvals/{token}"));
+                    let link = app.url(&["approvals", &token]);
+                    let deciding = |decision: &str| {
+                        let mut url = link.clone();
+                        url.query_pairs_mut().append_pair("decision", decision);
+                        String::from(url)
+                    };
                     Notification {
                         kind: "approval_requested".into(),
                         id: format!("{}.{}", notice.id(), approver.id),
@@ -252,8 +257,8 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                         ),
                         approver: Some(approver.id.to_string()),
                         address: Some(approver.address.clone()),
-                        approve_url: Some(format!("{link}?decision=approve")),
-                        reject_url: Some(format!("{link}?decision=reject")),
+                        approve_url: Some(deciding("approve")),
+                        reject_url: Some(deciding("reject")),
                         expires_at: Some(*expires_at),
                         sign_in_url: Some(sign_in(&approver.id, *expires_at)),
                         ..base.clone()
@@ -272,11 +277,13 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                         "\"{}\" by {} is live on {env}. What shipped: {}",
                         base.commit_message,
                         base.author,
-                        app.link(&format!(
-                            "/pipelines/{}/releases/{env}/{}",
-                            run.pipeline,
-                            release.at.as_second()
-                        ))
+                        app.url(&[
+                            "pipelines",
+                            run.pipeline.as_str(),
+                            "releases",
+                            env.as_str(),
+                            &release.at.as_second().to_string()
+                        ])
                     ),
                     None => format!("\"{}\" by {} is live on {env}.", base.commit_message, base.author),
                 },
@@ -294,7 +301,7 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
             // Each approver's sign-in link, working as long as the links beside it.
             let sign_in = |who: &crate::domain::ApproverId, until: jiff::Timestamp| {
                 let token = approvals::seal(&key, key_id, &approvals::SignIn::link(who.clone(), until));
-                app.link(&format!("/login/{token}"))
+                String::from(app.url(&["login", &token]))
             };
             // From when the release happened, so a redelivered notice signs the same links.
             let released_at = run.history.get(notice.seq).map_or_else(|| app.clock.now(), |h| h.at);
@@ -323,7 +330,11 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                         ),
                         approver: Some(approver.id.to_string()),
                         address: Some(approver.address.clone()),
-                        rollback_url: Some(app.link(&format!("/runs/{}?token={token}", run.id))),
+                        rollback_url: Some({
+                            let mut url = app.url(&["runs", run.id.as_ref()]);
+                            url.query_pairs_mut().append_pair("token", &token);
+                            url.into()
+                        }),
                         expires_at: Some(expires_at),
                         sign_in_url: Some(sign_in(&approver.id, expires_at)),
                         ..released.clone()

@@ -27,11 +27,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::{Cookie, SameSite};
-use hmac::{Hmac, Mac};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
 use super::{ApiError, AppState, PageError, pages};
@@ -64,7 +62,7 @@ pub async fn sign_in_link(app: &App, who: &ApproverId, valid: SignedDuration) ->
     }
     let expires_at = app.clock.now().checked_add(valid).unwrap_or(Timestamp::MAX);
     let token = app.seal_token(&SignIn::link(who.clone(), expires_at)).await?;
-    Ok(app.link(&format!("/login/{token}")))
+    Ok(app.url(&["login", &token]).into())
 }
 
 /// Who is asking.
@@ -198,11 +196,8 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// The CSRF token of a session: an HMAC of the session token under the signing key.
 async fn csrf_of(app: &App, session: &str) -> Result<String, EngineError> {
     let key = app.secret(&app.config.approvals.signing_key).await?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(b"csrf.");
-    mac.update(session.as_bytes());
-    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    let mac = crate::signature::hmac_sha256(key.expose_secret().as_bytes(), &[b"csrf.", session.as_bytes()]);
+    Ok(URL_SAFE_NO_PAD.encode(mac))
 }
 
 /// A page only people who signed in may see; anyone else gets the sign-in page (401).

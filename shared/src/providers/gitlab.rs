@@ -14,18 +14,15 @@
 //! Pipelines become [`BuildReport`]s whose `check` is always `"pipeline"`: a pipeline's
 //! `required_checks` names a GitLab pipeline as `"pipeline"`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::Sha256;
+use standardwebhooks::Webhook;
+use subtle::ConstantTimeEq as _;
 
 use super::payload::{git_ref_of, optional, required};
 use super::{BuildReport, HostEvent, Push};
 use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName, WebUrl};
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::signature::{hmac_sha256, verify_hmac_sha256};
 
 /// How far `webhook-timestamp` may be from now, either way, in seconds.
 pub const TOLERANCE_SECONDS: i64 = 5 * 60;
@@ -55,63 +52,57 @@ pub enum VerifyError {
     BadSecret,
 }
 
-/// HMAC-SHA256 keyed with any bytes: HMAC accepts keys of every length.
-fn mac(key: &[u8]) -> HmacSha256 {
-    match HmacSha256::new_from_slice(key) {
-        Ok(mac) => mac,
-        // Unreachable: `new_from_slice` fails only for fixed-length-key MACs.
-        Err(_) => unreachable!("HMAC accepts keys of any length"),
-    }
-}
-
 /// Checks `X-Gitlab-Token` against the configured secret token, in constant time.
 ///
 /// Both values are first hashed with HMAC-SHA256 under a fixed key, and the two digests are
-/// compared with [`Mac::verify_slice`], which is constant-time: neither the tokens' contents
-/// nor their lengths leak through timing.
+/// compared in constant time ([`verify_hmac_sha256`]): neither the tokens' contents nor their
+/// lengths leak through timing.
 pub fn verify_token(expected: &str, header: Option<&str>) -> Result<(), VerifyError> {
     const KEY: &[u8] = b"slipway gitlab token comparison";
     let header = header
         .filter(|h| !h.is_empty())
         .ok_or(VerifyError::Missing { header: TOKEN_HEADER })?;
-    let mut want = mac(KEY);
-    want.update(expected.as_bytes());
-    let want = want.finalize().into_bytes();
-    let mut got = mac(KEY);
-    got.update(header.as_bytes());
-    got.verify_slice(&want)
-        .map_err(|_| VerifyError::Mismatch { header: TOKEN_HEADER })
+    let want = hmac_sha256(KEY, &[expected.as_bytes()]);
+    verify_hmac_sha256(KEY, &[header.as_bytes()], &want).map_err(|_| VerifyError::Mismatch { header: TOKEN_HEADER })
 }
 
-/// The key inside a signing token: `whsec_<base64>` (the prefix is optional), decoded.
-/// [`VerifyError::BadSecret`] when it is not base64 or is empty: a configuration error,
-/// which `slipway serve` and `slipway bootstrap` report at start-up.
-pub fn signing_key(secret: &str) -> Result<Vec<u8>, VerifyError> {
-    BASE64
-        .decode(secret.trim().strip_prefix("whsec_").unwrap_or(secret.trim()))
-        .ok()
-        .filter(|key| !key.is_empty())
-        .ok_or(VerifyError::BadSecret)
+/// The Standard Webhooks signer for a signing token: `whsec_<base64>` (the prefix is
+/// optional). [`VerifyError::BadSecret`] when the key is not base64 or is empty: a
+/// configuration error, which `slipway serve` and `slipway bootstrap` report at start-up.
+pub fn signing_key(secret: &str) -> Result<Webhook, VerifyError> {
+    let secret = secret.trim();
+    let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+    if key.is_empty() {
+        return Err(VerifyError::BadSecret);
+    }
+    Webhook::new(key).map_err(|_| VerifyError::BadSecret)
 }
 
-/// The `webhook-signature` value GitLab sends for `body` (`v1,<base64>`): what
-/// [`verify_signature`] accepts. Used by `slipway send --host gitlab` and the tests.
+/// The `webhook-signature` value GitLab sends for `body` (`v1,<base64>`), computed by the
+/// `standardwebhooks` crate: what [`verify_signature`] accepts. Used by
+/// `slipway send --host gitlab` and the tests. A body that is not UTF-8 cannot be signed
+/// (Standard Webhooks payloads are text): [`VerifyError::Malformed`].
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, VerifyError> {
-    let mut signed = mac(&signing_key(secret)?);
-    signed.update(format!("{id}.{timestamp}.").as_bytes());
-    signed.update(body);
-    Ok(format!("v1,{}", BASE64.encode(signed.finalize().into_bytes())))
+    signing_key(secret)?
+        .sign(id, timestamp, body)
+        .map_err(|_| VerifyError::Malformed {
+            header: "body",
+            reason: "a Standard Webhooks payload must be UTF-8",
+        })
 }
 
 /// Checks a Standard Webhooks signature, as GitLab sends it for a hook with a signing token.
 ///
 /// `secret` is the signing token, `whsec_<base64 key>` (the prefix is optional); `id`,
 /// `timestamp` and `signature` are the `webhook-id`, `webhook-timestamp` (Unix seconds) and
-/// `webhook-signature` headers; `body` the raw request body. The signature is the base64
-/// HMAC-SHA256 of `{id}.{timestamp}.{body}`; the header holds space-separated
-/// `v1,<base64>` entries, of which one must match (compared in constant time; entries of other
-/// versions are skipped). A matching signature whose timestamp is more than
-/// [`TOLERANCE_SECONDS`] from `now` is [`VerifyError::Stale`].
+/// `webhook-signature` headers; `body` the raw request body. The signature the
+/// `standardwebhooks` crate computes for them ([`sign`]) must be one of the header's
+/// space-separated `v1,<base64>` entries (compared in constant time; entries of other versions
+/// are skipped). A matching signature whose timestamp is more than [`TOLERANCE_SECONDS`] from
+/// `now` is [`VerifyError::Stale`].
+///
+/// The crate's own `Webhook::verify` is not used because it reads the system clock: slipway
+/// judges the timestamp by its own clock (`now`), as it does every other time-bound check.
 pub fn verify_signature(
     secret: &str,
     id: Option<&str>,
@@ -120,7 +111,7 @@ pub fn verify_signature(
     body: &[u8],
     now: jiff::Timestamp,
 ) -> Result<(), VerifyError> {
-    let key = signing_key(secret)?;
+    let webhook = signing_key(secret)?;
     let id = present(id, "webhook-id")?;
     let timestamp = present(timestamp, "webhook-timestamp")?;
     let signature = present(signature, "webhook-signature")?;
@@ -129,16 +120,9 @@ pub fn verify_signature(
         reason: "expected Unix seconds",
     })?;
 
-    let mut signed = mac(&key);
-    signed.update(id.as_bytes());
-    signed.update(b".");
-    signed.update(timestamp.as_bytes());
-    signed.update(b".");
-    signed.update(body);
-
     let candidates: Vec<&str> = signature
         .split_whitespace()
-        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter(|entry| entry.starts_with("v1,"))
         .collect();
     if candidates.is_empty() {
         return Err(VerifyError::Malformed {
@@ -146,15 +130,16 @@ pub fn verify_signature(
             reason: "expected space-separated `v1,<base64>` entries",
         });
     }
-    let matched = candidates.iter().any(|candidate| {
-        BASE64
-            .decode(candidate)
-            .is_ok_and(|bytes| signed.clone().verify_slice(&bytes).is_ok())
-    });
+    let mismatch = VerifyError::Mismatch {
+        header: "webhook-signature",
+    };
+    // A body that is not UTF-8 was not signed by GitLab.
+    let expected = webhook.sign(id, seconds, body).map_err(|_| mismatch.clone())?;
+    let matched = candidates
+        .iter()
+        .any(|candidate| bool::from(candidate.as_bytes().ct_eq(expected.as_bytes())));
     if !matched {
-        return Err(VerifyError::Mismatch {
-            header: "webhook-signature",
-        });
+        return Err(mismatch);
     }
 
     let skew = now.as_second().saturating_sub(seconds);
@@ -364,9 +349,15 @@ fn parse_pipeline(root: &Value) -> Result<BuildReport, PayloadError> {
         }
         _ => None,
     };
+    // The pipeline's page, when the payload has no URL for it: `<project>/-/pipelines/<id>`.
     let url = url.or_else(|| {
         let (web, id) = (web_url?, id?);
-        Some(format!("{}/-/pipelines/{id}", web.trim_end_matches('/')))
+        let mut page = url::Url::parse(&web).ok()?;
+        page.path_segments_mut()
+            .ok()?
+            .pop_if_empty()
+            .extend(["-", "pipelines", &id.to_string()]);
+        Some(page.into())
     });
     let coverage = match coverage {
         None => None,
@@ -763,14 +754,48 @@ mod tests {
     }
 
     #[test]
+    fn what_slipway_signs_the_crates_own_verifier_accepts() {
+        // The crate's `Webhook::verify` judges the timestamp by the system clock.
+        let now = jiff::Timestamp::now();
+        let at = now.as_second().to_string();
+        let body = br#"{"object_kind":"push"}"#;
+        let signature = sign(SW_SECRET, "msg_1", now.as_second(), body).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("webhook-id", http::HeaderValue::from_static("msg_1"));
+        headers.insert("webhook-timestamp", at.parse().unwrap());
+        headers.insert("webhook-signature", signature.parse().unwrap());
+        Webhook::new(SW_SECRET).unwrap().verify(body, &headers).unwrap();
+        assert_eq!(
+            verify_signature(SW_SECRET, Some("msg_1"), Some(&at), Some(&signature), body, now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_neither_signed_nor_accepted() {
+        let body = b"{\"a\": \"\xff\"}";
+        assert!(matches!(
+            sign(SW_SECRET, SW_ID, 1_614_265_330, body),
+            Err(VerifyError::Malformed { .. })
+        ));
+        assert_eq!(
+            check(SW_SIGNATURE, body, 1_614_265_330),
+            Err(VerifyError::Mismatch {
+                header: "webhook-signature"
+            })
+        );
+    }
+
+    #[test]
     fn a_signing_key_must_be_non_empty_base64() {
         assert!(signing_key(SW_SECRET).is_ok());
         assert!(
             signing_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok(),
             "the prefix is optional"
         );
-        assert_eq!(signing_key("whsec_not base64!"), Err(VerifyError::BadSecret));
-        assert_eq!(signing_key("whsec_"), Err(VerifyError::BadSecret));
+        assert!(matches!(signing_key("whsec_not base64!"), Err(VerifyError::BadSecret)));
+        assert!(matches!(signing_key("whsec_"), Err(VerifyError::BadSecret)));
+        assert!(matches!(signing_key("  "), Err(VerifyError::BadSecret)));
     }
 
     #[test]

@@ -10,16 +10,13 @@
 //! and the approver; whoever handles the interaction still checks that the Slack user who
 //! pressed the button is that approver (`ApproverConfig::slack`).
 
-use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::adapters::notify::slack::{escape, truncate};
 use crate::domain::{WebUrl, clip, clip_quoted};
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::signature::verify_hmac_sha256;
 
 /// The only signature version Slack sends, both in the basestring and the header.
 const VERSION: &str = "v0";
@@ -78,14 +75,8 @@ pub fn verify(
     }
     let expected = hex::decode(digest).map_err(|_| SlackVerifyError::Malformed("expected hex digits after v0="))?;
 
-    // HMAC takes keys of any length, so this never fails; a failure would refuse, not pass.
-    let mut mac = HmacSha256::new_from_slice(signing_secret).map_err(|_| SlackVerifyError::Mismatch)?;
-    mac.update(VERSION.as_bytes());
-    mac.update(b":");
-    mac.update(timestamp.as_bytes());
-    mac.update(b":");
-    mac.update(body);
-    mac.verify_slice(&expected).map_err(|_| SlackVerifyError::Mismatch)
+    let basestring: [&[u8]; 5] = [VERSION.as_bytes(), b":", timestamp.as_bytes(), b":", body];
+    verify_hmac_sha256(signing_secret, &basestring, &expected).map_err(|_| SlackVerifyError::Mismatch)
 }
 
 /// What an approver decided from Slack.

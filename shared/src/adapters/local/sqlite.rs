@@ -31,6 +31,16 @@
 //!
 //! Visibility uses the system clock (unix milliseconds), which all processes on one machine
 //! share.
+//!
+//! # Schema upgrades
+//!
+//! The schema's version is SQLite's `PRAGMA user_version`, kept by `rusqlite_migration`:
+//! [`migrations`] lists every change ever made to the schema, migration N taking a database
+//! from version N-1 to N, each in a transaction of its own. Opening a database applies the
+//! migrations it lacks, so a data directory written by any earlier slipway opens and keeps its
+//! runs and queued messages; one written by a newer slipway ([`SCHEMA_VERSION`] lower than its
+//! `user_version`) is refused before anything in it is changed. A migration that shipped is
+//! never edited: a change is a new migration appended to the list.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,6 +52,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, MigrationDefinitionError, Migrations};
 
 use crate::ports::{
     DeadLetter, Delivery, Queue, QueueError, QueueName, Receipt, StateStore, StoreError, StoreKey, Version, Versioned,
@@ -53,8 +64,18 @@ mod threads;
 pub use threads::SqliteStats;
 use threads::{READERS, Workers};
 
-/// The schema this code reads and writes, kept in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this code reads and writes, kept in SQLite's `user_version`: the number of
+/// [`migrations`].
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Every change to the schema, oldest first; see the module docs ("Schema upgrades").
+///
+/// 1. The schema slipway had until schema upgrades existed (every database written before
+///    then has `user_version` 1): objects, messages and dead letters. `IF NOT EXISTS`, as it
+///    always was, so a file whose tables exist but whose version was never set upgrades too.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(SCHEMA_V1)])
+}
 
 /// How long a call waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,7 +83,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many deliveries a message gets before it is dead-lettered, unless configured.
 const DEFAULT_MAX_RECEIVES: u32 = 5;
 
-const SCHEMA: &str = "
+/// Migration 1: the schema as it was before migrations existed, unchanged.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS objects (
     key     TEXT PRIMARY KEY NOT NULL,
     value   BLOB NOT NULL,
@@ -114,11 +136,24 @@ pub enum SqliteError {
         source: rusqlite::Error,
     },
     /// The file was written by a newer slipway whose schema this one does not understand.
+    /// Nothing in it was changed.
     #[error(
-        "the SQLite database {} has schema version {found}, newer than the {supported} this slipway understands",
+        "the SQLite database {} has schema version {found}, newer than the {supported} this slipway understands: it was written by a newer slipway; upgrade slipway (the file was left unchanged)",
         path.display()
     )]
     NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    /// Upgrading the file's schema failed; the migration's transaction was rolled back, so
+    /// the file is as it was.
+    #[error(
+        "could not upgrade the SQLite database {} from schema version {from} to {SCHEMA_VERSION} (the file was left as it was)",
+        path.display()
+    )]
+    Upgrade {
+        path: PathBuf,
+        from: i64,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
     /// The operating system refused a thread to serve the database (out of threads or
     /// memory).
     #[error("could not start a thread to serve the SQLite database {}", path.display())]
@@ -154,8 +189,9 @@ impl fmt::Debug for SqliteBackend {
 
 impl SqliteBackend {
     /// Opens the database at `path`, creating the file and its parent directory if needed,
-    /// switching it to WAL mode and creating the schema if it is absent, then starts the
-    /// writer and reader threads. Blocks while doing so (call it at start-up).
+    /// refusing it if a newer slipway wrote it, switching it to WAL mode and bringing its
+    /// schema up to date (see "Schema upgrades" in the module docs), then starts the writer
+    /// and reader threads. Blocks while doing so (call it at start-up).
     ///
     /// Messages are dead-lettered after 5 deliveries; see [`SqliteBackend::with_max_receives`].
     pub fn open(path: &Path) -> Result<Self, SqliteError> {
@@ -170,14 +206,7 @@ impl SqliteBackend {
             source,
         };
         let mut writer = Connection::open(path).map_err(open_err)?;
-        let found = initialise(&mut writer).map_err(open_err)?;
-        if found > SCHEMA_VERSION {
-            return Err(SqliteError::NewerSchema {
-                path: path.to_owned(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
+        initialise(&mut writer, path)?;
         let readers = (0..READERS)
             .map(|_| open_reader(path))
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -240,25 +269,62 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Configures the connection and creates the schema if absent; returns the schema version
-/// found (or created).
-fn initialise(conn: &mut Connection) -> rusqlite::Result<i64> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+/// Refuses a database from a newer slipway before changing anything in it, configures the
+/// connection, and applies the migrations the file lacks.
+fn initialise(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
+    let open_err = |source| SqliteError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let newer = |found| SqliteError::NewerSchema {
+        path: path.to_owned(),
+        found,
+        supported: SCHEMA_VERSION,
+    };
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    let found = user_version(conn).map_err(open_err)?;
+    if found > SCHEMA_VERSION {
+        return Err(newer(found));
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(open_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode; concurrent access will be slower");
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Immediate, so that two processes opening a new file at once create the schema once.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if found != 0 {
-        return Ok(found);
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+    // Immediate, so that two processes opening a file at once migrate it once: the second
+    // waits for the first's transaction, then finds nothing left to do.
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    let migrated = migrations().to_latest(conn);
+    conn.set_transaction_behavior(TransactionBehavior::Deferred);
+    match migrated {
+        Ok(()) => {
+            if found < SCHEMA_VERSION {
+                tracing::info!(
+                    database = %path.display(),
+                    from = found,
+                    to = SCHEMA_VERSION,
+                    "SQLite schema upgraded"
+                );
+            }
+            Ok(())
+        }
+        // A newer slipway upgraded the file since we looked.
+        Err(rusqlite_migration::Error::MigrationDefinition(MigrationDefinitionError::DatabaseTooFarAhead)) => {
+            Err(newer(user_version(conn).map_err(open_err)?))
+        }
+        Err(source) => Err(SqliteError::Upgrade {
+            path: path.to_owned(),
+            from: found,
+            source,
+        }),
     }
-    tx.execute_batch(SCHEMA)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()?;
-    Ok(SCHEMA_VERSION)
+}
+
+/// The schema version recorded in the file (0 for a new file).
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
 /// Now, in unix milliseconds, from the system clock.
@@ -1165,15 +1231,65 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_schema_is_refused() {
+    fn a_newer_schema_is_refused_and_the_file_left_unchanged() {
         let (_dir, path) = temp_db();
         drop(SqliteBackend::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
+        let before = std::fs::read(&path).unwrap();
         let err = SqliteBackend::open(&path).unwrap_err();
         assert!(matches!(err, SqliteError::NewerSchema { found: 2, .. }), "{err:?}");
+        assert!(err.to_string().contains("upgrade slipway"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn the_migrations_are_valid_and_counted_by_the_schema_version() {
+        migrations().validate().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_new_file_gets_the_latest_schema() {
+        let (_dir, path) = temp_db();
+        drop(SqliteBackend::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(tables, ["dead_letters", "messages", "objects"]);
+    }
+
+    /// A file whose tables exist but whose version was never set upgrades in place.
+    #[tokio::test]
+    async fn tables_without_a_version_are_kept_and_versioned() {
+        let (_dir, path) = temp_db();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.execute(INSERT_MESSAGE, params!["m-1", "deploy", "deploy shop", 0, 0])
+                .unwrap();
+            assert_eq!(user_version(&conn).unwrap(), 0);
+        }
+        let db = SqliteBackend::open(&path).unwrap();
+        let got = db
+            .receive(QueueName::Deploy, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "deploy shop");
+        drop(db);
+        assert_eq!(user_version(&Connection::open(&path).unwrap()).unwrap(), SCHEMA_VERSION);
     }
 
     /// The database's write lock, held by a connection of its own until released: the
