@@ -2,7 +2,6 @@
 //! as the workers would run them (`slipway::manual_deploy` has the rules), and record it in
 //! the environment's history as a manual release by the caller.
 
-
 use serde_json::json;
 use slipway::domain::{CommitSha, EnvName, Phase, PhaseStatus, PipelineName};
 use slipway::manual_deploy::{self, ManualDeploy, Progress as Step, Refused};

@@ -205,31 +205,9 @@ async fn demo_without_yes_waits_for_the_click_and_stays_up_until_ctrl_c() {
 // slipway serve refuses a bad set-up
 // ---------------------------------------------------------------------------------------
 
-/// A valid configuration with no deploys to speak of, and its secrets.
-const MINIMAL: &str = r#"
-[approvals]
-signing_key = "/slipway/approvals/signing-key"
-
-[[pipelines]]
-name = "hello"
-repo = "Codertocat/Hello-World"
-branch = "master"
-mode = "delivery"
-ci_secret = "/slipway/hello/ci-secret"
-
-[[pipelines.approvers]]
-id = "alice"
-address = "alice@example.com"
-
-[[pipelines.environments]]
-name = "staging"
-deploy = { type = "command", command = ["true"] }
-"#;
-const MINIMAL_SECRETS: &str = "\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/hello/ci-secret\" = \"c\"\n";
-
-/// `slipway serve` on `config` (with [`MINIMAL_SECRETS`]); it must exit by itself.
+/// `slipway serve` on `config` (with [`crate::common::HELLO_SECRETS`]); it must exit by itself.
 async fn serve_refuses(config: &str) -> crate::common::Out {
-    serve_refuses_with(config, MINIMAL_SECRETS).await
+    serve_refuses_with(config, crate::common::HELLO_SECRETS).await
 }
 
 /// `slipway serve` on `config` and `secrets`; it must exit by itself, creating nothing.
@@ -250,7 +228,7 @@ async fn serve_refuses_with(config: &str, secrets: &str) -> crate::common::Out {
 
 #[tokio::test]
 async fn serve_names_the_key_and_the_problem_in_an_invalid_config() {
-    let out = serve_refuses(&MINIMAL.replace("\"Codertocat/Hello-World\"", "\"acme\"")).await;
+    let out = serve_refuses(&crate::common::minimal_config().replace("\"Codertocat/Hello-World\"", "\"acme\"")).await;
     out.stderr_has(&[
         "slipway.toml",
         "line 7",
@@ -258,20 +236,23 @@ async fn serve_names_the_key_and_the_problem_in_an_invalid_config() {
         "invalid repository \"acme\": expected owner/name",
     ]);
 
-    let no_approvers = MINIMAL.replace(
+    let no_approvers = crate::common::minimal_config().replace(
         "[[pipelines.approvers]]\nid = \"alice\"\naddress = \"alice@example.com\"",
         "",
     );
     let out = serve_refuses(&no_approvers).await;
     out.stderr_has(&["slipway.toml: pipelines[0] (hello).approvers: mode = \"delivery\" needs at least one approver"]);
 
-    let out = serve_refuses(&MINIMAL.replace("branch = \"master\"", "branch = \"master\"\ncolour = \"blue\"")).await;
+    let out = serve_refuses(
+        &crate::common::minimal_config().replace("branch = \"master\"", "branch = \"master\"\ncolour = \"blue\""),
+    )
+    .await;
     out.stderr_has(&["unknown field `colour`"]);
 }
 
 #[tokio::test]
 async fn serve_names_a_secret_missing_from_the_secrets_file() {
-    let config = MINIMAL.replace(
+    let config = crate::common::minimal_config().replace(
         "command = [\"true\"] }",
         "command = [\"true\"], secrets = { TOKEN = \"/slipway/hello/deploy-token\" } }",
     );
@@ -288,10 +269,13 @@ async fn serve_names_a_secret_missing_from_the_secrets_file() {
 
 #[tokio::test]
 async fn serve_refuses_a_gitlab_signing_token_that_is_not_whsec_base64() {
-    let config =
-        format!("[gitlab]\ntoken = \"/slipway/gitlab/token\"\nsigning_key = \"/slipway/gitlab/signing\"\n\n{MINIMAL}");
+    let config = format!(
+        "[gitlab]\ntoken = \"/slipway/gitlab/token\"\nsigning_key = \"/slipway/gitlab/signing\"\n\n{}",
+        crate::common::minimal_config()
+    );
     let secrets = format!(
-        "{MINIMAL_SECRETS}\"/slipway/gitlab/token\" = \"t\"\n\"/slipway/gitlab/signing\" = \"whsec_not base64!\"\n"
+        "{}\"/slipway/gitlab/token\" = \"t\"\n\"/slipway/gitlab/signing\" = \"whsec_not base64!\"\n",
+        crate::common::HELLO_SECRETS
     );
     let out = serve_refuses_with(&config, &secrets).await;
     out.stderr_has(&[
@@ -811,8 +795,16 @@ fn stage<'a>(run: &'a Value, kind: &str, env: Option<&str>) -> &'a Value {
 #[tokio::test]
 async fn rollback_says_what_is_missing_instead_of_guessing() {
     let dir = TempDir::new().unwrap();
-    write_file(&dir.path().join("slipway.toml"), MINIMAL, 0o644);
-    write_file(&dir.path().join("slipway.secrets.toml"), MINIMAL_SECRETS, 0o600);
+    write_file(
+        &dir.path().join("slipway.toml"),
+        &crate::common::minimal_config(),
+        0o644,
+    );
+    write_file(
+        &dir.path().join("slipway.secrets.toml"),
+        crate::common::HELLO_SECRETS,
+        0o600,
+    );
     let mut cmd = command();
     cmd.current_dir(dir.path())
         .args(["rollback", "--env", "staging", "--data-dir", "data"]);

@@ -39,34 +39,13 @@ impl Site {
             out = toml_str(site.dir.path().to_string_lossy()),
         );
         let config = format!(
-            r#"
-[approvals]
-signing_key = "/slipway/approvals/signing-key"
-
-[[pipelines]]
-name = "hello"
-repo = "Codertocat/Hello-World"
-branch = "master"
-mode = "delivery"
-ci_secret = "/slipway/hello/ci-secret"
-
-[[pipelines.approvers]]
-id = "alice"
-address = "alice@example.com"
-
-[[pipelines.environments]]
-name = "staging"
-deploy = {target}
-
-[[pipelines.environments]]
-name = "production"
-deploy = {target}
-{production_extra}
-"#
+            "{}\n[[pipelines.environments]]\nname = \"production\"\ndeploy = {target}\n{production_extra}\n",
+            crate::common::hello_config(&target)
         );
         write_file(&site.path("slipway.toml"), &config, 0o644);
         let secrets = format!(
-            "\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/hello/ci-secret\" = \"c\"\n\"/slipway/hello/deploy-token\" = \"{TOKEN}\"\n"
+            "{}\"/slipway/hello/deploy-token\" = \"{TOKEN}\"\n",
+            crate::common::HELLO_SECRETS
         );
         write_file(&site.path("slipway.secrets.toml"), &secrets, 0o600);
         site

@@ -4,34 +4,13 @@
 
 use tempfile::TempDir;
 
-use crate::common::{Out, command, finish, write_file};
-
-const CONFIG: &str = r#"
-[approvals]
-signing_key = "/slipway/approvals/signing-key"
-
-[[pipelines]]
-name = "hello"
-repo = "Codertocat/Hello-World"
-branch = "master"
-mode = "delivery"
-ci_secret = "/slipway/hello/ci-secret"
-
-[[pipelines.approvers]]
-id = "alice"
-address = "alice@example.com"
-
-[[pipelines.environments]]
-name = "staging"
-deploy = { type = "command", command = ["true"] }
-"#;
-const SECRETS: &str = "\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/hello/ci-secret\" = \"c\"\n";
+use crate::common::{HELLO_SECRETS, Out, command, finish, minimal_config, write_file};
 
 /// `slipway rollback <args>` in a directory with a configuration and an empty database.
 async fn rollback(args: &[&str]) -> Out {
     let dir = TempDir::new().unwrap();
-    write_file(&dir.path().join("slipway.toml"), CONFIG, 0o644);
-    write_file(&dir.path().join("slipway.secrets.toml"), SECRETS, 0o600);
+    write_file(&dir.path().join("slipway.toml"), &minimal_config(), 0o644);
+    write_file(&dir.path().join("slipway.secrets.toml"), HELLO_SECRETS, 0o600);
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     slipway::adapters::local::sqlite::SqliteBackend::open(&dir.path().join("data/slipway.db")).unwrap();
     let mut cmd = command();

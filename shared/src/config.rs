@@ -30,9 +30,8 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration file.
-/// An I/O error in words, without Rust's `(os error 2)` suffix.
-fn io_reason(e: &std::io::Error) -> String {
+/// An I/O error in words, without Rust's `(os error 2)` suffix (also the secrets file's).
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error ") {
         Some(at) => text[..at].to_owned(),
@@ -58,6 +57,7 @@ impl ConfigError {
     }
 }
 
+/// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

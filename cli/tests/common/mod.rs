@@ -339,3 +339,38 @@ pub fn write_file(path: &Path, text: &str, mode: u32) {
 pub fn toml_str(s: impl AsRef<str>) -> String {
     toml::Value::String(s.as_ref().to_owned()).to_string()
 }
+
+/// A valid configuration for one pipeline, `hello` (Codertocat/Hello-World, master, delivery,
+/// approver alice), whose staging deploys with `staging_deploy` (a TOML inline table). The
+/// secrets it names are [`HELLO_SECRETS`].
+pub fn hello_config(staging_deploy: &str) -> String {
+    format!(
+        r#"
+[approvals]
+signing_key = "/slipway/approvals/signing-key"
+
+[[pipelines]]
+name = "hello"
+repo = "Codertocat/Hello-World"
+branch = "master"
+mode = "delivery"
+ci_secret = "/slipway/hello/ci-secret"
+
+[[pipelines.approvers]]
+id = "alice"
+address = "alice@example.com"
+
+[[pipelines.environments]]
+name = "staging"
+deploy = {staging_deploy}
+"#
+    )
+}
+
+/// [`hello_config`] with a staging that deploys with `true`.
+pub fn minimal_config() -> String {
+    hello_config(r#"{ type = "command", command = ["true"] }"#)
+}
+
+/// The secrets [`hello_config`] names.
+pub const HELLO_SECRETS: &str = "\"/slipway/approvals/signing-key\" = \"k\"\n\"/slipway/hello/ci-secret\" = \"c\"\n";

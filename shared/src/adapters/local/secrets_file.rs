@@ -29,7 +29,7 @@ use crate::ports::{SecretError, SecretStore};
 pub enum SecretsFileError {
     /// The file could not be read (missing, permission denied, not UTF-8). For a missing
     /// file the message says how to make one.
-    #[error("cannot read the secrets file {}: {}{}", path.display(), io_reason(error), read_hint(error))]
+    #[error("cannot read the secrets file {}: {}{}", path.display(), crate::config::io_reason(error), read_hint(error))]
     Read { path: PathBuf, error: std::io::Error },
     /// The text is not valid TOML. Only the position is reported: the parser's own message
     /// quotes the offending line, which may hold a secret, so it is deliberately dropped.
@@ -173,15 +173,6 @@ fn warn_if_shared(path: &Path) {
 
 #[cfg(not(unix))]
 fn warn_if_shared(_path: &Path) {}
-
-/// An I/O error in words, without Rust's `(os error 2)` suffix.
-fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(at) => text[..at].to_owned(),
-        None => text,
-    }
-}
 
 fn read_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
