@@ -57,6 +57,16 @@ async fn a_manual_deploy_runs_the_phases_here_and_is_recorded_as_the_callers_rel
     assert_eq!(record.manual_release(), Some(&outcome.record));
     assert!(record.operator.is_none(), "the operator lease was given up");
     assert_eq!(record.current, None, "the pipeline's own releases are untouched");
+    // The control room shows it on staging's card, and the API says the same.
+    let page = p.read(&p.app.link("/")).await;
+    assert!(
+        page.body
+            .contains(&format!("Runs a manual release of {} by alice", &HAND[..12])),
+        "{}",
+        page.body
+    );
+    let api = p.read(&p.app.link("/api/environments")).await;
+    assert!(api.body.contains("\"manual\""), "{}", api.body);
 
     // The pipeline's next deploy there goes ahead as usual and replaces it.
     p.release(SHA).await;
@@ -69,6 +79,7 @@ async fn a_manual_deploy_runs_the_phases_here_and_is_recorded_as_the_callers_rel
     assert_eq!(record.current.as_ref().unwrap().sha.as_str(), SHA);
     assert_eq!(record.manual_release(), None);
     assert_eq!(record.manual.len(), 1, "the history keeps it");
+    assert!(!p.read(&p.app.link("/")).await.body.contains("Runs a manual release"));
 }
 
 #[tokio::test(start_paused = true)]

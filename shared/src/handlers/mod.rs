@@ -238,10 +238,9 @@ async fn record_held(
     let applied = (|| {
         // The carried state is for the first attempt only.
         let carried = known.take();
-        async move {
-            app.apply_held(run_id, carried, || app.input(Actor::Slipway, event.clone()))
-                .await
-        }
+        // Boxed: the retried future nests apply_held's own retries, and a debug build's
+        // stack (2 MiB on a tokio worker) would not hold both.
+        async move { Box::pin(app.apply_held(run_id, carried, || app.input(Actor::Slipway, event.clone()))).await }
     })
     .retry(backoff)
     .sleep(tokio::time::sleep)

@@ -148,8 +148,15 @@ fn env_card(app: &App, now: Timestamp, p: &PipelineView, env: &EnvView, csrf: Op
                 }
                 None => { p.muted { "Nothing released here yet." } }
             }
+            @if let Some(manual) = &env.manual {
+                p.warning { "Runs a " (manual.describe()) ", " (pages::moment(now, manual.at))
+                    " (slipway deploy); the pipeline's next deploy replaces it." }
+            }
             @if let Some(lease) = &env.lease {
                 p { "Deploying: " a href=(app.link(&format!("/runs/{}", lease.run))) { (lease.run) } }
+            }
+            @if let Some(operator) = &env.operator {
+                p { "Deploying by hand: " (operator.by) " deploys " code { (operator.sha.short()) } " from their machine (slipway deploy)" }
             }
             @if !env.waiting.is_empty() {
                 p { (env.waiting.len()) " waiting: "

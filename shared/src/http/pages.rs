@@ -430,8 +430,8 @@ pub(super) enum RollbackLink {
 
 fn rollback_section(r: &RunRollback) -> Markup {
     let command = |env: &str| format!("slipway rollback --env {env} --pipeline {}", r.pipeline);
-    // Named explicitly: without `--to`, the CLI goes to the release before the current one,
-    // which may be a newer commit that was rolled back.
+    // Named explicitly, so the command does what this page says even if the environment's
+    // releases change before it is run.
     let command_to = |env: &EnvName, to: &Release| format!("{} --to {}", command(env.as_str()), to.run);
     // An unusable link names the CLI command itself when the list below does not.
     let fallback = match &r.link {

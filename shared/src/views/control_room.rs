@@ -94,6 +94,13 @@ pub struct EnvView {
     /// How far it is ahead of the next environment (`None`: the last one, or nothing to
     /// compare).
     pub ahead_of_next: Option<Ahead>,
+    /// An operator deploying here from their machine now (`slipway deploy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator: Option<crate::domain::environment::OperatorLease>,
+    /// A manual release put in place after the pipeline's current release: the environment
+    /// runs it until the pipeline's next deploy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual: Option<crate::domain::environment::ManualRelease>,
 }
 
 /// What an environment runs.
@@ -239,6 +246,8 @@ pub async fn environments(app: &App, config: &PipelineConfig, known: &[Run]) -> 
                     .find(|r| r.run != c.run && r.opened_at < c.opened_at)
                     .cloned()
             });
+            let operator = record.operator_at(now).cloned();
+            let manual = record.manual_release().cloned();
             Ok::<_, EngineError>(EnvView {
                 name: env.name.clone(),
                 current,
@@ -247,6 +256,8 @@ pub async fn environments(app: &App, config: &PipelineConfig, known: &[Run]) -> 
                 waiting: record.waiting,
                 held,
                 ahead_of_next: None,
+                operator,
+                manual,
             })
         })
         .collect();
