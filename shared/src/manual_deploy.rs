@@ -35,7 +35,7 @@ use crate::config::DeployTargetConfig;
 use crate::domain::environment::{Holder, ManualRelease};
 use crate::domain::{Command, CommitSha, EnvName, Environment, Phase, PhaseOutcome, PipelineName, RunId};
 use crate::handlers::deploy::{Step, resolve_secrets, run_steps};
-use crate::handlers::envs::{LEASE_RENEW, LEASE_TTL};
+use crate::handlers::envs::{self, LEASE_TTL};
 use crate::policy::Verdict;
 use crate::ports::DeployPurpose;
 
@@ -294,28 +294,18 @@ async fn run_phases(
     (outcomes, output, Ok(()))
 }
 
-/// Runs `work` while renewing the operator lease every [`LEASE_RENEW`].
+/// Runs `work` while renewing the operator lease.
 async fn holding<F: Future>(app: &App, request: &ManualDeploy, work: F) -> F::Output {
-    let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + LEASE_RENEW, LEASE_RENEW);
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = tick.tick() => {
-                let now = app.clock.now();
-                let renewed = app
-                    .update_environment(&request.pipeline, &request.env, |record| {
-                        record.renew_operator(&request.by, &request.sha, now, LEASE_TTL)
-                    })
-                    .await;
-                match renewed {
-                    Ok(true) => {}
-                    Ok(false) => tracing::error!(env = %request.env, "lost the environment's operator lease while deploying"),
-                    Err(e) => tracing::warn!(env = %request.env, error = %e, "could not renew the operator lease"),
-                }
-            }
-        }
-    }
+    let holder = format!("{}'s manual deploy", request.by);
+    envs::renewing(
+        app,
+        &request.pipeline,
+        &request.env,
+        &holder,
+        |record, now| record.renew_operator(&request.by, &request.sha, now, LEASE_TTL),
+        work,
+    )
+    .await
 }
 
 /// Records `manual` in the environment's record, gives the operator lease up, and wakes the

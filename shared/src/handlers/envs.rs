@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::app::{App, Carried, EngineError, update_record_from};
 use crate::domain::{Claim, Command, EnvName, EnvOutcome, Environment, Lineage, PipelineName, Run, RunId};
@@ -128,6 +128,27 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
 
 /// Runs `work` while renewing `run`'s lease on `env` every [`LEASE_RENEW`].
 pub async fn holding<F: Future>(app: &App, pipeline: &PipelineName, run: &RunId, env: &EnvName, work: F) -> F::Output {
+    renewing(
+        app,
+        pipeline,
+        env,
+        run.as_ref(),
+        |record, now| record.renew(run, now, LEASE_TTL),
+        work,
+    )
+    .await
+}
+
+/// Runs `work` while calling `renew` on `env`'s record every [`LEASE_RENEW`]: a run's lease
+/// ([`holding`]) or an operator's ([`crate::manual_deploy`]). `holder` names it in the log.
+pub async fn renewing<F: Future>(
+    app: &App,
+    pipeline: &PipelineName,
+    env: &EnvName,
+    holder: &str,
+    renew: impl Fn(&mut Environment, Timestamp) -> bool,
+    work: F,
+) -> F::Output {
     let mut work = std::pin::pin!(work);
     // The first renewal is one period from now, without awaiting an immediate first tick
     // (which would hold every deploy up until the timer's next millisecond tick).
@@ -137,10 +158,10 @@ pub async fn holding<F: Future>(app: &App, pipeline: &PipelineName, run: &RunId,
             out = &mut work => return out,
             _ = tick.tick() => {
                 let now = app.clock.now();
-                match app.update_environment(pipeline, env, |record| record.renew(run, now, LEASE_TTL)).await {
+                match app.update_environment(pipeline, env, |record| renew(record, now)).await {
                     Ok(true) => {}
-                    Ok(false) => tracing::error!(%run, %env, "lost the environment's lease while working"),
-                    Err(e) => tracing::warn!(%run, %env, error = %e, "could not renew the environment's lease"),
+                    Ok(false) => tracing::error!(holder, %env, "lost the environment's lease while working"),
+                    Err(e) => tracing::warn!(holder, %env, error = %e, "could not renew the environment's lease"),
                 }
             }
         }
