@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use slipway::domain::{PipelineName, Run, RunId, RunStatus, StageKind};
 use slipway::embedded::Paths;
 
-use crate::sample;
+use crate::sample::{self, toml_str};
 use crate::send::Host;
 
 #[derive(Debug, clap::Args)]
@@ -41,36 +41,22 @@ async fn start_environment(envs: &Path, name: &str) -> anyhow::Result<SocketAddr
     Ok(addr)
 }
 
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
 fn write_files(dir: &Path, slipway: SocketAddr, staging: SocketAddr, production: SocketAddr) -> anyhow::Result<Paths> {
     let scripts = dir.join("deploy");
     sample::write_scripts(&scripts, false)?;
-    let script = |phase: &str| toml_str(&scripts.join(phase).display().to_string());
     let envs = dir.join("envs");
     let environment = |name: &str, addr: SocketAddr| {
-        format!(
-            r#"
-[[pipelines.environments]]
-name = "{name}"
-deploy = {{ type = "command", command = [{release}], backup = [{backup}], migrate = [{migrate}], restore = [{restore}], timeout = "1m", env = {{ APP_ENVS = {envs} }}, secrets = {{ APP_DB_PASSWORD = "/slipway/shop/{name}/db-password" }} }}
-
-[[pipelines.environments.smoke]]
-name = "health, version and database"
-url = "http://{addr}/health"
-json = {{ "/version" = "{{sha}}", "/database" = "ok" }}
-timeout = "2s"
-deadline = "20s"
-backoff = "200ms"
-"#,
-            release = script("release.sh"),
-            backup = script("backup.sh"),
-            migrate = script("migrate.sh"),
-            restore = script("restore.sh"),
-            envs = toml_str(&envs.display().to_string()),
-        )
+        sample::Environment {
+            name,
+            addr,
+            scripts: &scripts,
+            envs: &envs,
+            db_param: &format!("/slipway/shop/{name}/db-password"),
+            timeout: "1m",
+            deadline: "20s",
+            server: None,
+        }
+        .toml()
     };
     let config = format!(
         r#"# Written by `slipway demo`.

@@ -11,7 +11,7 @@ use slipway::config::Config;
 use slipway::domain::{ApproverId, Mode, PipelineName, RepoName};
 
 use crate::exit::{Failure, Kind};
-use crate::sample;
+use crate::sample::{self, toml_str};
 use crate::send::Host;
 
 #[derive(Debug, clap::Args)]
@@ -93,10 +93,6 @@ fn pipeline_name(repo: &RepoName) -> PipelineName {
     let name = &name[..name.len().min(40)];
     PipelineName::parse(name.trim_end_matches('-'))
         .unwrap_or_else(|_| PipelineName::parse("app").expect("a valid name"))
-}
-
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// A path for a shell command line, quoted if it needs to be.
@@ -249,44 +245,23 @@ fn config_text(
         Mode::Delivery => "delivery",
         Mode::Deployment => "deployment",
     };
-    let script = |phase: &str| toml_str(&root.join("deploy").join(phase).display().to_string());
+    let (scripts, envs) = (root.join("deploy"), root.join("envs"));
     let environments: String = ENVIRONMENTS
         .iter()
         .zip(ports)
         .zip(&secrets.db)
         .map(|((env, addr), db)| {
-            format!(
-                r#"
-[[pipelines.environments]]
-name = "{env}"
-
-[pipelines.environments.deploy]
-type = "command"
-command = [{release}]
-backup = [{backup}]
-migrate = [{migrate}]
-restore = [{restore}]
-timeout = "2m"
-# The sample app's files, where it listens, and the program that serves it.
-env = {{ APP_ENVS = {envs}, APP_LISTEN = "{addr}", APP_SERVER = {server} }}
-secrets = {{ APP_DB_PASSWORD = {db} }}
-
-[[pipelines.environments.smoke]]
-name = "health, version and database"
-url = "http://{addr}/health"
-json = {{ "/version" = "{{sha}}", "/database" = "ok" }}
-timeout = "2s"
-deadline = "30s"
-backoff = "200ms"
-"#,
-                release = script("release.sh"),
-                backup = script("backup.sh"),
-                migrate = script("migrate.sh"),
-                restore = script("restore.sh"),
-                envs = toml_str(&root.join("envs").display().to_string()),
-                server = toml_str(&server.display().to_string()),
-                db = toml_str(db),
-            )
+            sample::Environment {
+                name: env,
+                addr: *addr,
+                scripts: &scripts,
+                envs: &envs,
+                db_param: db,
+                timeout: "2m",
+                deadline: "30s",
+                server: Some(server),
+            }
+            .toml()
         })
         .collect();
     format!(

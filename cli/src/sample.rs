@@ -251,6 +251,79 @@ async fn detach(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// `s` as a TOML string (quoted and escaped).
+pub(crate) fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// One environment of the sample app, as `slipway.toml` declares it for `slipway init` and
+/// the demo: deployed by the phase scripts [`write_scripts`] put in `scripts`, its database
+/// password from parameter `db_param`, and smoke-checked at `addr`.
+pub(crate) struct Environment<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) addr: SocketAddr,
+    pub(crate) scripts: &'a Path,
+    /// Where each environment's files live (`APP_ENVS`).
+    pub(crate) envs: &'a Path,
+    pub(crate) db_param: &'a str,
+    /// The deploy's timeout and the smoke checks' deadline, as config durations.
+    pub(crate) timeout: &'a str,
+    pub(crate) deadline: &'a str,
+    /// The program the release script starts the app with (`APP_SERVER`, listening on
+    /// `addr`); `None` when the app is already served (the demo serves it in-process).
+    pub(crate) server: Option<&'a Path>,
+}
+
+impl Environment<'_> {
+    /// Its `[[pipelines.environments]]` table and smoke check.
+    pub(crate) fn toml(&self) -> String {
+        let script = |phase: &str| toml_str(&self.scripts.join(phase).display().to_string());
+        let envs = toml_str(&self.envs.display().to_string());
+        let env = match self.server {
+            Some(server) => format!(
+                "# The sample app's files, where it listens, and the program that serves it.\n\
+                 env = {{ APP_ENVS = {envs}, APP_LISTEN = \"{addr}\", APP_SERVER = {server} }}",
+                addr = self.addr,
+                server = toml_str(&server.display().to_string()),
+            ),
+            None => format!("# The sample app's files.\nenv = {{ APP_ENVS = {envs} }}"),
+        };
+        format!(
+            r#"
+[[pipelines.environments]]
+name = "{name}"
+
+[pipelines.environments.deploy]
+type = "command"
+command = [{release}]
+backup = [{backup}]
+migrate = [{migrate}]
+restore = [{restore}]
+timeout = "{timeout}"
+{env}
+secrets = {{ APP_DB_PASSWORD = {db} }}
+
+[[pipelines.environments.smoke]]
+name = "health, version and database"
+url = "http://{addr}/health"
+json = {{ "/version" = "{{sha}}", "/database" = "ok" }}
+timeout = "2s"
+deadline = "{deadline}"
+backoff = "200ms"
+"#,
+            name = self.name,
+            release = script("release.sh"),
+            backup = script("backup.sh"),
+            migrate = script("migrate.sh"),
+            restore = script("restore.sh"),
+            timeout = self.timeout,
+            db = toml_str(self.db_param),
+            addr = self.addr,
+            deadline = self.deadline,
+        )
+    }
+}
+
 /// Who authored and pushed a sample commit.
 pub(crate) const AUTHOR: slipway::samples::SampleAuthor<'static> = slipway::samples::SampleAuthor {
     login: "dev",
