@@ -20,6 +20,7 @@ mod lambda;
 mod links;
 mod manual_deploy;
 mod metrics;
+mod model_found;
 mod read_model;
 mod releases;
 mod rollback_link;
