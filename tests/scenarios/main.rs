@@ -20,7 +20,6 @@ mod lambda;
 mod links;
 mod manual_deploy;
 mod metrics;
-mod model_found;
 mod read_model;
 mod releases;
 mod rollback_link;

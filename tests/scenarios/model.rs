@@ -312,3 +312,23 @@ async fn found_a_red_then_green_build_under_a_store_fault_keeps_git_order() {
     m.step(Ci(2, Green)).await;
     m.finish().await;
 }
+
+/// Found at seed 7785783752836650624: run 3's worker dies after its release on staging;
+/// run 4 then takes the lease and fails its backup. Run 4's known failure must not clear
+/// run 3's doubt, or commit 2 (an ancestor of 3) goes over the commit 3 staging runs.
+#[tokio::test(start_paused = true)]
+async fn found_a_newer_run_failing_before_its_release_keeps_an_earlier_doubt() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 1, 1]).await;
+    m.step(Push(2)).await; // before 3, commits [4]
+    m.step(Push(1)).await; // before 2, commits [3]
+    m.step(Ci(3, Green)).await;
+    m.step(Push(0)).await; // before 0, commits [1, 2]
+    m.step(Crash(Q::Deploy, 4)).await;
+    m.step(DeployFails(Env::Staging, Phase::Backup)).await;
+    m.step(Ci(4, Green)).await;
+    m.step(Advance(15)).await;
+    m.step(Ci(2, Green)).await;
+    m.finish().await;
+}

@@ -25,6 +25,8 @@
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+use serde_with::formats::PreferMany;
+use serde_with::{OneOrMany, serde_as};
 
 use super::ids::{CommitSha, RunId};
 use super::lineage::{Lineage, Place};
@@ -36,11 +38,17 @@ pub const RELEASES_KEPT: usize = 50;
 /// How many manual deploys an environment remembers, newest last.
 pub const MANUAL_KEPT: usize = 20;
 
+/// How many runs in doubt an environment remembers. Each comes from a worker that vanished
+/// mid-deploy and stays only until a newer commit's release is recorded, so more than a few
+/// at once means something else is wrong; beyond this the earliest marked is forgotten.
+pub const DOUBTS_KEPT: usize = 20;
+
 /// A waiting run that has not asked again for this long is forgotten: its run ended or
 /// moved on.
 pub const WAITER_TTL: SignedDuration = SignedDuration::from_mins(15);
 
 /// An environment's shared record.
+#[serde_as]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Environment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,12 +61,16 @@ pub struct Environment {
     /// Everything released here, oldest first, at most [`RELEASES_KEPT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releases: Vec<Release>,
-    /// The newest run whose deploy here may have released without slipway knowing yet: set
-    /// when its deploy takes the lease, cleared once the deploy's outcome is known. A worker
-    /// that died between the release phase and writing what it did leaves it set, so no
-    /// older commit goes over what may be running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub in_doubt: Option<Mark>,
+    /// The runs whose deploy here may have released without slipway knowing yet: each is
+    /// marked when its deploy takes the lease, and unmarked once that deploy's outcome is
+    /// known or a newer commit's release is recorded here. A worker that died between the
+    /// release phase and writing what it did leaves its mark, so no older commit goes over
+    /// what may be running — not even after a newer run took the lease and failed before
+    /// releasing. At most [`DOUBTS_KEPT`]; a record written before there could be several
+    /// holds one.
+    #[serde_as(as = "OneOrMany<_, PreferMany>")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_doubt: Vec<Mark>,
     /// The lease an operator's manual deploy (`slipway deploy`) holds while its phases run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<OperatorLease>,
@@ -278,9 +290,8 @@ impl Environment {
                 by: current.run.clone(),
             };
         }
-        if let Some(doubt) = &self.in_doubt
-            && lineage.is_newer(doubt.place(), me)
-        {
+        let doubted = self.in_doubt.iter().filter(|d| lineage.is_newer(d.place(), me));
+        if let Some(doubt) = lineage.newest(doubted, |d| d.place()) {
             return Claim::Superseded { by: doubt.run.clone() };
         }
         let newer = self.waiting.iter().filter(|w| lineage.is_newer(w.place(), me));
@@ -305,10 +316,17 @@ impl Environment {
             acquired_at: now,
             expires_at: later(now, ttl),
         });
-        self.in_doubt = Some(Mark {
+        // Earlier marks stay: this deploy may fail before it releases, and what they may
+        // have put here would still be running.
+        self.in_doubt.retain(|d| d.run != *run);
+        self.in_doubt.push(Mark {
             run: run.clone(),
             opened_at,
         });
+        if self.in_doubt.len() > DOUBTS_KEPT {
+            let extra = self.in_doubt.len() - DOUBTS_KEPT;
+            self.in_doubt.drain(..extra);
+        }
         Claim::Granted
     }
 
@@ -328,13 +346,17 @@ impl Environment {
             };
             if holds || newer() {
                 self.record(release.clone());
+                // What runs here now is newer than a run in doubt: whatever that one may
+                // have released, nothing older than it can go over this release either.
+                self.in_doubt
+                    .retain(|d| d.run == *run || !lineage.is_newer(release.place(), d.place()));
             }
         }
         if outcome.busy {
             return None;
         }
-        if outcome.known && self.in_doubt.as_ref().is_some_and(|d| d.run == *run) {
-            self.in_doubt = None;
+        if outcome.known {
+            self.in_doubt.retain(|d| d.run != *run);
         }
         if self.release_lease(run) {
             self.next_in_line(lineage).map(|w| w.run.clone())
@@ -353,7 +375,11 @@ impl Environment {
             .as_ref()
             .is_some_and(|release| !holds && self.current.as_ref().is_some_and(|c| c.run != release.run));
         let wakes_among_several = !outcome.busy && holds && self.waiting.len() > 1;
-        compares_release || wakes_among_several
+        let clears_other_doubts = outcome
+            .release
+            .as_ref()
+            .is_some_and(|release| self.in_doubt.iter().any(|d| d.run != release.run));
+        compares_release || wakes_among_several || clears_other_doubts
     }
 
     /// Extends `run`'s lease. `false` if it does not hold it (it expired and was taken).
@@ -740,7 +766,7 @@ mod tests {
         // A newer commit goes ahead, and its known outcome clears the doubt.
         assert_eq!(env.claim(&run(3), at(4), at(31), TTL, &UNKNOWN), Claim::Granted);
         env.settle(&run(3), &outcome(Some(release(3, 4)), false, true), &UNKNOWN);
-        assert_eq!(env.in_doubt, None);
+        assert!(env.in_doubt.is_empty());
         assert_eq!(env.current.as_ref().unwrap().run, run(3));
     }
 
@@ -750,9 +776,103 @@ mod tests {
         env.record(release(1, 1));
         env.claim(&run(3), at(3), at(4), TTL, &UNKNOWN);
         env.settle(&run(3), &outcome(None, false, true), &UNKNOWN);
-        assert_eq!(env.in_doubt, None);
+        assert!(env.in_doubt.is_empty());
         // Commit 2 is newer than what runs (1): it may go.
         assert_eq!(env.claim(&run(2), at(2), at(5), TTL, &UNKNOWN), Claim::Granted);
+    }
+
+    /// Found by the model test (seed 7785783752836650624): run 3's worker died after its
+    /// release phase; run 4 took the lease and failed its backup. Its known failure must not
+    /// clear run 3's doubt, or commit 2 goes over the commit 3 that staging runs.
+    #[test]
+    fn a_newer_run_that_fails_before_releasing_leaves_an_earlier_doubt() {
+        let git = lineage(&[(2, 1), (3, 2), (4, 3)]);
+        let mut env = Environment::default();
+        assert_eq!(env.claim(&run(3), at(3), at(10), TTL, &git), Claim::Granted);
+        env.settle(&run(3), &outcome(None, false, false), &git);
+        assert_eq!(env.claim(&run(4), at(4), at(30), TTL, &git), Claim::Granted);
+        assert!(!env.settle_compares(&run(4), &outcome(None, false, true)));
+        env.settle(&run(4), &outcome(None, false, true), &git);
+        assert_eq!(env.in_doubt.iter().map(|d| d.run.clone()).collect::<Vec<_>>(), [run(3)]);
+        assert_eq!(
+            env.claim(&run(2), at(2), at(31), TTL, &git),
+            Claim::Superseded { by: run(3) }
+        );
+    }
+
+    /// The rule over each way a deploy in doubt can end, with an earlier run's doubt left by
+    /// a vanished worker: (what the newer run's deploy came to, whether the earlier mark
+    /// stays).
+    #[test]
+    fn an_earlier_doubt_stays_until_a_newer_release_or_its_own_known_outcome() {
+        let git = lineage(&[(2, 1), (3, 2), (4, 3)]);
+        let cases = [
+            // Run 4 released: commit 4 runs, newer than 3; 3's mark goes.
+            ("4 released", Some(release(4, 4)), true, false),
+            // Run 4 failed before releasing: 3 may still run.
+            ("4 failed", None, true, true),
+            // Run 4's worker vanished too: both stay.
+            ("4 vanished", None, false, true),
+        ];
+        for (what, released, known, stays) in cases {
+            let mut env = Environment::default();
+            env.claim(&run(3), at(3), at(10), TTL, &git);
+            env.settle(&run(3), &outcome(None, false, false), &git);
+            env.claim(&run(4), at(4), at(30), TTL, &git);
+            let ends = outcome(released.clone(), false, known);
+            assert_eq!(env.settle_compares(&run(4), &ends), released.is_some(), "{what}");
+            env.settle(&run(4), &ends, &git);
+            assert_eq!(env.in_doubt.iter().any(|d| d.run == run(3)), stays, "{what}");
+            assert_eq!(env.in_doubt.iter().any(|d| d.run == run(4)), !known, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_rollback_to_an_older_release_keeps_a_newer_doubt() {
+        let git = lineage(&[(2, 1), (3, 2)]);
+        let mut env = Environment::default();
+        env.record(release(1, 1));
+        env.claim(&run(3), at(3), at(10), TTL, &git);
+        env.settle(&run(3), &outcome(None, false, false), &git);
+        // Run 2's rollback holds the lease and puts commit 1 back.
+        env.lease = Some(Lease {
+            run: run(2),
+            opened_at: at(2),
+            acquired_at: at(20),
+            expires_at: at(30),
+        });
+        env.settle(&run(2), &outcome(Some(release(1, 1)), false, true), &git);
+        assert_eq!(env.in_doubt.iter().map(|d| d.run.clone()).collect::<Vec<_>>(), [run(3)]);
+    }
+
+    #[test]
+    fn a_record_with_one_run_in_doubt_reads_as_a_list_of_one() {
+        let mark = Mark {
+            run: run(3),
+            opened_at: at(3),
+        };
+        let old = serde_json::json!({ "in_doubt": mark });
+        let env: Environment = serde_json::from_value(old).unwrap();
+        assert_eq!(env.in_doubt, std::slice::from_ref(&mark));
+        let written = serde_json::to_value(&env).unwrap();
+        assert_eq!(written, serde_json::json!({ "in_doubt": [mark] }));
+        let none: Environment = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(none.in_doubt.is_empty());
+        assert_eq!(serde_json::to_value(&none).unwrap(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn marks_in_doubt_are_bounded() {
+        let mut env = Environment::default();
+        for n in 1..=(DOUBTS_KEPT as u8 + 3) {
+            assert_eq!(
+                env.claim(&run(n), at(n.into()), at(100 * i64::from(n)), TTL, &UNKNOWN),
+                Claim::Granted
+            );
+            env.settle(&run(n), &outcome(None, false, false), &UNKNOWN);
+        }
+        assert_eq!(env.in_doubt.len(), DOUBTS_KEPT);
+        assert_eq!(env.in_doubt.last().unwrap().run, run(DOUBTS_KEPT as u8 + 3));
     }
 
     #[test]
