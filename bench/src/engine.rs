@@ -108,7 +108,15 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
                 .filter(|r| matches!(r["status"].as_str(), Some("in_progress" | "awaiting_approval")))
                 .collect();
             let first = match stuck.first().and_then(|r| r["id"].as_str()) {
-                Some(id) => client.get(format!("{base}/api/runs/{id}")).send().await?.text().await?,
+                Some(id) => {
+                    client
+                        .get(format!("{base}/api/runs/{id}"))
+                        .bearer_auth(server::API_TOKEN)
+                        .send()
+                        .await?
+                        .text()
+                        .await?
+                }
                 None => String::new(),
             };
             anyhow::bail!(
@@ -171,7 +179,10 @@ async fn every_run(client: &reqwest::Client, base: &str) -> anyhow::Result<Vec<V
     let mut runs = Vec::new();
     let mut before: Option<String> = None;
     loop {
-        let mut request = client.get(format!("{base}/api/runs")).query(&[("limit", "200")]);
+        let mut request = client
+            .get(format!("{base}/api/runs"))
+            .bearer_auth(server::API_TOKEN)
+            .query(&[("limit", "200")]);
         if let Some(cursor) = &before {
             request = request.query(&[("before", cursor)]);
         }

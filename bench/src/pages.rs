@@ -17,6 +17,7 @@ use axum::body::Body;
 use http_body_util::BodyExt as _;
 use serde_json::json;
 use slipway::app::{App, Applied, Opened};
+use slipway::approvals::{SignIn, SignInKind};
 use slipway::domain::{Actor, BuildInfo, BuildStatus, CommitInfo, Event, NewRun};
 use slipway::views::run_index;
 use slipway_tests::aws_run::CountedStack;
@@ -149,10 +150,24 @@ async fn measure(stack: &CountedStack, approval_page: &str) -> anyhow::Result<Pa
 /// GETs `path` from the functions' router; the AWS requests it made and how long it took.
 async fn page(stack: &CountedStack, path: &str) -> anyhow::Result<Cost> {
     let router = slipway::http::router(stack.functions.http.clone());
+    // The API answers people who signed in: a session, sealed before the count starts (the
+    // signing key is then in the function's secret cache, as on a warm container).
+    let function = &stack.functions.http;
+    let session = function
+        .seal_token(&SignIn {
+            kind: SignInKind::Session,
+            who: "alice".parse().context("a login")?,
+            expires_at: function.clock.now() + jiff::SignedDuration::from_hours(1),
+        })
+        .await?;
     stack.proxy.take();
     let started = Instant::now();
     let answer = router
-        .oneshot(http::Request::get(path).body(Body::empty())?)
+        .oneshot(
+            http::Request::get(path)
+                .header(http::header::COOKIE, format!("slipway_session={session}"))
+                .body(Body::empty())?,
+        )
         .await
         .context("the router always answers")?;
     let status = answer.status();
