@@ -2,7 +2,7 @@
 
 use slipway::ports::QueueName;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), slipway::lambda::Error> {
     slipway::telemetry::init_lambda();
     let app = slipway::cloud::app_from_env().await?;

@@ -1,7 +1,7 @@
 //! `push-webhook`: git host webhooks (`POST /hooks/github`, `/hooks/gitlab`, `/hooks/bitbucket`).
 //! See infra/template.yaml.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), slipway::lambda::Error> {
     slipway::telemetry::init_lambda();
     let app = slipway::cloud::app_from_env().await?;
