@@ -66,6 +66,9 @@ pub struct App {
     pub tuning: Tuning,
     /// Facts about the store that, once true, stay true, remembered so they are read once.
     pub seen: Seen,
+    /// The release log's months this process wrote last, so the next release there does not
+    /// read its month again.
+    pub release_log: crate::views::release_log::LastWritten,
 }
 
 /// What this process has seen of the store that never becomes false again, so it is read

@@ -198,6 +198,7 @@ async fn a_link_for_a_removed_approver_is_refused() {
         store: p.app.store.clone(),
         // A store of its own: what another app saw of its store says nothing of this one.
         seen: Default::default(),
+        release_log: Default::default(),
         ..q.app.clone()
     };
     let router = slipway::http::router(app);

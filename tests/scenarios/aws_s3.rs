@@ -253,6 +253,7 @@ fn on_s3(p: &Pipeline, s3: S3Store) -> App {
         store: Arc::new(s3),
         // A store of its own: what another app saw of its store says nothing of this one.
         seen: Default::default(),
+        release_log: Default::default(),
         ..p.app.clone()
     }
 }

@@ -16,6 +16,7 @@ fn on_sqlite(p: &Pipeline, path: &std::path::Path) -> App {
         store: Arc::new(db.clone()),
         // A store of its own: what another app saw of its store says nothing of this one.
         seen: Default::default(),
+        release_log: Default::default(),
         queue: Arc::new(db),
         ..p.app.clone()
     }

@@ -285,6 +285,45 @@ async fn the_sweep_writes_again_a_release_a_crash_left_out_of_the_log() {
     assert_eq!(figures(&p).await.deployments, 1);
 }
 
+/// This process keeps the month it wrote last, so its next release there does not read it.
+/// Another process (another container, the sweep) that wrote the month since is not written
+/// over: the write over the old version is refused, the month read again, nothing lost.
+#[tokio::test]
+async fn a_month_written_by_another_process_since_is_read_again_and_nothing_is_lost() {
+    use slipway::ports::StateStore as _;
+    use slipway::views::release_log::Month;
+    let p = Pipeline::start().await;
+    p.healthy("production", SHA);
+    ship(&p, SHA, ZERO, &[(SHA, 30)]).await;
+    let [first] = production_log(&p).await.try_into().expect("one release");
+    let day = first.at.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let key = slipway::ports::StoreKey::release_log(
+        &"shop".parse().expect("a name"),
+        &"production".parse().expect("a name"),
+        day.year(),
+        day.month(),
+    );
+    // Another process marks the release failing, behind this one's back.
+    let stored = p.store.get(&key).await.expect("the month reads").expect("a month");
+    let mut month: Month = serde_json::from_slice(&stored.value).expect("a month");
+    let failed_at = first.at + SignedDuration::from_mins(5);
+    month.releases[0].failed_at = Some(failed_at);
+    p.store
+        .replace(
+            &key,
+            serde_json::to_vec(&month).expect("serialises").into(),
+            &stored.version,
+        )
+        .await
+        .expect("the other process writes");
+    p.healthy("production", SHA2);
+    ship(&p, SHA2, SHA, &[(SHA2, 10)]).await;
+    let log = production_log(&p).await;
+    let shas: Vec<&str> = log.iter().map(|l| l.sha.as_str()).collect();
+    assert_eq!(shas, [SHA, SHA2], "{log:#?}");
+    assert_eq!(log[0].failed_at, Some(failed_at), "the other process's word stands");
+}
+
 const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f90123456789012";
 const SHA4: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
 

@@ -33,6 +33,7 @@ fn on_sqlite(p: &Pipeline, path: &Path) -> Result<App, SqliteError> {
         store: Arc::new(db.clone()),
         // A store of its own: what another app saw of its store says nothing of this one.
         seen: Default::default(),
+        release_log: Default::default(),
         queue: Arc::new(db),
         ..p.app.clone()
     })

@@ -52,6 +52,7 @@ async fn upgrade(store: Arc<dyn StateStore>) -> Pipeline {
         store: store.clone(),
         // A store of its own: what another app saw of its store says nothing of this one.
         seen: Default::default(),
+        release_log: Default::default(),
         ..p.app.clone()
     };
     p.router = slipway::http::router(p.app.clone());

@@ -187,6 +187,7 @@ impl Pipeline {
                 ..Tuning::default()
             },
             seen: Default::default(),
+            release_log: Default::default(),
         };
         let router = slipway::http::router(app.clone());
         let p = Self {

@@ -59,5 +59,6 @@ pub fn wire(config: crate::config::Config, backend: Backend, public_url: url::Ur
         public_url,
         tuning: crate::app::Tuning::default(),
         seen: Default::default(),
+        release_log: Default::default(),
     }
 }

@@ -333,6 +333,7 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
             health: Arc::new(FakeHealth::new()),
             tuning: Tuning::default(),
             seen: Default::default(),
+            release_log: Default::default(),
             config: Arc::new(config),
         };
         open(&app, SHA).await;

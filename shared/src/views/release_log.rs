@@ -14,7 +14,10 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, EngineError, update_record, update_record_from};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::app::{App, Carried, EngineError, update_record, update_record_from};
 use crate::domain::{CommitSha, EnvName, Environment, PipelineName, Release, Run, RunId, StageKind, StageStatus};
 use crate::ports::StoreKey;
 use crate::views::control_room::runs_since;
@@ -171,6 +174,34 @@ pub fn facts(run: &Run, env: &EnvName) -> Facts {
     }
 }
 
+/// The month of each environment's log this process wrote or read last, with its version:
+/// the next release logged there (a warm Lambda container's, the local server's) starts from
+/// it instead of reading the month again. When another process wrote the month since, the
+/// write over the old version is refused and the month is read as usual; so a month kept
+/// here only ever saves a read. At most [`MONTHS_KEPT`] months.
+#[derive(Debug, Clone, Default)]
+pub struct LastWritten(Arc<Mutex<HashMap<StoreKey, Carried<Month>>>>);
+
+/// How many months [`LastWritten`] keeps: one per environment of a large configuration.
+const MONTHS_KEPT: usize = 64;
+
+impl LastWritten {
+    fn take(&self, key: &StoreKey) -> Option<Carried<Month>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key)
+    }
+
+    fn keep(&self, key: StoreKey, month: Carried<Month>) {
+        if month.1.is_none() {
+            return;
+        }
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= MONTHS_KEPT && !kept.contains_key(&key) {
+            kept.clear();
+        }
+        kept.insert(key, month);
+    }
+}
+
 fn key(pipeline: &PipelineName, env: &EnvName, at: Timestamp) -> StoreKey {
     let (year, month) = month_of(at);
     StoreKey::release_log(pipeline, env, year, month)
@@ -194,7 +225,16 @@ pub async fn record(
     let what = format!("release log of {}/{env}", run.pipeline);
     if let Some(release) = &facts.release {
         let key = key(&run.pipeline, env, release.at);
-        let (month, version) = app.record::<Month>(&key).await?;
+        // The month this process wrote last, for a release it has not logged yet; for one
+        // it has (a failure to mark, a repair by the sweep), the month as it stands.
+        let kept = app
+            .release_log
+            .take(&key)
+            .filter(|(month, _)| !month.has(&run.id, release.at));
+        let (month, version) = match kept {
+            Some(carried) => carried,
+            None => app.record::<Month>(&key).await?,
+        };
         let entry = if month.has(&run.id, release.at) {
             None
         } else {
@@ -210,8 +250,9 @@ pub async fn record(
                 shipped_more,
             })
         };
-        // Written only if that changes it; a lost race reads it again.
-        update_record_from(
+        // Written only if that changes it; a lost race (or a month this process wrote
+        // before, written since by another) reads it again.
+        let (_, written) = update_record_from(
             app.store.as_ref(),
             &app.tuning,
             &key,
@@ -227,6 +268,7 @@ pub async fn record(
             },
         )
         .await?;
+        app.release_log.keep(key, written);
     }
     if let Some((to, at)) = &facts.put_back {
         let entry = Logged {
