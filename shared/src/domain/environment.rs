@@ -323,10 +323,7 @@ impl Environment {
             run: run.clone(),
             opened_at,
         });
-        if self.in_doubt.len() > DOUBTS_KEPT {
-            let extra = self.in_doubt.len() - DOUBTS_KEPT;
-            self.in_doubt.drain(..extra);
-        }
+        super::keep_newest(&mut self.in_doubt, DOUBTS_KEPT);
         Claim::Granted
     }
 
@@ -420,10 +417,7 @@ impl Environment {
         }
         self.current = Some(release.clone());
         self.releases.push(release);
-        if self.releases.len() > RELEASES_KEPT {
-            let extra = self.releases.len() - RELEASES_KEPT;
-            self.releases.drain(..extra);
-        }
+        super::keep_newest(&mut self.releases, RELEASES_KEPT);
     }
 
     /// The release before the current one, of another run: where a rollback goes by default.
@@ -531,10 +525,7 @@ impl Environment {
         if !self.manual.contains(&manual) {
             self.manual.push(manual);
         }
-        if self.manual.len() > MANUAL_KEPT {
-            let extra = self.manual.len() - MANUAL_KEPT;
-            self.manual.drain(..extra);
-        }
+        super::keep_newest(&mut self.manual, MANUAL_KEPT);
         if self.lease.is_some() {
             return None;
         }

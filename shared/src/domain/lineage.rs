@@ -116,10 +116,7 @@ impl Lineage {
             sha: sha.clone(),
             parents: parents.into_iter().take(PARENTS_KEPT).cloned().collect(),
         });
-        if self.links.len() > LINKS_KEPT {
-            let extra = self.links.len() - LINKS_KEPT;
-            self.links.drain(..extra);
-        }
+        super::keep_newest(&mut self.links, LINKS_KEPT);
         true
     }
 

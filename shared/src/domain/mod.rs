@@ -21,3 +21,9 @@ pub use transition::{
     Command, Event, GENERIC_CHECK, Ignored, Input, NewRun, Notice, NoticeKind, Outcome, apply, open, resendable,
 };
 pub use web_url::{WebUrl, WebUrlError};
+
+/// Drops the oldest of `items` (kept oldest first) so that at most `kept` remain.
+pub(crate) fn keep_newest<T>(items: &mut Vec<T>, kept: usize) {
+    let extra = items.len().saturating_sub(kept);
+    items.drain(..extra);
+}

@@ -9,13 +9,13 @@
 //! is idempotent: a release is one entry whatever the redeliveries. The delivery figures
 //! ([`super::delivery`]) read a few months of it, never a run.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::app::{App, Carried, EngineError, update_record, update_record_from};
 use crate::domain::{CommitSha, EnvName, Environment, PipelineName, Release, Run, RunId, StageKind, StageStatus};

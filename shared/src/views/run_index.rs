@@ -98,10 +98,7 @@ impl PipelineRecord {
         let seq = self.next_run;
         self.next_run += 1;
         self.placed.push(Placed { run: run.clone(), seq });
-        if self.placed.len() > PLACED_KEPT {
-            let extra = self.placed.len() - PLACED_KEPT;
-            self.placed.drain(..extra);
-        }
+        crate::domain::keep_newest(&mut self.placed, PLACED_KEPT);
         seq
     }
 
