@@ -7,9 +7,11 @@
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use std::collections::HashMap;
 
-use super::payload::{decode, git_ref_of};
+use serde_json::value::RawValue;
+
+use super::payload::{decode_raw, git_ref_of};
 use super::{BuildReport, HostEvent, Push};
 use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName};
 
@@ -84,12 +86,14 @@ struct RawSender {
     login: String,
 }
 
-/// The top-level fields of a push payload, each deserialised on its own so that an error can
-/// name the field at fault.
-struct Fields(Map<String, Value>);
+/// The top-level fields of a payload, each kept as the raw JSON the body holds and
+/// deserialised only when read, on its own, so that an error can name the field at fault and
+/// the fields slipway never reads (most of a push: the repository's hundred attributes, the
+/// sender, the commits' file lists) are checked but never built into values.
+struct Fields<'a>(HashMap<String, &'a RawValue>);
 
-impl Fields {
-    fn new(body: &[u8]) -> Result<Self, PayloadError> {
+impl<'a> Fields<'a> {
+    fn new(body: &'a [u8]) -> Result<Self, PayloadError> {
         serde_json::from_slice(body)
             .map(Self)
             .map_err(|source| PayloadError::Json { source })
@@ -97,20 +101,18 @@ impl Fields {
 
     /// A required field.
     fn required<T: DeserializeOwned>(&mut self, field: &'static str) -> Result<T, PayloadError> {
-        match self.0.remove(field) {
-            None | Some(Value::Null) => Err(PayloadError::Field {
-                field,
-                reason: "missing".to_owned(),
-            }),
-            Some(value) => decode(field, &value),
-        }
+        self.optional(field)?.ok_or_else(|| PayloadError::Field {
+            field,
+            reason: "missing".to_owned(),
+        })
     }
 
     /// A field that may be absent or `null`.
     fn optional<T: DeserializeOwned>(&mut self, field: &'static str) -> Result<Option<T>, PayloadError> {
         match self.0.remove(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => decode(field, &value).map(Some),
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => decode_raw(field, raw).map(Some),
         }
     }
 }
@@ -374,7 +376,7 @@ pub fn conclusion_status(conclusion: &str) -> Option<BuildStatus> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::providers::GitRef;
@@ -636,6 +638,30 @@ mod tests {
                 event: "pull_request".to_owned()
             }
         );
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named_without_a_position_and_a_huge_one_clipped() {
+        let error = push_error(&payload(json!({ "forced": "yes" })));
+        assert_eq!(
+            error,
+            "the payload's `forced` is wrong: invalid type: string \"yes\", expected a boolean"
+        );
+        let error = push_error(&payload(json!({ "repository": { "full_name": 7 } })));
+        assert!(
+            error.starts_with("the payload's `repository` is wrong: invalid type: integer `7`"),
+            "{error}"
+        );
+        assert!(!error.contains("line"), "{error}");
+        let error = push_error(&payload(json!({ "created": "x".repeat(100_000) })));
+        assert!(
+            error.contains("`created`") && error.len() < 400,
+            "{} bytes",
+            error.len()
+        );
+        // Fields slipway never reads may hold anything.
+        let push = push_of(&payload(json!({ "sender": [1, {"a": null}], "hook": 3 })));
+        assert!(push.after.is_some());
     }
 
     #[test]

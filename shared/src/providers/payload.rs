@@ -3,6 +3,7 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::GitRef;
 use crate::domain::web_url::scheme_of;
@@ -41,6 +42,19 @@ pub(super) fn decode<T: DeserializeOwned>(field: &'static str, value: &Value) ->
     T::deserialize(value).map_err(|e| PayloadError::Field {
         field,
         reason: clip_quoted(&e.to_string()),
+    })
+}
+
+/// Deserialises the raw JSON of field `field`. Errors read as [`decode`]'s: the position
+/// serde_json adds (within the field's own text, so of no use to the sender) is left out.
+pub(super) fn decode_raw<T: DeserializeOwned>(field: &'static str, raw: &RawValue) -> Result<T, PayloadError> {
+    serde_json::from_str(raw.get()).map_err(|e| {
+        let message = e.to_string();
+        let at = format!(" at line {} column {}", e.line(), e.column());
+        PayloadError::Field {
+            field,
+            reason: clip_quoted(message.strip_suffix(&at).unwrap_or(&message)),
+        }
     })
 }
 

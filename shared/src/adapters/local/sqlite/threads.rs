@@ -1,14 +1,16 @@
 //! The threads behind a [`SqliteBackend`](super::SqliteBackend): one writer that applies
-//! queued requests in batches, and a few readers. Knows nothing of the schema: callers hand
-//! it closures over a connection.
+//! queued requests in batches, a few readers, and a checkpointer that copies the WAL back into
+//! the database off the writer's path. Knows nothing of the schema: callers hand it closures
+//! over a connection.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -21,11 +23,17 @@ pub(super) const READERS: usize = 2;
 /// enough that a batch holds the file's write lock for milliseconds, not seconds.
 const MAX_BATCH: usize = 256;
 
+/// How long the checkpointer rests after a checkpoint before it starts another, however much
+/// the writer commits meanwhile: under a steady load the WAL grows by what this much time
+/// writes (a few megabytes at most), and the checkpoint's fsyncs stay few.
+const CHECKPOINT_REST: Duration = Duration::from_millis(200);
+
 /// Counters of one backend's threads, cheap to read: for tests and measurements.
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct SqliteStats {
     batches: AtomicU64,
+    checkpoints: AtomicU64,
     threads: AtomicUsize,
 }
 
@@ -36,8 +44,13 @@ impl SqliteStats {
         self.batches.load(Ordering::Relaxed)
     }
 
-    /// How many of the backend's threads are running: one writer and the readers while it is
-    /// open, none once its last clone has been dropped.
+    /// How many checkpoints the checkpointer has run.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// How many of the backend's threads are running: the writer, the checkpointer and the
+    /// readers while it is open, none once its last clone has been dropped.
     pub fn running_threads(&self) -> usize {
         self.threads.load(Ordering::Relaxed)
     }
@@ -55,21 +68,34 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    /// Starts the writer on `writer` and one reader on each of `readers`.
-    pub(super) fn start(writer: Connection, readers: Vec<Connection>) -> std::io::Result<Self> {
+    /// Starts the writer on `writer`, the checkpointer on `checkpointer` and one reader on
+    /// each of `readers`. The writer's connection must not checkpoint by itself
+    /// (`PRAGMA wal_autocheckpoint = 0`): a checkpoint's fsyncs would hold every write
+    /// waiting for it.
+    pub(super) fn start(
+        writer: Connection,
+        checkpointer: Connection,
+        readers: Vec<Connection>,
+    ) -> std::io::Result<Self> {
         let (writes, write_queue) = crossbeam_channel::unbounded();
         let (reads, read_queue) = crossbeam_channel::unbounded();
+        // At most one wake-up waits: commits while a checkpoint runs ask for one more, not one each.
+        let (committed, commits) = crossbeam_channel::bounded(1);
         // Built before any thread starts, so that if one cannot start, dropping `workers`
         // stops and joins those that did.
         let mut workers = Self {
             writes,
             reads,
             stats: Arc::new(SqliteStats::default()),
-            threads: Threads(Vec::with_capacity(1 + readers.len())),
+            threads: Threads(Vec::with_capacity(2 + readers.len())),
         };
         let stats = Arc::clone(&workers.stats);
         workers.threads.spawn("sqlite-writer", &workers.stats, move || {
-            run_writer(writer, &write_queue, &stats);
+            run_writer(writer, &write_queue, &committed, &stats);
+        })?;
+        let stats = Arc::clone(&workers.stats);
+        workers.threads.spawn("sqlite-checkpoint", &workers.stats, move || {
+            run_checkpointer(&checkpointer, &commits, &stats);
         })?;
         for conn in readers {
             let queue = read_queue.clone();
@@ -249,8 +275,9 @@ where
 }
 
 /// The writer thread: applies batches of requests until every sender is gone and nothing
-/// is left queued.
-fn run_writer(mut conn: Connection, requests: &Receiver<Box<dyn Job>>, stats: &SqliteStats) {
+/// is left queued, and tells the checkpointer after each commit. Returning drops `committed`,
+/// which stops the checkpointer.
+fn run_writer(mut conn: Connection, requests: &Receiver<Box<dyn Job>>, committed: &Sender<()>, stats: &SqliteStats) {
     let mut waiting: VecDeque<Box<dyn Job>> = VecDeque::new();
     loop {
         if waiting.is_empty() {
@@ -263,6 +290,8 @@ fn run_writer(mut conn: Connection, requests: &Receiver<Box<dyn Job>>, stats: &S
         waiting.extend(requests.try_iter().take(room));
         let batch: Vec<_> = waiting.drain(..waiting.len().min(MAX_BATCH)).collect();
         let left = write_batch(&mut conn, batch, stats);
+        // Full means a wake-up is already waiting.
+        let _ = committed.try_send(());
         for job in left.into_iter().rev() {
             waiting.push_front(job);
         }
@@ -305,6 +334,38 @@ fn write_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>, stats: &SqliteSt
         job.answer(committed.clone());
     }
     Vec::new()
+}
+
+/// The checkpointer thread: after commits, copies what the WAL holds into the database file
+/// (a passive checkpoint, which never waits for the writer or a reader and never holds them
+/// up), then rests [`CHECKPOINT_REST`]. Returns when the writer has stopped. A checkpoint that
+/// fails is logged and tried again after the next commit; SQLite checkpoints what is left
+/// when the last connection closes.
+fn run_checkpointer(conn: &Connection, commits: &Receiver<()>, stats: &SqliteStats) {
+    let mut due = commits.recv().is_ok();
+    while due {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not checkpoint the SQLite WAL; trying again after the next write")
+            }
+        }
+        // Rest, noting whether the writer committed meanwhile; stop at once if it stopped.
+        due = false;
+        let rested = Instant::now() + CHECKPOINT_REST;
+        loop {
+            match commits.recv_deadline(rested) {
+                Ok(()) => due = true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        if !due {
+            due = commits.recv().is_ok();
+        }
+    }
 }
 
 /// Runs one request inside a savepoint of the open transaction, rolling its statements back
