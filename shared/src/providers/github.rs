@@ -5,10 +5,10 @@
 //! recognised by the `X-GitHub-Event` header alone. The raw payload structs below hold only the fields slipway
 //! uses and never leave this module.
 
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::payload::{decode_raw, git_ref_of};

@@ -9,9 +9,9 @@
 //! # Threads and batches
 //!
 //! A backend serves its callers from a fixed set of threads, whatever the load: one writer,
-//! two readers and a checkpointer, each owning one connection to the file. An async call hands its
-//! statements to one of them over a channel and awaits the answer on a oneshot channel, so no
-//! call blocks a tokio thread or starts a thread of its own.
+//! two readers and a checkpointer, each owning one connection to the file. An async call
+//! hands its statements to one of them over a channel and awaits the answer on a oneshot
+//! channel, so no call blocks a tokio thread or starts a thread of its own.
 //!
 //! - Every write goes to the writer: `create`, `replace`, `remove` and the queue operations
 //!   `send`, `send_many`, `receive`, `ack`, `release` and `extend`. The writer takes every
