@@ -78,6 +78,60 @@ async fn two_runs_contend_for_staging_and_exactly_one_holds_the_lease() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_newer_commit_joining_the_line_supersedes_the_older_one_waiting_there_at_once() {
+    const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f901234567890ab";
+    let p = Pipeline::with_config(&deployment()).await;
+    for (i, sha) in [SHA, SHA2, SHA3].into_iter().enumerate() {
+        if i > 0 {
+            p.advance(SignedDuration::from_mins(1));
+        }
+        p.push(sha).await;
+        p.ci(sha, "success").await;
+    }
+    // The oldest holds staging (its worker is at it).
+    let holder = p.run(SHA).await;
+    p.app
+        .update_environment(&shop(), &env("staging"), |record| {
+            let lineage = slipway::domain::Lineage::default();
+            record.claim(
+                &holder.id,
+                holder.created_at,
+                p.app.clock.now(),
+                SignedDuration::from_mins(10),
+                &lineage,
+            )
+        })
+        .await
+        .unwrap();
+
+    // The second asks and waits in line.
+    let second = slipway::handlers::handle(&p.app, QueueName::Deploy, &deploy_message(&p, SHA2, "staging")).await;
+    assert!(second.is_err(), "it waits: {second:?}");
+    let waiting = p.run(SHA2).await;
+    let deploy = waiting.stage(StageKind::Deploy, Some(&env("staging"))).unwrap();
+    assert_eq!(deploy.status, StageStatus::Queued);
+
+    // The third asks: the second leaves the line, superseded now, not when it asks again.
+    let third = slipway::handlers::handle(&p.app, QueueName::Deploy, &deploy_message(&p, SHA3, "staging")).await;
+    assert!(third.is_err(), "it waits: {third:?}");
+    let overtaken = p.run(SHA2).await;
+    assert_eq!(overtaken.status(), RunStatus::Superseded);
+    let deploy = overtaken.stage(StageKind::Deploy, Some(&env("staging"))).unwrap();
+    assert_eq!(deploy.superseded_by.as_ref(), Some(&p.run(SHA3).await.id));
+    let (record, _) = p.app.environment(&shop(), &env("staging")).await.unwrap();
+    let line: Vec<_> = record.waiting.iter().map(|w| w.run.clone()).collect();
+    assert_eq!(line, [p.run(SHA3).await.id], "one run in line: the newest");
+
+    // The second's own message, back while it waited, finds nothing to do.
+    let again = slipway::handlers::handle(&p.app, QueueName::Deploy, &deploy_message(&p, SHA2, "staging")).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(p.deployer.deploys_to("staging").len(), 0, "nothing deployed meanwhile");
+    // The team is told once.
+    slipway::worker::poll(&p.app, QueueName::Notify, 10).await.unwrap();
+    assert_eq!(p.notifications_of("superseded").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_older_commit_waiting_behind_a_newer_one_is_superseded_not_deployed() {
     let p = Pipeline::with_config(&deployment()).await;
     p.healthy("staging", SHA2);

@@ -257,7 +257,14 @@ pub enum Claim {
     /// The run holds the lease (newly, or still).
     Granted,
     /// Another run (or an operator) holds it until `until`; the asking run is in line.
-    Wait { holder: Holder, until: Timestamp },
+    /// `overtaken` are the older runs that were in line: they left it, since a newer run
+    /// waiting there means they would never deploy, and the caller supersedes them now
+    /// instead of when they would have asked again.
+    Wait {
+        holder: Holder,
+        until: Timestamp,
+        overtaken: Vec<RunId>,
+    },
     /// A newer commit runs here or waits: the asking run must not deploy.
     Superseded { by: RunId },
 }
@@ -303,12 +310,21 @@ impl Environment {
             Some((Holder::Run(lease.run.clone()), lease.expires_at))
         });
         if let Some((holder, until)) = held {
+            let overtaken = self
+                .waiting
+                .extract_if(.., |w| lineage.is_newer(me, w.place()))
+                .map(|w| w.run)
+                .collect();
             self.waiting.push(Waiter {
                 run: run.clone(),
                 opened_at,
                 seen_at: now,
             });
-            return Claim::Wait { holder, until };
+            return Claim::Wait {
+                holder,
+                until,
+                overtaken,
+            };
         }
         self.lease = Some(Lease {
             run: run.clone(),
@@ -602,7 +618,8 @@ mod tests {
             env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN),
             Claim::Wait {
                 holder: Holder::Run(run(1)),
-                until: at(11)
+                until: at(11),
+                overtaken: Vec::new(),
             }
         );
         assert_eq!(env.waiting.len(), 1);
@@ -629,6 +646,44 @@ mod tests {
             Claim::Superseded { by: run(3) }
         );
         assert_eq!(env.claim(&run(3), at(4), at(6), TTL, &UNKNOWN), Claim::Granted);
+    }
+
+    #[test]
+    fn a_newer_run_joining_the_line_overtakes_the_older_ones_in_it() {
+        let mut env = Environment::default();
+        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
+        let wait = |overtaken: Vec<RunId>| Claim::Wait {
+            holder: Holder::Run(run(1)),
+            until: at(11),
+            overtaken,
+        };
+        assert_eq!(env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN), wait(vec![]));
+        // Lines written before runs overtook held several (each newer than the holder).
+        for (n, opened) in [(3, 3), (4, 1)] {
+            env.waiting.push(Waiter {
+                run: run(n),
+                opened_at: at(opened),
+                seen_at: at(4),
+            });
+        }
+        // The newest joins: every older one leaves the line, to be superseded by it.
+        assert_eq!(
+            env.claim(&run(5), at(5), at(6), TTL, &UNKNOWN),
+            wait(vec![run(2), run(3), run(4)])
+        );
+        assert_eq!(
+            env.waiting.iter().map(|w| w.run.clone()).collect::<Vec<_>>(),
+            vec![run(5)]
+        );
+        // Asking again overtakes nobody twice.
+        assert_eq!(env.claim(&run(5), at(5), at(7), TTL, &UNKNOWN), wait(vec![]));
+        // An overtaken run that asks again (it was not told in time) supersedes itself, as an
+        // older run joining behind a newer one always did.
+        assert_eq!(
+            env.claim(&run(3), at(3), at(8), TTL, &UNKNOWN),
+            Claim::Superseded { by: run(5) }
+        );
+        assert_eq!(env.waiting.len(), 1);
     }
 
     #[test]
@@ -898,10 +953,15 @@ mod tests {
         let mut own = Environment::default();
         own.record(release(3, 2));
         assert!(!own.settle_compares(&run(3), &outcome(Some(release(3, 2)), false, true)));
-        // One waiter is woken without comparing; two need the lineage to pick the newest.
+        // One waiter is woken without comparing; two (a line written before runs overtook)
+        // need the lineage to pick the newest.
         env.claim(&run(4), at(0), at(2), TTL, &UNKNOWN);
         assert!(!env.settle_compares(&run(2), &outcome(None, false, true)));
-        env.claim(&run(5), at(0), at(2), TTL, &UNKNOWN);
+        env.waiting.push(Waiter {
+            run: run(5),
+            opened_at: at(0),
+            seen_at: at(2),
+        });
         assert!(env.settle_compares(&run(2), &outcome(None, false, true)));
         assert!(
             !env.settle_compares(&run(2), &outcome(None, true, true)),

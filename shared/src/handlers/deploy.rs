@@ -44,9 +44,14 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
         carry = carried;
         match claim {
             Claim::Granted => {}
-            Claim::Wait { holder, until } => {
+            Claim::Wait {
+                holder,
+                until,
+                overtaken,
+            } => {
                 let reason = format!("waiting for {env}: {holder} is working there");
                 record_hold(app, run_id, env, &reason, false, Some((run, version))).await?;
+                overtake(app, run_id, env, overtaken).await?;
                 return Err(not_yet(app, Some(until), BUSY_RECHECK, reason));
             }
             Claim::Superseded { by } => {
@@ -131,7 +136,7 @@ pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName, known: Known) ->
     let queued = run
         .stage(StageKind::Rollback, Some(env))
         .is_some_and(|s| s.status == StageStatus::Queued);
-    if queued && let Claim::Wait { holder, until } = envs::claim_for_rollback(app, &run, env).await? {
+    if queued && let Claim::Wait { holder, until, .. } = envs::claim_for_rollback(app, &run, env).await? {
         return Err(not_yet(
             app,
             Some(until),
@@ -641,6 +646,21 @@ async fn hold_outside_windows(
         let known = Some((run.clone(), version.clone()));
         record_hold(app, &run.id, env, &reason, true, known).await?;
         return Err(not_yet(app, until, HOLD_RECHECK, reason));
+    }
+    Ok(())
+}
+
+/// The older runs `run_id` overtook in `env`'s line are superseded by it. They left the line
+/// in the claim's write; if this stops before superseding one, that run's own next look (its
+/// message comes back while it waits) finds `run_id` in line and supersedes itself.
+async fn overtake(app: &App, run_id: &RunId, env: &EnvName, overtaken: Vec<RunId>) -> Result<(), HandlerError> {
+    for older in overtaken {
+        tracing::info!(run = %older, %env, newer = %run_id, "a newer commit joined the line; superseded");
+        let event = Event::Superseded {
+            env: env.clone(),
+            by: run_id.clone(),
+        };
+        super::record(app, &older, event).await?;
     }
     Ok(())
 }

@@ -97,12 +97,14 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
                     sha: operator.sha.clone(),
                 },
                 until: operator.expires_at,
+                overtaken: Vec::new(),
             };
         }
         match &record.lease {
             Some(lease) if lease.run != run.id && lease.expires_at > now => Claim::Wait {
                 holder: crate::domain::environment::Holder::Run(lease.run.clone()),
                 until: lease.expires_at,
+                overtaken: Vec::new(),
             },
             // A rollback puts back what ran; it does not compete with deploys, so only the
             // lease itself counts, not the newer-first rules of `claim`.
