@@ -30,6 +30,26 @@ pub const LINKS_KEPT: usize = 500;
 /// the list they send (GitHub and GitLab at 20).
 pub const PARENTS_KEPT: usize = 21;
 
+/// A lineage (de)serialized as its links alone, for a record that keeps them among fields of
+/// its own (`#[serde(with = "lineage::as_links")]`): read directly, where `#[serde(flatten)]`
+/// would first copy the whole record into an intermediate tree.
+pub mod as_links {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Lineage, Link};
+
+    pub fn serialize<S: Serializer>(lineage: &Lineage, serializer: S) -> Result<S::Ok, S::Error> {
+        lineage.links.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Lineage, D::Error> {
+        Ok(Lineage {
+            links: Vec::<Link>::deserialize(deserializer)?,
+            index: std::sync::OnceLock::new(),
+        })
+    }
+}
+
 /// What slipway learned of one pipeline's git history.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Lineage {
@@ -162,6 +182,11 @@ impl Lineage {
             (false, true) => false,
             _ => (a.opened_at, a.run) > (b.opened_at, b.run),
         }
+    }
+
+    /// No links: nothing learned yet.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
     }
 
     /// Does git itself say `a` is older than `b` (no fallback)?

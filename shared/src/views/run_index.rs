@@ -61,7 +61,13 @@ const READS_AT_ONCE: usize = 16;
 /// places given to its runs. One conditional write at a push updates both.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PipelineRecord {
-    #[serde(flatten)]
+    /// Kept as the record's `links` field, where a lineage record of its own keeps them.
+    #[serde(
+        default,
+        rename = "links",
+        with = "crate::domain::lineage::as_links",
+        skip_serializing_if = "Lineage::is_empty"
+    )]
     pub lineage: Lineage,
     /// The place the next run gets.
     #[serde(default)]
