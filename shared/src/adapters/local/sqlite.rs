@@ -31,6 +31,13 @@
 //!   most every 200 ms. The writer used to do it inside a commit every 1,000 pages, and every
 //!   request of the batches behind it waited for the checkpoint's two fsyncs.
 //!
+//! - A passive checkpoint never catches up with a writer that keeps writing, and SQLite
+//!   starts the WAL over only once every frame is copied: under a long burst the file would
+//!   grow for as long as the burst lasts. When the checkpointer finds it past about 64 MiB,
+//!   the writer copies the last frames itself between two batches (a short pause, about once
+//!   per 64 MiB written), the next batch starts the WAL over, and the file is cut back to
+//!   that size (`journal_size_limit`).
+//!
 //! Dropping the last clone of a backend closes its channels: the threads finish the requests
 //! already queued, close their connections and exit, and the drop waits for them.
 //!
@@ -200,6 +207,11 @@ impl SqliteBackend {
     ///
     /// Messages are dead-lettered after 5 deliveries; see [`SqliteBackend::with_max_receives`].
     pub fn open(path: &Path) -> Result<Self, SqliteError> {
+        Self::open_with(path, threads::WAL_FRAMES_KEPT)
+    }
+
+    /// [`SqliteBackend::open`], the writer starting the WAL over past `wal_limit` frames.
+    fn open_with(path: &Path, wal_limit: i64) -> Result<Self, SqliteError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| SqliteError::CreateDir {
                 path: dir.to_owned(),
@@ -213,6 +225,13 @@ impl SqliteBackend {
         let mut writer = Connection::open(path).map_err(open_err)?;
         initialise(&mut writer, path)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(open_err)?;
+        // When the writer starts the WAL over, the file is cut back to its limit's size.
+        let page_size: i64 = writer
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .map_err(open_err)?;
+        writer
+            .pragma_update(None, "journal_size_limit", wal_limit.saturating_mul(page_size))
+            .map_err(open_err)?;
         let checkpointer = Connection::open(path).map_err(open_err)?;
         checkpointer.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         let readers = (0..READERS)
@@ -220,10 +239,11 @@ impl SqliteBackend {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(open_err)?;
 
-        let workers = Workers::start(writer, checkpointer, readers).map_err(|source| SqliteError::Thread {
-            path: path.to_owned(),
-            source,
-        })?;
+        let workers =
+            Workers::start(writer, checkpointer, readers, wal_limit).map_err(|source| SqliteError::Thread {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Self {
             workers: Arc::new(workers),
             path: Arc::new(path.to_owned()),
@@ -1577,6 +1597,71 @@ mod tests {
         db.create(&key("notices/after/0"), Bytes::from_static(b"{}"))
             .await
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wal_past_its_limit_is_started_over_while_the_writes_go_on() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let (_dir, path) = temp_db();
+        // A limit of 64 frames (256 KiB): one of these objects is 17.
+        let db = SqliteBackend::open_with(&path, 64).unwrap();
+        let stats = db.stats();
+        let wal = path.with_extension("db-wal");
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let value = Bytes::from(vec![b'x'; 64 * 1024]);
+        // Eight writers overwrite an object each for 1.5 s, so the writer never pauses and
+        // the checkpointer never catches up: without a start over, the WAL holds every byte
+        // written (some 100 MiB here).
+        let written = Arc::new(AtomicU64::new(0));
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let (db, value, written) = (db.clone(), value.clone(), written.clone());
+                tokio::spawn(async move {
+                    let key = key(&format!("notices/churn-{i}/0"));
+                    let mut version = db.create(&key, value.clone()).await.unwrap();
+                    while std::time::Instant::now() < until {
+                        version = db.replace(&key, value.clone(), &version).await.unwrap();
+                        written.fetch_add(value.len() as u64, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let mut largest = 0;
+        while std::time::Instant::now() < until {
+            largest = largest.max(size(&wal));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let written = written.load(Ordering::Relaxed);
+        assert!(
+            stats.wal_restarts() >= 1,
+            "never started over: the WAL is {largest} bytes"
+        );
+        // What it held at most is what a checkpointer's rest writes, not the whole burst.
+        assert!(
+            largest < written / 2,
+            "the WAL grew to {largest} bytes of {written} written ({} start-overs)",
+            stats.wal_restarts()
+        );
+        // Once the burst is over, the file is cut back to the limit.
+        let quiet = std::time::Instant::now();
+        while size(&wal) > 256 * 1024 {
+            assert!(
+                quiet.elapsed() < Duration::from_secs(10),
+                "the WAL is still {} bytes",
+                size(&wal)
+            );
+            db.create(
+                &key(&format!("notices/after-{}/0", quiet.elapsed().as_micros())),
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]

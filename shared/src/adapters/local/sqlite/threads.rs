@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,17 @@ pub(super) const READERS: usize = 2;
 const MAX_BATCH: usize = 256;
 
 /// How long the checkpointer rests after a checkpoint before it starts another, however much
-/// the writer commits meanwhile: under a steady load the WAL grows by what this much time
-/// writes (a few megabytes at most), and the checkpoint's fsyncs stay few.
+/// the writer commits meanwhile, so the checkpoint's fsyncs stay few.
 const CHECKPOINT_REST: Duration = Duration::from_millis(200);
+
+/// How many frames (pages) the WAL may hold before the writer starts it over: about 64 MiB
+/// of 4 KiB pages. SQLite writes the WAL from its start again only when a write begins with
+/// every frame already copied into the database; while the writer keeps writing, the
+/// checkpointer's passive checkpoints never catch up with it, and the file would grow for
+/// as long as the burst lasts (and stay that size). Past this, the writer copies the last
+/// frames itself between two batches, and the next batch starts the WAL over; the file is
+/// then cut back to this size (`PRAGMA journal_size_limit`).
+pub(super) const WAL_FRAMES_KEPT: i64 = 16_384;
 
 /// Counters of one backend's threads, cheap to read: for tests and measurements.
 #[doc(hidden)]
@@ -34,6 +42,7 @@ const CHECKPOINT_REST: Duration = Duration::from_millis(200);
 pub struct SqliteStats {
     batches: AtomicU64,
     checkpoints: AtomicU64,
+    restarts: AtomicU64,
     threads: AtomicUsize,
 }
 
@@ -47,6 +56,12 @@ impl SqliteStats {
     /// How many checkpoints the checkpointer has run.
     pub fn checkpoints(&self) -> u64 {
         self.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// How many times the writer has copied the WAL's last frames itself because it had
+    /// grown past its limit, so that the next batch starts it over.
+    pub fn wal_restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// How many of the backend's threads are running: the writer, the checkpointer and the
@@ -71,16 +86,24 @@ impl Workers {
     /// Starts the writer on `writer`, the checkpointer on `checkpointer` and one reader on
     /// each of `readers`. The writer's connection must not checkpoint by itself
     /// (`PRAGMA wal_autocheckpoint = 0`): a checkpoint's fsyncs would hold every write
-    /// waiting for it.
+    /// waiting for it. Past `wal_limit` frames in the WAL the writer starts it over (see
+    /// [`WAL_FRAMES_KEPT`]).
     pub(super) fn start(
         writer: Connection,
         checkpointer: Connection,
         readers: Vec<Connection>,
+        wal_limit: i64,
     ) -> std::io::Result<Self> {
         let (writes, write_queue) = crossbeam_channel::unbounded();
         let (reads, read_queue) = crossbeam_channel::unbounded();
         // At most one wake-up waits: commits while a checkpoint runs ask for one more, not one each.
         let (committed, commits) = crossbeam_channel::bounded(1);
+        // Set by the checkpointer when the WAL is past `wal_limit`, taken by the writer.
+        let too_long = Arc::new(AtomicBool::new(false));
+        let wal = WalLimit {
+            frames: wal_limit,
+            reached: Arc::clone(&too_long),
+        };
         // Built before any thread starts, so that if one cannot start, dropping `workers`
         // stops and joins those that did.
         let mut workers = Self {
@@ -91,11 +114,11 @@ impl Workers {
         };
         let stats = Arc::clone(&workers.stats);
         workers.threads.spawn("sqlite-writer", &workers.stats, move || {
-            run_writer(writer, &write_queue, &committed, &stats);
+            run_writer(writer, &write_queue, &committed, &too_long, &stats);
         })?;
         let stats = Arc::clone(&workers.stats);
         workers.threads.spawn("sqlite-checkpoint", &workers.stats, move || {
-            run_checkpointer(&checkpointer, &commits, &stats);
+            run_checkpointer(&checkpointer, &commits, &wal, &stats);
         })?;
         for conn in readers {
             let queue = read_queue.clone();
@@ -277,7 +300,13 @@ where
 /// The writer thread: applies batches of requests until every sender is gone and nothing
 /// is left queued, and tells the checkpointer after each commit. Returning drops `committed`,
 /// which stops the checkpointer.
-fn run_writer(mut conn: Connection, requests: &Receiver<Box<dyn Job>>, committed: &Sender<()>, stats: &SqliteStats) {
+fn run_writer(
+    mut conn: Connection,
+    requests: &Receiver<Box<dyn Job>>,
+    committed: &Sender<()>,
+    wal_too_long: &AtomicBool,
+    stats: &SqliteStats,
+) {
     let mut waiting: VecDeque<Box<dyn Job>> = VecDeque::new();
     loop {
         if waiting.is_empty() {
@@ -285,6 +314,20 @@ fn run_writer(mut conn: Connection, requests: &Receiver<Box<dyn Job>>, committed
                 return;
             };
             waiting.push_back(first);
+        }
+        if wal_too_long.swap(false, Ordering::Relaxed) {
+            // Nothing is written meanwhile, so this copies every frame a reader does not
+            // still need (the checkpointer copied most of them already); the next batch's
+            // first write then starts the WAL over. If a reader held it back, the
+            // checkpointer finds the WAL still long and asks again.
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                Ok(()) => {
+                    stats.restarts.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not checkpoint the long SQLite WAL; it will be tried again")
+                }
+            }
         }
         let room = MAX_BATCH.saturating_sub(waiting.len());
         waiting.extend(requests.try_iter().take(room));
@@ -341,12 +384,16 @@ fn write_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>, stats: &SqliteSt
 /// up), then rests [`CHECKPOINT_REST`]. Returns when the writer has stopped. A checkpoint that
 /// fails is logged and tried again after the next commit; SQLite checkpoints what is left
 /// when the last connection closes.
-fn run_checkpointer(conn: &Connection, commits: &Receiver<()>, stats: &SqliteStats) {
+fn run_checkpointer(conn: &Connection, commits: &Receiver<()>, wal: &WalLimit, stats: &SqliteStats) {
     let mut due = commits.recv().is_ok();
     while due {
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => {
+        // The answer's second column: how many frames the WAL holds.
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+            Ok(frames) => {
                 stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                if frames >= wal.frames {
+                    wal.reached.store(true, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not checkpoint the SQLite WAL; trying again after the next write")
@@ -366,6 +413,13 @@ fn run_checkpointer(conn: &Connection, commits: &Receiver<()>, stats: &SqliteSta
             due = commits.recv().is_ok();
         }
     }
+}
+
+/// How long the WAL may grow ([`WAL_FRAMES_KEPT`]), and the flag the checkpointer raises for
+/// the writer when it has.
+struct WalLimit {
+    frames: i64,
+    reached: Arc<AtomicBool>,
 }
 
 /// Runs one request inside a savepoint of the open transaction, rolling its statements back
