@@ -51,7 +51,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
             } => {
                 let reason = format!("waiting for {env}: {holder} is working there");
                 record_hold(app, run_id, env, &reason, false, Some((run, version))).await?;
-                overtake(app, run_id, env, overtaken).await?;
+                overtake(app, run_id, env, overtaken).await;
                 return Err(not_yet(app, Some(until), BUSY_RECHECK, reason));
             }
             Claim::Superseded { by } => {
@@ -651,18 +651,21 @@ async fn hold_outside_windows(
 }
 
 /// The older runs `run_id` overtook in `env`'s line are superseded by it. They left the line
-/// in the claim's write; if this stops before superseding one, that run's own next look (its
-/// message comes back while it waits) finds `run_id` in line and supersedes itself.
-async fn overtake(app: &App, run_id: &RunId, env: &EnvName, overtaken: Vec<RunId>) -> Result<(), HandlerError> {
+/// in the claim's write; one this does not supersede (it stopped, or the write failed) finds
+/// `run_id` ahead of it at its own next look (its message comes back while it waits) and
+/// supersedes itself. So a failure here is only logged: failing `run_id`'s message would not
+/// do it again (the line no longer holds the older run), and would hold up `run_id`.
+async fn overtake(app: &App, run_id: &RunId, env: &EnvName, overtaken: Vec<RunId>) {
     for older in overtaken {
         tracing::info!(run = %older, %env, newer = %run_id, "a newer commit joined the line; superseded");
         let event = Event::Superseded {
             env: env.clone(),
             by: run_id.clone(),
         };
-        super::record(app, &older, event).await?;
+        if let Err(e) = super::record(app, &older, event).await {
+            tracing::warn!(run = %older, %env, error = %e, "could not supersede the overtaken run; it will find out when it looks again");
+        }
     }
-    Ok(())
 }
 
 /// Records why a deploy waits, on the run as the handler read it (`known`) if nobody wrote it
