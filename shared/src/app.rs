@@ -202,6 +202,17 @@ pub enum Opened {
 }
 
 impl App {
+    /// The same slipway over another state store. What it remembers of its store (`seen`,
+    /// `release_log`) starts empty: it says nothing of the other one.
+    pub fn over_store(&self, store: Arc<dyn StateStore>) -> App {
+        App {
+            store,
+            seen: Seen::default(),
+            release_log: Default::default(),
+            ..self.clone()
+        }
+    }
+
     /// Reads a run and the version it was read at.
     pub async fn load(&self, id: &RunId) -> Result<Option<(Run, Version)>, EngineError> {
         load_run(self.store.as_ref(), id).await

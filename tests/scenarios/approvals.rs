@@ -194,13 +194,8 @@ async fn a_link_for_a_removed_approver_is_refused() {
         "",
     );
     let q = Pipeline::with_config(&config).await;
-    let app = slipway::app::App {
-        store: p.app.store.clone(),
-        // A store of its own: what another app saw of its store says nothing of this one.
-        seen: Default::default(),
-        release_log: Default::default(),
-        ..q.app.clone()
-    };
+    // The same store as before, new to this process.
+    let app = q.app.over_store(p.app.store.clone());
     let router = slipway::http::router(app);
     let request = http::Request::post(link.replace("https://slipway.example.com", ""))
         .header("content-type", "application/x-www-form-urlencoded")

@@ -249,13 +249,7 @@ async fn fifty_concurrent_updates_of_one_run_none_lost() {
 
 /// The scenario harness's slipway, with its state in S3.
 fn on_s3(p: &Pipeline, s3: S3Store) -> App {
-    App {
-        store: Arc::new(s3),
-        // A store of its own: what another app saw of its store says nothing of this one.
-        seen: Default::default(),
-        release_log: Default::default(),
-        ..p.app.clone()
-    }
+    p.app.over_store(Arc::new(s3))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]

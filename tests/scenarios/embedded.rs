@@ -13,12 +13,8 @@ use slipway_tests::{Pipeline, SHA};
 fn on_sqlite(p: &Pipeline, path: &std::path::Path) -> App {
     let db = SqliteBackend::open(path).expect("database opens");
     App {
-        store: Arc::new(db.clone()),
-        // A store of its own: what another app saw of its store says nothing of this one.
-        seen: Default::default(),
-        release_log: Default::default(),
-        queue: Arc::new(db),
-        ..p.app.clone()
+        queue: Arc::new(db.clone()),
+        ..p.app.over_store(Arc::new(db))
     }
 }
 

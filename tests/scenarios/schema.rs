@@ -30,12 +30,8 @@ const WAITING: &str = "3333333333333333333333333333333333333333";
 fn on_sqlite(p: &Pipeline, path: &Path) -> Result<App, SqliteError> {
     let db = SqliteBackend::open(path)?;
     Ok(App {
-        store: Arc::new(db.clone()),
-        // A store of its own: what another app saw of its store says nothing of this one.
-        seen: Default::default(),
-        release_log: Default::default(),
-        queue: Arc::new(db),
-        ..p.app.clone()
+        queue: Arc::new(db.clone()),
+        ..p.app.over_store(Arc::new(db))
     })
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use slipway::adapters::aws::s3::S3Store;
 use slipway::adapters::local::sqlite::SqliteBackend;
-use slipway::app::{App, Tuning};
+use slipway::app::Tuning;
 use slipway::domain::{PipelineName, RunStatus};
 use slipway::ports::{StateStore, StoreKey};
 use slipway::views::{Cursor, run_index};
@@ -48,13 +48,7 @@ fn data_dir() -> (tempfile::TempDir, SqliteBackend) {
 /// slipway as it is now, over `store`: a push after the upgrade, then the first sweep.
 async fn upgrade(store: Arc<dyn StateStore>) -> Pipeline {
     let mut p = Pipeline::start().await;
-    p.app = App {
-        store: store.clone(),
-        // A store of its own: what another app saw of its store says nothing of this one.
-        seen: Default::default(),
-        release_log: Default::default(),
-        ..p.app.clone()
-    };
+    p.app = p.app.over_store(store.clone());
     p.router = slipway::http::router(p.app.clone());
     // Pushed after the upgrade, before the first sweep: it gets a place of its own.
     assert_eq!(p.push(SHA).await.status, http::StatusCode::CREATED);
