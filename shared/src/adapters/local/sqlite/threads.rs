@@ -100,10 +100,6 @@ impl Workers {
         let (committed, commits) = crossbeam_channel::bounded(1);
         // Set by the checkpointer when the WAL is past `wal_limit`, taken by the writer.
         let too_long = Arc::new(AtomicBool::new(false));
-        let wal = WalLimit {
-            frames: wal_limit,
-            reached: Arc::clone(&too_long),
-        };
         // Built before any thread starts, so that if one cannot start, dropping `workers`
         // stops and joins those that did.
         let mut workers = Self {
@@ -112,13 +108,13 @@ impl Workers {
             stats: Arc::new(SqliteStats::default()),
             threads: Threads(Vec::with_capacity(2 + readers.len())),
         };
-        let stats = Arc::clone(&workers.stats);
+        let (stats, wal_too_long) = (Arc::clone(&workers.stats), Arc::clone(&too_long));
         workers.threads.spawn("sqlite-writer", &workers.stats, move || {
-            run_writer(writer, &write_queue, &committed, &too_long, &stats);
+            run_writer(writer, &write_queue, &committed, &wal_too_long, &stats);
         })?;
         let stats = Arc::clone(&workers.stats);
         workers.threads.spawn("sqlite-checkpoint", &workers.stats, move || {
-            run_checkpointer(&checkpointer, &commits, &wal, &stats);
+            run_checkpointer(&checkpointer, &commits, wal_limit, &too_long, &stats);
         })?;
         for conn in readers {
             let queue = read_queue.clone();
@@ -320,8 +316,8 @@ fn run_writer(
             // still need (the checkpointer copied most of them already); the next batch's
             // first write then starts the WAL over. If a reader held it back, the
             // checkpointer finds the WAL still long and asks again.
-            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                Ok(()) => {
+            match checkpoint(&conn) {
+                Ok(_) => {
                     stats.restarts.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -384,15 +380,20 @@ fn write_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>, stats: &SqliteSt
 /// up), then rests [`CHECKPOINT_REST`]. Returns when the writer has stopped. A checkpoint that
 /// fails is logged and tried again after the next commit; SQLite checkpoints what is left
 /// when the last connection closes.
-fn run_checkpointer(conn: &Connection, commits: &Receiver<()>, wal: &WalLimit, stats: &SqliteStats) {
+fn run_checkpointer(
+    conn: &Connection,
+    commits: &Receiver<()>,
+    wal_limit: i64,
+    wal_too_long: &AtomicBool,
+    stats: &SqliteStats,
+) {
     let mut due = commits.recv().is_ok();
     while due {
-        // The answer's second column: how many frames the WAL holds.
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+        match checkpoint(conn) {
             Ok(frames) => {
                 stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                if frames >= wal.frames {
-                    wal.reached.store(true, Ordering::Relaxed);
+                if frames >= wal_limit {
+                    wal_too_long.store(true, Ordering::Relaxed);
                 }
             }
             Err(e) => {
@@ -415,11 +416,11 @@ fn run_checkpointer(conn: &Connection, commits: &Receiver<()>, wal: &WalLimit, s
     }
 }
 
-/// How long the WAL may grow ([`WAL_FRAMES_KEPT`]), and the flag the checkpointer raises for
-/// the writer when it has.
-struct WalLimit {
-    frames: i64,
-    reached: Arc<AtomicBool>,
+/// A passive checkpoint on `conn`: copies into the database every frame of the WAL that no
+/// reader still needs, without waiting for the writer or a reader. Returns how many frames the
+/// WAL holds (the answer's second column).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
 }
 
 /// Runs one request inside a savepoint of the open transaction, rolling its statements back
