@@ -291,6 +291,56 @@ async fn a_smoke_message_whose_carried_environment_is_old_still_frees_the_lease(
     assert_eq!(record.current.map(|c| c.run), Some(p.run(SHA2).await.id));
 }
 
+/// Smoke checks need no claim: the deploy's result starts them. A check whose worker vanished
+/// part-way is checked again when its message comes back, instead of being left running until
+/// its deadline and then failed because nobody knows how it went.
+#[tokio::test(start_paused = true)]
+async fn a_smoke_check_whose_worker_vanished_is_checked_again_when_its_message_comes_back() {
+    let p = Pipeline::start().await;
+    p.healthy("staging", SHA);
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    for body in p.lose_pending(QueueName::Deploy).await {
+        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        p.stage_status(SHA, "smoke:staging").await,
+        StageStatus::Running,
+        "started by the deploy's result"
+    );
+    let smoke = p.lose_pending(QueueName::Smoke).await;
+    assert_eq!(smoke.len(), 1);
+
+    // The first delivery's worker vanished; the queue delivers the message again.
+    slipway::handlers::handle_delivery(&p.app, QueueName::Smoke, &smoke[0], 2)
+        .await
+        .unwrap();
+    assert_eq!(p.stage_status(SHA, "smoke:staging").await, StageStatus::Succeeded);
+    p.run_queues().await;
+    assert_eq!(p.run(SHA).await.status(), RunStatus::AwaitingApproval);
+    assert_eq!(p.notifications_of("approval_requested").len(), 3, "one per approver");
+
+    // A late copy of the same message checks again; its result is not recorded twice.
+    let before = p.run(SHA).await;
+    slipway::handlers::handle(&p.app, QueueName::Smoke, &smoke[0])
+        .await
+        .unwrap();
+    p.run_queues().await;
+    let after = p.run(SHA).await;
+    assert_eq!(after.history.len(), before.history.len(), "{:?}", after.history);
+    assert_eq!(after.status(), RunStatus::AwaitingApproval);
+    assert_eq!(p.notifications_of("approval_requested").len(), 3);
+    let (staging, _) = p
+        .app
+        .environment(&"shop".parse().unwrap(), &"staging".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(staging.lease, None);
+    assert_eq!(staging.current.map(|c| c.run), Some(after.id));
+}
+
 #[tokio::test(start_paused = true)]
 async fn concurrent_workers_deploy_once() {
     let p = Pipeline::start().await;

@@ -356,15 +356,20 @@ pub fn apply(run: &Run, input: &Input) -> Outcome {
 }
 
 /// The outbox commands worth sending again after a suspected lost send: work for stages
-/// still queued (a worker will claim them) and notices (the notify handler skips what it
-/// already delivered). A claimed or finished stage's work is never re-sent, so re-sending
-/// cannot bounce between handlers.
+/// still queued (a worker will claim them), smoke checks still running (they need no claim,
+/// and the smoke handler never re-sends them itself), and notices (the notify handler skips
+/// what it already delivered). A claimed or finished stage's work is never re-sent, so
+/// re-sending cannot bounce between handlers.
 pub fn resendable(run: &Run) -> Vec<Command> {
     run.outbox
         .iter()
         .filter(|command| match command {
             Command::Deploy { env, .. } => is_queued(run, StageKind::Deploy, env),
-            Command::Smoke { env, .. } => is_queued(run, StageKind::Smoke, env),
+            // Smoke checks run without a claim (see `advance`): running ones are sent again
+            // too, and checking twice is harmless.
+            Command::Smoke { env, .. } => run
+                .stage(StageKind::Smoke, Some(env))
+                .is_some_and(|s| matches!(s.status, StageStatus::Queued | StageStatus::Running)),
             Command::Bake { env, .. } => is_queued(run, StageKind::Bake, env),
             Command::Rollback { env, .. } => is_queued(run, StageKind::Rollback, env),
             Command::Supersede { .. } | Command::Notify(_) => true,
@@ -1168,8 +1173,18 @@ impl Tx<'_> {
                 stage.status = StageStatus::Queued;
                 self.commands.push(Command::Deploy { run: run_id, env });
             }
+            // The checks start with the write that reached them — the deploy's result, which
+            // only the one delivery holding the deploy's claim can make — so they need no
+            // claim of their own (one write of the run fewer per environment). Checks only
+            // read, so a message delivered twice checks twice and the second result is
+            // ignored. Runs written by an older slipway may still hold a queued smoke stage,
+            // which `SmokeStarted` claims as before.
             StageKind::Smoke => {
-                stage.status = StageStatus::Queued;
+                stage.status = StageStatus::Running;
+                stage.attempts += 1;
+                stage.started_at = Some(at);
+                let what = format!("{} started", stage.label());
+                self.log(what);
                 self.commands.push(Command::Smoke { run: run_id, env });
             }
             StageKind::Bake => {

@@ -166,7 +166,6 @@ fn to_approval() -> Vec<Event> {
         green(),
         deploy_started("staging"),
         deployed("staging"),
-        smoke_started("staging"),
         smoke("staging", true),
     ]
 }
@@ -369,7 +368,6 @@ fn transition_table() {
                     decide(true),
                     deploy_started("production"),
                     deployed("production"),
-                    smoke_started("production"),
                     smoke("production", true),
                 ],
             ),
@@ -516,11 +514,11 @@ fn transition_table() {
             Expect::Ignored(|i| matches!(i, Ignored::NoSuchStage(s) if s == "deploy:qa")),
         ),
         case(
-            "a finished deploy queues the smoke checks",
+            "a finished deploy starts the smoke checks, which need no claim of their own",
             vec![green(), deploy_started("staging")],
             deployed("staging"),
             Expect::Applied {
-                stages: "build=succeeded deploy:staging=succeeded smoke:staging=queued approval:production=pending deploy:production=pending smoke:production=pending",
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=running approval:production=pending deploy:production=pending smoke:production=pending",
                 commands: &["smoke staging"],
                 status: InProgress,
             },
@@ -565,13 +563,8 @@ fn transition_table() {
         ),
         // ---- smoke
         case(
-            "a duplicate smoke claim is ignored",
-            vec![
-                green(),
-                deploy_started("staging"),
-                deployed("staging"),
-                smoke_started("staging"),
-            ],
+            "a smoke claim (an older slipway's) is ignored once the checks started",
+            vec![green(), deploy_started("staging"), deployed("staging")],
             smoke_started("staging"),
             Expect::Ignored(|i| {
                 matches!(
@@ -585,12 +578,7 @@ fn transition_table() {
         ),
         case(
             "green staging smoke asks for approval",
-            vec![
-                green(),
-                deploy_started("staging"),
-                deployed("staging"),
-                smoke_started("staging"),
-            ],
+            vec![green(), deploy_started("staging"), deployed("staging")],
             smoke("staging", true),
             Expect::Applied {
                 stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=waiting deploy:production=pending smoke:production=pending",
@@ -600,12 +588,7 @@ fn transition_table() {
         ),
         case(
             "red staging smoke stops the run and notifies",
-            vec![
-                green(),
-                deploy_started("staging"),
-                deployed("staging"),
-                smoke_started("staging"),
-            ],
+            vec![green(), deploy_started("staging"), deployed("staging")],
             smoke("staging", false),
             Expect::Applied {
                 stages: "build=succeeded deploy:staging=succeeded smoke:staging=failed approval:production=skipped deploy:production=skipped smoke:production=skipped",
@@ -710,12 +693,7 @@ fn transition_table() {
             "green production smoke releases the run",
             with(
                 to_approval(),
-                [
-                    decide(true),
-                    deploy_started("production"),
-                    deployed("production"),
-                    smoke_started("production"),
-                ],
+                [decide(true), deploy_started("production"), deployed("production")],
             ),
             smoke("production", true),
             Expect::Applied {
@@ -728,12 +706,7 @@ fn transition_table() {
             "red production smoke fails the run",
             with(
                 to_approval(),
-                [
-                    decide(true),
-                    deploy_started("production"),
-                    deployed("production"),
-                    smoke_started("production"),
-                ],
+                [decide(true), deploy_started("production"), deployed("production")],
             ),
             smoke("production", false),
             Expect::Applied {
@@ -753,12 +726,7 @@ fn transition_table() {
             mode: Mode::Deployment,
             ..case(
                 "continuous deployment: green staging goes straight to production",
-                vec![
-                    green(),
-                    deploy_started("staging"),
-                    deployed("staging"),
-                    smoke_started("staging"),
-                ],
+                vec![green(), deploy_started("staging"), deployed("staging")],
                 smoke("staging", true),
                 Expect::Applied {
                     stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded deploy:production=queued smoke:production=pending",
@@ -845,7 +813,7 @@ fn transition_table() {
 
 #[test]
 fn approval_requests_carry_their_deadline_and_notices_name_their_history_entry() {
-    let run = drive(Mode::Delivery, &to_approval()[..4]);
+    let run = drive(Mode::Delivery, &to_approval()[..3]);
     let Outcome::Applied { run, commands } = apply(&run, &input(5, smoke("staging", true))) else {
         panic!("ignored")
     };
@@ -941,6 +909,59 @@ fn only_unclaimed_work_and_notices_are_resent() {
         describe(&resendable(&waiting)),
         ["notify approval_requested production", "supersede production"]
     );
+}
+
+#[test]
+fn running_smoke_checks_are_resent_since_they_need_no_claim() {
+    let checking = drive(
+        Mode::Delivery,
+        &[green(), deploy_started("staging"), deployed("staging")],
+    );
+    let smoke = checking.stage(StageKind::Smoke, Some(&env("staging"))).unwrap();
+    assert_eq!(smoke.status, StageStatus::Running);
+    assert_eq!(smoke.started_at, Some(minute(3)), "started by the deploy's result");
+    assert_eq!(smoke.attempts, 1);
+    assert_eq!(describe(&resendable(&checking)), ["smoke staging"]);
+    let checked = drive(Mode::Delivery, &to_approval());
+    assert!(
+        !describe(&resendable(&checked)).contains(&"smoke staging".to_owned()),
+        "finished checks are not sent again"
+    );
+}
+
+/// A run written by a slipway from before the checks started with the deploy's result
+/// holds a queued smoke stage: its check is claimed, then recorded, as before.
+#[test]
+fn a_smoke_stage_queued_by_an_older_slipway_is_claimed_then_recorded() {
+    let mut run = drive(
+        Mode::Deployment,
+        &[green(), deploy_started("staging"), deployed("staging")],
+    );
+    let i = run.stages.iter().position(|s| s.kind == StageKind::Smoke).unwrap();
+    run.stages[i].status = StageStatus::Queued;
+    run.stages[i].started_at = None;
+    run.stages[i].attempts = 0;
+    assert_eq!(describe(&resendable(&run)), ["smoke staging"]);
+    assert!(
+        matches!(
+            ignored(&run, 4, smoke("staging", true)),
+            Ignored::AlreadyDone {
+                status: StageStatus::Queued,
+                ..
+            }
+        ),
+        "a result without the claim"
+    );
+    let (run, _) = step(&run, 4, smoke_started("staging"));
+    let stage = run.stage(StageKind::Smoke, Some(&env("staging"))).unwrap();
+    assert_eq!(
+        (stage.status, stage.started_at),
+        (StageStatus::Running, Some(minute(4)))
+    );
+    let (run, commands) = step(&run, 5, smoke("staging", true));
+    let stage = run.stage(StageKind::Smoke, Some(&env("staging"))).unwrap();
+    assert_eq!(stage.status, StageStatus::Succeeded);
+    assert_eq!(describe(&commands), ["deploy production"]);
 }
 
 #[test]
@@ -1263,7 +1284,6 @@ fn a_failed_backup_changed_nothing_so_nothing_is_rolled_back() {
 fn failed_smoke_checks_roll_the_environment_back() {
     let run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
     let (run, _) = step(&run, 3, deploy_over_earlier("staging", None));
-    let (run, _) = step(&run, 4, smoke_started("staging"));
     let (run, commands) = step(&run, 5, smoke("staging", false));
     assert_eq!(
         describe(&commands),
@@ -1407,7 +1427,6 @@ fn production_refuses_an_artifact_staging_did_not_verify() {
     let mut run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
     run.build.artifact = Some("shop@sha256:aaa".into());
     let (run, _) = step(&run, 3, deployed("staging"));
-    let (run, _) = step(&run, 4, smoke_started("staging"));
     let (mut run, _) = step(&run, 5, smoke("staging", true));
     assert_eq!(
         run.stage(StageKind::Deploy, Some(&env("staging")))
@@ -1441,11 +1460,9 @@ fn an_unhealthy_bake_rolls_back_and_a_healthy_one_releases() {
         green(),
         deploy_started("staging"),
         deployed("staging"),
-        smoke_started("staging"),
         smoke("staging", true),
         deploy_started("production"),
         deploy_over_earlier("production", None),
-        smoke_started("production"),
     ];
     let run = events
         .into_iter()
@@ -1489,11 +1506,9 @@ fn released_everywhere() -> Run {
             green(),
             deploy_started("staging"),
             deployed("staging"),
-            smoke_started("staging"),
             smoke("staging", true),
             deploy_started("production"),
             deployed("production"),
-            smoke_started("production"),
             smoke("production", true),
         ],
     )
@@ -1540,7 +1555,6 @@ fn a_manual_rollback_is_queued_only_for_a_release_that_ran_there() {
         green(),
         deploy_started("staging"),
         deployed("staging"),
-        smoke_started("staging"),
         smoke("staging", true),
     ];
     for mode in [Mode::Deployment, Mode::Delivery] {
@@ -1739,10 +1753,7 @@ fn retry_table() {
             "failed smoke checks are retried from the deploy",
             with(
                 vec![green(), deploy_started("staging"), deploy_over_earlier("staging", None)],
-                with(
-                    vec![smoke_started("staging"), smoke("staging", false)],
-                    rolled_back("staging"),
-                ),
+                with(vec![smoke("staging", false)], rolled_back("staging")),
             ),
             retry("staging", None),
             Expect::Applied {
@@ -1871,7 +1882,6 @@ fn a_retry_keeps_the_rollback_it_follows_and_says_who_asked() {
     let (run, _) = step(&run, 11, deploy_started("staging"));
     assert_eq!(run.stage(StageKind::Deploy, Some(&env("staging"))).unwrap().attempts, 2);
     let (run, _) = step(&run, 12, deployed("staging"));
-    let (run, _) = step(&run, 13, smoke_started("staging"));
     let (run, commands) = step(&run, 14, smoke("staging", true));
     assert_eq!(describe(&commands), ["deploy production"]);
     assert_eq!(run.status(), RunStatus::InProgress);

@@ -1,6 +1,8 @@
 //! Queue handlers: one per queue message. Each is idempotent — a redelivered or duplicated
-//! message does nothing twice — because deploy and smoke work is claimed through the state
-//! machine before it starts, and each notice is marked as delivered by one conditional create.
+//! message does nothing twice — because deploy and rollback work is claimed through the state
+//! machine before it starts, a smoke check only reads (the deploy's result starts it, and a
+//! second result is ignored), and each notice is marked as delivered by one conditional
+//! create.
 
 pub mod deploy;
 pub mod envs;
@@ -108,7 +110,8 @@ impl App {
     }
 }
 
-/// The shared life of a claimed stage (deploy or smoke): claim it through the state machine
+/// The shared life of a claimed stage (a deploy, a rollback, or a smoke check an older
+/// slipway queued): claim it through the state machine
 /// — which only one delivery of a message can do — do the work, record the result. A stage
 /// another worker claimed is left alone until its deadline; past that it is failed loudly,
 /// since nobody knows whether the work happened.
@@ -163,9 +166,27 @@ where
             return Ok(None);
         }
     };
-    let finished = work(run.clone()).await;
     // The result is written over the claim's own write, unless someone wrote in between.
-    let recorded = record_held(app, run_id, finished, Some((run, version))).await?;
+    run_and_record(app, (run, version), kind, env, work).await
+}
+
+/// Does a started stage's `work` and records its result over `known` (the run as the caller
+/// last wrote or read it, and its version), re-deciding if someone wrote in between: the end
+/// of [`claim_and_run`], and all of a smoke check, which its deploy's result starts.
+async fn run_and_record<W, F>(
+    app: &App,
+    (run, version): (domain::Run, Version),
+    kind: StageKind,
+    env: &EnvName,
+    work: W,
+) -> Result<Option<Recorded>, HandlerError>
+where
+    W: FnOnce(domain::Run) -> F,
+    F: Future<Output = Event>,
+{
+    let run_id = run.id.clone();
+    let finished = work(run.clone()).await;
+    let recorded = record_held(app, &run_id, finished, Some((run, version))).await?;
     if let Some(recorded) = &recorded {
         crate::metrics::stage_finished(&recorded.run, kind, env);
     }

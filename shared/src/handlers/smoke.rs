@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{HandlerError, Known, claim_and_run, envs};
+use super::{HandlerError, Known, claim_and_run, envs, run_and_record};
 use crate::app::{App, Applied};
 use crate::domain::{self, Actor, CheckResult, EnvName, Environment, Event, RunId, StageKind, StageStatus};
 use crate::ports::Version;
@@ -20,8 +20,13 @@ pub async fn handle(
         .pipeline_of(&run)
         .and_then(|p| p.environment(env))
         .map(|e| e.smoke.clone());
-    let known = Some((run, version));
-    let finished = claim_and_run(app, known, run_id, StageKind::Smoke, env, |run| async move {
+    // Started by the deploy's own write (see `domain::transition`'s `advance`): nothing to
+    // claim. A smoke stage still queued was written by an older slipway and is claimed.
+    let started = run
+        .stage(StageKind::Smoke, Some(env))
+        .is_some_and(|s| s.status == StageStatus::Running);
+    let known = (run, version);
+    let check = |run: domain::Run| async move {
         let results = match &checks {
             Some(checks) => crate::smoke::run_checks(app.checker.as_ref(), checks, run.sha.as_str()).await,
             None => vec![CheckResult {
@@ -35,8 +40,12 @@ pub async fn handle(
             env: env.clone(),
             checks: results,
         }
-    })
-    .await?;
+    };
+    let finished = if started {
+        run_and_record(app, known, StageKind::Smoke, env, check).await?
+    } else {
+        claim_and_run(app, Some(known), run_id, StageKind::Smoke, env, check).await?
+    };
     let carry = envs::Carry {
         lineage: None,
         environment: environment.map(|(record, version)| (record, Some(version))),
