@@ -407,6 +407,48 @@ async fn the_sweep_fails_a_stage_whose_worker_and_message_both_vanished() {
     assert_eq!(p.notifications_of("failed").len(), 1);
 }
 
+/// A smoke check's message that is gone for good (dead-lettered, say): no check reports, and
+/// the sweep fails the stage only once its deadline (the longest check's deadline and
+/// timeout, and the grace) has passed, saying that nobody knows whether the environment works.
+#[tokio::test(start_paused = true)]
+async fn the_sweep_fails_smoke_checks_that_never_reported_once_their_deadline_passed() {
+    let p = Pipeline::start().await;
+    p.healthy("staging", SHA);
+    p.push(SHA).await;
+    p.ci(SHA, "success").await;
+    for body in p.lose_pending(QueueName::Deploy).await {
+        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
+            .await
+            .unwrap();
+    }
+    assert_eq!(p.lose_pending(QueueName::Smoke).await.len(), 1);
+    p.advance(SignedDuration::from_secs(60));
+    assert_eq!(
+        slipway::sweep::run_once(&p.app).await.unwrap().abandoned,
+        0,
+        "within the checks' deadline and the grace"
+    );
+    assert_eq!(p.stage_status(SHA, "smoke:staging").await, StageStatus::Running);
+    p.advance(SignedDuration::from_mins(2));
+    assert_eq!(slipway::sweep::run_once(&p.app).await.unwrap().abandoned, 1);
+    p.run_queues().await;
+    let run = p.run(SHA).await;
+    let smoke = run
+        .stage(slipway::domain::StageKind::Smoke, Some(&"staging".parse().unwrap()))
+        .unwrap();
+    assert_eq!(smoke.status, StageStatus::Failed);
+    let summary = smoke.summary.as_deref().unwrap_or_default();
+    assert!(summary.contains("no smoke check"), "{summary}");
+    assert_eq!(run.status(), RunStatus::Failed);
+    assert_eq!(p.notifications_of("failed").len(), 1);
+    let (staging, _) = p
+        .app
+        .environment(&"shop".parse().unwrap(), &"staging".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(staging.lease, None, "the lease is given back");
+}
+
 // ---------------------------------------------------------------------------------------
 // The index of unfinished runs: what the sweep reads instead of every run ever made.
 // ---------------------------------------------------------------------------------------

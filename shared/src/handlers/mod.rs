@@ -312,13 +312,20 @@ pub fn give_up_at(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) 
 }
 
 /// Fails a claimed stage whose worker vanished: nobody knows whether its work happened, so
-/// it is never redone — a person is told to check.
+/// it is never redone — a person is told to check. Smoke checks are checked again whenever
+/// their message comes back; one failed here is one that no check reported by its deadline.
 pub async fn abandon(app: &App, run: &domain::Run, kind: StageKind, env: &EnvName) -> Result<(), HandlerError> {
-    let reason = format!(
-        "the worker stopped without reporting; whether the {} of {} happened is unknown — check {env} by hand",
-        kind.label(),
-        run.sha.short()
-    );
+    let reason = match kind {
+        StageKind::Smoke => format!(
+            "no smoke check of {} reported by its deadline (its worker stopped, or its message went to the dead letters); whether {env} works is unknown — check it by hand",
+            run.sha.short()
+        ),
+        _ => format!(
+            "the worker stopped without reporting; whether the {} of {} happened is unknown — check {env} by hand",
+            kind.label(),
+            run.sha.short()
+        ),
+    };
     record(
         app,
         &run.id,
