@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use crate::app::{App, EngineError};
+use crate::app::{App, EngineError, update_record_from};
 use crate::domain::Run;
 use crate::ports::StoreKey;
 use crate::views::{PipelineRecord, run_index};
@@ -69,8 +69,13 @@ pub async fn open(app: &App, run: &Run) -> Result<Placed, EngineError> {
         if !batch.is_empty() {
             let runs: Vec<&Run> = batch.iter().map(|(run, _)| run).collect();
             let what = format!("the lineage of {}", run.pipeline);
-            let decided = app
-                .update_record(&key, &what, |record: &mut PipelineRecord| {
+            let decided = update_record_from(
+                app.store.as_ref(),
+                &app.tuning,
+                &key,
+                &what,
+                None,
+                |record: &mut PipelineRecord| {
                     let placed: Vec<Placed> = runs
                         .iter()
                         .map(|run| {
@@ -79,17 +84,21 @@ pub async fn open(app: &App, run: &Run) -> Result<Placed, EngineError> {
                         })
                         .collect();
                     (placed, record.unflushed())
-                })
-                .await;
+                },
+            )
+            .await;
             match decided {
-                Ok((placed, unflushed)) => {
+                Ok(((placed, unflushed), written)) => {
                     for ((_, tx), seq) in batch.into_iter().zip(placed) {
                         let _ = tx.send(Ok(seq));
                     }
                     // Still leading: no batch of this process races the flush on the record.
                     // One cut short is done again by the next batch's leader (the record
                     // still says so), and pages read the entries from the record meanwhile.
-                    if unflushed && let Err(e) = run_index::flush(app.store.as_ref(), &app.tuning, &run.pipeline).await
+                    // The flush starts from the record as this batch wrote it, not read again.
+                    if unflushed
+                        && let Err(e) =
+                            run_index::flush_from(app.store.as_ref(), &app.tuning, &run.pipeline, Some(written)).await
                     {
                         tracing::warn!(pipeline = %run.pipeline, error = %e, "writing out a full chunk of the index of runs failed; the next push retries");
                     }

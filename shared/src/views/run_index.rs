@@ -31,7 +31,7 @@ use futures::{StreamExt as _, TryStreamExt as _, stream};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::app::{EngineError, Tuning, load_run, read_record, update_record};
+use crate::app::{Carried, EngineError, Tuning, load_run, read_record, update_record, update_record_from};
 use crate::domain::{BranchName, CommitSha, Lineage, PipelineName, RepoName, Run, RunId, RunStatus};
 use crate::ports::{StateStore, StoreError, StoreKey};
 
@@ -290,7 +290,24 @@ pub async fn forget(
 /// changed meanwhile stays (and is written out next time). Idempotent; a flush cut short is
 /// finished by the next push.
 pub async fn flush(store: &dyn StateStore, tuning: &Tuning, pipeline: &PipelineName) -> Result<(), EngineError> {
-    let (record, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
+    flush_from(store, tuning, pipeline, None).await
+}
+
+/// [`flush`], from the pipeline's record as the caller just wrote it, with that version,
+/// instead of reading it again. The record is rewritten over that version; if someone wrote
+/// it since, that write is refused and the record read as usual. Only entries already in
+/// their chunk are dropped, whichever record the drop is decided on.
+pub async fn flush_from(
+    store: &dyn StateStore,
+    tuning: &Tuning,
+    pipeline: &PipelineName,
+    known: Option<Carried<PipelineRecord>>,
+) -> Result<(), EngineError> {
+    let key = StoreKey::lineage(pipeline);
+    let (record, version) = match known {
+        Some(known) => known,
+        None => read_record::<PipelineRecord>(store, &key).await?,
+    };
     let newest = chunk_of(record.next_run - 1);
     let mut full: BTreeMap<i64, Vec<RunEntry>> = BTreeMap::new();
     for entry in record.recent.iter().filter(|e| chunk_of(e.seq) < newest) {
@@ -299,27 +316,43 @@ pub async fn flush(store: &dyn StateStore, tuning: &Tuning, pipeline: &PipelineN
     if full.is_empty() {
         return Ok(());
     }
-    for (n, entries) in &full {
-        update_record(
-            store,
-            tuning,
-            &StoreKey::run_chunk(pipeline, *n),
-            "an index of runs",
-            |chunk: &mut Chunk| {
-                for entry in entries {
-                    chunk.upsert(entry.clone());
-                }
-            },
-        )
-        .await?;
-    }
+    // Each chunk is its own object: a burst that filled several writes them at once.
+    futures::future::try_join_all(
+        full.iter()
+            .map(|(n, entries)| write_chunk(store, tuning, pipeline, *n, entries)),
+    )
+    .await?;
     let written: Vec<RunEntry> = full.into_values().flatten().collect();
+    update_record_from(
+        store,
+        tuning,
+        &key,
+        "a pipeline's record",
+        Some((record, version)),
+        |record: &mut PipelineRecord| record.recent.retain(|e| !written.contains(e)),
+    )
+    .await
+    .map(drop)
+}
+
+/// Writes `entries` into chunk `n` of `pipeline`'s index (over whatever state they had there).
+async fn write_chunk(
+    store: &dyn StateStore,
+    tuning: &Tuning,
+    pipeline: &PipelineName,
+    n: i64,
+    entries: &[RunEntry],
+) -> Result<(), EngineError> {
     update_record(
         store,
         tuning,
-        &StoreKey::lineage(pipeline),
-        "a pipeline's record",
-        |record: &mut PipelineRecord| record.recent.retain(|e| !written.contains(e)),
+        &StoreKey::run_chunk(pipeline, n),
+        "an index of runs",
+        |chunk: &mut Chunk| {
+            for entry in entries {
+                chunk.upsert(entry.clone());
+            }
+        },
     )
     .await
 }
@@ -885,6 +918,49 @@ pub(crate) mod tests {
             .await
             .unwrap();
         run
+    }
+
+    /// A flush starts from the record as the batch that filled a chunk wrote it. When another
+    /// writer changed the record since, the flush's own write over that version is refused: it
+    /// reads the record again and drops only the entries it wrote out, keeping the newer run.
+    #[tokio::test]
+    async fn a_flush_from_a_record_written_over_since_keeps_what_came_after() {
+        let store = MemoryStore::new();
+        let tuning = Tuning::default();
+        for n in 0..=CHUNK as u32 {
+            let run = opened("shop", n, i64::from(n));
+            update_record(
+                &store,
+                &tuning,
+                &StoreKey::lineage(&run.pipeline),
+                "record",
+                |r: &mut PipelineRecord| r.open(&run),
+            )
+            .await
+            .unwrap();
+        }
+        let pipeline = PipelineName::parse("shop").unwrap();
+        let key = StoreKey::lineage(&pipeline);
+        let filled = read_record::<PipelineRecord>(&store, &key).await.unwrap();
+        assert!(filled.0.unflushed());
+        // Another process's push lands before the flush.
+        let later = opened("shop", 500, 600);
+        update_record(&store, &tuning, &key, "record", |r: &mut PipelineRecord| r.open(&later))
+            .await
+            .unwrap();
+
+        flush_from(&store, &tuning, &pipeline, Some(filled)).await.unwrap();
+        let (record, _) = read_record::<PipelineRecord>(&store, &key).await.unwrap();
+        let recent: Vec<i64> = record.recent.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            recent,
+            [CHUNK, CHUNK + 1],
+            "the chunk's entries dropped, the later push kept"
+        );
+        let (chunk, _) = read_record::<Chunk>(&store, &StoreKey::run_chunk(&pipeline, 0))
+            .await
+            .unwrap();
+        assert_eq!(chunk.entries.len(), CHUNK as usize);
     }
 
     fn shas(entries: &[RunEntry]) -> Vec<String> {
