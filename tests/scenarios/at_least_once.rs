@@ -236,15 +236,10 @@ async fn a_message_whose_carried_run_is_old_does_not_deploy_again() {
     assert_eq!(staging.current.map(|c| c.run), Some(before.id));
 }
 
-/// A smoke check's message carries the environment's record as the deploy left it, so the
-/// check's end gives the lease back without reading it. When the record changed in between
-/// (here a newer run joined the line), the write over the old copy is refused: the record is
-/// read and the lease given back all the same, and the newer run is woken.
-#[tokio::test(start_paused = true)]
-async fn a_smoke_message_whose_carried_environment_is_old_still_frees_the_lease() {
-    let p = Pipeline::start().await;
-    let staging: slipway::domain::EnvName = "staging".parse().unwrap();
-    let shop: slipway::domain::PipelineName = "shop".parse().unwrap();
+/// Commit `SHA` pushed, built green and deployed to staging (healthy there), its deploy
+/// message handled by hand; its one smoke check's message is taken off the queue and
+/// returned, for the test to deliver as it likes.
+async fn staging_deployed_check_taken(p: &Pipeline) -> Vec<String> {
     p.healthy("staging", SHA);
     p.push(SHA).await;
     p.ci(SHA, "success").await;
@@ -254,7 +249,20 @@ async fn a_smoke_message_whose_carried_environment_is_old_still_frees_the_lease(
             .unwrap();
     }
     let smoke = p.lose_pending(QueueName::Smoke).await;
-    assert_eq!(smoke.len(), 1);
+    assert_eq!(smoke.len(), 1, "{smoke:?}");
+    smoke
+}
+
+/// A smoke check's message carries the environment's record as the deploy left it, so the
+/// check's end gives the lease back without reading it. When the record changed in between
+/// (here a newer run joined the line), the write over the old copy is refused: the record is
+/// read and the lease given back all the same, and the newer run is woken.
+#[tokio::test(start_paused = true)]
+async fn a_smoke_message_whose_carried_environment_is_old_still_frees_the_lease() {
+    let p = Pipeline::start().await;
+    let staging: slipway::domain::EnvName = "staging".parse().unwrap();
+    let shop: slipway::domain::PipelineName = "shop".parse().unwrap();
+    let smoke = staging_deployed_check_taken(&p).await;
     assert!(
         smoke[0].contains("\"environment\""),
         "the check carries the environment's record: {}",
@@ -297,21 +305,12 @@ async fn a_smoke_message_whose_carried_environment_is_old_still_frees_the_lease(
 #[tokio::test(start_paused = true)]
 async fn a_smoke_check_whose_worker_vanished_is_checked_again_when_its_message_comes_back() {
     let p = Pipeline::start().await;
-    p.healthy("staging", SHA);
-    p.push(SHA).await;
-    p.ci(SHA, "success").await;
-    for body in p.lose_pending(QueueName::Deploy).await {
-        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
-            .await
-            .unwrap();
-    }
+    let smoke = staging_deployed_check_taken(&p).await;
     assert_eq!(
         p.stage_status(SHA, "smoke:staging").await,
         StageStatus::Running,
         "started by the deploy's result"
     );
-    let smoke = p.lose_pending(QueueName::Smoke).await;
-    assert_eq!(smoke.len(), 1);
 
     // The first delivery's worker vanished; the queue delivers the message again.
     slipway::handlers::handle_delivery(&p.app, QueueName::Smoke, &smoke[0], 2)
@@ -413,15 +412,7 @@ async fn the_sweep_fails_a_stage_whose_worker_and_message_both_vanished() {
 #[tokio::test(start_paused = true)]
 async fn the_sweep_fails_smoke_checks_that_never_reported_once_their_deadline_passed() {
     let p = Pipeline::start().await;
-    p.healthy("staging", SHA);
-    p.push(SHA).await;
-    p.ci(SHA, "success").await;
-    for body in p.lose_pending(QueueName::Deploy).await {
-        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
-            .await
-            .unwrap();
-    }
-    assert_eq!(p.lose_pending(QueueName::Smoke).await.len(), 1);
+    staging_deployed_check_taken(&p).await;
     p.advance(SignedDuration::from_secs(60));
     assert_eq!(
         slipway::sweep::run_once(&p.app).await.unwrap().abandoned,
