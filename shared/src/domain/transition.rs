@@ -970,6 +970,17 @@ impl Tx<'_> {
         if self.run.stages[i].status != StageStatus::Queued {
             return Err(self.not_applicable(i));
         }
+        self.start(i);
+        if kind == StageKind::Deploy
+            && let Some(reason) = self.artifact_mismatch(env)
+        {
+            self.fail(i, reason);
+        }
+        Ok(())
+    }
+
+    /// Stage `i` is under way from now: one more attempt, logged.
+    fn start(&mut self, i: usize) {
         let at = self.input.at;
         let stage = &mut self.run.stages[i];
         stage.status = StageStatus::Running;
@@ -977,12 +988,6 @@ impl Tx<'_> {
         stage.started_at = Some(at);
         let what = format!("{} started", stage.label());
         self.log(what);
-        if kind == StageKind::Deploy
-            && let Some(reason) = self.artifact_mismatch(env)
-        {
-            self.fail(i, reason);
-        }
-        Ok(())
     }
 
     /// Every environment deploys the artifact CI reported and the earlier environments
@@ -1180,11 +1185,7 @@ impl Tx<'_> {
             // ignored. Runs written by an older slipway may still hold a queued smoke stage,
             // which `SmokeStarted` claims as before.
             StageKind::Smoke => {
-                stage.status = StageStatus::Running;
-                stage.attempts += 1;
-                stage.started_at = Some(at);
-                let what = format!("{} started", stage.label());
-                self.log(what);
+                self.start(i);
                 self.commands.push(Command::Smoke { run: run_id, env });
             }
             StageKind::Bake => {
