@@ -97,8 +97,7 @@ pub async fn open(app: &App, run: &Run) -> Result<Placed, EngineError> {
                     // still says so), and pages read the entries from the record meanwhile.
                     // The flush starts from the record as this batch wrote it, not read again.
                     if unflushed
-                        && let Err(e) =
-                            run_index::flush_from(app.store.as_ref(), &app.tuning, &run.pipeline, Some(written)).await
+                        && let Err(e) = run_index::flush(app.store.as_ref(), &app.tuning, &run.pipeline, written).await
                     {
                         tracing::warn!(pipeline = %run.pipeline, error = %e, "writing out a full chunk of the index of runs failed; the next push retries");
                     }

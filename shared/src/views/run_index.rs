@@ -289,25 +289,17 @@ pub async fn forget(
 /// objects, then drops them from the record — only those still as written, so a state that
 /// changed meanwhile stays (and is written out next time). Idempotent; a flush cut short is
 /// finished by the next push.
-pub async fn flush(store: &dyn StateStore, tuning: &Tuning, pipeline: &PipelineName) -> Result<(), EngineError> {
-    flush_from(store, tuning, pipeline, None).await
-}
-
-/// [`flush`], from the pipeline's record as the caller just wrote it, with that version,
-/// instead of reading it again. The record is rewritten over that version; if someone wrote
-/// it since, that write is refused and the record read as usual. Only entries already in
-/// their chunk are dropped, whichever record the drop is decided on.
-pub async fn flush_from(
+///
+/// Starts from `written`, the record as the caller (the push that filled a chunk) just wrote
+/// it, with that version, instead of reading it again. The record is rewritten over that
+/// version; if someone wrote it since, that write is refused and the record read as usual.
+pub async fn flush(
     store: &dyn StateStore,
     tuning: &Tuning,
     pipeline: &PipelineName,
-    known: Option<Carried<PipelineRecord>>,
+    (record, version): Carried<PipelineRecord>,
 ) -> Result<(), EngineError> {
     let key = StoreKey::lineage(pipeline);
-    let (record, version) = match known {
-        Some(known) => known,
-        None => read_record::<PipelineRecord>(store, &key).await?,
-    };
     let newest = chunk_of(record.next_run - 1);
     let mut full: BTreeMap<i64, Vec<RunEntry>> = BTreeMap::new();
     for entry in record.recent.iter().filter(|e| chunk_of(e.seq) < newest) {
@@ -896,22 +888,29 @@ pub(crate) mod tests {
         )
     }
 
+    /// Places `run` in its pipeline's record, as a push does: its place, whether a chunk is
+    /// now full, and the record as written.
+    async fn place(store: &MemoryStore, run: &Run) -> ((i64, bool), Carried<PipelineRecord>) {
+        update_record_from(
+            store,
+            &Tuning::default(),
+            &StoreKey::lineage(&run.pipeline),
+            "record",
+            None,
+            |r: &mut PipelineRecord| (r.open(run), r.unflushed()),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Opens run `n` the way the engine does: placed in the pipeline record, indexed, written.
     async fn open(store: &MemoryStore, pipeline: &str, n: u32, minute: i64) -> Run {
         let tuning = Tuning::default();
         let mut run = opened(pipeline, n, minute);
-        let (seq, unflushed) = update_record(
-            store,
-            &tuning,
-            &StoreKey::lineage(&run.pipeline),
-            "record",
-            |r: &mut PipelineRecord| (r.open(&run), r.unflushed()),
-        )
-        .await
-        .unwrap();
+        let ((seq, unflushed), written) = place(store, &run).await;
         run.seq = Some(seq);
         if unflushed {
-            flush(store, &tuning, &run.pipeline).await.unwrap();
+            flush(store, &tuning, &run.pipeline, written).await.unwrap();
         }
         store
             .create(&StoreKey::run(&run.id), Bytes::from(serde_json::to_vec(&run).unwrap()))
@@ -928,28 +927,16 @@ pub(crate) mod tests {
         let store = MemoryStore::new();
         let tuning = Tuning::default();
         for n in 0..=CHUNK as u32 {
-            let run = opened("shop", n, i64::from(n));
-            update_record(
-                &store,
-                &tuning,
-                &StoreKey::lineage(&run.pipeline),
-                "record",
-                |r: &mut PipelineRecord| r.open(&run),
-            )
-            .await
-            .unwrap();
+            place(&store, &opened("shop", n, i64::from(n))).await;
         }
         let pipeline = PipelineName::parse("shop").unwrap();
         let key = StoreKey::lineage(&pipeline);
         let filled = read_record::<PipelineRecord>(&store, &key).await.unwrap();
         assert!(filled.0.unflushed());
         // Another process's push lands before the flush.
-        let later = opened("shop", 500, 600);
-        update_record(&store, &tuning, &key, "record", |r: &mut PipelineRecord| r.open(&later))
-            .await
-            .unwrap();
+        place(&store, &opened("shop", 500, 600)).await;
 
-        flush_from(&store, &tuning, &pipeline, Some(filled)).await.unwrap();
+        flush(&store, &tuning, &pipeline, filled).await.unwrap();
         let (record, _) = read_record::<PipelineRecord>(&store, &key).await.unwrap();
         let recent: Vec<i64> = record.recent.iter().map(|e| e.seq).collect();
         assert_eq!(
@@ -1161,18 +1148,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn an_entry_whose_run_was_never_written_is_not_shown() {
         let store = MemoryStore::new();
-        let tuning = Tuning::default();
         open(&store, "shop", 1, 0).await;
-        let crashed = opened("shop", 2, 1);
-        update_record(
-            &store,
-            &tuning,
-            &StoreKey::lineage(&crashed.pipeline),
-            "record",
-            |r: &mut PipelineRecord| r.open(&crashed),
-        )
-        .await
-        .unwrap();
+        // Placed, then the process stopped before writing the run.
+        place(&store, &opened("shop", 2, 1)).await;
         let p = page(&store, &PipelineName::parse("shop").unwrap(), None, 10)
             .await
             .unwrap();
