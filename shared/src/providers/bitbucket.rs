@@ -8,9 +8,8 @@
 //! tags), each its own [`Push`]. Raw payload structs stay private to this module.
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::payload::{optional, required};
+use super::payload::Fields;
 use super::{BuildReport, GitRef, HostEvent, Push};
 use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName};
 use crate::signature::{self, SignatureError};
@@ -49,11 +48,11 @@ pub use super::PayloadError;
 pub fn parse(event_key: Option<&str>, body: &[u8]) -> Result<Vec<HostEvent>, PayloadError> {
     match event_key {
         Some("repo:push") => {
-            let root = json(body)?;
+            let root = Fields::new(body)?;
             parse_push(&root).map(|pushes| pushes.into_iter().map(|push| HostEvent::Push(Box::new(push))).collect())
         }
         Some("repo:commit_status_created" | "repo:commit_status_updated") => {
-            let root = json(body)?;
+            let root = Fields::new(body)?;
             Ok(vec![HostEvent::Build(Box::new(parse_status(&root)?))])
         }
         other => Ok(vec![HostEvent::Ignored {
@@ -62,20 +61,8 @@ pub fn parse(event_key: Option<&str>, body: &[u8]) -> Result<Vec<HostEvent>, Pay
     }
 }
 
-fn json(body: &[u8]) -> Result<Value, PayloadError> {
-    let root: Value = serde_json::from_slice(body).map_err(|source| PayloadError::Json { source })?;
-    if root.is_object() {
-        Ok(root)
-    } else {
-        Err(PayloadError::Field {
-            field: "repository",
-            reason: "the payload is not a JSON object".to_owned(),
-        })
-    }
-}
-
-fn repo_of(root: &Value) -> Result<RepoName, PayloadError> {
-    let name: String = required(root, "repository.full_name")?;
+fn repo_of(root: &Fields) -> Result<RepoName, PayloadError> {
+    let name: String = root.required("repository.full_name")?;
     RepoName::parse(&name).map_err(|source| PayloadError::InvalidId {
         field: "repository.full_name",
         source,
@@ -152,10 +139,10 @@ struct RawHref {
     href: String,
 }
 
-fn parse_push(root: &Value) -> Result<Vec<Push>, PayloadError> {
+fn parse_push(root: &Fields) -> Result<Vec<Push>, PayloadError> {
     let repo = repo_of(root)?;
-    let changes: Vec<RawChange> = required(root, "push.changes")?;
-    let actor: Option<RawUser> = optional(root, "actor")?;
+    let changes: Vec<RawChange> = root.required("push.changes")?;
+    let actor: Option<RawUser> = root.optional("actor")?;
     let pushed_by = actor
         .and_then(|a| a.nickname.filter(|n| !n.is_empty()).or(a.display_name))
         .filter(|n| !n.is_empty());
@@ -309,17 +296,17 @@ fn split_raw_author(raw: &str) -> (String, Option<String>) {
     }
 }
 
-fn parse_status(root: &Value) -> Result<BuildReport, PayloadError> {
+fn parse_status(root: &Fields) -> Result<BuildReport, PayloadError> {
     let repo = repo_of(root)?;
-    let hash: String = required(root, "commit_status.commit.hash")?;
+    let hash: String = root.required("commit_status.commit.hash")?;
     let sha = CommitSha::parse(&hash).map_err(|source| PayloadError::InvalidId {
         field: "commit_status.commit.hash",
         source,
     })?;
-    let key: String = required(root, "commit_status.key")?;
-    let state: String = required(root, "commit_status.state")?;
-    let url: Option<String> = optional(root, "commit_status.url")?;
-    let refname: Option<String> = optional(root, "commit_status.refname")?;
+    let key: String = root.required("commit_status.key")?;
+    let state: String = root.required("commit_status.state")?;
+    let url: Option<String> = root.optional("commit_status.url")?;
+    let refname: Option<String> = root.optional("commit_status.refname")?;
     let branch = refname
         .filter(|r| !r.is_empty())
         .map(|r| {
@@ -354,7 +341,7 @@ fn status_of(state: &str) -> Option<BuildStatus> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 

@@ -5,13 +5,9 @@
 //! recognised by the `X-GitHub-Event` header alone. The raw payload structs below hold only the fields slipway
 //! uses and never leave this module.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
-use super::payload::{decode_raw, git_ref_of};
+use super::payload::{Fields, git_ref_of};
 use super::{BuildReport, HostEvent, Push};
 use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName};
 
@@ -86,39 +82,8 @@ struct RawSender {
     login: String,
 }
 
-/// The top-level fields of a payload, each kept as the raw JSON the body holds and
-/// deserialised only when read, on its own, so that an error can name the field at fault and
-/// the fields slipway never reads (most of a push: the repository's hundred attributes, the
-/// sender, the commits' file lists) are checked but never built into values.
-struct Fields<'a>(HashMap<String, &'a RawValue>);
-
-impl<'a> Fields<'a> {
-    fn new(body: &'a [u8]) -> Result<Self, PayloadError> {
-        serde_json::from_slice(body)
-            .map(Self)
-            .map_err(|source| PayloadError::Json { source })
-    }
-
-    /// A required field.
-    fn required<T: DeserializeOwned>(&mut self, field: &'static str) -> Result<T, PayloadError> {
-        self.optional(field)?.ok_or_else(|| PayloadError::Field {
-            field,
-            reason: "missing".to_owned(),
-        })
-    }
-
-    /// A field that may be absent or `null`.
-    fn optional<T: DeserializeOwned>(&mut self, field: &'static str) -> Result<Option<T>, PayloadError> {
-        match self.0.remove(field) {
-            None => Ok(None),
-            Some(raw) if raw.get() == "null" => Ok(None),
-            Some(raw) => decode_raw(field, raw).map(Some),
-        }
-    }
-}
-
 fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
-    let mut fields = Fields::new(body)?;
+    let fields = Fields::new(body)?;
     let repository: RawRepository = fields.required("repository")?;
     let git_ref: String = fields.required("ref")?;
     let created = fields.optional("created")?.unwrap_or(false);
@@ -177,7 +142,7 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
     let head_commit = match head_commit {
         None => None,
         Some(commit) => {
-            let pushed_by = pushed_by(&mut fields)?;
+            let pushed_by = pushed_by(&fields)?;
             Some(CommitInfo {
                 message: commit.message,
                 author_login: commit.author.username,
@@ -207,7 +172,7 @@ fn parse_push(body: &[u8]) -> Result<Push, PayloadError> {
 }
 
 /// Who pushed: the pusher's git name, or else the sender's GitHub login.
-fn pushed_by(fields: &mut Fields) -> Result<String, PayloadError> {
+fn pushed_by(fields: &Fields) -> Result<String, PayloadError> {
     let pusher: Option<RawPusher> = fields.optional("pusher")?;
     if let Some(name) = pusher.and_then(|p| p.name).filter(|n| !n.is_empty()) {
         return Ok(name);
@@ -279,7 +244,7 @@ fn head_of(
 /// workflow's `name`, else the workflow file's path (a pipeline's `required_checks` uses the
 /// same name).
 fn parse_workflow_run(body: &[u8]) -> Result<BuildReport, PayloadError> {
-    let mut fields = Fields::new(body)?;
+    let fields = Fields::new(body)?;
     let action: Option<String> = fields.optional("action")?;
     let repository: RawRepository = fields.required("repository")?;
     let run: RawWorkflowRun = fields.required("workflow_run")?;
@@ -322,7 +287,7 @@ fn parse_workflow_run(body: &[u8]) -> Result<BuildReport, PayloadError> {
 /// (stable), else its `name`. GitHub gives a check suite no page of its own (only an API URL),
 /// so the report has no `url`.
 fn parse_check_suite(body: &[u8]) -> Result<BuildReport, PayloadError> {
-    let mut fields = Fields::new(body)?;
+    let fields = Fields::new(body)?;
     let action: Option<String> = fields.optional("action")?;
     let repository: RawRepository = fields.required("repository")?;
     let suite: RawCheckSuite = fields.required("check_suite")?;

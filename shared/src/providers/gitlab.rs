@@ -15,11 +15,10 @@
 //! `required_checks` names a GitLab pipeline as `"pipeline"`.
 
 use serde::Deserialize;
-use serde_json::Value;
 use standardwebhooks::Webhook;
 use subtle::ConstantTimeEq as _;
 
-use super::payload::{git_ref_of, optional, required};
+use super::payload::{Fields, git_ref_of};
 use super::{BuildReport, HostEvent, Push};
 use crate::domain::{BranchName, BuildStatus, CommitInfo, CommitSha, PushedCommit, RepoName, WebUrl};
 use crate::signature::{hmac_sha256, verify_hmac_sha256};
@@ -166,14 +165,8 @@ pub use super::PayloadError;
 ///
 /// GitLab does not report force pushes, so [`Push::forced`] is always `false`.
 pub fn parse(event: Option<&str>, body: &[u8]) -> Result<HostEvent, PayloadError> {
-    let root: Value = serde_json::from_slice(body).map_err(|source| PayloadError::Json { source })?;
-    if !root.is_object() {
-        return Err(PayloadError::Field {
-            field: "object_kind",
-            reason: "the payload is not a JSON object".to_owned(),
-        });
-    }
-    let kind = match optional::<String>(&root, "object_kind")? {
+    let root = Fields::new(body)?;
+    let kind = match root.optional::<String>("object_kind")? {
         Some(kind) => kind,
         None => match event {
             // `Tag Push Hook` → `tag_push`, as `object_kind` would say.
@@ -193,8 +186,8 @@ pub fn parse(event: Option<&str>, body: &[u8]) -> Result<HostEvent, PayloadError
     }
 }
 
-fn repo_of(root: &Value) -> Result<RepoName, PayloadError> {
-    let path: String = required(root, "project.path_with_namespace")?;
+fn repo_of(root: &Fields) -> Result<RepoName, PayloadError> {
+    let path: String = root.required("project.path_with_namespace")?;
     RepoName::parse(&path).map_err(|source| PayloadError::InvalidId {
         field: "project.path_with_namespace",
         source,
@@ -221,18 +214,18 @@ struct RawAuthor {
     email: Option<String>,
 }
 
-fn parse_push(root: &Value) -> Result<Push, PayloadError> {
+fn parse_push(root: &Fields) -> Result<Push, PayloadError> {
     let repo = repo_of(root)?;
-    let full_ref: String = required(root, "ref")?;
+    let full_ref: String = root.required("ref")?;
     let git_ref = git_ref_of(&full_ref)?;
-    let before: Option<String> = optional(root, "before")?;
-    let after: String = required(root, "after")?;
+    let before: Option<String> = root.optional("before")?;
+    let after: String = root.required("after")?;
     let after = sha("after", &after)?;
     // For an annotated tag `after` is the tag object; `checkout_sha` is the commit it points to.
-    let checkout: Option<String> = optional(root, "checkout_sha")?;
+    let checkout: Option<String> = root.optional("checkout_sha")?;
     let checkout = checkout.map(|c| sha("checkout_sha", &c)).transpose()?;
-    let commits: Vec<RawCommit> = optional(root, "commits")?.unwrap_or_default();
-    let total: Option<usize> = optional(root, "total_commits_count")?;
+    let commits: Vec<RawCommit> = root.optional("commits")?.unwrap_or_default();
+    let total: Option<usize> = root.optional("total_commits_count")?;
 
     let deleted = after.is_zero();
     let before = before.map(|b| sha("before", &b)).transpose()?;
@@ -248,7 +241,7 @@ fn parse_push(root: &Value) -> Result<Push, PayloadError> {
             })
         })
         .collect::<Result<Vec<_>, PayloadError>>()?;
-    let web_url: Option<String> = optional(root, "project.web_url")?;
+    let web_url: Option<String> = root.optional("project.web_url")?;
     let head = if deleted {
         None
     } else {
@@ -292,11 +285,11 @@ fn compare_url(project: Option<String>, before: Option<&CommitSha>, after: Optio
 
 /// The head commit, with who pushed it. GitLab gives no author login: the pusher's
 /// `user_username` counts as the author's login only when the author's email is the pusher's.
-fn commit_info(root: &Value, commit: Option<&RawCommit>) -> Result<Option<CommitInfo>, PayloadError> {
+fn commit_info(root: &Fields, commit: Option<&RawCommit>) -> Result<Option<CommitInfo>, PayloadError> {
     let Some(commit) = commit else { return Ok(None) };
-    let username: Option<String> = optional(root, "user_username")?;
-    let user_name: Option<String> = optional(root, "user_name")?;
-    let user_email: Option<String> = optional(root, "user_email")?;
+    let username: Option<String> = root.optional("user_username")?;
+    let user_name: Option<String> = root.optional("user_name")?;
+    let user_email: Option<String> = root.optional("user_email")?;
     let pushed_by = username
         .clone()
         .or(user_name)
@@ -327,17 +320,17 @@ enum RawCoverage {
     Text(String),
 }
 
-fn parse_pipeline(root: &Value) -> Result<BuildReport, PayloadError> {
+fn parse_pipeline(root: &Fields) -> Result<BuildReport, PayloadError> {
     let repo = repo_of(root)?;
-    let sha_text: String = required(root, "object_attributes.sha")?;
+    let sha_text: String = root.required("object_attributes.sha")?;
     let commit = sha("object_attributes.sha", &sha_text)?;
-    let git_ref: Option<String> = optional(root, "object_attributes.ref")?;
-    let tag: bool = optional(root, "object_attributes.tag")?.unwrap_or(false);
-    let status: String = required(root, "object_attributes.status")?;
-    let id: Option<u64> = optional(root, "object_attributes.id")?;
-    let url: Option<String> = optional(root, "object_attributes.url")?;
-    let web_url: Option<String> = optional(root, "project.web_url")?;
-    let coverage: Option<RawCoverage> = optional(root, "object_attributes.coverage")?;
+    let git_ref: Option<String> = root.optional("object_attributes.ref")?;
+    let tag: bool = root.optional("object_attributes.tag")?.unwrap_or(false);
+    let status: String = root.required("object_attributes.status")?;
+    let id: Option<u64> = root.optional("object_attributes.id")?;
+    let url: Option<String> = root.optional("object_attributes.url")?;
+    let web_url: Option<String> = root.optional("project.web_url")?;
+    let coverage: Option<RawCoverage> = root.optional("object_attributes.coverage")?;
 
     // A merge-request pipeline runs on `refs/merge-requests/<iid>/head`, which is no branch.
     let branch = match git_ref {
@@ -394,7 +387,7 @@ fn pipeline_status(status: &str) -> Option<BuildStatus> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::providers::GitRef;

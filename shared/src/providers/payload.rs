@@ -1,8 +1,9 @@
 //! Reading a git host's JSON payload field by field, so that every error names the field at
 //! fault and never echoes an oversized value back to the sender.
 
+use std::collections::HashMap;
+
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::GitRef;
@@ -36,18 +37,10 @@ pub enum PayloadError {
     },
 }
 
-/// Deserialises `value` as field `field`. A type error quotes the value it found, clipped
-/// ([`clip_quoted`]) so an oversized one stays out of the response.
-pub(super) fn decode<T: DeserializeOwned>(field: &'static str, value: &Value) -> Result<T, PayloadError> {
-    T::deserialize(value).map_err(|e| PayloadError::Field {
-        field,
-        reason: clip_quoted(&e.to_string()),
-    })
-}
-
-/// Deserialises the raw JSON of field `field`. Errors read as [`decode`]'s: the position
+/// Deserialises the raw JSON of field `field`. A type error quotes the value it found,
+/// clipped ([`clip_quoted`]) so an oversized one stays out of the response; the position
 /// serde_json adds (within the field's own text, so of no use to the sender) is left out.
-pub(super) fn decode_raw<T: DeserializeOwned>(field: &'static str, raw: &RawValue) -> Result<T, PayloadError> {
+fn decode_raw<T: DeserializeOwned>(field: &'static str, raw: &RawValue) -> Result<T, PayloadError> {
     serde_json::from_str(raw.get()).map_err(|e| {
         let message = e.to_string();
         let at = format!(" at line {} column {}", e.line(), e.column());
@@ -86,28 +79,51 @@ pub(crate) fn commit_time(field: &'static str, raw: Option<&str>) -> Option<jiff
     }
 }
 
-/// A field at a dotted path under `root` (`project.path_with_namespace`); absent or `null`
-/// is `None`.
-pub(super) fn optional<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<Option<T>, PayloadError> {
-    let mut value = root;
-    for key in field.split('.') {
-        match value.get(key) {
-            Some(next) => value = next,
-            None => return Ok(None),
-        }
-    }
-    if value.is_null() {
-        return Ok(None);
-    }
-    decode(field, value).map(Some)
-}
+/// A payload's fields, each kept as the raw JSON the body holds and deserialised only when
+/// read, on its own: an error names the field at fault, and the fields slipway never reads
+/// (most of a payload: the repository's hundred attributes, the commits' file lists) are
+/// checked as JSON but never built into values.
+pub(super) struct Fields<'a>(HashMap<String, &'a RawValue>);
 
-/// A field at a dotted path under `root` that must be there.
-pub(super) fn required<T: DeserializeOwned>(root: &Value, field: &'static str) -> Result<T, PayloadError> {
-    optional(root, field)?.ok_or(PayloadError::Field {
-        field,
-        reason: "missing".to_owned(),
-    })
+impl<'a> Fields<'a> {
+    /// The top-level fields of `body`, which must be a JSON object.
+    pub(super) fn new(body: &'a [u8]) -> Result<Self, PayloadError> {
+        serde_json::from_slice(body)
+            .map(Self)
+            .map_err(|source| PayloadError::Json { source })
+    }
+
+    /// A field at a dotted path (`project.path_with_namespace`) that must be there.
+    pub(super) fn required<T: DeserializeOwned>(&self, field: &'static str) -> Result<T, PayloadError> {
+        self.optional(field)?.ok_or_else(|| PayloadError::Field {
+            field,
+            reason: "missing".to_owned(),
+        })
+    }
+
+    /// A field at a dotted path that may be absent or `null`, as may any object on its way
+    /// (a step that is not an object counts as absent).
+    pub(super) fn optional<T: DeserializeOwned>(&self, field: &'static str) -> Result<Option<T>, PayloadError> {
+        let mut steps = field.split('.');
+        let first = steps.next().unwrap_or(field);
+        let Some(mut raw) = self.0.get(first).copied() else {
+            return Ok(None);
+        };
+        for step in steps {
+            // Only the object on the way is read, its members kept raw in turn.
+            match serde_json::from_str::<HashMap<String, &RawValue>>(raw.get()) {
+                Ok(mut object) => match object.remove(step) {
+                    Some(next) => raw = next,
+                    None => return Ok(None),
+                },
+                Err(_) => return Ok(None),
+            }
+        }
+        if raw.get() == "null" {
+            return Ok(None);
+        }
+        decode_raw(field, raw).map(Some)
+    }
 }
 
 /// `refs/heads/X` is a branch, `refs/tags/X` a tag, anything else is kept whole.
@@ -146,8 +162,52 @@ mod tests {
     #[test]
     fn a_field_error_quotes_a_huge_value_clipped() {
         let huge = "x".repeat(600_000);
-        let error = required::<u32>(&json!({ "id": huge }), "id").unwrap_err().to_string();
+        let body = serde_json::to_vec(&json!({ "id": huge })).unwrap();
+        let error = Fields::new(&body)
+            .unwrap()
+            .required::<u32>("id")
+            .unwrap_err()
+            .to_string();
         assert!(error.len() < 300, "{error}");
         assert!(error.contains("(600000 bytes)"), "{error}");
+    }
+
+    #[test]
+    fn a_dotted_field_is_read_through_its_objects_and_its_errors_name_the_whole_path() {
+        // Escaped keys, as a host may send them.
+        let body = br#"{
+            "project": { "path_with_namespace": "acme/shop", "id": "seven", "owner": null },
+            "commit_status": { "commit": { "hash": "a1" } },
+            "list": [1, 2],
+            "esc\"aped": { "k\u0065y": true }
+        }"#;
+        let fields = Fields::new(body).unwrap();
+        assert_eq!(
+            fields.required::<String>("project.path_with_namespace").unwrap(),
+            "acme/shop"
+        );
+        assert_eq!(fields.required::<String>("commit_status.commit.hash").unwrap(), "a1");
+        assert_eq!(fields.optional::<bool>("esc\"aped.key").unwrap(), Some(true));
+        // Absent, null, or through something that is not an object: no value.
+        for absent in [
+            "project.web_url",
+            "project.owner",
+            "project.owner.name",
+            "list.0",
+            "nothing.at_all",
+        ] {
+            assert_eq!(fields.optional::<String>(absent).unwrap(), None, "{absent}");
+        }
+        assert_eq!(
+            fields.required::<String>("project.web_url").unwrap_err().to_string(),
+            "the payload's `project.web_url` is wrong: missing"
+        );
+        assert_eq!(
+            fields.required::<u64>("project.id").unwrap_err().to_string(),
+            "the payload's `project.id` is wrong: invalid type: string \"seven\", expected u64"
+        );
+        for not_an_object in [&b"[1]"[..], b"\"text\"", b"{\"cut\": "] {
+            assert!(matches!(Fields::new(not_an_object), Err(PayloadError::Json { .. })));
+        }
     }
 }
