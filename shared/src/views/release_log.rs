@@ -174,31 +174,42 @@ pub fn facts(run: &Run, env: &EnvName) -> Facts {
     }
 }
 
-/// The month of each environment's log this process wrote or read last, with its version:
-/// the next release logged there (a warm Lambda container's, the local server's) starts from
-/// it instead of reading the month again. When another process wrote the month since, the
-/// write over the old version is refused and the month is read as usual; so a month kept
-/// here only ever saves a read. At most [`MONTHS_KEPT`] months.
+/// The month of each environment's log this process wrote last, with its version: the next
+/// release logged there (a warm Lambda container's, the local server's) starts from it
+/// instead of reading the month again. When another process wrote the month since, the write
+/// over the old version is refused and the month is read as usual; so a month kept here only
+/// ever saves a read. One month per environment, its newest written: as many as the
+/// configuration has environments, whatever the history.
 #[derive(Debug, Clone, Default)]
-pub struct LastWritten(Arc<Mutex<HashMap<StoreKey, Carried<Month>>>>);
+pub struct LastWritten(Arc<Mutex<HashMap<(PipelineName, EnvName), KeptMonth>>>);
 
-/// How many months [`LastWritten`] keeps: one per environment of a large configuration.
-const MONTHS_KEPT: usize = 64;
+/// A month of one environment's log: where it is, and what was written there.
+type KeptMonth = (StoreKey, Carried<Month>);
 
 impl LastWritten {
-    fn take(&self, key: &StoreKey) -> Option<Carried<Month>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key)
+    /// The month at `key` of `env`'s log, if it is the one kept (and then no longer kept:
+    /// whoever takes it writes it, and keeps what it wrote).
+    fn take(&self, pipeline: &PipelineName, env: &EnvName, key: &StoreKey) -> Option<Carried<Month>> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let which = (pipeline.clone(), env.clone());
+        match kept.get(&which) {
+            Some((at, _)) if at == key => kept.remove(&which).map(|(_, month)| month),
+            _ => None,
+        }
     }
 
-    fn keep(&self, key: StoreKey, month: Carried<Month>) {
+    /// Keeps `month`, written at `key`, unless a later month of `env`'s log is kept already
+    /// (a repair of an older month does not push out the one releases are logged to now).
+    fn keep(&self, pipeline: &PipelineName, env: &EnvName, key: StoreKey, month: Carried<Month>) {
         if month.1.is_none() {
             return;
         }
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.len() >= MONTHS_KEPT && !kept.contains_key(&key) {
-            kept.clear();
+        let which = (pipeline.clone(), env.clone());
+        // Keys end in `<yyyy>-<mm>.json`: of one environment's, the later sorts after.
+        if kept.get(&which).is_none_or(|(at, _)| *at <= key) {
+            kept.insert(which, (key, month));
         }
-        kept.insert(key, month);
     }
 }
 
@@ -229,7 +240,7 @@ pub async fn record(
         // it has (a failure to mark, a repair by the sweep), the month as it stands.
         let kept = app
             .release_log
-            .take(&key)
+            .take(&run.pipeline, env, &key)
             .filter(|(month, _)| !month.has(&run.id, release.at));
         let (month, version) = match kept {
             Some(carried) => carried,
@@ -268,7 +279,7 @@ pub async fn record(
             },
         )
         .await?;
-        app.release_log.keep(key, written);
+        app.release_log.keep(&run.pipeline, env, key, written);
     }
     if let Some((to, at)) = &facts.put_back {
         let entry = Logged {
@@ -525,6 +536,49 @@ mod tests {
         assert_eq!(
             months_between(at("2026-12-01T00:00:00Z"), at("2026-11-30T00:00:00Z")),
             []
+        );
+    }
+
+    #[test]
+    fn one_month_is_kept_per_environment_the_newest_written() {
+        let kept = LastWritten::default();
+        let shop: PipelineName = "shop".parse().unwrap();
+        let (staging, production): (EnvName, EnvName) = ("staging".parse().unwrap(), "production".parse().unwrap());
+        let written = |n: u8| {
+            let mut month = Month::default();
+            month.add(logged(n, "2026-11-01T00:00:00Z"));
+            (month, Some(crate::ports::Version(format!("v{n}"))))
+        };
+        let (october, november) = (
+            key(&shop, &staging, at("2026-10-31T23:00:00Z")),
+            key(&shop, &staging, at("2026-11-01T01:00:00Z")),
+        );
+        kept.keep(&shop, &staging, november.clone(), written(1));
+        kept.keep(
+            &shop,
+            &production,
+            key(&shop, &production, at("2026-11-02T00:00:00Z")),
+            written(2),
+        );
+        // A repair of October's log does not push out November's.
+        kept.keep(&shop, &staging, october.clone(), written(3));
+        assert_eq!(kept.take(&shop, &staging, &october), None);
+        assert_eq!(kept.take(&shop, &staging, &november), Some(written(1)));
+        // Taken: whoever took it writes it and keeps what it wrote.
+        assert_eq!(kept.take(&shop, &staging, &november), None);
+        // A month with no version (never written) is not kept.
+        kept.keep(&shop, &staging, november.clone(), (Month::default(), None));
+        assert_eq!(kept.take(&shop, &staging, &november), None);
+        // December's, once written, replaces November's: one per environment however long
+        // the process runs.
+        let december = key(&shop, &staging, at("2026-12-01T00:00:00Z"));
+        kept.keep(&shop, &staging, november.clone(), written(4));
+        kept.keep(&shop, &staging, december.clone(), written(5));
+        assert_eq!(kept.0.lock().unwrap().len(), 2);
+        assert_eq!(kept.take(&shop, &staging, &december), Some(written(5)));
+        assert_eq!(
+            kept.take(&shop, &production, &key(&shop, &production, at("2026-11-30T00:00:00Z"))),
+            Some(written(2))
         );
     }
 }
