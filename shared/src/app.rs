@@ -240,7 +240,7 @@ impl App {
         run.seq = Some(seq);
         match self.store.create(&key, to_bytes(&run)).await {
             Ok(written) => {
-                tracing::info!(run = %run.id, sha = %run.sha, "run opened");
+                // Logged by the caller, which knows the delivery that opened it.
                 self.dispatch_carrying(&run.outbox, Carrying::run(&run, &written))
                     .await
                     .map_err(|e| e.unsent(&run.id))?;
