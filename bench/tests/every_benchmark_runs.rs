@@ -22,12 +22,39 @@ fn bin_dir() -> PathBuf {
 
 /// Builds what the benchmarks start (`slipway`, the `deploy` function) in this test's own
 /// profile; `cargo test` does not build other packages' binaries.
+///
+/// Built so that every dependency comes from the `cargo test --workspace` this runs under,
+/// leaving only the functions' binaries to build:
+/// - as that build resolves features: the whole workspace, its tests included (selecting only
+///   the two packages resolves other features, and a hundred crates compile again);
+/// - without the variables cargo sets for this test (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …):
+///   build scripts that watch one (ring's) would run again, and then again in the next
+///   `cargo` run outside this test, each time compiling everything that depends on them.
 fn build_binaries() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--locked", "-p", "slipway-cli", "-p", "deploy"])
-        .status()
-        .expect("cargo runs");
+    let mut command = Command::new(cargo);
+    command.args(["build", "--locked", "--workspace", "--bins", "--tests"]);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if set_for_tests {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command.status().expect("cargo runs");
     assert!(
         status.success(),
         "building slipway and the deploy function failed: {status}"
