@@ -1,8 +1,8 @@
 //! The engine: slipway's dependencies in one place, and the one way runs change —
 //! read, decide with the pure state machine, write conditionally, then send the commands.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
@@ -69,6 +69,45 @@ pub struct App {
     /// The release log's months this process wrote last, so the next release there does not
     /// read its month again.
     pub release_log: crate::views::release_log::LastWritten,
+    /// The runs this process showed on approval pages, so the decision posted from one does
+    /// not read its run again.
+    pub shown_runs: ShownRuns,
+}
+
+/// The runs this process read to show an approval page, with the version each was read at:
+/// the decision posted from that page (moments later, usually to the same process) starts
+/// from the run as the page showed it instead of reading it again. The run is carried, not
+/// trusted: a decision written over an old version is refused and the run read as usual,
+/// and one the old run would ignore is decided again on the run as stored
+/// ([`App::apply_from`]), so a run kept here only ever saves a read. What a page shows is
+/// always read, never taken from here. At most [`SHOWN_RUNS_KEPT`], the least recent
+/// forgotten first.
+#[derive(Debug, Clone)]
+pub struct ShownRuns(Arc<Mutex<lru::LruCache<RunId, (Run, Version)>>>);
+
+/// How many runs [`ShownRuns`] keeps: the approval pages a few approvers have open at once.
+pub const SHOWN_RUNS_KEPT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(16).expect("not zero");
+
+impl Default for ShownRuns {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(lru::LruCache::new(SHOWN_RUNS_KEPT))))
+    }
+}
+
+impl ShownRuns {
+    /// Keeps `run`, read at `version`, as a page showed it.
+    pub fn keep(&self, run: &Run, version: &Version) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .put(run.id.clone(), (run.clone(), version.clone()));
+    }
+
+    /// The run `id` as a page of this process showed it, if it was kept; no longer kept
+    /// after (a second decision from the same page reads the run).
+    pub fn take(&self, id: &RunId) -> Option<(Run, Version)> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop(id)
+    }
 }
 
 /// What this process has seen of the store that never becomes false again, so it is read
@@ -203,12 +242,13 @@ pub enum Opened {
 
 impl App {
     /// The same slipway over another state store. What it remembers of its store (`seen`,
-    /// `release_log`) starts empty: it says nothing of the other one.
+    /// `release_log`, `shown_runs`) starts empty: it says nothing of the other one.
     pub fn over_store(&self, store: Arc<dyn StateStore>) -> App {
         App {
             store,
             seen: Seen::default(),
             release_log: Default::default(),
+            shown_runs: Default::default(),
             ..self.clone()
         }
     }

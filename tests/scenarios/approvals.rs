@@ -230,3 +230,48 @@ async fn an_approval_nobody_clicks_expires_by_itself_and_the_team_is_told() {
     );
     assert!(p.deployed("production").is_empty());
 }
+
+/// The store reads of an approval POST made from `alice`'s link, after her page was shown
+/// (`shown`) or straight from the link; the decision deploys either way.
+async fn reads_of_a_decision(shown: bool) -> u64 {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    let link = p
+        .approval_for("alice")
+        .approve_url
+        .expect("alice's request has an approve link");
+    if shown {
+        assert_eq!(p.get(&link).await.status, StatusCode::OK);
+    }
+    let before = p.store.read_count();
+    let answer = p.post_decision(&link, "approve").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let reads = p.store.read_count() - before;
+    p.run_queues().await;
+    assert_eq!(p.deployed("production"), [SHA]);
+    reads
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decision_posted_from_its_page_does_not_read_the_run_again() {
+    assert_eq!(reads_of_a_decision(true).await + 1, reads_of_a_decision(false).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decision_from_a_page_shown_before_another_approver_decided_meets_that_decision() {
+    let p = Pipeline::start().await;
+    p.to_approval(SHA).await;
+    let alice = p.approval_for("alice").approve_url.unwrap();
+    assert_eq!(p.get(&alice).await.status, StatusCode::OK);
+    // bob rejects from his link while alice's page is open: the run her page showed is old.
+    let bob = p
+        .post_decision(&p.approval_for("bob").reject_url.unwrap(), "reject")
+        .await;
+    assert_eq!(bob.status, StatusCode::OK, "{}", bob.body);
+    let late = p.post_decision(&alice, "approve").await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
+    assert!(late.body.contains("bob"), "{}", late.body);
+    p.run_queues().await;
+    assert!(p.deployed("production").is_empty());
+    assert_eq!(p.run(SHA).await.status(), RunStatus::Rejected);
+}

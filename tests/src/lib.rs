@@ -188,6 +188,7 @@ impl Pipeline {
             },
             seen: Default::default(),
             release_log: Default::default(),
+            shown_runs: Default::default(),
         };
         let router = slipway::http::router(app.clone());
         let p = Self {

@@ -60,5 +60,6 @@ pub fn wire(config: crate::config::Config, backend: Backend, public_url: url::Ur
         tuning: crate::app::Tuning::default(),
         seen: Default::default(),
         release_log: Default::default(),
+        shown_runs: Default::default(),
     }
 }

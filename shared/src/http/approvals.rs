@@ -99,7 +99,20 @@ impl Link<'_> {
     }
 }
 
+/// The link `token`, with its run as stored: what a page shows.
 pub(super) async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, PageError> {
+    open_link(app, token, false).await
+}
+
+/// The link `token`, for a decision posted from its page: with its run as this process's
+/// page showed it if it kept it ([`crate::app::ShownRuns`]), read otherwise. The decision is
+/// written over that run's version, so an old one is read again then; the checks made here
+/// only read what a run never changes (its pipeline, its commit's author).
+async fn open_to_decide<'a>(app: &'a App, token: &str) -> Result<Link<'a>, PageError> {
+    open_link(app, token, true).await
+}
+
+async fn open_link<'a>(app: &'a App, token: &str, as_shown: bool) -> Result<Link<'a>, PageError> {
     let claim = app.verify_link(token, Action::Approve).await?.map_err(|e| match e {
         TokenError::Malformed => PageError::new(StatusCode::NOT_FOUND, "Unknown link", e.to_string()),
         TokenError::BadSignature | TokenError::UnknownKey | TokenError::WrongAction { .. } => {
@@ -113,7 +126,15 @@ pub(super) async fn open<'a>(app: &'a App, token: &str) -> Result<Link<'a>, Page
             "The run this link is for no longer exists.",
         )
     };
-    let (run, version) = app.load(&claim.run).await?.ok_or_else(gone)?;
+    let shown = if as_shown {
+        app.shown_runs.take(&claim.run)
+    } else {
+        None
+    };
+    let (run, version) = match shown {
+        Some(shown) => shown,
+        None => app.load(&claim.run).await?.ok_or_else(gone)?,
+    };
     let pipeline = app.pipeline_of(&run).ok_or_else(gone)?;
     let approver = pipeline.approver(&claim.approver).ok_or_else(|| {
         PageError::new(
@@ -238,6 +259,8 @@ pub(super) async fn confirm_page(
         return Err(refusal);
     }
     let brings = control_room::brings(&app, &link.run, &link.claim.env).await?;
+    // The decision posted from this page starts from the run it shows.
+    app.shown_runs.keep(&link.run, &link.version);
     let base = app.link("");
     let page = pages::confirm(&Confirm {
         base: &base,
@@ -259,7 +282,7 @@ pub(super) async fn decide(
     Path(token): Path<String>,
     form: Result<Form<DecisionForm>, FormRejection>,
 ) -> Result<Html<String>, PageError> {
-    let link = open(&app, &token).await?;
+    let link = open_to_decide(&app, &token).await?;
     let Form(form) = form.map_err(|e| form_error(&e, "Send decision=approve or decision=reject"))?;
     let (approve, comment) = decision(&form.decision, form.comment)?;
     decide_link(&app, &link, approve, comment).await

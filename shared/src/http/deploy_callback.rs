@@ -334,6 +334,7 @@ deploy = {{ type = "command", command = ["./deploy.sh"] }}
             tuning: Tuning::default(),
             seen: Default::default(),
             release_log: Default::default(),
+            shown_runs: Default::default(),
             config: Arc::new(config),
         };
         open(&app, SHA).await;
