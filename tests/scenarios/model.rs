@@ -58,6 +58,7 @@ fn step(pushes: usize, commits: usize) -> impl Strategy<Value = Step> {
         2 => queue().prop_map(Step::WorkTwo),
         2 => (queue(), 0..12usize).prop_map(|(q, k)| Step::Crash(q, k)),
         4 => Just(Step::Drain),
+        2 => (commit.clone(), approver()).prop_map(|(n, a)| Step::View(n, a)),
         5 => (commit.clone(), approver()).prop_map(|(n, a)| Step::Approve(n, a)),
         1 => (commit.clone(), approver(), approver()).prop_map(|(n, a, b)| Step::ApproveTwo(n, a, b)),
         1 => (commit.clone(), approver()).prop_map(|(n, a)| Step::Reject(n, a)),

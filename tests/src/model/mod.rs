@@ -216,6 +216,10 @@ pub enum Step {
     Crash(Q, usize),
     /// Workers handle every visible message until the queues are quiet.
     Drain,
+    /// The approver opens the page of their approval link for commit `n` (nothing if they
+    /// have none): a decision posted later starts from the run that page read, however old
+    /// it is by then.
+    View(usize, Approver),
     /// The approver clicks Approve on their link for commit `n` (nothing if they have none).
     Approve(usize, Approver),
     /// Two approvers click Approve on commit `n` at the same moment.
@@ -252,6 +256,7 @@ impl fmt::Debug for Step {
             Step::WorkTwo(q) => write!(f, "WorkTwo(Q::{q:?})"),
             Step::Crash(q, k) => write!(f, "Crash(Q::{q:?}, {k})"),
             Step::Drain => write!(f, "Drain"),
+            Step::View(n, a) => write!(f, "View({n}, {a:?})"),
             Step::Approve(n, a) => write!(f, "Approve({n}, {a:?})"),
             Step::ApproveTwo(n, a, b) => write!(f, "ApproveTwo({n}, {a:?}, {b:?})"),
             Step::Reject(n, a) => write!(f, "Reject({n}, {a:?})"),
@@ -506,6 +511,13 @@ impl Model {
             Step::Drain => {
                 let _ = Box::pin(slipway::worker::drain(&self.p.app, 20)).await;
             }
+            Step::View(n, who) => {
+                if let Some(link) = self.approve_link(n, who) {
+                    // Whatever it answers (a closed or expired link, a store fault): a page
+                    // changes nothing.
+                    Box::pin(self.p.get(&link)).await;
+                }
+            }
             Step::Approve(n, who) => {
                 let answer = self.decide(n, who, "approve").await;
                 self.approved(n, who, answer);
@@ -624,14 +636,18 @@ impl Model {
     /// `who` posts a decision on their approval link for commit `n`; `None` if they have no
     /// link (yet).
     async fn decide(&self, n: usize, who: Approver, decision: &str) -> Option<StatusCode> {
-        let link = self
-            .p
+        let link = self.approve_link(n, who)?;
+        Some(Box::pin(self.p.post_decision(&link, decision)).await.status)
+    }
+
+    /// `who`'s newest approval link for commit `n`, if they were asked.
+    fn approve_link(&self, n: usize, who: Approver) -> Option<String> {
+        self.p
             .notifications_of("approval_requested")
             .into_iter()
             .rev()
             .find(|x| x.sha == sha(n) && x.approver.as_deref() == Some(who.as_str()))?
-            .approve_url?;
-        Some(Box::pin(self.p.post_decision(&link, decision)).await.status)
+            .approve_url
     }
 
     /// Notes what `who`'s approval of commit `n` was answered.
