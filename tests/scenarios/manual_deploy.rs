@@ -182,7 +182,14 @@ async fn an_operator_is_refused_while_a_run_holds_the_environment() {
     let run = slipway::domain::RunId::new(&staging.pipeline, &sha2);
     p.app
         .update_environment(&staging.pipeline, &staging.env, |record| {
-            record.claim(&run, now, now, jiff::SignedDuration::from_mins(10), &Default::default())
+            record.claim(
+                &run,
+                now,
+                0,
+                now,
+                jiff::SignedDuration::from_mins(10),
+                &Default::default(),
+            )
         })
         .await
         .unwrap();

@@ -333,3 +333,25 @@ async fn found_a_newer_run_failing_before_its_release_keeps_an_earlier_doubt() {
     m.step(Ci(2, Green)).await;
     m.finish().await;
 }
+
+/// Found at seed 13043820499402141502: run 3's worker dies after its release on staging
+/// while run 1's deploy waits unsent; run 3 is retried and fails its backup. That failure must
+/// not clear the doubt the first deploy left, or the sweep's resent deploy of commit 1 (an
+/// ancestor of 3) goes over the commit 3 that staging runs.
+#[tokio::test(start_paused = true)]
+async fn found_a_retry_failing_before_its_release_keeps_the_doubt_of_the_deploy_it_retried() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[1, 2, 1]).await;
+    m.step(Push(0)).await; // before 0, commits [1]
+    m.step(Push(1)).await; // before 1, commits [2, 3]
+    m.step(SendFails(1)).await;
+    m.step(Ci(1, Green)).await;
+    m.step(Ci(3, Green)).await;
+    m.step(Crash(Q::Deploy, 4)).await;
+    m.step(Advance(15)).await;
+    m.step(Work(Q::Deploy)).await;
+    m.step(Retry(3)).await;
+    m.step(DeployFails(Env::Staging, Phase::Backup)).await;
+    m.finish().await;
+}

@@ -96,6 +96,7 @@ async fn a_newer_commit_joining_the_line_supersedes_the_older_one_waiting_there_
             record.claim(
                 &holder.id,
                 holder.created_at,
+                0,
                 p.app.clock.now(),
                 SignedDuration::from_mins(10),
                 &lineage,

@@ -200,11 +200,29 @@ impl NoRollback {
     }
 }
 
-/// A run and its place in line.
+/// A run in doubt and its place in line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     pub run: RunId,
     pub opened_at: Timestamp,
+    /// Which attempt of the run's deploy here took the lease: how many times a worker had
+    /// started that deploy before (a retry starts it again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    /// An earlier attempt of this run's deploy here was abandoned before its outcome was
+    /// known (its worker vanished) when this one took the lease: whatever this attempt comes
+    /// to, that one may have released. Only a release recorded here — this run's, or a newer
+    /// commit's — clears the mark; a failure before releasing does not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned_before: bool,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Mark {
@@ -270,13 +288,15 @@ pub enum Claim {
 }
 
 impl Environment {
-    /// `run` (opened at `opened_at`) asks for the lease at `now`; a granted lease lasts
-    /// `ttl`. Which commit is newer comes from `lineage`. Changes the record as decided; the
-    /// caller writes it back conditionally.
+    /// `run` (opened at `opened_at`) asks for the lease at `now` for the `attempt`-th
+    /// attempt of its deploy here (how many times a worker started that deploy before); a
+    /// granted lease lasts `ttl`. Which commit is newer comes from `lineage`. Changes the
+    /// record as decided; the caller writes it back conditionally.
     pub fn claim(
         &mut self,
         run: &RunId,
         opened_at: Timestamp,
+        attempt: u32,
         now: Timestamp,
         ttl: SignedDuration,
         lineage: &Lineage,
@@ -288,6 +308,8 @@ impl Environment {
             && lease.run == *run
         {
             lease.expires_at = later(now, ttl);
+            // Still held from an earlier attempt (a retry before the lease was freed).
+            self.mark(run, opened_at, attempt);
             return Claim::Granted;
         }
         if let Some(current) = &self.current
@@ -332,15 +354,28 @@ impl Environment {
             acquired_at: now,
             expires_at: later(now, ttl),
         });
-        // Earlier marks stay: this deploy may fail before it releases, and what they may
-        // have put here would still be running.
+        self.mark(run, opened_at, attempt);
+        Claim::Granted
+    }
+
+    /// Marks `run`'s deploy in doubt as its `attempt`-th attempt takes the lease. Earlier
+    /// marks stay: this deploy may fail before it releases, and what they may have put here
+    /// would still be running. So does what this run's own earlier mark says: an earlier
+    /// attempt still marked was abandoned, its outcome never known (a retry after its worker
+    /// vanished), and may have released.
+    fn mark(&mut self, run: &RunId, opened_at: Timestamp, attempt: u32) {
+        let abandoned_before = self
+            .in_doubt
+            .iter()
+            .any(|d| d.run == *run && (d.abandoned_before || d.attempt < attempt));
         self.in_doubt.retain(|d| d.run != *run);
         self.in_doubt.push(Mark {
             run: run.clone(),
             opened_at,
+            attempt,
+            abandoned_before,
         });
         super::keep_newest(&mut self.in_doubt, DOUBTS_KEPT);
-        Claim::Granted
     }
 
     /// Brings the record up to date with `run`'s work here: what it put here is recorded —
@@ -369,7 +404,9 @@ impl Environment {
             return None;
         }
         if outcome.known {
-            self.in_doubt.retain(|d| d.run != *run);
+            // A known failure before releasing says nothing of an earlier, abandoned deploy.
+            self.in_doubt
+                .retain(|d| d.run != *run || (d.abandoned_before && outcome.release.is_none()));
         }
         if self.release_lease(run) {
             self.next_in_line(lineage).map(|w| w.run.clone())
@@ -603,19 +640,19 @@ mod tests {
     #[test]
     fn a_free_environment_is_granted_and_the_holder_may_ask_again() {
         let mut env = Environment::default();
-        assert_eq!(env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(1), at(0), 0, at(1), TTL, &UNKNOWN), Claim::Granted);
         assert_eq!(env.lease.as_ref().unwrap().expires_at, at(11));
         // A redelivered message of the holder renews instead of queueing behind itself.
-        assert_eq!(env.claim(&run(1), at(0), at(5), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(1), at(0), 0, at(5), TTL, &UNKNOWN), Claim::Granted);
         assert_eq!(env.lease.as_ref().unwrap().expires_at, at(15));
     }
 
     #[test]
     fn a_held_lease_makes_others_wait_until_it_expires() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
+        env.claim(&run(1), at(0), 0, at(1), TTL, &UNKNOWN);
         assert_eq!(
-            env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN),
+            env.claim(&run(2), at(2), 0, at(3), TTL, &UNKNOWN),
             Claim::Wait {
                 holder: Holder::Run(run(1)),
                 until: at(11),
@@ -624,10 +661,10 @@ mod tests {
         );
         assert_eq!(env.waiting.len(), 1);
         // Asking again does not queue twice.
-        env.claim(&run(2), at(2), at(4), TTL, &UNKNOWN);
+        env.claim(&run(2), at(2), 0, at(4), TTL, &UNKNOWN);
         assert_eq!(env.waiting.len(), 1);
         // Past the expiry the waiting run takes over.
-        assert_eq!(env.claim(&run(2), at(2), at(12), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(2), 0, at(12), TTL, &UNKNOWN), Claim::Granted);
         assert_eq!(env.lease.as_ref().unwrap().run, run(2));
         assert!(env.waiting.is_empty());
     }
@@ -635,29 +672,29 @@ mod tests {
     #[test]
     fn when_the_lease_frees_the_newest_waiting_run_goes_first_and_older_ones_are_superseded() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
-        env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN);
-        env.claim(&run(3), at(4), at(5), TTL, &UNKNOWN);
+        env.claim(&run(1), at(0), 0, at(1), TTL, &UNKNOWN);
+        env.claim(&run(2), at(2), 0, at(3), TTL, &UNKNOWN);
+        env.claim(&run(3), at(4), 0, at(5), TTL, &UNKNOWN);
         assert!(env.release_lease(&run(1)));
         assert_eq!(env.next_in_line(&UNKNOWN).unwrap().run, run(3));
         // The older waiter asks first: it must not go ahead of the newer one.
         assert_eq!(
-            env.claim(&run(2), at(2), at(6), TTL, &UNKNOWN),
+            env.claim(&run(2), at(2), 0, at(6), TTL, &UNKNOWN),
             Claim::Superseded { by: run(3) }
         );
-        assert_eq!(env.claim(&run(3), at(4), at(6), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(3), at(4), 0, at(6), TTL, &UNKNOWN), Claim::Granted);
     }
 
     #[test]
     fn a_newer_run_joining_the_line_overtakes_the_older_ones_in_it() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
+        env.claim(&run(1), at(0), 0, at(1), TTL, &UNKNOWN);
         let wait = |overtaken: Vec<RunId>| Claim::Wait {
             holder: Holder::Run(run(1)),
             until: at(11),
             overtaken,
         };
-        assert_eq!(env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN), wait(vec![]));
+        assert_eq!(env.claim(&run(2), at(2), 0, at(3), TTL, &UNKNOWN), wait(vec![]));
         // Lines written before runs overtook held several (each newer than the holder).
         for (n, opened) in [(3, 3), (4, 1)] {
             env.waiting.push(Waiter {
@@ -668,7 +705,7 @@ mod tests {
         }
         // The newest joins: every older one leaves the line, to be superseded by it.
         assert_eq!(
-            env.claim(&run(5), at(5), at(6), TTL, &UNKNOWN),
+            env.claim(&run(5), at(5), 0, at(6), TTL, &UNKNOWN),
             wait(vec![run(2), run(3), run(4)])
         );
         assert_eq!(
@@ -676,11 +713,11 @@ mod tests {
             vec![run(5)]
         );
         // Asking again overtakes nobody twice.
-        assert_eq!(env.claim(&run(5), at(5), at(7), TTL, &UNKNOWN), wait(vec![]));
+        assert_eq!(env.claim(&run(5), at(5), 0, at(7), TTL, &UNKNOWN), wait(vec![]));
         // An overtaken run that asks again (it was not told in time) supersedes itself, as an
         // older run joining behind a newer one always did.
         assert_eq!(
-            env.claim(&run(3), at(3), at(8), TTL, &UNKNOWN),
+            env.claim(&run(3), at(3), 0, at(8), TTL, &UNKNOWN),
             Claim::Superseded { by: run(5) }
         );
         assert_eq!(env.waiting.len(), 1);
@@ -691,27 +728,27 @@ mod tests {
         let mut env = Environment::default();
         env.record(release(5, 10));
         assert_eq!(
-            env.claim(&run(4), at(8), at(20), TTL, &UNKNOWN),
+            env.claim(&run(4), at(8), 0, at(20), TTL, &UNKNOWN),
             Claim::Superseded { by: run(5) }
         );
         assert!(env.lease.is_none(), "nothing was taken");
-        assert_eq!(env.claim(&run(6), at(12), at(20), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(6), at(12), 0, at(20), TTL, &UNKNOWN), Claim::Granted);
     }
 
     #[test]
     fn a_waiter_that_stopped_asking_is_forgotten() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
-        env.claim(&run(3), at(4), at(2), TTL, &UNKNOWN);
+        env.claim(&run(1), at(0), 0, at(1), TTL, &UNKNOWN);
+        env.claim(&run(3), at(4), 0, at(2), TTL, &UNKNOWN);
         env.release_lease(&run(1));
         // Run 3 never came back (its run failed elsewhere): run 2 is not blocked forever.
-        assert_eq!(env.claim(&run(2), at(3), at(30), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(3), 0, at(30), TTL, &UNKNOWN), Claim::Granted);
     }
 
     #[test]
     fn renewing_or_releasing_someone_elses_lease_does_nothing() {
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL, &UNKNOWN);
+        env.claim(&run(1), at(0), 0, at(1), TTL, &UNKNOWN);
         assert!(!env.renew(&run(2), at(2), TTL));
         assert!(!env.release_lease(&run(2)));
         assert!(env.renew(&run(1), at(2), TTL));
@@ -759,11 +796,14 @@ mod tests {
         env.record(release(2, 0));
         // A arrives later, yet it is the older commit: it never goes over B.
         assert_eq!(
-            env.claim(&run(1), at(5), at(6), TTL, &git),
+            env.claim(&run(1), at(5), 0, at(6), TTL, &git),
             Claim::Superseded { by: run(2) }
         );
         // Without the fact, arrival order would have let it through.
-        assert_eq!(env.clone().claim(&run(1), at(5), at(6), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(
+            env.clone().claim(&run(1), at(5), 0, at(6), TTL, &UNKNOWN),
+            Claim::Granted
+        );
     }
 
     #[test]
@@ -771,14 +811,14 @@ mod tests {
         // 1 → 2 → 3 in git; they asked in the order 1 (holder), 3, 2.
         let git = lineage(&[(2, 1), (3, 2)]);
         let mut env = Environment::default();
-        env.claim(&run(1), at(0), at(1), TTL, &git);
+        env.claim(&run(1), at(0), 0, at(1), TTL, &git);
         assert!(matches!(
-            env.claim(&run(3), at(1), at(2), TTL, &git),
+            env.claim(&run(3), at(1), 0, at(2), TTL, &git),
             Claim::Wait { .. }
         ));
         // 2 arrived last but git says 3 is newer: 2 is superseded, not queued.
         assert_eq!(
-            env.claim(&run(2), at(4), at(3), TTL, &git),
+            env.claim(&run(2), at(4), 0, at(3), TTL, &git),
             Claim::Superseded { by: run(3) }
         );
         env.release_lease(&run(1));
@@ -791,7 +831,7 @@ mod tests {
         let mut env = Environment::default();
         env.record(release(2, 0));
         // Commit 7 is unknown to git's facts; it arrived after 2, so it goes ahead.
-        assert_eq!(env.claim(&run(7), at(5), at(6), TTL, &git), Claim::Granted);
+        assert_eq!(env.claim(&run(7), at(5), 0, at(6), TTL, &git), Claim::Granted);
     }
 
     fn outcome(release: Option<Release>, busy: bool, known: bool) -> Outcome {
@@ -801,16 +841,16 @@ mod tests {
     #[test]
     fn a_deploy_whose_outcome_is_unknown_keeps_older_commits_out() {
         let mut env = Environment::default();
-        assert_eq!(env.claim(&run(2), at(2), at(3), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(2), 0, at(3), TTL, &UNKNOWN), Claim::Granted);
         // Its worker vanished mid-deploy; the lease expired and was freed, the deploy abandoned.
         env.settle(&run(2), &outcome(None, false, false), &UNKNOWN);
         assert!(env.lease.is_none());
         assert_eq!(
-            env.claim(&run(1), at(1), at(30), TTL, &UNKNOWN),
+            env.claim(&run(1), at(1), 0, at(30), TTL, &UNKNOWN),
             Claim::Superseded { by: run(2) }
         );
         // A newer commit goes ahead, and its known outcome clears the doubt.
-        assert_eq!(env.claim(&run(3), at(4), at(31), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(3), at(4), 0, at(31), TTL, &UNKNOWN), Claim::Granted);
         env.settle(&run(3), &outcome(Some(release(3, 4)), false, true), &UNKNOWN);
         assert!(env.in_doubt.is_empty());
         assert_eq!(env.current.as_ref().unwrap().run, run(3));
@@ -820,11 +860,11 @@ mod tests {
     fn a_known_failure_clears_the_doubt() {
         let mut env = Environment::default();
         env.record(release(1, 1));
-        env.claim(&run(3), at(3), at(4), TTL, &UNKNOWN);
+        env.claim(&run(3), at(3), 0, at(4), TTL, &UNKNOWN);
         env.settle(&run(3), &outcome(None, false, true), &UNKNOWN);
         assert!(env.in_doubt.is_empty());
         // Commit 2 is newer than what runs (1): it may go.
-        assert_eq!(env.claim(&run(2), at(2), at(5), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(2), 0, at(5), TTL, &UNKNOWN), Claim::Granted);
     }
 
     /// Found by the model test (seed 7785783752836650624): run 3's worker died after its
@@ -834,14 +874,14 @@ mod tests {
     fn a_newer_run_that_fails_before_releasing_leaves_an_earlier_doubt() {
         let git = lineage(&[(2, 1), (3, 2), (4, 3)]);
         let mut env = Environment::default();
-        assert_eq!(env.claim(&run(3), at(3), at(10), TTL, &git), Claim::Granted);
+        assert_eq!(env.claim(&run(3), at(3), 0, at(10), TTL, &git), Claim::Granted);
         env.settle(&run(3), &outcome(None, false, false), &git);
-        assert_eq!(env.claim(&run(4), at(4), at(30), TTL, &git), Claim::Granted);
+        assert_eq!(env.claim(&run(4), at(4), 0, at(30), TTL, &git), Claim::Granted);
         assert!(!env.settle_compares(&run(4), &outcome(None, false, true)));
         env.settle(&run(4), &outcome(None, false, true), &git);
         assert_eq!(env.in_doubt.iter().map(|d| d.run.clone()).collect::<Vec<_>>(), [run(3)]);
         assert_eq!(
-            env.claim(&run(2), at(2), at(31), TTL, &git),
+            env.claim(&run(2), at(2), 0, at(31), TTL, &git),
             Claim::Superseded { by: run(3) }
         );
     }
@@ -862,9 +902,9 @@ mod tests {
         ];
         for (what, released, known, stays) in cases {
             let mut env = Environment::default();
-            env.claim(&run(3), at(3), at(10), TTL, &git);
+            env.claim(&run(3), at(3), 0, at(10), TTL, &git);
             env.settle(&run(3), &outcome(None, false, false), &git);
-            env.claim(&run(4), at(4), at(30), TTL, &git);
+            env.claim(&run(4), at(4), 0, at(30), TTL, &git);
             let ends = outcome(released.clone(), false, known);
             assert_eq!(env.settle_compares(&run(4), &ends), released.is_some(), "{what}");
             env.settle(&run(4), &ends, &git);
@@ -873,12 +913,82 @@ mod tests {
         }
     }
 
+    /// Found by the model test (seed 13043820499402141502): run 3's worker died after its
+    /// release phase; retried, run 3 failed its backup. That known failure must not clear the
+    /// doubt its first deploy left, or commit 1 goes over the commit 3 that staging runs.
+    #[test]
+    fn a_retry_that_fails_before_releasing_keeps_the_doubt_of_the_deploy_it_retried() {
+        let git = lineage(&[(2, 1), (3, 2)]);
+        let cases = [
+            // The retry released: commit 3 is recorded as running here; the mark goes.
+            ("released", Some(release(3, 3)), true, false),
+            // The retry failed before releasing: the first deploy may still have released.
+            ("failed", None, true, true),
+            // The retry's worker vanished too.
+            ("vanished", None, false, true),
+        ];
+        for (what, released, known, stays) in cases {
+            let mut env = Environment::default();
+            env.record(release(1, 1));
+            assert_eq!(env.claim(&run(3), at(3), 0, at(10), TTL, &git), Claim::Granted);
+            env.settle(&run(3), &outcome(None, false, false), &git);
+            assert_eq!(
+                env.claim(&run(3), at(3), 1, at(30), TTL, &git),
+                Claim::Granted,
+                "{what}"
+            );
+            env.settle(&run(3), &outcome(released, false, known), &git);
+            assert_eq!(env.in_doubt.iter().any(|d| d.run == run(3)), stays, "{what}");
+            let older = env.claim(&run(2), at(2), 0, at(31), TTL, &git);
+            if stays {
+                assert_eq!(older, Claim::Superseded { by: run(3) }, "{what}");
+            }
+        }
+        // A first deploy's known failure still clears its own mark: nothing was abandoned.
+        let mut env = Environment::default();
+        env.claim(&run(3), at(3), 0, at(10), TTL, &git);
+        env.settle(&run(3), &outcome(None, false, true), &git);
+        assert!(env.in_doubt.is_empty());
+        // Nor is anything when the same attempt claims again (its message delivered twice,
+        // or its worker gone before starting it), the lease still held or freed meanwhile.
+        for freed in [false, true] {
+            let mut env = Environment::default();
+            env.claim(&run(3), at(3), 0, at(10), TTL, &git);
+            if freed {
+                env.settle(&run(3), &outcome(None, false, false), &git);
+            }
+            assert_eq!(env.claim(&run(3), at(3), 0, at(11), TTL, &git), Claim::Granted);
+            env.settle(&run(3), &outcome(None, false, true), &git);
+            assert!(env.in_doubt.is_empty(), "freed: {freed}");
+        }
+    }
+
+    /// A retry that finds the lease still held by the attempt it retries (the lease not yet
+    /// freed) keeps that attempt's doubt too.
+    #[test]
+    fn a_retry_holding_the_abandoned_attempts_lease_keeps_its_doubt() {
+        let git = lineage(&[(2, 1), (3, 2)]);
+        let mut env = Environment::default();
+        env.claim(&run(3), at(3), 0, at(10), TTL, &git);
+        assert_eq!(env.claim(&run(3), at(3), 1, at(11), TTL, &git), Claim::Granted);
+        env.settle(&run(3), &outcome(None, false, true), &git);
+        assert!(env.lease.is_none());
+        assert_eq!(
+            env.claim(&run(2), at(2), 0, at(12), TTL, &git),
+            Claim::Superseded { by: run(3) }
+        );
+        // Its mark, written back, still says so.
+        let read: Environment = serde_json::from_value(serde_json::to_value(&env).unwrap()).unwrap();
+        assert_eq!(read, env);
+        assert!(read.in_doubt[0].abandoned_before);
+    }
+
     #[test]
     fn a_rollback_to_an_older_release_keeps_a_newer_doubt() {
         let git = lineage(&[(2, 1), (3, 2)]);
         let mut env = Environment::default();
         env.record(release(1, 1));
-        env.claim(&run(3), at(3), at(10), TTL, &git);
+        env.claim(&run(3), at(3), 0, at(10), TTL, &git);
         env.settle(&run(3), &outcome(None, false, false), &git);
         // Run 2's rollback holds the lease and puts commit 1 back.
         env.lease = Some(Lease {
@@ -896,6 +1006,8 @@ mod tests {
         let mark = Mark {
             run: run(3),
             opened_at: at(3),
+            attempt: 0,
+            abandoned_before: false,
         };
         let old = serde_json::json!({ "in_doubt": mark });
         let env: Environment = serde_json::from_value(old).unwrap();
@@ -912,7 +1024,7 @@ mod tests {
         let mut env = Environment::default();
         for n in 1..=(DOUBTS_KEPT as u8 + 3) {
             assert_eq!(
-                env.claim(&run(n), at(n.into()), at(100 * i64::from(n)), TTL, &UNKNOWN),
+                env.claim(&run(n), at(n.into()), 0, at(100 * i64::from(n)), TTL, &UNKNOWN),
                 Claim::Granted
             );
             env.settle(&run(n), &outcome(None, false, false), &UNKNOWN);
@@ -932,7 +1044,7 @@ mod tests {
         env.settle(&run(2), &outcome(Some(release(2, 2)), false, true), &UNKNOWN);
         assert_eq!(env.current.as_ref().unwrap().run, run(3));
         // While holding the lease, a rollback's older release is recorded as asked.
-        env.claim(&run(3), at(3), at(10), TTL, &UNKNOWN);
+        env.claim(&run(3), at(3), 0, at(10), TTL, &UNKNOWN);
         env.settle(&run(3), &outcome(Some(release(1, 1)), true, true), &UNKNOWN);
         assert_eq!(env.current.as_ref().unwrap().run, run(1));
         assert!(env.lease.is_some(), "still busy: the lease is kept");
@@ -943,7 +1055,7 @@ mod tests {
         // A lineage that would answer "no" everywhere: where settling does not compare, the
         // result must be the same as with the real one.
         let mut env = Environment::default();
-        env.claim(&run(2), at(0), at(1), TTL, &UNKNOWN);
+        env.claim(&run(2), at(0), 0, at(1), TTL, &UNKNOWN);
         env.record(release(1, 0));
         // The holder releases: no comparison, whatever runs now.
         assert!(!env.settle_compares(&run(2), &outcome(Some(release(2, 0)), false, true)));
@@ -955,7 +1067,7 @@ mod tests {
         assert!(!own.settle_compares(&run(3), &outcome(Some(release(3, 2)), false, true)));
         // One waiter is woken without comparing; two (a line written before runs overtook)
         // need the lineage to pick the newest.
-        env.claim(&run(4), at(0), at(2), TTL, &UNKNOWN);
+        env.claim(&run(4), at(0), 0, at(2), TTL, &UNKNOWN);
         assert!(!env.settle_compares(&run(2), &outcome(None, false, true)));
         env.waiting.push(Waiter {
             run: run(5),
@@ -1057,7 +1169,7 @@ mod tests {
         assert_eq!(until, at(12));
         // A run waits in line instead of deploying over the operator.
         assert!(matches!(
-            env.claim(&run(2), at(1), at(3), TTL, &UNKNOWN),
+            env.claim(&run(2), at(1), 0, at(3), TTL, &UNKNOWN),
             Claim::Wait {
                 holder: Holder::Operator { .. },
                 ..
@@ -1072,7 +1184,7 @@ mod tests {
         assert_eq!(done.describe(), format!("manual release of {} by alice", sha.short()));
         // The pipeline's record is untouched: its next deploy goes ahead, and replaces it.
         assert_eq!(env.current.as_ref().unwrap().run, run(1));
-        assert_eq!(env.claim(&run(2), at(1), at(5), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(1), 0, at(5), TTL, &UNKNOWN), Claim::Granted);
         // A run holding the lease keeps operators out.
         assert!(matches!(
             env.claim_for_operator("alice", &sha, at(6), TTL),
@@ -1089,7 +1201,7 @@ mod tests {
         let mut env = Environment::default();
         let sha = release(9, 0).sha;
         env.claim_for_operator("alice", &sha, at(0), TTL).unwrap();
-        assert_eq!(env.claim(&run(2), at(1), at(30), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.claim(&run(2), at(1), 0, at(30), TTL, &UNKNOWN), Claim::Granted);
         let backup_only = manual("carol", 9, 40, &[(Phase::Backup, PhaseStatus::Succeeded)]);
         assert!(!backup_only.released());
         assert_eq!(

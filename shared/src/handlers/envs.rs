@@ -67,13 +67,17 @@ pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<(Claim, Carry)
     let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(&run.pipeline)).await?;
     let lineage = head.lineage.clone();
     let key = StoreKey::environment(&run.pipeline, env);
+    // How many times a worker started this deploy: a retry's claim is a new attempt.
+    let attempt = run
+        .stage(crate::domain::StageKind::Deploy, Some(env))
+        .map_or(0, |s| s.attempts);
     let (claim, record) = update_record_from(
         app.store.as_ref(),
         &app.tuning,
         &key,
         &format!("environment {}/{env}", run.pipeline),
         None,
-        |record: &mut Environment| record.claim(&run.id, run.created_at, now, LEASE_TTL, &lineage),
+        |record: &mut Environment| record.claim(&run.id, run.created_at, attempt, now, LEASE_TTL, &lineage),
     )
     .await?;
     Ok((
