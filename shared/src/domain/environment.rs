@@ -867,84 +867,58 @@ mod tests {
         assert_eq!(env.claim(&run(2), at(2), 0, at(5), TTL, &UNKNOWN), Claim::Granted);
     }
 
-    /// Found by the model test (seed 7785783752836650624): run 3's worker died after its
-    /// release phase; run 4 took the lease and failed its backup. Its known failure must not
-    /// clear run 3's doubt, or commit 2 goes over the commit 3 that staging runs.
+    /// The rule over each way a deploy can end after run 3's worker vanished mid-deploy (its
+    /// doubt left): whether run 3's mark stays. The deploy after it is a newer run's (4), or
+    /// run 3's own retry, its next attempt — found by the model test (seed
+    /// 13043820499402141502): a retry's failure before releasing cleared the doubt its first
+    /// deploy left, and commit 1 went over the commit 3 staging ran.
     #[test]
-    fn a_newer_run_that_fails_before_releasing_leaves_an_earlier_doubt() {
-        let git = lineage(&[(2, 1), (3, 2), (4, 3)]);
-        let mut env = Environment::default();
-        assert_eq!(env.claim(&run(3), at(3), 0, at(10), TTL, &git), Claim::Granted);
-        env.settle(&run(3), &outcome(None, false, false), &git);
-        assert_eq!(env.claim(&run(4), at(4), 0, at(30), TTL, &git), Claim::Granted);
-        assert!(!env.settle_compares(&run(4), &outcome(None, false, true)));
-        env.settle(&run(4), &outcome(None, false, true), &git);
-        assert_eq!(env.in_doubt.iter().map(|d| d.run.clone()).collect::<Vec<_>>(), [run(3)]);
-        assert_eq!(
-            env.claim(&run(2), at(2), 0, at(31), TTL, &git),
-            Claim::Superseded { by: run(3) }
-        );
-    }
-
-    /// The rule over each way a deploy in doubt can end, with an earlier run's doubt left by
-    /// a vanished worker: (what the newer run's deploy came to, whether the earlier mark
-    /// stays).
-    #[test]
-    fn an_earlier_doubt_stays_until_a_newer_release_or_its_own_known_outcome() {
+    fn an_abandoned_doubt_stays_until_a_newer_release_or_this_runs_own() {
         let git = lineage(&[(2, 1), (3, 2), (4, 3)]);
         let cases = [
             // Run 4 released: commit 4 runs, newer than 3; 3's mark goes.
-            ("4 released", Some(release(4, 4)), true, false),
-            // Run 4 failed before releasing: 3 may still run.
-            ("4 failed", None, true, true),
+            ("4 released", 4, Some(release(4, 4)), true, false),
+            // Run 4 failed before releasing (run 3's doubt found by seed 7785783752836650624).
+            ("4 failed", 4, None, true, true),
             // Run 4's worker vanished too: both stay.
-            ("4 vanished", None, false, true),
-        ];
-        for (what, released, known, stays) in cases {
-            let mut env = Environment::default();
-            env.claim(&run(3), at(3), 0, at(10), TTL, &git);
-            env.settle(&run(3), &outcome(None, false, false), &git);
-            env.claim(&run(4), at(4), 0, at(30), TTL, &git);
-            let ends = outcome(released.clone(), false, known);
-            assert_eq!(env.settle_compares(&run(4), &ends), released.is_some(), "{what}");
-            env.settle(&run(4), &ends, &git);
-            assert_eq!(env.in_doubt.iter().any(|d| d.run == run(3)), stays, "{what}");
-            assert_eq!(env.in_doubt.iter().any(|d| d.run == run(4)), !known, "{what}");
-        }
-    }
-
-    /// Found by the model test (seed 13043820499402141502): run 3's worker died after its
-    /// release phase; retried, run 3 failed its backup. That known failure must not clear the
-    /// doubt its first deploy left, or commit 1 goes over the commit 3 that staging runs.
-    #[test]
-    fn a_retry_that_fails_before_releasing_keeps_the_doubt_of_the_deploy_it_retried() {
-        let git = lineage(&[(2, 1), (3, 2)]);
-        let cases = [
+            ("4 vanished", 4, None, false, true),
             // The retry released: commit 3 is recorded as running here; the mark goes.
-            ("released", Some(release(3, 3)), true, false),
+            ("3 retried, released", 3, Some(release(3, 3)), true, false),
             // The retry failed before releasing: the first deploy may still have released.
-            ("failed", None, true, true),
-            // The retry's worker vanished too.
-            ("vanished", None, false, true),
+            ("3 retried, failed", 3, None, true, true),
+            ("3 retried, vanished", 3, None, false, true),
         ];
-        for (what, released, known, stays) in cases {
+        for (what, next, released, known, stays) in cases {
             let mut env = Environment::default();
             env.record(release(1, 1));
             assert_eq!(env.claim(&run(3), at(3), 0, at(10), TTL, &git), Claim::Granted);
             env.settle(&run(3), &outcome(None, false, false), &git);
-            assert_eq!(
-                env.claim(&run(3), at(3), 1, at(30), TTL, &git),
-                Claim::Granted,
-                "{what}"
-            );
-            env.settle(&run(3), &outcome(released, false, known), &git);
+            let attempt = u32::from(next == 3);
+            let claimed = env.claim(&run(next), at(next.into()), attempt, at(30), TTL, &git);
+            assert_eq!(claimed, Claim::Granted, "{what}");
+            let ends = outcome(released.clone(), false, known);
+            if next == 4 {
+                assert_eq!(env.settle_compares(&run(4), &ends), released.is_some(), "{what}");
+            }
+            env.settle(&run(next), &ends, &git);
             assert_eq!(env.in_doubt.iter().any(|d| d.run == run(3)), stays, "{what}");
+            if next == 4 {
+                assert_eq!(env.in_doubt.iter().any(|d| d.run == run(4)), !known, "{what}");
+            }
+            // Commit 2, older than 3, must not go over what may run.
             let older = env.claim(&run(2), at(2), 0, at(31), TTL, &git);
+            let newest_doubt = if next == 4 && !known { 4 } else { 3 };
             if stays {
-                assert_eq!(older, Claim::Superseded { by: run(3) }, "{what}");
+                assert_eq!(older, Claim::Superseded { by: run(newest_doubt) }, "{what}");
             }
         }
-        // A first deploy's known failure still clears its own mark: nothing was abandoned.
+    }
+
+    /// A deploy's known failure clears its own mark when no earlier attempt was abandoned.
+    #[test]
+    fn a_known_failure_clears_the_mark_of_an_attempt_that_abandoned_nothing() {
+        let git = lineage(&[(2, 1), (3, 2)]);
+        // A first deploy.
         let mut env = Environment::default();
         env.claim(&run(3), at(3), 0, at(10), TTL, &git);
         env.settle(&run(3), &outcome(None, false, true), &git);
