@@ -1,7 +1,6 @@
 //! Reading a git host's JSON payload field by field, so that every error names the field at
 //! fault and never echoes an oversized value back to the sender.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
@@ -80,28 +79,18 @@ pub(crate) fn commit_time(field: &'static str, raw: Option<&str>) -> Option<jiff
     }
 }
 
-/// A JSON object's members, each kept raw.
-type Members<'a> = HashMap<String, &'a RawValue>;
-
 /// A payload's fields, each kept as the raw JSON the body holds and deserialised only when
 /// read, on its own: an error names the field at fault, and the fields slipway never reads
 /// (most of a payload: the repository's hundred attributes, the commits' file lists) are
 /// checked as JSON but never built into values.
-pub(super) struct Fields<'a> {
-    top: Members<'a>,
-    /// The objects on the way to dotted fields, by their path (`object_attributes`), each
-    /// read once however many of its fields are read; `None`: not an object.
-    objects: RefCell<HashMap<&'static str, Option<Members<'a>>>>,
-}
+pub(super) struct Fields<'a>(HashMap<String, &'a RawValue>);
 
 impl<'a> Fields<'a> {
     /// The top-level fields of `body`, which must be a JSON object.
     pub(super) fn new(body: &'a [u8]) -> Result<Self, PayloadError> {
-        let top = serde_json::from_slice(body).map_err(|source| PayloadError::Json { source })?;
-        Ok(Self {
-            top,
-            objects: RefCell::default(),
-        })
+        serde_json::from_slice(body)
+            .map(Self)
+            .map_err(|source| PayloadError::Json { source })
     }
 
     /// A field at a dotted path (`project.path_with_namespace`) that must be there.
@@ -117,25 +106,18 @@ impl<'a> Fields<'a> {
     pub(super) fn optional<T: DeserializeOwned>(&self, field: &'static str) -> Result<Option<T>, PayloadError> {
         let mut steps = field.split('.');
         let first = steps.next().unwrap_or(field);
-        let Some(mut raw) = self.top.get(first).copied() else {
+        let Some(mut raw) = self.0.get(first).copied() else {
             return Ok(None);
         };
-        let mut end = first.len();
         for step in steps {
             // Only the object on the way is read, its members kept raw in turn.
-            let path = &field[..end];
-            let next = self
-                .objects
-                .borrow_mut()
-                .entry(path)
-                .or_insert_with(|| serde_json::from_str::<Members<'a>>(raw.get()).ok())
-                .as_ref()
-                .and_then(|object| object.get(step).copied());
-            match next {
-                Some(next) => raw = next,
-                None => return Ok(None),
+            match serde_json::from_str::<HashMap<String, &RawValue>>(raw.get()) {
+                Ok(mut object) => match object.remove(step) {
+                    Some(next) => raw = next,
+                    None => return Ok(None),
+                },
+                Err(_) => return Ok(None),
             }
-            end += 1 + step.len();
         }
         if raw.get() == "null" {
             return Ok(None);
@@ -206,14 +188,6 @@ mod tests {
         );
         assert_eq!(fields.required::<String>("commit_status.commit.hash").unwrap(), "a1");
         assert_eq!(fields.optional::<bool>("esc\"aped.key").unwrap(), Some(true));
-        // Each object on the way was read once, whatever was read through it.
-        assert_eq!(
-            fields.optional::<String>("project.id").unwrap().as_deref(),
-            Some("seven")
-        );
-        let mut read: Vec<_> = fields.objects.borrow().keys().copied().collect();
-        read.sort_unstable();
-        assert_eq!(read, ["commit_status", "commit_status.commit", "esc\"aped", "project"]);
         // Absent, null, or through something that is not an object: no value.
         for absent in [
             "project.web_url",
