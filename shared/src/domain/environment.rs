@@ -914,17 +914,12 @@ mod tests {
         }
     }
 
-    /// A deploy's known failure clears its own mark when no earlier attempt was abandoned.
+    /// The same attempt claiming again (its message delivered twice, or its worker gone
+    /// before starting it), the lease still held or freed meanwhile, abandoned nothing: its
+    /// known failure clears its mark, as a first claim's does.
     #[test]
-    fn a_known_failure_clears_the_mark_of_an_attempt_that_abandoned_nothing() {
+    fn the_same_attempt_claiming_again_abandons_nothing() {
         let git = lineage(&[(2, 1), (3, 2)]);
-        // A first deploy.
-        let mut env = Environment::default();
-        env.claim(&run(3), at(3), 0, at(10), TTL, &git);
-        env.settle(&run(3), &outcome(None, false, true), &git);
-        assert!(env.in_doubt.is_empty());
-        // Nor is anything when the same attempt claims again (its message delivered twice,
-        // or its worker gone before starting it), the lease still held or freed meanwhile.
         for freed in [false, true] {
             let mut env = Environment::default();
             env.claim(&run(3), at(3), 0, at(10), TTL, &git);
