@@ -30,8 +30,12 @@ pub struct Tuning {
     pub visibility: Duration,
     /// How many times a conditional write is re-decided after losing a race.
     pub max_write_attempts: u32,
-    /// The first pause before re-deciding; it doubles, with jitter.
+    /// The first pause before re-deciding after losing a write race; it doubles, with
+    /// jitter. About one round trip of the store: the backend sets it
+    /// ([`Backend::write_backoff`](crate::adapters::Backend::write_backoff)).
     pub write_backoff: Duration,
+    /// The first pause before trying again while the store is unavailable; it quadruples.
+    pub unavailable_backoff: Duration,
     /// How long past its own deadline a claimed stage may stay silent before it is
     /// declared abandoned.
     pub abandon_grace: Duration,
@@ -43,6 +47,7 @@ impl Default for Tuning {
             visibility: Duration::from_secs(60),
             max_write_attempts: 8,
             write_backoff: Duration::from_millis(20),
+            unavailable_backoff: Duration::from_millis(100),
             abandon_grace: Duration::from_secs(60),
         }
     }

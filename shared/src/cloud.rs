@@ -144,6 +144,8 @@ pub async fn app(settings: &Settings, sdk: &aws_config::SdkConfig, config: Optio
         store: Arc::new(S3Store::new(s3, settings.bucket.clone())),
         queue: Arc::new(SqsQueues::new(aws_sdk_sqs::Client::new(sdk), settings.queues.clone())),
         secrets,
+        // An S3 read and conditional write take tens of milliseconds.
+        write_backoff: std::time::Duration::from_millis(20),
     };
     Ok(wire(config, backend, public_url))
 }

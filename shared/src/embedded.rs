@@ -227,6 +227,8 @@ impl Checked {
             store: Arc::new(db.clone()),
             queue: Arc::new(db),
             secrets: Arc::new(secrets),
+            // A write commits in well under a millisecond.
+            write_backoff: std::time::Duration::from_millis(1),
         };
         Ok(wire(config, backend, public_url))
     }

@@ -184,6 +184,7 @@ impl Pipeline {
             health: Arc::new(health.clone()),
             tuning: Tuning {
                 write_backoff: std::time::Duration::from_millis(1),
+                unavailable_backoff: std::time::Duration::from_millis(5),
                 ..Tuning::default()
             },
             seen: Default::default(),

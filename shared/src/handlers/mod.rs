@@ -249,9 +249,9 @@ async fn record_held(
     event: Event,
     mut known: Known,
 ) -> Result<Option<Recorded>, HandlerError> {
-    // While the store is unavailable: 4 attempts, waiting 5, 20 then 80 write backoffs.
+    // While the store is unavailable: 4 attempts, waiting 1, 4 then 16 unavailable backoffs.
     let backoff = ExponentialBuilder::new()
-        .with_min_delay(app.tuning.write_backoff * 5)
+        .with_min_delay(app.tuning.unavailable_backoff)
         .with_factor(4.0)
         .without_max_delay()
         .with_max_times(3);
