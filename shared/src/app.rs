@@ -88,7 +88,18 @@ pub struct App {
 /// always read, never taken from here. At most [`SHOWN_RUNS_KEPT`], the least recent
 /// forgotten first.
 #[derive(Debug, Clone)]
-pub struct ShownRuns(Arc<Mutex<lru::LruCache<RunId, (Run, Version)>>>);
+pub struct ShownRuns(Arc<Mutex<lru::LruCache<RunId, Shown>>>);
+
+/// A run as an approval page showed it, with the version it was read at; and the record of
+/// the environment the approval is for, as the page read it too (with its version), when
+/// it had been written: the deploy an approval queues carries it to its lease claim, which
+/// writes over that version instead of reading the record again.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub run: Run,
+    pub version: Version,
+    pub environment: Option<(Environment, Version)>,
+}
 
 /// How many runs [`ShownRuns`] keeps: the approval pages a few approvers have open at once.
 pub const SHOWN_RUNS_KEPT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(16).expect("not zero");
@@ -100,17 +111,17 @@ impl Default for ShownRuns {
 }
 
 impl ShownRuns {
-    /// Keeps `run`, read at `version`, as a page showed it.
-    pub fn keep(&self, run: &Run, version: &Version) {
+    /// Keeps what a page showed.
+    pub fn keep(&self, shown: Shown) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .put(run.id.clone(), (run.clone(), version.clone()));
+            .put(shown.run.id.clone(), shown);
     }
 
     /// The run `id` as a page of this process showed it, if it was kept; no longer kept
     /// after (a second decision from the same page reads the run).
-    pub fn take(&self, id: &RunId) -> Option<(Run, Version)> {
+    pub fn take(&self, id: &RunId) -> Option<Shown> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).pop(id)
     }
 }
@@ -325,11 +336,28 @@ impl App {
         known: Option<(Run, Version)>,
         input: impl Fn() -> Input,
     ) -> Result<Option<(Applied, Version)>, EngineError> {
+        self.apply_carrying(id, known, None, input).await
+    }
+
+    /// [`App::apply_from`], whose commands about environment `env` of the run also carry
+    /// `env`'s record as the caller read it (and its version): the deploy an approval queues
+    /// claims the environment's lease over that version instead of reading the record again.
+    pub async fn apply_carrying(
+        &self,
+        id: &RunId,
+        known: Option<(Run, Version)>,
+        environment: Option<(&EnvName, &Environment, &Version)>,
+        input: impl Fn() -> Input,
+    ) -> Result<Option<(Applied, Version)>, EngineError> {
         let Some((applied, version, unsent)) = self.apply_held(id, known, input).await? else {
             return Ok(None);
         };
         if let Applied::Changed(run) = &applied {
-            self.dispatch_carrying(&unsent, Carrying::run(run, &version))
+            let carrying = Carrying {
+                run: Some((run, &version)),
+                environment,
+            };
+            self.dispatch_carrying(&unsent, carrying)
                 .await
                 .map_err(|e| e.unsent(id))?;
         }

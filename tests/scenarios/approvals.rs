@@ -4,7 +4,8 @@
 use http::StatusCode;
 use jiff::SignedDuration;
 use slipway::domain::{RunStatus, StageStatus};
-use slipway_tests::{Pipeline, SHA};
+use slipway::ports::{StateStore as _, StoreKey};
+use slipway_tests::{Pipeline, SHA, SHA2};
 
 #[tokio::test(start_paused = true)]
 async fn opening_a_link_many_times_changes_nothing() {
@@ -231,30 +232,77 @@ async fn an_approval_nobody_clicks_expires_by_itself_and_the_team_is_told() {
     assert!(p.deployed("production").is_empty());
 }
 
-/// The store reads of an approval POST made from `alice`'s link, after her page was shown
-/// (`shown`) or straight from the link; the decision deploys either way.
-async fn reads_of_a_decision(shown: bool) -> u64 {
+/// How `alice`'s approval POST is made in [`reads_of_a_decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Posted {
+    /// Straight from the link, no page shown.
+    Link,
+    /// From her page, shown just before.
+    Page,
+    /// From her page, with production's record written (its version moved) in between.
+    OldPage,
+}
+
+/// The store reads of `alice`'s approval POST for a second release, and of the deploy it
+/// queues; the decision deploys either way.
+async fn reads_of_a_decision(posted: Posted) -> (u64, u64) {
     let p = Pipeline::start().await;
-    p.to_approval(SHA).await;
+    // Production has a record: the first release wrote it.
+    p.release(SHA).await;
+    p.healthy("staging", SHA2);
+    p.healthy("production", SHA2);
+    p.to_approval(SHA2).await;
     let link = p
         .approval_for("alice")
         .approve_url
         .expect("alice's request has an approve link");
-    if shown {
+    if posted != Posted::Link {
         assert_eq!(p.get(&link).await.status, StatusCode::OK);
+    }
+    if posted == Posted::OldPage {
+        // Someone wrote production's record after the page read it: the same record, a new
+        // version.
+        let key = StoreKey::environment(&"shop".parse().expect("a name"), &"production".parse().expect("a name"));
+        let found = p
+            .store
+            .get(&key)
+            .await
+            .expect("a read")
+            .expect("production has a record");
+        p.store
+            .replace(&key, found.value, &found.version)
+            .await
+            .expect("a write");
     }
     let before = p.store.read_count();
     let answer = p.post_decision(&link, "approve").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let reads = p.store.read_count() - before;
+    let decided = p.store.read_count();
     p.run_queues().await;
-    assert_eq!(p.deployed("production"), [SHA]);
-    reads
+    assert_eq!(p.deployed("production"), [SHA, SHA2]);
+    (decided - before, p.store.read_count() - decided)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_decision_posted_from_its_page_does_not_read_the_run_again() {
-    assert_eq!(reads_of_a_decision(true).await + 1, reads_of_a_decision(false).await);
+    let (page, _) = reads_of_a_decision(Posted::Page).await;
+    let (link, _) = reads_of_a_decision(Posted::Link).await;
+    assert_eq!(page + 1, link);
+}
+
+/// The page read production's record (what the approval brings is counted from its current
+/// release); the deploy the decision queues claims production's lease over that record
+/// instead of reading it again, and reads it when it was written since.
+#[tokio::test(start_paused = true)]
+async fn the_deploy_a_decision_from_its_page_queues_does_not_read_the_environment_again() {
+    let (_, page) = reads_of_a_decision(Posted::Page).await;
+    let (_, link) = reads_of_a_decision(Posted::Link).await;
+    let (_, old) = reads_of_a_decision(Posted::OldPage).await;
+    assert_eq!(page + 1, link);
+    assert_eq!(
+        old, link,
+        "a record written since the page is read again, and the deploy goes on"
+    );
 }
 
 #[tokio::test(start_paused = true)]

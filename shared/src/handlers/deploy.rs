@@ -29,7 +29,15 @@ const HOLD_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// also woken as soon as the environment frees.
 const BUSY_RECHECK: Duration = Duration::from_secs(60);
 
-pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
+/// A queued deploy of `run_id` to `env`. `environment` is `env`'s record as the message's
+/// sender read it (an approval page), which the lease claim writes over instead of reading.
+pub async fn handle(
+    app: &App,
+    run_id: &RunId,
+    env: &EnvName,
+    known: Known,
+    environment: Option<(domain::Environment, Version)>,
+) -> Result<(), HandlerError> {
     let (run, version) = super::known_run(app, run_id, known).await?;
     let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();
     let queued = run
@@ -40,7 +48,7 @@ pub async fn handle(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> R
         if let Some(config) = &config {
             hold_outside_windows(app, &run, &version, env, config).await?;
         }
-        let (claim, carried) = envs::claim(app, &run, env).await?;
+        let (claim, carried) = envs::claim(app, &run, env, environment).await?;
         carry = carried;
         match claim {
             Claim::Granted => {}

@@ -59,10 +59,17 @@ pub struct Carry {
     pub head: Option<PipelineRecord>,
 }
 
-/// `run` asks for `env`'s lease to deploy there (newer-first rules apply). Also hands back
-/// what it read and wrote, so the deploy needs no second read of them (the environment's
-/// current release is the one the deploy replaces).
-pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<(Claim, Carry), EngineError> {
+/// `run` asks for `env`'s lease to deploy there (newer-first rules apply), deciding first on
+/// `known`, the record as someone read it (and its version), when given: a record written
+/// since makes the write fail and the record read. Also hands back what it read and wrote,
+/// so the deploy needs no second read of them (the environment's current release is the one
+/// the deploy replaces).
+pub async fn claim(
+    app: &App,
+    run: &Run,
+    env: &EnvName,
+    known: Option<(Environment, Version)>,
+) -> Result<(Claim, Carry), EngineError> {
     let now = app.clock.now();
     let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(&run.pipeline)).await?;
     let lineage = head.lineage.clone();
@@ -76,7 +83,7 @@ pub async fn claim(app: &App, run: &Run, env: &EnvName) -> Result<(Claim, Carry)
         &app.tuning,
         &key,
         &format!("environment {}/{env}", run.pipeline),
-        None,
+        known.map(|(record, version)| (record, Some(version))),
         |record: &mut Environment| record.claim(&run.id, run.created_at, attempt, now, LEASE_TTL, &lineage),
     )
     .await?;

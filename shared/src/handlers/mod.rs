@@ -69,7 +69,7 @@ pub async fn handle_delivery(app: &App, queue: QueueName, body: &str, receive_co
     let known = carried.filter(|_| first);
     let environment = environment.filter(|_| first);
     match (queue, command) {
-        (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env, known).await,
+        (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env, known, environment).await,
         (QueueName::Deploy, Command::Rollback { run, env }) => deploy::rollback(app, &run, &env, known).await,
         (QueueName::Deploy, Command::Supersede { run, env }) => deploy::supersede(app, &run, &env, known).await,
         (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env, known, environment).await,

@@ -184,6 +184,7 @@ async fn decide_as(
         version,
         pipeline,
         approver,
+        environment: None,
     };
     match decide_link(app, &link, approve, comment).await {
         Ok(_) => Ok(to_run(app, &id)),

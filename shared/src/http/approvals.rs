@@ -10,10 +10,10 @@ use serde::Deserialize;
 
 use super::pages::{self, Confirm};
 use super::{AppState, PageError};
-use crate::app::{App, Applied};
+use crate::app::{App, Applied, Shown};
 use crate::approvals::{Action, ApprovalClaim, TokenError};
 use crate::config::{ApproverConfig, PipelineConfig};
-use crate::domain::{Actor, Event, Ignored, Run, Stage, StageKind, StageStatus};
+use crate::domain::{Actor, Environment, Event, Ignored, Run, Stage, StageKind, StageStatus};
 use crate::ports::Version;
 use crate::views::control_room;
 
@@ -91,6 +91,10 @@ pub(super) struct Link<'a> {
     pub(super) pipeline: &'a PipelineConfig,
     /// Who decides: the link's approver, or the approver a Slack user maps to.
     pub(super) approver: &'a ApproverConfig,
+    /// The record of the environment the approval is for, with its version, as this
+    /// process's page read it: the deploy the decision queues carries it to its lease claim.
+    /// `None` when the run was not taken from a page (read, a Slack button, the dashboard).
+    pub(super) environment: Option<(Environment, Version)>,
 }
 
 impl Link<'_> {
@@ -131,9 +135,16 @@ async fn open_link<'a>(app: &'a App, token: &str, as_shown: bool) -> Result<Link
     } else {
         None
     };
-    let (run, version) = match shown {
-        Some(shown) => shown,
-        None => app.load(&claim.run).await?.ok_or_else(gone)?,
+    let (run, version, environment) = match shown {
+        Some(Shown {
+            run,
+            version,
+            environment,
+        }) => (run, version, environment),
+        None => {
+            let (run, version) = app.load(&claim.run).await?.ok_or_else(gone)?;
+            (run, version, None)
+        }
     };
     let pipeline = app.pipeline_of(&run).ok_or_else(gone)?;
     let approver = pipeline.approver(&claim.approver).ok_or_else(|| {
@@ -152,6 +163,7 @@ async fn open_link<'a>(app: &'a App, token: &str, as_shown: bool) -> Result<Link
         version,
         pipeline,
         approver,
+        environment,
     })
 }
 
@@ -258,9 +270,15 @@ pub(super) async fn confirm_page(
     if let Some(refusal) = self_approval(&link) {
         return Err(refusal);
     }
-    let brings = control_room::brings(&app, &link.run, &link.claim.env).await?;
-    // The decision posted from this page starts from the run it shows.
-    app.shown_runs.keep(&link.run, &link.version);
+    let (record, record_version) = app.environment(&link.run.pipeline, &link.claim.env).await?;
+    let brings = control_room::brings_over(&app, &link.run, &link.claim.env, record.clone()).await?;
+    // The decision posted from this page starts from the run it shows, and the deploy it
+    // queues from the environment's record the page read.
+    app.shown_runs.keep(Shown {
+        run: link.run.clone(),
+        version: link.version.clone(),
+        environment: record_version.map(|version| (record, version)),
+    });
     let base = app.link("");
     let page = pages::confirm(&Confirm {
         base: &base,
@@ -318,9 +336,17 @@ pub(super) async fn decide_link(
         bot: link.approver.is_bot(),
     };
     // Decided on the run as the link was opened; a write in between makes it read again.
+    // The deploy it queues carries the environment's record as the page read it; one
+    // written since is read again by the deploy's claim.
     let known = Some((link.run.clone(), link.version.clone()));
+    let environment = link
+        .environment
+        .as_ref()
+        .map(|(record, version)| (&env, record, version));
     match app
-        .apply_from(&link.run.id, known, || app.input(actor.clone(), event.clone()))
+        .apply_carrying(&link.run.id, known, environment, || {
+            app.input(actor.clone(), event.clone())
+        })
         .await?
         .map(|(applied, _)| applied)
     {

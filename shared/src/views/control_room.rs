@@ -437,6 +437,11 @@ pub async fn brings(app: &App, run: &Run, env: &EnvName) -> Result<Brings, Engin
     brings_from(app, run, env, None).await
 }
 
+/// [`brings`], over the environment's record as the caller read it.
+pub async fn brings_over(app: &App, run: &Run, env: &EnvName, record: Environment) -> Result<Brings, EngineError> {
+    brings_from(app, run, env, Some((record, None))).await
+}
+
 /// [`brings`], with the environment's record and the one before's when the caller read them
 /// already (`None` for the one before when there is none).
 async fn brings_from(
