@@ -84,18 +84,8 @@ mod tests {
     #[test]
     fn an_app_waits_after_a_lost_write_race_about_as_long_as_its_store_takes_to_write() {
         let config = crate::config::Config::parse(
-            r#"
-[approvals]
-signing_key = "/s/links"
-
-[[pipelines]]
-name = "shop"
-repo = "acme/shop"
-mode = "deployment"
-ci_secret = "/s/ci"
-environments = [{ name = "production", deploy = { type = "command", command = ["true"] } }]
-"#,
-            std::path::Path::new("slipway.toml"),
+            include_str!("../../../slipway.example.toml"),
+            std::path::Path::new("slipway.example.toml"),
         )
         .unwrap();
         let backend = |write_backoff| Backend {
