@@ -271,7 +271,7 @@ pub(super) async fn confirm_page(
         return Err(refusal);
     }
     let (record, record_version) = app.environment(&link.run.pipeline, &link.claim.env).await?;
-    let brings = control_room::brings_over(&app, &link.run, &link.claim.env, record.clone()).await?;
+    let brings = control_room::brings(&app, &link.run, &link.claim.env, record.clone()).await?;
     // The decision posted from this page starts from the run it shows, and the deploy it
     // queues from the environment's record the page read.
     app.shown_runs.keep(Shown {

@@ -430,20 +430,15 @@ async fn pending_of(
     }))
 }
 
-/// What promoting `run` to `env` brings: the runs since the environment's current release
-/// (by git's order where it knows), from the index of runs; and whether the environment
-/// before already runs a newer commit.
-pub async fn brings(app: &App, run: &Run, env: &EnvName) -> Result<Brings, EngineError> {
-    brings_from(app, run, env, None).await
-}
-
-/// [`brings`], over the environment's record as the caller read it.
-pub async fn brings_over(app: &App, run: &Run, env: &EnvName, record: Environment) -> Result<Brings, EngineError> {
+/// What promoting `run` to `env` brings: the runs since the current release of `record`
+/// (`env`'s record, as the caller read it), by git's order where it knows, from the index
+/// of runs; and whether the environment before already runs a newer commit.
+pub async fn brings(app: &App, run: &Run, env: &EnvName, record: Environment) -> Result<Brings, EngineError> {
     brings_from(app, run, env, Some((record, None))).await
 }
 
 /// [`brings`], with the environment's record and the one before's when the caller read them
-/// already (`None` for the one before when there is none).
+/// already (`None` for the one before: read here, if there is one).
 async fn brings_from(
     app: &App,
     run: &Run,
