@@ -181,7 +181,7 @@ fn every_function_role_grants_the_state_it_uses() {
         ),
         (
             "SmokeTestRole",
-            &["runs/", "environments/", "open-runs/", "lineage/", "views/"],
+            &["runs/", "environments/", "open-runs/", "index/", "lineage/", "views/"],
         ),
         ("NotifyRole", &["runs/", "notices/"]),
         (

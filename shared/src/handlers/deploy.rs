@@ -343,8 +343,11 @@ async fn manual_rollback(
 }
 
 /// Older runs pending approval for `env` give way to `run`; or `run` gives way, if a newer
-/// run already reached the gate.
-pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<(), HandlerError> {
+/// run already reached the gate. `true` if `run` gave way (its record was written).
+///
+/// Done by the worker whose result brought `run` to the gate ([`super::Recorded::send`]), or
+/// from the deploy queue for a `Supersede` message (one sent again, or by an older slipway).
+pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -> Result<bool, HandlerError> {
     let run = super::run_of(app, run_id, known).await?;
     // Only unfinished runs can be pending; a newer run that already finished matters only
     // if it is what the environment runs now, which its record says.
@@ -365,7 +368,7 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -
         super::record(app, &older.id, event).await?;
     }
     if gate(&run) != Some(StageStatus::Waiting) {
-        return Ok(());
+        return Ok(false);
     }
     let reached = |o: &&Run| matches!(gate(o), Some(StageStatus::Waiting | StageStatus::Succeeded));
     let in_flight = others.iter().filter(|o| newer(o, &run)).filter(reached).map(Run::place);
@@ -381,8 +384,9 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -
             by: newest.run.clone(),
         };
         super::record(app, run_id, event).await?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Asks for a rollback of `env` in `pipeline` to `to` (a run released there before), or to

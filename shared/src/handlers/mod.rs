@@ -71,7 +71,9 @@ pub async fn handle_delivery(app: &App, queue: QueueName, body: &str, receive_co
     match (queue, command) {
         (QueueName::Deploy, Command::Deploy { run, env }) => deploy::handle(app, &run, &env, known, environment).await,
         (QueueName::Deploy, Command::Rollback { run, env }) => deploy::rollback(app, &run, &env, known).await,
-        (QueueName::Deploy, Command::Supersede { run, env }) => deploy::supersede(app, &run, &env, known).await,
+        (QueueName::Deploy, Command::Supersede { run, env }) => {
+            deploy::supersede(app, &run, &env, known).await.map(|_| ())
+        }
         (QueueName::Smoke, Command::Smoke { run, env }) => smoke::handle(app, &run, &env, known, environment).await,
         (QueueName::Smoke, Command::Bake { run, env }) => smoke::bake(app, &run, &env, known).await,
         (QueueName::Notify, Command::Notify(notice)) => notify::handle(app, &notice, known).await,
@@ -206,16 +208,39 @@ pub(crate) struct Recorded {
 impl Recorded {
     /// Sends the result's commands, carrying the run, and `environment`'s record as written
     /// at its version to a command about that environment.
+    ///
+    /// Superseding at an approval gate is done here instead of sent to the deploy queue: it
+    /// only reads and writes runs, and reads the records every queue worker may, so its
+    /// message would only cost a request more per run. If it fails, the handler fails: the
+    /// redelivered message finds the result written and sends all its commands, superseding
+    /// included, to their queues ([`domain::resendable`]).
     pub async fn send(
         &self,
         app: &App,
         environment: Option<(&EnvName, &Environment, &Version)>,
     ) -> Result<(), HandlerError> {
+        let mut rewrote_run = false;
+        for command in &self.unsent {
+            if let Command::Supersede { run, env } = command {
+                let known = (*run == self.run.id).then(|| (self.run.clone(), self.version.clone()));
+                // Boxed: superseding records results of its own, which are sent through here.
+                rewrote_run |= Box::pin(deploy::supersede(app, run, env, known)).await?;
+            }
+        }
+        let unsent: Vec<Command> = self
+            .unsent
+            .iter()
+            .filter(|c| !matches!(c, Command::Supersede { .. }))
+            .cloned()
+            .collect();
+        // A run superseding rewrote (it gave way at the gate) is not carried as it was: the
+        // approval notice's handler reads it, and does not ask for an approval no longer
+        // pending.
         let carrying = Carrying {
-            run: Some((&self.run, &self.version)),
+            run: (!rewrote_run).then_some((&self.run, &self.version)),
             environment,
         };
-        app.dispatch_carrying(&self.unsent, carrying)
+        app.dispatch_carrying(&unsent, carrying)
             .await
             .map_err(|e| HandlerError::Engine(e.unsent(&self.run.id)))
     }
