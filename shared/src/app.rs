@@ -285,14 +285,11 @@ impl App {
         let mut run = domain::open(new, self.clock.now());
         let key = StoreKey::run(&run.id);
         // Git's order learned first, so no decision ever sees the run without its place; in
-        // the same write the run gets its place in the pipeline's index of runs. Indexed
-        // first: a run is never in the store without being in the indexes. The two are
-        // independent, so they are written at once (a marker whose run never comes is
-        // dropped by the sweep, as after a crash).
-        let (seq, ()) = tokio::try_join!(
-            self.learn_lineage(&run),
-            open_runs::mark(self.store.as_ref(), &run.id, run.created_at)
-        )?;
+        // the same write the run gets its place in the pipeline's index of runs, which also
+        // holds it in the index of unfinished runs until the sweep marks it there (see
+        // `open_runs`). Indexed first: a run is never in the store without being in the
+        // indexes.
+        let seq = self.learn_lineage(&run).await?;
         run.seq = Some(seq);
         match self.store.create(&key, to_bytes(&run)).await {
             Ok(written) => {

@@ -270,7 +270,7 @@ async fn unfinished_runs(app: &App) -> Result<Option<BTreeMap<&'static str, u64>
         return Ok(None);
     }
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::from([("in_progress", 0), ("awaiting_approval", 0)]);
-    for run in crate::open_runs::open_runs_where(app, |_| true).await? {
+    for run in crate::open_runs::all_open_runs(app).await? {
         *counts.entry(run.status().as_str()).or_default() += 1;
     }
     Ok(Some(counts))

@@ -444,12 +444,29 @@ async fn the_sweep_fails_smoke_checks_that_never_reported_once_their_deadline_pa
 // The index of unfinished runs: what the sweep reads instead of every run ever made.
 // ---------------------------------------------------------------------------------------
 
-/// The runs the index holds, by commit.
+/// The runs the index holds, by commit: those of the markers, and those the pipeline opened
+/// since the sweep last marked its runs (whatever their status: what the index holds, not
+/// what its readers keep).
 async fn indexed(p: &Pipeline) -> Vec<String> {
     use slipway::ports::StateStore as _;
-    let mut shas = Vec::new();
+    let mut ids = Vec::new();
     for key in p.store.list(StoreKey::OPEN_RUNS).await.unwrap() {
-        let id = key.open_run_id().unwrap();
+        ids.push(key.open_run_id().unwrap());
+    }
+    let shop = slipway::domain::PipelineName::parse("shop").unwrap();
+    let (head, _) = slipway::app::read_record::<slipway::views::PipelineRecord>(&p.store, &StoreKey::lineage(&shop))
+        .await
+        .unwrap();
+    for entry in slipway::views::run_index::entries_at(&p.store, &head, &shop, head.unmarked())
+        .await
+        .unwrap()
+    {
+        if !ids.contains(&entry.id) {
+            ids.push(entry.id);
+        }
+    }
+    let mut shas = Vec::new();
+    for id in ids {
         let (run, _) = p.app.load(&id).await.unwrap().unwrap();
         shas.push(run.sha.to_string());
     }
@@ -554,6 +571,89 @@ async fn a_marker_left_by_a_crash_before_its_run_was_written_is_dropped_later() 
     // The push that crashed is redelivered: the run is made and indexed as usual.
     p.push(SHA).await;
     assert_eq!(indexed(&p).await, [SHA]);
+}
+
+/// The pipeline's record: where its runs opened since the sweep last marked them start.
+async fn unmarked_from(p: &Pipeline) -> Option<i64> {
+    let shop = slipway::domain::PipelineName::parse("shop").unwrap();
+    slipway::app::read_record::<slipway::views::PipelineRecord>(&p.store, &StoreKey::lineage(&shop))
+        .await
+        .unwrap()
+        .0
+        .unmarked_from
+}
+
+async fn markers(p: &Pipeline) -> Vec<String> {
+    use slipway::ports::StateStore as _;
+    p.store
+        .list(StoreKey::OPEN_RUNS)
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.open_run_id().unwrap().sha().to_string())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_writes_no_marker_and_the_sweep_marks_its_run_while_it_moves() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    assert!(markers(&p).await.is_empty(), "the push wrote no marker");
+    assert_eq!(unmarked_from(&p).await, Some(0));
+    assert_eq!(indexed(&p).await, [SHA], "held in the index by the pipeline's record");
+
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(markers(&p).await, [SHA], "still moving: marked");
+    assert_eq!(unmarked_from(&p).await, None, "nothing left for the next sweep");
+    assert_eq!(indexed(&p).await, [SHA]);
+
+    // A run that finishes before any sweep saw it leaves the index with its final state in
+    // the index of runs, and never has a marker.
+    p.push(SHA2).await;
+    p.ci(SHA2, "failure").await;
+    p.run_queues().await;
+    assert_eq!(unmarked_from(&p).await, Some(1));
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(markers(&p).await, [SHA]);
+    assert_eq!(unmarked_from(&p).await, None);
+    let shop = slipway::domain::PipelineName::parse("shop").unwrap();
+    let entry = slipway::views::run_index::at_place(&p.store, &shop, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.status, RunStatus::Failed, "its entry is final: {entry:?}");
+    assert_eq!(indexed(&p).await, [SHA]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_push_failed_after_its_place_was_given_is_indexed_when_it_comes() {
+    let p = Pipeline::start().await;
+    p.push(SHA).await;
+    // The place is given, then the run cannot be written: the host is answered 503.
+    p.store.fail_next("create", Fault::Unavailable);
+    assert_eq!(p.push(SHA2).await.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    let shop = slipway::domain::PipelineName::parse("shop").unwrap();
+    let id = slipway::domain::RunId::new(&shop, &SHA2.parse().unwrap());
+    assert!(p.app.load(&id).await.unwrap().is_none(), "no run");
+    assert_eq!(unmarked_from(&p).await, Some(0));
+
+    // The sweep cannot tell a crashed push from one under way: it marks the place's run.
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(markers(&p).await, [SHA, SHA2]);
+    assert_eq!(unmarked_from(&p).await, None);
+    // It never came: its marker goes once it is old.
+    p.advance(SignedDuration::from_mins(11));
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(markers(&p).await, [SHA]);
+
+    // The host delivers the push again: the run gets the place it was given, below where the
+    // sweep has passed, and is in the index from its write on.
+    assert_eq!(p.push(SHA2).await.status, http::StatusCode::CREATED);
+    assert_eq!(p.run(SHA2).await.seq, Some(1));
+    assert_eq!(unmarked_from(&p).await, Some(1));
+    assert_eq!(indexed(&p).await, [SHA, SHA2]);
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    assert_eq!(markers(&p).await, [SHA, SHA2]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -351,9 +351,11 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -
     let run = super::run_of(app, run_id, known).await?;
     // Only unfinished runs can be pending; a newer run that already finished matters only
     // if it is what the environment runs now, which its record says.
-    let others: Vec<Run> =
-        crate::open_runs::open_runs_where(app, |id| id.pipeline() == run.pipeline && *id != run.id).await?;
-    let lineage = app.lineage(&run.pipeline).await?;
+    let (head, _) = app
+        .record::<crate::views::PipelineRecord>(&crate::ports::StoreKey::lineage(&run.pipeline))
+        .await?;
+    let others: Vec<Run> = crate::open_runs::open_runs_of(app, &run.pipeline, Some(&head), Some(&run.id)).await?;
+    let lineage = &head.lineage;
     let newer = |a: &Run, b: &Run| lineage.is_newer(a.place(), b.place());
     let gate = |o: &Run| o.stage(StageKind::Approval, Some(env)).map(|s| s.status);
     for older in others

@@ -350,7 +350,7 @@ pub async fn pending_approvals(app: &App) -> Result<Vec<Pending>, EngineError> {
                     }
                 }
                 None => {
-                    let runs = crate::open_runs::open_runs_where(app, |id| id.pipeline() == pipeline.name).await?;
+                    let runs = crate::open_runs::open_runs_of(app, &pipeline.name, None, None).await?;
                     for run in runs.iter().filter(|run| is_waiting(run, env)) {
                         pending.extend(pending_of(app, pipeline, run, env, None).await?);
                     }

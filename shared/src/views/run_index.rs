@@ -86,6 +86,12 @@ pub struct PipelineRecord {
     /// chunk is full and written out ([`flush`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent: Vec<RunEntry>,
+    /// The runs placed from here up opened without a marker of their own in the index of
+    /// unfinished runs: this place is that index's part for them ([`crate::open_runs`]). The
+    /// sweep marks those still unfinished, then moves it up past them (`None` once nothing is
+    /// left). Absent from records written before it existed, when every run had its marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmarked_from: Option<i64>,
 }
 
 /// A run and its place in its pipeline's index.
@@ -113,7 +119,28 @@ impl PipelineRecord {
     pub fn open(&mut self, run: &Run) -> i64 {
         let seq = self.place(&run.id);
         upsert(&mut self.recent, RunEntry::of(run, seq));
+        // Its own place, not only the lowest given since: a push delivered again may get a
+        // place the sweep already passed (its run was not written then).
+        self.unmarked_from = Some(self.unmarked_from.map_or(seq, |from| from.min(seq)));
         seq
+    }
+
+    /// Puts `run`'s entry, as it stands, in place of the one kept here, if one is (never over
+    /// a more recent state). `false` if its entry is not among the recent ones (written out
+    /// to its chunk, or never placed).
+    pub fn refresh_recent(&mut self, run: &Run) -> bool {
+        match self.recent.iter().find(|e| e.id == run.id).map(|e| e.seq) {
+            Some(seq) => {
+                upsert(&mut self.recent, RunEntry::of(run, seq));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The places of runs opened without a marker, lowest first ([`PipelineRecord::unmarked_from`]).
+    pub fn unmarked(&self) -> std::ops::Range<i64> {
+        self.unmarked_from.map_or(0..0, |from| from..self.next_run)
     }
 
     /// Whether entries of chunks before the newest wait here to be written out.
@@ -489,6 +516,30 @@ pub async fn at_place(
         .await?
         .into_iter()
         .find(|e| e.seq == seq))
+}
+
+/// The entries at `places` of `pipeline`'s index (`head` its record), in place order: an entry
+/// for each place whose run was placed and not forgotten since. Reads the chunks `places`
+/// reaches past the record's own entries.
+pub async fn entries_at(
+    store: &dyn StateStore,
+    head: &PipelineRecord,
+    pipeline: &PipelineName,
+    places: std::ops::Range<i64>,
+) -> Result<Vec<RunEntry>, EngineError> {
+    if places.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut entries = Vec::new();
+    for n in chunk_of(places.start)..=chunk_of(places.end - 1) {
+        entries.extend(
+            entries_of(store, head, pipeline, n)
+                .await?
+                .into_iter()
+                .filter(|e| places.contains(&e.seq)),
+        );
+    }
+    Ok(entries)
 }
 
 /// The entries of chunk `n`: those in the pipeline's record (`head`) and, unless the chunk is
