@@ -24,6 +24,7 @@
 //! removes a finished run's marker it writes the run's final state into the index of runs
 //! ([`crate::views::run_index`]), which readers otherwise treat as a hint for unfinished runs.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -112,9 +113,10 @@ async fn open_runs_where(
         .filter_map(StoreKey::open_run_id)
         .filter(|id| wanted(id))
         .collect();
+    let mut seen: HashSet<RunId> = ids.iter().cloned().collect();
     for (pipeline, head) in heads {
         for entry in run_index::entries_at(store, head, pipeline, head.unmarked()).await? {
-            if wanted(&entry.id) && !ids.contains(&entry.id) {
+            if wanted(&entry.id) && seen.insert(entry.id.clone()) {
                 ids.push(entry.id);
             }
         }
@@ -148,7 +150,15 @@ pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
         app.seen.set(Mark::ViewsIndexed);
     }
     for pipeline in run_index::pipelines(store).await? {
-        mark_unmarked(app, &pipeline, now).await?;
+        match mark_unmarked(app, &pipeline, now).await {
+            Ok(()) => {}
+            // A pipeline's record that no longer reads must not stop every sweep: its pushes
+            // fail loudly too, and the other pipelines go on.
+            Err(e @ EngineError::Corrupt { .. }) => {
+                tracing::error!(%pipeline, error = %e, "could not mark the pipeline's newest runs in the index of unfinished runs");
+            }
+            Err(e) => return Err(e),
+        }
     }
     let mut runs = Vec::new();
     for key in store.list(StoreKey::OPEN_RUNS).await? {
