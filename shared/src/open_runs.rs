@@ -24,7 +24,7 @@
 //! removes a finished run's marker it writes the run's final state into the index of runs
 //! ([`crate::views::run_index`]), which readers otherwise treat as a hint for unfinished runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -149,9 +149,11 @@ pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
         run_index::backfill(store, &tuning, now).await?;
         app.seen.set(Mark::ViewsIndexed);
     }
+    // The runs just marked, as read to mark them: not read again below.
+    let mut just_marked: HashMap<RunId, Run> = HashMap::new();
     for pipeline in run_index::pipelines(store).await? {
         match mark_unmarked(app, &pipeline, now).await {
-            Ok(()) => {}
+            Ok(marked) => just_marked.extend(marked.into_iter().map(|run| (run.id.clone(), run))),
             // A pipeline's record that no longer reads must not stop every sweep: its pushes
             // fail loudly too, and the other pipelines go on.
             Err(e @ EngineError::Corrupt { .. }) => {
@@ -165,6 +167,10 @@ pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
         let Some(id) = key.open_run_id() else {
             continue;
         };
+        if let Some(run) = just_marked.remove(&id) {
+            runs.push(run);
+            continue;
+        }
         match load_run(store, &id).await? {
             Some((run, _)) if !run.status().is_finished() => runs.push(run),
             Some((finished, _)) => {
@@ -210,16 +216,18 @@ pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
 /// finished run does before its marker goes; its entry still kept in the record takes it in
 /// the write that moves the place up. A place whose run is not written (yet: its push may be
 /// under way) is marked too, and that marker is dropped later if the run never comes. A crash
-/// before the place moves up only makes the next sweep do it again.
-async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Result<(), EngineError> {
+/// before the place moves up only makes the next sweep do it again. Returns the unfinished
+/// runs it marked, as it read them.
+async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Result<Vec<Run>, EngineError> {
     let store = app.store.as_ref();
     let key = StoreKey::lineage(pipeline);
     let (head, version) = app.record::<PipelineRecord>(&key).await?;
     let places = head.unmarked();
     let Some(from) = head.unmarked_from else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let mut finished = Vec::new();
+    let mut marked = Vec::new();
     for entry in run_index::entries_at(store, &head, pipeline, places.clone()).await? {
         match load_run(store, &entry.id).await? {
             Some((run, _)) if run.status().is_finished() => {
@@ -230,7 +238,11 @@ async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Re
                 }
                 finished.push(run);
             }
-            Some(_) | None => mark(store, &entry.id, now).await?,
+            Some((run, _)) => {
+                mark(store, &run.id, now).await?;
+                marked.push(run);
+            }
+            None => mark(store, &entry.id, now).await?,
         }
     }
     // Unless a push was given a place below `from` since (delivered again): the next sweep
@@ -257,7 +269,7 @@ async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Re
     for i in written_out {
         run_index::refresh(store, &app.tuning, &finished[i]).await?;
     }
-    Ok(())
+    Ok(marked)
 }
 
 /// What a finished run's leaving the index of unfinished runs writes first: its releases in
