@@ -180,26 +180,32 @@ async fn a_newer_run_at_the_gate_supersedes_the_older_approval_and_its_links_ans
     );
 }
 
-/// The smoke check that brings a run to the gate supersedes the older run waiting there
-/// before it returns: no message to the deploy queue (one AWS request less per run), and
-/// the newer run's approval is asked for as usual.
-#[tokio::test(start_paused = true)]
-async fn the_smoke_check_that_brings_a_run_to_the_gate_supersedes_the_older_one_there_itself() {
+/// SHA waits for production's approval; SHA2 is deployed to staging by hand. Returns the
+/// message of SHA2's smoke check, not handled yet.
+async fn older_at_the_gate_newer_smoke_tested() -> (Pipeline, String) {
     let p = Pipeline::start().await;
     p.to_approval(SHA).await;
     p.advance(SignedDuration::from_mins(5));
     p.healthy("staging", SHA2);
     assert_eq!(p.push(SHA2).await.status, StatusCode::CREATED);
     assert_eq!(p.ci(SHA2, "success").await.status, StatusCode::OK);
-    // The deploy to staging, by hand: it queues the smoke check.
     for body in p.lose_pending(QueueName::Deploy).await {
         slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
             .await
             .expect("the deploy is handled");
     }
-    let smoke = p.lose_pending(QueueName::Smoke).await;
+    let mut smoke = p.lose_pending(QueueName::Smoke).await;
     assert_eq!(smoke.len(), 1, "{smoke:?}");
-    slipway::handlers::handle(&p.app, QueueName::Smoke, &smoke[0])
+    (p, smoke.remove(0))
+}
+
+/// The smoke check that brings a run to the gate supersedes the older run waiting there
+/// before it returns: no message to the deploy queue (one AWS request less per run), and
+/// the newer run's approval is asked for as usual.
+#[tokio::test(start_paused = true)]
+async fn the_smoke_check_that_brings_a_run_to_the_gate_supersedes_the_older_one_there_itself() {
+    let (p, smoke) = older_at_the_gate_newer_smoke_tested().await;
+    slipway::handlers::handle(&p.app, QueueName::Smoke, &smoke)
         .await
         .expect("the smoke check is handled");
 
@@ -227,32 +233,20 @@ async fn the_smoke_check_that_brings_a_run_to_the_gate_supersedes_the_older_one_
 /// redelivery sends superseding to the deploy queue, as every command its result gave.
 #[tokio::test(start_paused = true)]
 async fn superseding_left_undone_by_a_failed_smoke_worker_is_sent_again_by_the_redelivery() {
-    let p = Pipeline::start().await;
-    p.to_approval(SHA).await;
-    p.advance(SignedDuration::from_mins(5));
-    p.healthy("staging", SHA2);
-    assert_eq!(p.push(SHA2).await.status, StatusCode::CREATED);
-    assert_eq!(p.ci(SHA2, "success").await.status, StatusCode::OK);
-    for body in p.lose_pending(QueueName::Deploy).await {
-        slipway::handlers::handle(&p.app, QueueName::Deploy, &body)
-            .await
-            .expect("the deploy is handled");
-    }
-    let smoke = p.lose_pending(QueueName::Smoke).await;
-    assert_eq!(smoke.len(), 1, "{smoke:?}");
+    let (p, smoke) = older_at_the_gate_newer_smoke_tested().await;
     // The smoke check's result is written, then the store goes away before superseding
     // reads the unfinished runs.
     p.store
         .fail_later("list", 0, slipway::adapters::memory::Fault::Unavailable);
     assert!(
-        slipway::handlers::handle_delivery(&p.app, QueueName::Smoke, &smoke[0], 1)
+        slipway::handlers::handle_delivery(&p.app, QueueName::Smoke, &smoke, 1)
             .await
             .is_err()
     );
     assert_eq!(p.approval_stage_status(SHA2).await, StageStatus::Waiting);
     assert_eq!(p.approval_stage_status(SHA).await, StageStatus::Waiting);
 
-    slipway::handlers::handle_delivery(&p.app, QueueName::Smoke, &smoke[0], 2)
+    slipway::handlers::handle_delivery(&p.app, QueueName::Smoke, &smoke, 2)
         .await
         .expect("the redelivery is handled");
     p.run_queues().await;
