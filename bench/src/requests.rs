@@ -24,6 +24,12 @@ pub async fn run() -> anyhow::Result<Outcome> {
     // The first run fills the containers' secret caches; the second is a warm run.
     stack.complete_run(SHA, "bench-1").await;
     let first = stack.proxy.take();
+    // The sweeper passes between the two, as it does every minute on an install (and in the
+    // test `aws_requests`): the first run, finished, leaves the index of unfinished runs.
+    slipway::sweep::run_once(&stack.functions.queues)
+        .await
+        .map_err(|e| anyhow::anyhow!("the sweep after the first run: {e}"))?;
+    let swept = stack.proxy.take();
     stack.complete_run(SHA2, "bench-2").await;
     let warm = stack.proxy.take();
     let count = warm.total();
@@ -31,15 +37,17 @@ pub async fn run() -> anyhow::Result<Outcome> {
     Ok(Outcome {
         name: "requests",
         figure: format!(
-            "{count} AWS requests per run (warm; {} on cold containers)",
-            first.total()
+            "{count} AWS requests per run (warm; {} on cold containers; a sweep pass {})",
+            first.total(),
+            swept.total()
         ),
         baseline: format!("floor {FLOOR} (read + write + send x 7 steps)"),
         ratio: format!("{r:.1}x"),
         target: format!("<= {TARGET} requests"),
         met: count <= TARGET,
         values: json!({
-            "requests": count, "cold_requests": first.total(), "floor": FLOOR, "ratio": r,
+            "requests": count, "cold_requests": first.total(), "sweep_pass": swept.total(),
+            "floor": FLOOR, "ratio": r,
             "by_operation": warm.0,
         }),
     })
