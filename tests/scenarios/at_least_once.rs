@@ -625,6 +625,30 @@ async fn a_push_writes_no_marker_and_the_sweep_marks_its_run_while_it_moves() {
     assert_eq!(indexed(&p).await, [SHA]);
 }
 
+/// The sweep that marks a run reads it once: the pass after, which finds it by its marker,
+/// reads no less.
+#[tokio::test(start_paused = true)]
+async fn the_sweep_that_marks_a_run_does_not_read_it_again() {
+    let p = Pipeline::start().await;
+    // The marks that say older installs were indexed are read by a process's first sweep.
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    p.push(SHA).await;
+    let reads = |before: u64| p.store.read_count() - before;
+
+    let before = p.store.read_count();
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    let marking = reads(before);
+    assert_eq!(markers(&p).await, [SHA]);
+
+    let before = p.store.read_count();
+    slipway::sweep::run_once(&p.app).await.unwrap();
+    let after = reads(before);
+    assert_eq!(
+        marking, after,
+        "the marking pass read {marking} times, the next {after}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_whose_push_failed_after_its_place_was_given_is_indexed_when_it_comes() {
     let p = Pipeline::start().await;
