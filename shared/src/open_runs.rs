@@ -234,9 +234,9 @@ async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Re
                 repair_log(app, &run).await?;
                 let in_record = head.recent.iter().any(|e| e.id == run.id);
                 if !in_record {
-                    run_index::refresh(store, &app.tuning, &run).await?;
+                    run_index::record(store, &app.tuning, &run, entry.seq).await?;
                 }
-                finished.push(run);
+                finished.push((run, entry.seq));
             }
             Some((run, _)) => {
                 mark(store, &run.id, now).await?;
@@ -255,7 +255,10 @@ async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Re
         Some((head, version)),
         |record: &mut PipelineRecord| {
             let written_out: Vec<usize> = (0..finished.len())
-                .filter(|&i| !record.refresh_recent(&finished[i]))
+                .filter(|&i| {
+                    let (run, seq) = &finished[i];
+                    !record.refresh_recent(&run_index::RunEntry::of(run, *seq))
+                })
                 .collect();
             if record.unmarked_from == Some(from) {
                 record.unmarked_from = (record.next_run > places.end).then_some(places.end);
@@ -267,7 +270,8 @@ async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Re
     // Entries written out to their chunk since they were read here (idempotent for those
     // refreshed there already).
     for i in written_out {
-        run_index::refresh(store, &app.tuning, &finished[i]).await?;
+        let (run, seq) = &finished[i];
+        run_index::record(store, &app.tuning, run, *seq).await?;
     }
     Ok(marked)
 }

@@ -125,16 +125,15 @@ impl PipelineRecord {
         seq
     }
 
-    /// Puts `run`'s entry, as it stands, in place of the one kept here, if one is (never over
-    /// a more recent state). `false` if its entry is not among the recent ones (written out
-    /// to its chunk, or never placed).
-    pub fn refresh_recent(&mut self, run: &Run) -> bool {
-        match self.recent.iter().find(|e| e.id == run.id).map(|e| e.seq) {
-            Some(seq) => {
-                upsert(&mut self.recent, RunEntry::of(run, seq));
-                true
-            }
-            None => false,
+    /// Puts `entry` in place of its run's entry kept here, if one is (never over a more recent
+    /// state). `false` if its run's entry is not among the recent ones (written out to its
+    /// chunk, or never placed).
+    pub fn refresh_recent(&mut self, entry: &RunEntry) -> bool {
+        if self.recent.iter().any(|e| e.id == entry.id) {
+            upsert(&mut self.recent, entry.clone());
+            true
+        } else {
+            false
         }
     }
 
@@ -264,14 +263,7 @@ pub async fn record(store: &dyn StateStore, tuning: &Tuning, run: &Run, seq: i64
         tuning,
         &StoreKey::lineage(&run.pipeline),
         "a pipeline's record",
-        |record: &mut PipelineRecord| {
-            if record.recent.iter().any(|e| e.id == entry.id) {
-                upsert(&mut record.recent, entry.clone());
-                true
-            } else {
-                false
-            }
-        },
+        |record: &mut PipelineRecord| record.refresh_recent(&entry),
     )
     .await?;
     if in_record {
