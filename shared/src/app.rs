@@ -497,6 +497,13 @@ impl App {
         update_record(self.store.as_ref(), &self.tuning, key, what, decide).await
     }
 
+    /// `pipeline`'s record: its lineage, and the head of its index of runs.
+    pub async fn pipeline_record(&self, pipeline: &PipelineName) -> Result<crate::views::PipelineRecord, EngineError> {
+        Ok(crate::views::PipelineRecord::read(self.store.as_ref(), pipeline)
+            .await?
+            .0)
+    }
+
     /// What slipway learned of `pipeline`'s git history: which of two commits is newer.
     pub async fn lineage(&self, pipeline: &PipelineName) -> Result<Lineage, EngineError> {
         Ok(self.record(&StoreKey::lineage(pipeline)).await?.0)

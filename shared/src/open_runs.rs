@@ -66,7 +66,7 @@ pub async fn open_runs_of(
     let head = match head {
         Some(head) => head,
         None => {
-            read = app.record::<PipelineRecord>(&StoreKey::lineage(pipeline)).await?.0;
+            read = app.pipeline_record(pipeline).await?;
             &read
         }
     };
@@ -82,7 +82,7 @@ pub async fn all_open_runs(app: &App) -> Result<Vec<Run>, EngineError> {
     let store = app.store.as_ref();
     let mut heads = Vec::new();
     for pipeline in run_index::pipelines(store).await? {
-        let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(&pipeline)).await?;
+        let head = app.pipeline_record(&pipeline).await?;
         heads.push((pipeline, head));
     }
     let heads: Vec<(&PipelineName, &PipelineRecord)> = heads.iter().map(|(p, h)| (p, h)).collect();

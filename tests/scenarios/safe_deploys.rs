@@ -558,3 +558,53 @@ async fn a_rollback_overtaken_by_a_newer_release_is_called_off_not_run() {
     assert_eq!(record.current.unwrap().sha.as_str(), SHA3);
     assert!(record.lease.is_none());
 }
+
+/// Deploys of one environment that a process claims at the same time share one write of its
+/// record instead of racing one another for it (a burst of pushes used to lose most of those
+/// writes, and the deploy settling the record lost with them); the lease rules hold as they
+/// would one claim after the other: one run gets the lease, the newest of the others waits,
+/// and the older ones give way.
+#[tokio::test(start_paused = true)]
+async fn claims_of_one_environment_made_together_share_one_write() {
+    let p = Pipeline::start().await;
+    let shas: Vec<String> = (1..=6u8).map(|n| format!("{n:02x}").repeat(20)).collect();
+    let mut before = SHA.to_owned();
+    for sha in &shas {
+        assert_eq!(p.push_after(sha, &before).await.status, StatusCode::CREATED);
+        before = sha.clone();
+    }
+    let mut runs = Vec::new();
+    for sha in &shas {
+        runs.push(p.run(sha).await);
+    }
+    let staging: EnvName = "staging".parse().unwrap();
+
+    // Every store call yields first: the claims run side by side, as a burst's do.
+    p.store.interleave(true);
+    let writes = p.store.write_count();
+    let claims = futures::future::join_all(
+        runs.iter()
+            .map(|run| slipway::handlers::envs::claim(&p.app, run, &staging, None)),
+    )
+    .await;
+    p.store.interleave(false);
+    let written = p.store.write_count() - writes;
+
+    use slipway::domain::Claim;
+    let claims: Vec<Claim> = claims.into_iter().map(|c| c.unwrap().0).collect();
+    let granted: Vec<usize> = (0..claims.len())
+        .filter(|i| matches!(claims[*i], Claim::Granted))
+        .collect();
+    assert_eq!(granted.len(), 1, "exactly one run gets the lease: {claims:?}");
+    // The first to get its turn writes alone; every claim that waited meanwhile is decided
+    // with the others in the next write. One claim after the other, they wrote six times.
+    assert!(written <= 2, "{written} writes for {} claims", runs.len());
+    let (record, _) = p.app.environment(&"shop".parse().unwrap(), &staging).await.unwrap();
+    assert_eq!(record.lease.map(|l| l.run), Some(runs[granted[0]].id.clone()));
+    let waiting: Vec<_> = record.waiting.iter().map(|w| w.run.clone()).collect();
+    assert_eq!(
+        waiting,
+        [runs.last().unwrap().id.clone()],
+        "the newest waits, the older ones gave way"
+    );
+}

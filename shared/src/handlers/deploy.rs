@@ -351,9 +351,7 @@ pub async fn supersede(app: &App, run_id: &RunId, env: &EnvName, known: Known) -
     let run = super::run_of(app, run_id, known).await?;
     // Only unfinished runs can be pending; a newer run that already finished matters only
     // if it is what the environment runs now, which its record says.
-    let (head, _) = app
-        .record::<crate::views::PipelineRecord>(&crate::ports::StoreKey::lineage(&run.pipeline))
-        .await?;
+    let head = app.pipeline_record(&run.pipeline).await?;
     let others: Vec<Run> = crate::open_runs::open_runs_of(app, &run.pipeline, Some(&head), Some(&run.id)).await?;
     let lineage = &head.lineage;
     let newer = |a: &Run, b: &Run| lineage.is_newer(a.place(), b.place());

@@ -19,7 +19,6 @@ use crate::domain::{
     ApproverId, EnvName, Environment, Lease, Mode, PipelineName, Place, Release, Run, StageKind, StageStatus, Waiter,
 };
 use crate::policy::Verdict;
-use crate::ports::StoreKey;
 use crate::views::run_index::{self, Cursor, PipelineRecord, RunEntry};
 
 /// How many of a pipeline's newest runs the overview draws.
@@ -450,7 +449,7 @@ async fn brings_from(
         Some((record, upstream)) => (record, Some(upstream)),
         None => (app.environment(pipeline, env).await?.0, None),
     };
-    let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(pipeline)).await?;
+    let head = app.pipeline_record(pipeline).await?;
     let lineage = &head.lineage;
     let this = run.place();
     let (runs, more) = runs_since(app, &head, run, record.current.as_ref()).await?;

@@ -12,8 +12,12 @@
 //! ([`run_index::flush`]) before it lets the next batch in: once per chunk, not once per push
 //! that saw the chunk full (a batch of 200 pushes crossing a chunk used to start 200 flushes
 //! racing on the same two records).
+//!
+//! The same [`Line`] serves the deploys that claim one environment's lease at once
+//! ([`crate::handlers::envs::claim`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
@@ -23,57 +27,124 @@ use crate::domain::Run;
 use crate::ports::StoreKey;
 use crate::views::{PipelineRecord, run_index};
 
-/// A place in the index.
-type Placed = i64;
-type Answer = Result<Placed, Arc<EngineError>>;
+/// The changes of one record that wait together in one process, and the turn to write it.
+/// Whoever gets the turn first decides every change waiting then, in one write (or whatever
+/// its `lead` does), and hands each its answer. Jobs are owned, and cloned when a job must
+/// line up again.
+pub(crate) struct Line<J, A> {
+    waiting: Mutex<Vec<(J, Reply<A>)>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
 
-#[derive(Default)]
-struct Line {
-    waiting: Mutex<Vec<(Run, oneshot::Sender<Answer>)>>,
-    leader: tokio::sync::Mutex<()>,
+/// Where a waiting job's answer goes: an error is shared by the whole batch.
+type Reply<A> = oneshot::Sender<Result<A, Arc<EngineError>>>;
+
+impl<J, A> Default for Line<J, A> {
+    fn default() -> Self {
+        Self {
+            waiting: Mutex::default(),
+            turn: Arc::default(),
+        }
+    }
+}
+
+impl<J: Clone, A> Line<J, A> {
+    /// `job`'s answer, decided together with every job waiting at the same time: by this
+    /// caller, if it gets the turn first, with `lead` (given the jobs in the order they came,
+    /// it answers each in that order).
+    pub(crate) async fn together<F, Fut>(&self, job: &J, lead: F) -> Result<A, EngineError>
+    where
+        F: Fn(Vec<J>) -> Fut,
+        Fut: Future<Output = Result<Vec<A>, EngineError>>,
+    {
+        let mut answer = self.join(job);
+        loop {
+            let turn = tokio::select! {
+                biased;
+                got = &mut answer => match got {
+                    Ok(Ok(answered)) => return Ok(answered),
+                    Ok(Err(e)) => return Err(unshare(e)),
+                    // Whoever took this job along was cancelled: line up again.
+                    Err(_) => {
+                        answer = self.join(job);
+                        continue;
+                    }
+                },
+                turn = self.turn.lock() => turn,
+            };
+            let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+            if !batch.is_empty() {
+                let (jobs, answers): (Vec<J>, Vec<_>) = batch.into_iter().unzip();
+                match lead(jobs).await {
+                    Ok(answered) => {
+                        for (tx, answer) in answers.into_iter().zip(answered) {
+                            let _ = tx.send(Ok(answer));
+                        }
+                    }
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        for tx in answers {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            drop(turn);
+        }
+    }
+
+    /// The turn alone, for a change decided on its own: held until dropped.
+    pub(crate) async fn turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.turn.clone().lock_owned().await
+    }
+
+    fn join(&self, job: &J) -> oneshot::Receiver<Result<A, Arc<EngineError>>> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((job.clone(), tx));
+        rx
+    }
 }
 
 /// A state store (by address) and a record's key.
 type LineKey = (usize, String);
 
-/// One line per state store and record.
-static LINES: LazyLock<Mutex<HashMap<LineKey, Arc<Line>>>> = LazyLock::new(Default::default);
+/// The lines of one kind of record: one per state store and key.
+pub(crate) type Lines<J, A> = LazyLock<Mutex<HashMap<LineKey, Arc<Line<J, A>>>>>;
+
+/// The line of the record at `key` in `app`'s store.
+pub(crate) fn line<J, A>(lines: &Lines<J, A>, app: &App, key: &StoreKey) -> Arc<Line<J, A>> {
+    let store = Arc::as_ptr(&app.store).cast::<()>() as usize;
+    lines
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry((store, key.as_str().to_owned()))
+        .or_default()
+        .clone()
+}
+
+/// A place in the index.
+type Placed = i64;
+
+/// The pushes waiting for each pipeline's record.
+static PUSHES: Lines<Run, Placed> = LazyLock::new(Default::default);
 
 /// Learns `run`'s push into its pipeline's record and gives it its place (see
 /// [`PipelineRecord::open`]), together with whatever other pushes of the pipeline wait.
 pub async fn open(app: &App, run: &Run) -> Result<Placed, EngineError> {
     let key = StoreKey::lineage(&run.pipeline);
-    let store = Arc::as_ptr(&app.store).cast::<()>() as usize;
-    let line = LINES
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry((store, key.as_str().to_owned()))
-        .or_default()
-        .clone();
-    let mut answer = join(&line, run);
-    loop {
-        let leading = tokio::select! {
-            biased;
-            got = &mut answer => match got {
-                Ok(Ok(placed)) => return Ok(placed),
-                Ok(Err(e)) => return Err(unshare(e)),
-                // The leader holding this push was cancelled: line up again.
-                Err(_) => {
-                    answer = join(&line, run);
-                    continue;
-                }
-            },
-            guard = line.leader.lock() => guard,
-        };
-        let batch = std::mem::take(&mut *line.waiting.lock().unwrap_or_else(PoisonError::into_inner));
-        if !batch.is_empty() {
-            let runs: Vec<&Run> = batch.iter().map(|(run, _)| run).collect();
-            let what = format!("the lineage of {}", run.pipeline);
-            let decided = update_record_from(
+    let line = line(&PUSHES, app, &key);
+    let what = format!("the lineage of {}", run.pipeline);
+    line.together(run, |runs: Vec<Run>| {
+        let (key, what) = (&key, &what);
+        async move {
+            let ((placed, unflushed), written) = update_record_from(
                 app.store.as_ref(),
                 &app.tuning,
-                &key,
-                &what,
+                key,
+                what,
                 None,
                 |record: &mut PipelineRecord| {
                     let placed: Vec<Placed> = runs
@@ -86,44 +157,23 @@ pub async fn open(app: &App, run: &Run) -> Result<Placed, EngineError> {
                     (placed, record.unflushed())
                 },
             )
-            .await;
-            match decided {
-                Ok(((placed, unflushed), written)) => {
-                    for ((_, tx), seq) in batch.into_iter().zip(placed) {
-                        let _ = tx.send(Ok(seq));
-                    }
-                    // Still leading: no batch of this process races the flush on the record.
-                    // One cut short is done again by the next batch's leader (the record
-                    // still says so), and pages read the entries from the record meanwhile.
-                    // The flush starts from the record as this batch wrote it, not read again.
-                    if unflushed
-                        && let Err(e) = run_index::flush(app.store.as_ref(), &app.tuning, &run.pipeline, written).await
-                    {
-                        tracing::warn!(pipeline = %run.pipeline, error = %e, "writing out a full chunk of the index of runs failed; the next push retries");
-                    }
-                }
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for (_, tx) in batch {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                }
+            .await?;
+            // Still holding the turn: no batch of this process races the flush on the record.
+            // One cut short is done again by the next batch's leader (the record still says
+            // so), and pages read the entries from the record meanwhile. The flush starts
+            // from the record as this batch wrote it, not read again.
+            if unflushed
+                && let Err(e) = run_index::flush(app.store.as_ref(), &app.tuning, &runs[0].pipeline, written).await
+            {
+                tracing::warn!(pipeline = %runs[0].pipeline, error = %e, "writing out a full chunk of the index of runs failed; the next push retries");
             }
+            Ok(placed)
         }
-        drop(leading);
-    }
+    })
+    .await
 }
 
-fn join(line: &Line, run: &Run) -> oneshot::Receiver<Answer> {
-    let (tx, rx) = oneshot::channel();
-    line.waiting
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push((run.clone(), tx));
-    rx
-}
-
-/// The batch's error, for one of its pushes: itself when it was the only one.
+/// A batch's error, for one of its members: itself when it was the only one.
 fn unshare(e: Arc<EngineError>) -> EngineError {
     match Arc::try_unwrap(e) {
         Ok(e) => e,

@@ -326,7 +326,7 @@ pub async fn shipped_runs(
         Some(before) => match head.filter(|h| h.place_of(run).is_some()) {
             Some(head) => runs_since(app, head, run, Some(before)).await?,
             None => {
-                let (head, _) = app.record::<PipelineRecord>(&StoreKey::lineage(&run.pipeline)).await?;
+                let head = app.pipeline_record(&run.pipeline).await?;
                 runs_since(app, &head, run, Some(before)).await?
             }
         },

@@ -102,6 +102,12 @@ pub struct Placed {
 }
 
 impl PipelineRecord {
+    /// `pipeline`'s record as stored, with its version (the default, and no version, if it was
+    /// never written).
+    pub async fn read(store: &dyn StateStore, pipeline: &PipelineName) -> Result<Carried<Self>, EngineError> {
+        read_record(store, &StoreKey::lineage(pipeline)).await
+    }
+
     /// The place of `run`: the one it was given if it was given one lately, else the next.
     pub fn place(&mut self, run: &RunId) -> i64 {
         if let Some(p) = self.placed.iter().find(|p| p.run == *run) {
@@ -374,10 +380,7 @@ async fn write_chunk(
 pub async fn refresh(store: &dyn StateStore, tuning: &Tuning, run: &Run) -> Result<(), EngineError> {
     let seq = match run.seq {
         Some(seq) => Some(seq),
-        None => read_record::<PipelineRecord>(store, &StoreKey::lineage(&run.pipeline))
-            .await?
-            .0
-            .place_of(run),
+        None => PipelineRecord::read(store, &run.pipeline).await?.0.place_of(run),
     };
     match seq {
         Some(seq) => record(store, tuning, run, seq).await,
@@ -447,7 +450,7 @@ struct Walk {
 impl Walk {
     /// Reads the pipeline's record; the walk starts below `before` (at the newest run if `None`).
     async fn open(store: &dyn StateStore, pipeline: &PipelineName, before: Option<i64>) -> Result<Self, EngineError> {
-        let (head, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
+        let (head, _) = PipelineRecord::read(store, pipeline).await?;
         let top = before.unwrap_or(head.next_run).min(head.next_run);
         Ok(Self {
             pipeline: pipeline.clone(),
@@ -500,7 +503,7 @@ pub async fn at_place(
     pipeline: &PipelineName,
     seq: i64,
 ) -> Result<Option<RunEntry>, EngineError> {
-    let (head, _) = read_record::<PipelineRecord>(store, &StoreKey::lineage(pipeline)).await?;
+    let (head, _) = PipelineRecord::read(store, pipeline).await?;
     if seq >= head.next_run {
         return Ok(None);
     }
