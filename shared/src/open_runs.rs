@@ -221,7 +221,7 @@ pub async fn sweep(app: &App, now: Timestamp) -> Result<Vec<Run>, EngineError> {
 async fn mark_unmarked(app: &App, pipeline: &PipelineName, now: Timestamp) -> Result<Vec<Run>, EngineError> {
     let store = app.store.as_ref();
     let key = StoreKey::lineage(pipeline);
-    let (head, version) = app.record::<PipelineRecord>(&key).await?;
+    let (head, version) = PipelineRecord::read(store, pipeline).await?;
     let places = head.unmarked();
     let Some(from) = head.unmarked_from else {
         return Ok(Vec::new());

@@ -52,13 +52,13 @@ impl App {
 struct NeedsLineage;
 
 /// What a deploy carries from its lease claim to the rest of its work instead of reading
-/// it again: the pipeline's lineage, and the environment's record as the claim left it.
+/// it again: the environment's record as the claim left it, and the pipeline's record.
 #[derive(Debug, Default)]
 pub struct Carry {
-    pub lineage: Option<Lineage>,
     pub environment: Option<Carried<Environment>>,
-    /// The pipeline's record (its index's head, and the lineage), as the claim read it: what
-    /// logging the release needs to find the runs it ships.
+    /// The pipeline's record (its lineage, and its index's head), as the claim read it: what
+    /// settling compares commits by, and what logging the release needs to find the runs it
+    /// ships.
     pub head: Option<PipelineRecord>,
 }
 
@@ -86,7 +86,7 @@ pub async fn claim(
             .stage(crate::domain::StageKind::Deploy, Some(env))
             .map_or(0, |s| s.attempts),
         now,
-        lineage: head.lineage.clone(),
+        head,
     });
     let line = group_commit::line(&CLAIMS, app, &key);
     let (claim, record) = match known {
@@ -122,11 +122,11 @@ pub async fn claim(
             .await?
         }
     };
-    let lineage = Arc::try_unwrap(asking).map_or_else(|shared| shared.lineage.clone(), |asking| asking.lineage);
+    // The claim's own again once decided (a copy only if it were still shared).
+    let head = Arc::try_unwrap(asking).map_or_else(|shared| shared.head.clone(), |asking| asking.head);
     Ok((
         claim,
         Carry {
-            lineage: Some(lineage),
             environment: Some(record),
             head: Some(head),
         },
@@ -140,7 +140,8 @@ struct Asking {
     opened_at: Timestamp,
     attempt: u32,
     now: Timestamp,
-    lineage: Lineage,
+    /// The pipeline's record, for its lineage: handed back to the claim once decided.
+    head: PipelineRecord,
 }
 
 impl Asking {
@@ -151,7 +152,7 @@ impl Asking {
             self.attempt,
             self.now,
             LEASE_TTL,
-            &self.lineage,
+            &self.head.lineage,
         )
     }
 }
@@ -296,8 +297,8 @@ pub async fn settle_from(
     let what = format!("environment {}/{env}", run.pipeline);
     // The lineage is read only if settling compares commits (see `settle_compares`): first
     // without it, then — if the record turns out to need it — with it.
-    let mut lineage = carry.lineage;
     let carry_head = carry.head;
+    let mut read_lineage: Option<Lineage> = None;
     let mut known = carry.environment;
     let turn = turn(app, &key).await;
     let (wake, released, record) = loop {
@@ -309,7 +310,8 @@ pub async fn settle_from(
             known.take(),
             |record: &mut Environment| {
                 let before = record.current.clone();
-                let wake = match &lineage {
+                let lineage = read_lineage.as_ref().or(carry_head.as_ref().map(|head| &head.lineage));
+                let wake = match lineage {
                     Some(lineage) => record.settle(&run.id, &outcome, lineage),
                     None if record.settle_compares(&run.id, &outcome) => return Err(NeedsLineage),
                     None => record.settle(&run.id, &outcome, &Lineage::default()),
@@ -321,7 +323,7 @@ pub async fn settle_from(
         match decided {
             Ok((wake, released)) => break (wake, released, state),
             Err(NeedsLineage) => {
-                lineage = Some(app.lineage(&run.pipeline).await?);
+                read_lineage = Some(app.lineage(&run.pipeline).await?);
                 known = Some(state);
             }
         }

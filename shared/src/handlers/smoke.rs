@@ -47,7 +47,6 @@ pub async fn handle(
         claim_and_run(app, Some(known), run_id, StageKind::Smoke, env, check).await?
     };
     let carry = envs::Carry {
-        lineage: None,
         environment: environment.map(|(record, version)| (record, Some(version))),
         head: None,
     };
