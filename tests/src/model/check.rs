@@ -308,9 +308,11 @@ impl Model {
             }
         }
         for (&(n, env), &asked) in &self.accepted.rollbacks {
+            // A retry sets the rollbacks that followed the failure aside, in `retired`.
             let manual = run_of(n).map_or(0, |r| {
                 r.stages
                     .iter()
+                    .chain(&r.retired)
                     .filter(|s| {
                         s.kind == StageKind::Rollback
                             && s.env.as_ref() == Some(&env.name())
