@@ -15,8 +15,8 @@
 //!   build timeout is up; after [`Model::try_finish`] (whose clock passes every build
 //!   timeout) every run ended, and no message or lease is left;
 //! - **(e)** no update is lost: every push, CI result, approval, rejection and rollback the
-//!   engine accepted shows in the run — a build CI's accepted result decided never times
-//!   out.
+//!   engine accepted shows in the run (a rollback that a later retry set aside, among its
+//!   retired stages) — a build CI's accepted result decided never times out.
 
 use std::collections::BTreeSet;
 use std::fmt;
