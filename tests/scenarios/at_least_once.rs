@@ -698,25 +698,3 @@ async fn superseding_finds_the_older_approval_through_the_index() {
     slipway::sweep::run_once(&p.app).await.unwrap();
     assert_eq!(indexed(&p).await, [SHA2]);
 }
-
-/// Found by the model: the deploy worker crashes mid-deploy, the sweep frees the lease, a
-/// rollback of staging is accepted for commit 2's run, then commit 2's run is retried. The
-/// accepted rollback must stay on commit 2's run.
-#[tokio::test(start_paused = true)]
-async fn a_retry_keeps_the_rollback_accepted_before_it() {
-    use slipway_tests::model::{Build::*, Env, Model, Q, Step::*};
-    let mut m = Model::start(&[1, 1]).await;
-    m.step(Push(0)).await;
-    m.step(Ci(1, Green)).await;
-    m.step(Crash(Q::Deploy, 8)).await;
-    m.step(Advance(15)).await;
-    m.step(Push(1)).await;
-    m.step(Ci(2, Green)).await;
-    m.step(Work(Q::Deploy)).await;
-    m.step(Advance(3)).await;
-    m.step(Sweep).await;
-    m.step(Rollback(Env::Staging)).await;
-    m.step(Work(Q::Deploy)).await;
-    m.step(Retry(2)).await;
-    m.finish().await;
-}

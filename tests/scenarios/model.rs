@@ -355,3 +355,26 @@ async fn found_a_retry_failing_before_its_release_keeps_the_doubt_of_the_deploy_
     m.step(DeployFails(Env::Staging, Phase::Backup)).await;
     m.finish().await;
 }
+
+/// Found at seed 6534632736752704261: commit 2's staging deploy is abandoned by a crashed
+/// worker, staging is rolled back by hand, then commit 2's run is retried. The retry sets the
+/// rollback aside among the run's retired stages; the accepted rollback must still show there.
+#[tokio::test(start_paused = true)]
+async fn found_a_retry_keeps_the_rollback_accepted_before_it() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[1, 1]).await;
+    m.step(Push(0)).await;
+    m.step(Ci(1, Green)).await;
+    m.step(Crash(Q::Deploy, 8)).await;
+    m.step(Advance(15)).await;
+    m.step(Push(1)).await;
+    m.step(Ci(2, Green)).await;
+    m.step(Work(Q::Deploy)).await;
+    m.step(Advance(3)).await;
+    m.step(Sweep).await;
+    m.step(Rollback(Env::Staging)).await;
+    m.step(Work(Q::Deploy)).await;
+    m.step(Retry(2)).await;
+    m.finish().await;
+}
