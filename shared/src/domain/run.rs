@@ -616,6 +616,15 @@ impl Run {
             .collect()
     }
 
+    /// Every rollback stage of `env` this run has had, oldest first: those a retry set aside
+    /// ([`Run::retired`]) too.
+    pub fn rollbacks_in<'a>(&'a self, env: &'a EnvName) -> impl Iterator<Item = &'a Stage> + 'a {
+        self.stages
+            .iter()
+            .chain(&self.retired)
+            .filter(move |s| s.kind == StageKind::Rollback && s.env.as_ref() == Some(env))
+    }
+
     /// Is work for `env` queued or under way (deploy, smoke, bake, rollback)? While it is,
     /// the run keeps the environment's lease.
     pub fn busy_in(&self, env: &EnvName) -> bool {

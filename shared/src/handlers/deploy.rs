@@ -265,12 +265,7 @@ fn deploy_purpose<'a>(run: &Run, env: &EnvName) -> DeployPurpose<'a> {
 /// What the rollback stage `run` has queued in `env` asks targets for: which run rolls back,
 /// and which of its rollbacks there this is — counting those a retry set aside.
 fn rollback_purpose<'a>(run: &'a Run, env: &EnvName) -> DeployPurpose<'a> {
-    let attempt = run
-        .stages
-        .iter()
-        .chain(&run.retired)
-        .filter(|s| s.kind == StageKind::Rollback && s.env.as_ref() == Some(env))
-        .count();
+    let attempt = run.rollbacks_in(env).count();
     DeployPurpose::Rollback {
         rolling_back: &run.id,
         attempt: u32::try_from(attempt).unwrap_or(u32::MAX).max(1),

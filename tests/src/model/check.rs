@@ -308,16 +308,11 @@ impl Model {
             }
         }
         for (&(n, env), &asked) in &self.accepted.rollbacks {
-            // A retry sets the rollbacks that followed the failure aside, in `retired`.
+            // Those a retry set aside count too.
+            let name = env.name();
             let manual = run_of(n).map_or(0, |r| {
-                r.stages
-                    .iter()
-                    .chain(&r.retired)
-                    .filter(|s| {
-                        s.kind == StageKind::Rollback
-                            && s.env.as_ref() == Some(&env.name())
-                            && s.rollback.as_ref().is_some_and(|p| p.manual)
-                    })
+                r.rollbacks_in(&name)
+                    .filter(|s| s.rollback.as_ref().is_some_and(|p| p.manual))
                     .count()
             });
             if manual < asked {
