@@ -378,3 +378,26 @@ async fn found_a_retry_keeps_the_rollback_accepted_before_it() {
     m.step(Retry(2)).await;
     m.finish().await;
 }
+
+/// Found at seed 3706844830618179362: commit 3 is released to staging, but a store fault
+/// loses the settle that records it there; its smoke checks fail and the worker dies right
+/// after queueing the rollback. The sweep frees the expired lease while the rollback is still
+/// queued: staging still runs 3, so run 3 must stay in doubt there, or commit 2 (an ancestor
+/// of 3) takes the lease and goes over it.
+#[tokio::test(start_paused = true)]
+async fn found_a_lease_freed_while_its_rollback_is_queued_keeps_the_release_in_doubt() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 1, 2]).await;
+    m.step(Push(1)).await; // before 2, commits [3]
+    m.step(Health(Env::Staging, false)).await;
+    m.step(Ci(3, Green)).await;
+    m.step(Push(0)).await; // before 0, commits [1, 2]
+    m.step(SendFails(1)).await;
+    m.step(StoreFault(Op::Replace, 2, false)).await;
+    m.step(WorkTwo(Q::Deploy)).await;
+    m.step(Ci(2, Green)).await;
+    m.step(Ci(3, Green)).await;
+    m.step(Crash(Q::Smoke, 2)).await;
+    m.finish().await;
+}

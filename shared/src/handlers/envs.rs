@@ -365,17 +365,29 @@ pub async fn settle_from(
 fn outcome_of(run: &Run, env: &EnvName) -> EnvOutcome {
     use crate::domain::{StageKind, StageStatus};
     let deploy = run.stage(StageKind::Deploy, Some(env));
+    // While its rollback is under way, the environment runs the run's release (the rollback
+    // has not started, or died before its release phase) or what the rollback puts back:
+    // `current_release_of` names neither, and the run stays in doubt until the rollback's
+    // own settle says which. The sweep frees the lease of a rollback whose worker vanished
+    // and must not forget that the run's release may still be running.
+    let rolling_back = run.stage(StageKind::Rollback, Some(env)).is_some_and(|s| {
+        matches!(
+            s.status,
+            StageStatus::Pending | StageStatus::Queued | StageStatus::Running
+        )
+    });
     EnvOutcome {
         release: current_release_of(run, env),
         busy: run.busy_in(env),
         // A deploy that never ran did not release; one that ended with its phases recorded
         // says whether it did. One still running, or that failed with no phases recorded
         // (abandoned by a vanished worker), may have released.
-        known: deploy.is_none_or(|s| match s.status {
-            StageStatus::Pending | StageStatus::Queued | StageStatus::Skipped | StageStatus::Superseded => true,
-            StageStatus::Running => false,
-            _ => !s.phases.is_empty(),
-        }),
+        known: !rolling_back
+            && deploy.is_none_or(|s| match s.status {
+                StageStatus::Pending | StageStatus::Queued | StageStatus::Skipped | StageStatus::Superseded => true,
+                StageStatus::Running => false,
+                _ => !s.phases.is_empty(),
+            }),
     }
 }
 
