@@ -401,3 +401,34 @@ async fn found_a_lease_freed_while_its_rollback_is_queued_keeps_the_release_in_d
     m.step(Crash(Q::Smoke, 2)).await;
     m.finish().await;
 }
+
+/// Found at seed 3420243573354294882: run 1's lease expires while its smoke checks run, and
+/// run 4 takes it and releases. Run 1's checks then fail and queue its automatic rollback,
+/// which must not restore run 1's backup over commit 4 and record commit 1 as what runs, or
+/// commit 2 (an ancestor of 4) goes over commit 4.
+///
+/// Not fixed yet: superseding the automatic rollback as a manual one is (when the
+/// environment's record shows a release later than the run's deploy) leaves the model's
+/// queued-rollback and settling invariants unmet in other found schedules; see issue 11's
+/// note of 2026-11-28.
+#[tokio::test(start_paused = true)]
+#[ignore = "known bug found by the model at seed 3420243573354294882, not fixed yet"]
+async fn found_an_automatic_rollback_after_a_newer_release_is_superseded() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[1, 1, 2]).await;
+    m.step(Health(Env::Staging, false)).await;
+    m.step(Push(0)).await; // before 0, commits [1]
+    m.step(Push(2)).await; // before 2, commits [3, 4]
+    m.step(Ci(1, Green)).await;
+    m.step(Push(0)).await; // before 0, commits [1]
+    m.step(Work(Q::Deploy)).await;
+    m.step(Advance(15)).await;
+    m.step(Ci(4, Green)).await;
+    m.step(SendFails(2)).await;
+    m.step(Push(1)).await; // before 1, commits [2]
+    m.step(Drain).await;
+    m.step(SendFails(1)).await;
+    m.step(Ci(2, Green)).await;
+    m.finish().await;
+}
