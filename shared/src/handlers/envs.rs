@@ -370,12 +370,9 @@ fn outcome_of(run: &Run, env: &EnvName) -> EnvOutcome {
     // `current_release_of` names neither, and the run stays in doubt until the rollback's
     // own settle says which. The sweep frees the lease of a rollback whose worker vanished
     // and must not forget that the run's release may still be running.
-    let rolling_back = run.stage(StageKind::Rollback, Some(env)).is_some_and(|s| {
-        matches!(
-            s.status,
-            StageStatus::Pending | StageStatus::Queued | StageStatus::Running
-        )
-    });
+    let rolling_back = run
+        .stage(StageKind::Rollback, Some(env))
+        .is_some_and(|s| !s.status.is_terminal());
     EnvOutcome {
         release: current_release_of(run, env),
         busy: run.busy_in(env),
