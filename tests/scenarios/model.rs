@@ -405,14 +405,9 @@ async fn found_a_lease_freed_while_its_rollback_is_queued_keeps_the_release_in_d
 /// Found at seed 3420243573354294882: run 1's lease expires while its smoke checks run, and
 /// run 4 takes it and releases. Run 1's checks then fail and queue its automatic rollback,
 /// which must not restore run 1's backup over commit 4 and record commit 1 as what runs, or
-/// commit 2 (an ancestor of 4) goes over commit 4.
-///
-/// Not fixed yet: superseding the automatic rollback as a manual one is (when the
-/// environment's record shows a release later than the run's deploy) leaves the model's
-/// queued-rollback and settling invariants unmet in other found schedules; see issue 11's
-/// note of 2026-11-28.
+/// commit 2 (an ancestor of 4) goes over commit 4. The rollback's lease claim finds commit
+/// 4 released after run 1's deploy began, and calls the rollback off.
 #[tokio::test(start_paused = true)]
-#[ignore = "known bug found by the model at seed 3420243573354294882, not fixed yet"]
 async fn found_an_automatic_rollback_after_a_newer_release_is_superseded() {
     use Build::*;
     use Step::*;

@@ -514,6 +514,70 @@ async fn a_release_is_rolled_back_by_hand_through_the_same_phases() {
     );
 }
 
+/// The automatic kind: SHA2's smoke checks outlast its lease on staging, SHA3 takes the
+/// lease and is released, and then SHA2's checks fail. Restoring SHA2's backup now would
+/// undo SHA3's release (and record SHA2 as what staging runs, letting older commits over
+/// SHA3): the rollback is called off, and SHA2 stays failed.
+#[tokio::test(start_paused = true)]
+async fn an_automatic_rollback_a_newer_release_overtook_is_called_off_not_run() {
+    const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f901234567890ab";
+    let p = Pipeline::with_config(&deployment()).await;
+    p.healthy("staging", SHA);
+    p.healthy("production", SHA);
+    ship(&p, SHA).await;
+    p.advance(SignedDuration::from_mins(10));
+
+    // SHA2 is released to staging; its smoke check's message is held up.
+    assert_eq!(p.push(SHA2).await.status, StatusCode::CREATED);
+    assert_eq!(p.ci(SHA2, "success").await.status, StatusCode::OK);
+    let deploys = p.lose_pending(QueueName::Deploy).await;
+    assert_eq!(deploys.len(), 1);
+    slipway::handlers::handle(&p.app, QueueName::Deploy, &deploys[0])
+        .await
+        .unwrap();
+    let smoke = p.lose_pending(QueueName::Smoke).await;
+    assert_eq!(smoke.len(), 1);
+    assert_eq!(p.deployed("staging"), [SHA, SHA2]);
+
+    // Its lease runs out; SHA3 takes it and goes all the way.
+    p.advance(SignedDuration::from_mins(11));
+    p.healthy("staging", SHA3);
+    p.healthy("production", SHA3);
+    ship(&p, SHA3).await;
+    assert_eq!(p.deployed("staging"), [SHA, SHA2, SHA3]);
+    assert_eq!(p.run(SHA3).await.status(), RunStatus::Released);
+
+    // SHA2's checks run at last, and fail: staging no longer answers with SHA2.
+    slipway::handlers::handle(&p.app, QueueName::Smoke, &smoke[0])
+        .await
+        .unwrap();
+    p.run_queues().await;
+    let run = p.run(SHA2).await;
+    let rollback = run.stage(StageKind::Rollback, Some(&env("staging"))).unwrap();
+    assert_eq!(rollback.status, StageStatus::Superseded, "{:?}", rollback.summary);
+    assert_eq!(rollback.superseded_by.as_ref(), Some(&p.run(SHA3).await.id));
+    assert_eq!(
+        run.status(),
+        RunStatus::Failed,
+        "its checks failed; nothing was put back"
+    );
+    assert!(
+        !p.deployer.phases_of("staging").contains(&"restore"),
+        "SHA2's backup was not restored over SHA3: {:?}",
+        p.deployer.phases_of("staging")
+    );
+    assert_eq!(p.deployed("staging"), [SHA, SHA2, SHA3]);
+    let (record, _) = p.app.environment(&shop(), &env("staging")).await.unwrap();
+    assert_eq!(record.current.unwrap().sha.as_str(), SHA3, "staging still runs SHA3");
+    assert!(record.lease.is_none());
+    let told = p.notifications_of("superseded");
+    let called_off = told
+        .iter()
+        .find(|n| n.title.contains("rollback of staging called off"))
+        .unwrap_or_else(|| panic!("{told:?}"));
+    assert!(called_off.text.contains("runs there now"), "{called_off:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_rollback_overtaken_by_a_newer_release_is_called_off_not_run() {
     const SHA3: &str = "c3d4e5f60718293a4b5c6d7e8f901234567890ab";

@@ -61,6 +61,11 @@ pub enum Event {
     /// A newer run took this run's place at `env`: its pending approval or queued deploy
     /// there will never happen.
     Superseded { env: EnvName, by: RunId },
+    /// Another run's release (`by`) reached `env` after this run's queued rollback there was
+    /// decided on — for one asked for by hand, after it was asked; for an automatic one,
+    /// after this run's deploy there began (its lease ran out and the newer run took it).
+    /// Going back now would undo that release too, so the rollback ends without running.
+    RollbackOvertaken { env: EnvName, by: RunId },
     /// A worker starts watching the environment's health after the deploy.
     BakeStarted { env: EnvName },
     /// The bake ended: `Ok(what was seen)` or `Err(why it is unhealthy)`.
@@ -480,33 +485,31 @@ impl Tx<'_> {
                 Ok(())
             }
             Event::Superseded { env, by } => {
-                // A pending approval, a queued deploy, or a rollback asked for by hand that a
-                // newer release overtook before it ran.
-                let pending = |stage: &Stage| match stage.kind {
-                    StageKind::Rollback => {
-                        stage.status == StageStatus::Queued && stage.rollback.as_ref().is_some_and(|p| p.manual)
-                    }
-                    _ => matches!(stage.status, StageStatus::Waiting | StageStatus::Queued),
-                };
-                let i = [StageKind::Approval, StageKind::Deploy, StageKind::Rollback]
+                // A pending approval or a queued deploy. Never a queued rollback: one that
+                // comes late (decided on while the run still waited for its approval) must
+                // not call off the rollback of a release that has failed since; that takes
+                // `RollbackOvertaken`, decided on the environment's record.
+                let i = [StageKind::Approval, StageKind::Deploy]
                     .into_iter()
                     .filter_map(|kind| self.run.stage_index(kind, Some(env)))
-                    .find(|i| pending(&self.run.stages[*i]))
+                    .find(|i| matches!(self.run.stages[*i].status, StageStatus::Waiting | StageStatus::Queued))
                     .ok_or_else(|| match self.run.stage_index(StageKind::Deploy, Some(env)) {
                         Some(i) => self.not_applicable(i),
                         None => Ignored::NoSuchStage(format!("deploy:{env}")),
                     })?;
-                self.run.stages[i].superseded_by = Some(by.clone());
-                let label = self.run.stages[i].label();
-                self.finish(
-                    i,
-                    StageStatus::Superseded,
-                    format!("{label} superseded by the newer run {by}"),
+                let what = format!("{} superseded by the newer run {by}", self.run.stages[i].label());
+                self.supersede(i, env, by, what);
+                Ok(())
+            }
+            Event::RollbackOvertaken { env, by } => {
+                let i = self.index(StageKind::Rollback, env)?;
+                if self.run.stages[i].status != StageStatus::Queued {
+                    return Err(self.not_applicable(i));
+                }
+                let what = format!(
+                    "rollback of {env} called off: run {by} released there since, and going back would undo it"
                 );
-                self.notify(NoticeKind::Superseded {
-                    env: env.clone(),
-                    by: by.clone(),
-                });
+                self.supersede(i, env, by, what);
                 Ok(())
             }
             Event::BakeStarted { env } => self.claim(StageKind::Bake, env),
@@ -1117,6 +1120,16 @@ impl Tx<'_> {
             kind,
         };
         self.commands.push(Command::Notify(notice));
+    }
+
+    /// Stage `i` at `env` will never run: `by` took its place.
+    fn supersede(&mut self, i: usize, env: &EnvName, by: &RunId, what: String) {
+        self.run.stages[i].superseded_by = Some(by.clone());
+        self.finish(i, StageStatus::Superseded, what);
+        self.notify(NoticeKind::Superseded {
+            env: env.clone(),
+            by: by.clone(),
+        });
     }
 
     fn finish(&mut self, i: usize, status: StageStatus, what: String) {

@@ -1293,6 +1293,63 @@ fn failed_smoke_checks_roll_the_environment_back() {
 }
 
 #[test]
+fn an_automatic_rollback_overtaken_by_a_newer_release_is_called_off_and_the_run_stays_failed() {
+    let newer = RunId::parse("shop-cccccccccccccccccccccccccccccccccccccccc").unwrap();
+    let overtaken = || Event::RollbackOvertaken {
+        env: env("staging"),
+        by: newer.clone(),
+    };
+    let deployed = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
+    let (deployed, _) = step(&deployed, 3, deploy_over_earlier("staging", None));
+    // Failed smoke checks, a failed migration, an unhealthy bake: each queues a rollback that
+    // a newer release reaching staging first calls off.
+    for (what, failed) in [
+        ("smoke", step(&deployed, 5, smoke("staging", false)).0),
+        (
+            "migration",
+            step(
+                &drive(Mode::Deployment, &[green(), deploy_started("staging")]),
+                3,
+                deploy_over_earlier("staging", Some(Phase::Migrate)),
+            )
+            .0,
+        ),
+    ] {
+        assert_eq!(failed.status(), RunStatus::InProgress, "{what}: the rollback is queued");
+        // A late `Superseded` of the deploy or an approval does not touch it.
+        ignored(
+            &failed,
+            6,
+            Event::Superseded {
+                env: env("staging"),
+                by: newer.clone(),
+            },
+        );
+        let (called_off, commands) = step(&failed, 7, overtaken());
+        let stage = called_off.stage(StageKind::Rollback, Some(&env("staging"))).unwrap();
+        assert_eq!(stage.status, StageStatus::Superseded, "{what}");
+        assert_eq!(stage.superseded_by.as_ref(), Some(&newer), "{what}");
+        assert!(
+            stage.summary.as_deref().is_some_and(|s| s.contains("called off")),
+            "{what}: {:?}",
+            stage.summary
+        );
+        assert_eq!(
+            called_off.status(),
+            RunStatus::Failed,
+            "{what}: the run failed, and nothing was put back"
+        );
+        assert_eq!(describe(&commands), ["notify superseded staging"], "{what}");
+        // Once called off (or once it started), it is not called off again.
+        ignored(&called_off, 8, overtaken());
+        let (started, _) = step(&failed, 7, Event::RollbackStarted { env: env("staging") });
+        ignored(&started, 8, overtaken());
+    }
+    // A run with no rollback there has nothing to call off.
+    assert!(matches!(ignored(&deployed, 6, overtaken()), Ignored::NoSuchStage(_)));
+}
+
+#[test]
 fn a_rollback_that_fails_is_an_alert_naming_what_is_left_to_do() {
     let run = drive(Mode::Deployment, &[green(), deploy_started("staging")]);
     let (run, _) = step(&run, 3, deploy_over_earlier("staging", Some(Phase::Release)));
@@ -1587,10 +1644,20 @@ fn a_manual_rollback_overtaken_by_a_newer_release_is_superseded_and_the_run_stay
     );
     assert_eq!(asked.status(), RunStatus::InProgress);
     let newer = RunId::parse("shop-cccccccccccccccccccccccccccccccccccccccc").unwrap();
-    let (called_off, commands) = step(
+    // A late `Superseded` (decided while the run still waited for its approval) is not
+    // what calls a rollback off.
+    ignored(
         &asked,
         21,
         Event::Superseded {
+            env: env("production"),
+            by: newer.clone(),
+        },
+    );
+    let (called_off, commands) = step(
+        &asked,
+        21,
+        Event::RollbackOvertaken {
             env: env("production"),
             by: newer.clone(),
         },

@@ -144,32 +144,26 @@ pub async fn rollback(app: &App, run_id: &RunId, env: &EnvName, known: Known) ->
     let queued = run
         .stage(StageKind::Rollback, Some(env))
         .is_some_and(|s| s.status == StageStatus::Queued);
-    if queued && let Claim::Wait { holder, until, .. } = envs::claim_for_rollback(app, &run, env).await? {
-        return Err(not_yet(
-            app,
-            Some(until),
-            BUSY_RECHECK,
-            format!("rollback waits for {env}: {holder} is working there"),
-        ));
-    }
-    // A rollback asked for by hand rolls back what ran when it was asked. If a newer release
-    // reached the environment while it waited, going back now would undo that one too: the
-    // rollback is superseded instead, and nothing is deployed.
-    let manual = run
-        .stage(StageKind::Rollback, Some(env))
-        .and_then(|s| s.rollback.as_ref())
-        .is_some_and(|plan| plan.manual);
-    if queued && manual {
-        let (record, _) = app.environment(&run.pipeline, env).await?;
-        if let Some(current) = record.current.filter(|c| &c.run != run_id) {
-            tracing::warn!(run = %run_id, %env, now = %current.run, "a newer release came first; rollback superseded");
-            let event = Event::Superseded {
-                env: env.clone(),
-                by: current.run,
-            };
-            super::record(app, run_id, event).await?;
-            envs::settle(app, run_id, env).await?;
-            return Ok(());
+    if queued {
+        match envs::claim_for_rollback(app, &run, env).await? {
+            Claim::Granted => {}
+            Claim::Wait { holder, until, .. } => {
+                return Err(not_yet(
+                    app,
+                    Some(until),
+                    BUSY_RECHECK,
+                    format!("rollback waits for {env}: {holder} is working there"),
+                ));
+            }
+            // Another run's release reached the environment since the rollback was decided
+            // on (asked for by hand, or this run's lease ran out and a newer run released):
+            // going back now would undo that one too, so nothing is deployed.
+            Claim::Superseded { by } => {
+                tracing::warn!(run = %run_id, %env, now = %by, "another release came first; rollback called off");
+                super::record(app, run_id, Event::RollbackOvertaken { env: env.clone(), by }).await?;
+                envs::settle(app, run_id, env).await?;
+                return Ok(());
+            }
         }
     }
     let config = app.pipeline_of(&run).and_then(|p| p.environment(env)).cloned();

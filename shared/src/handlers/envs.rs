@@ -180,9 +180,14 @@ async fn turn(app: &App, key: &StoreKey) -> tokio::sync::OwnedMutexGuard<()> {
     group_commit::line(&CLAIMS, app, key).turn().await
 }
 
-/// `run` asks for `env`'s lease to roll it back: no newer-first rule, only the lease.
+/// `run` asks for `env`'s lease to roll it back: no newer-first rule, only the lease. If
+/// another run's release reached `env` since the rollback was decided on
+/// ([`rollback_decided_at`]), the rollback is overtaken instead (`Claim::Superseded`, the
+/// record left as it was): going back now would undo that release too. Decided in the
+/// claim's write, so no release can come between the look and the lease.
 pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<Claim, EngineError> {
     let now = app.clock.now();
+    let decided_at = rollback_decided_at(run, env);
     app.update_environment(&run.pipeline, env, |record| {
         if let Some(operator) = record.operator_at(now) {
             return Claim::Wait {
@@ -203,6 +208,15 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
             // A rollback puts back what ran; it does not compete with deploys, so only the
             // lease itself counts, not the newer-first rules of `claim`.
             _ => {
+                let overtaking = record
+                    .current
+                    .as_ref()
+                    .filter(|c| c.run != run.id && decided_at.is_some_and(|at| c.at > at));
+                if let Some(current) = overtaking {
+                    return Claim::Superseded {
+                        by: current.run.clone(),
+                    };
+                }
                 record.waiting.retain(|w| w.run != run.id);
                 let acquired_at = record
                     .lease
@@ -220,6 +234,23 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
         }
     })
     .await
+}
+
+/// Since when a release of another run at `env` overtakes `run`'s queued rollback there.
+/// One asked for by hand was asked of the run `env` ran then, so any other run's release
+/// there came since. An automatic one goes back from this run's deploy: a release recorded
+/// after that deploy began came from a run that took the lease when this run's ran out
+/// (`None` if the deploy never began: nothing is overtaken). Strictly after: a release
+/// recorded at the very instant the deploy began was the one before it.
+fn rollback_decided_at(run: &Run, env: &EnvName) -> Option<Timestamp> {
+    let plan = run
+        .stage(crate::domain::StageKind::Rollback, Some(env))?
+        .rollback
+        .as_ref()?;
+    if plan.manual {
+        return Some(Timestamp::MIN);
+    }
+    run.stage(crate::domain::StageKind::Deploy, Some(env))?.started_at
 }
 
 /// Runs `work` while renewing `run`'s lease on `env` every [`LEASE_RENEW`].

@@ -395,13 +395,22 @@ pub async fn render(app: &App, run: &Run, notice: &Notice) -> Result<Vec<Notific
                 .stage(StageKind::Rollback, Some(env))
                 .is_some_and(|s| s.status == StageStatus::Superseded && s.superseded_by.as_ref() == Some(by)) =>
         {
+            let manual = run
+                .stage(StageKind::Rollback, Some(env))
+                .and_then(|s| s.rollback.as_ref())
+                .is_some_and(|p| p.manual);
+            let what_now = if manual {
+                "To roll back the newer release, ask again."
+            } else {
+                "The newer release runs there now; if it is unhealthy too, roll it back."
+            };
             vec![one(
                 "superseded",
                 Some(env.as_str()),
                 format!("{repo} {short}: rollback of {env} called off"),
                 format!(
                     "A newer release (run {by}) reached {env} before the rollback ran; rolling {short} back \
-                     would have undone it too. Nothing was deployed. To roll back the newer release, ask again."
+                     would have undone it too. Nothing was deployed. {what_now}"
                 ),
             )]
         }
