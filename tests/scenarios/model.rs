@@ -379,6 +379,30 @@ async fn found_a_retry_keeps_the_rollback_accepted_before_it() {
     m.finish().await;
 }
 
+/// Found at seed 143839489583726920: commit 3 is released to staging and fails production's
+/// backup; staging is then rolled back by hand, and run 3 is retried in production. The
+/// retry started every stage from production's deploy on over — the staging rollback after
+/// them too, so the accepted rollback was lost. A retry is now refused while a rollback of
+/// another environment is under way, and once one ran.
+#[tokio::test(start_paused = true)]
+async fn found_a_retry_never_loses_a_rollback_of_another_environment() {
+    use Approver::*;
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 1]).await;
+    m.step(Push(1)).await; // before 2, commits [3]
+    m.step(Push(0)).await; // before 0, commits [1, 2]
+    m.step(Ci(2, Green)).await;
+    m.step(Ci(3, Green)).await;
+    m.step(Drain).await;
+    m.step(DeployFails(Env::Production, Phase::Backup)).await;
+    m.step(ApproveTwo(3, Alice, Bob)).await;
+    m.step(Work(Q::Deploy)).await;
+    m.step(Rollback(Env::Staging)).await;
+    m.step(Retry(3)).await;
+    m.finish().await;
+}
+
 /// Found at seed 3706844830618179362: commit 3 is released to staging, but a store fault
 /// loses the settle that records it there; its smoke checks fail and the worker dies right
 /// after queueing the rollback. The sweep frees the expired lease while the rollback is still

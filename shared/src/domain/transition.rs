@@ -762,9 +762,33 @@ impl Tx<'_> {
                 self.run.sha.short()
             )));
         }
-        let (kept, retired): (Vec<Stage>, Vec<Stage>) = std::mem::take(&mut self.run.stages)
-            .into_iter()
-            .partition(|s| !(s.kind == StageKind::Rollback && s.env.as_ref() == Some(env)));
+        // A rollback of another environment (asked for by hand once the run had failed here)
+        // is the run's too. While it is under way the retry would start its stages over and
+        // lose it; once it ran, that environment was taken back from this commit, and sending
+        // the commit on from there would ship what it no longer runs. One called off changed
+        // nothing and does not count.
+        let elsewhere = self.run.stages.iter().find(|s| {
+            s.kind == StageKind::Rollback && s.env.as_ref() != Some(env) && s.status != StageStatus::Superseded
+        });
+        if let Some(rollback) = elsewhere {
+            let there = rollback.env.as_ref().map_or("another environment", EnvName::as_str);
+            let short = self.run.sha.short();
+            return Err(Ignored::CannotRetry(if rollback.status.is_terminal() {
+                format!(
+                    "{there} was rolled back from {short} (that rollback {}); retrying {short} in {env} would ship a release {there} was taken back from: push a fix instead",
+                    rollback.status
+                )
+            } else {
+                format!("the rollback of {there} is still under way; retry once it is done")
+            }));
+        }
+        let (kept, retired): (Vec<Stage>, Vec<Stage>) =
+            std::mem::take(&mut self.run.stages).into_iter().partition(|s| {
+                // This environment's rollbacks, and any other's that was called off (the
+                // only kind left by now): set aside as earlier attempts, so that the stages
+                // from the deploy on are the plan's again, in its order.
+                !(s.kind == StageKind::Rollback && (s.env.as_ref() == Some(env) || s.status == StageStatus::Superseded))
+            });
         self.run.stages = kept;
         self.run.retired.extend(retired);
         for stage in &mut self.run.stages[d..] {

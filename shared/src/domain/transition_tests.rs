@@ -1783,6 +1783,23 @@ fn rolled_back(e: &str) -> Vec<Event> {
     ]
 }
 
+/// A run approved for production whose deploy there failed with nothing to roll back, and
+/// then a rollback of staging asked for by hand, followed by `then`.
+fn failed_in_production_then_staging_rolled_back(then: &[Event]) -> Vec<Event> {
+    let mut events = vec![
+        decide(true),
+        deploy_started("production"),
+        deploy_failed("production"),
+        Event::RollbackRequested {
+            env: env("staging"),
+            to: earlier_release(),
+            by: "alice".into(),
+        },
+    ];
+    events.extend_from_slice(then);
+    events
+}
+
 #[test]
 fn retry_table() {
     use RunStatus::*;
@@ -1853,6 +1870,48 @@ fn retry_table() {
             Expect::Ignored(|i| matches!(i, Ignored::CannotRetry(m) if m.contains("still under way"))),
         ),
         case(
+            "not while a rollback of another environment, asked for since, is under way",
+            with(to_approval(), failed_in_production_then_staging_rolled_back(&[])),
+            retry("production", None),
+            Expect::Ignored(
+                |i| matches!(i, Ignored::CannotRetry(m) if m == "the rollback of staging is still under way; retry once it is done"),
+            ),
+        ),
+        case(
+            "not once another environment was rolled back from the commit",
+            with(
+                to_approval(),
+                failed_in_production_then_staging_rolled_back(&[
+                    Event::RollbackStarted { env: env("staging") },
+                    Event::RollbackFinished {
+                        env: env("staging"),
+                        phases: vec![phase(Phase::Release, PhaseStatus::Succeeded, None)],
+                        result: Ok(()),
+                    },
+                ]),
+            ),
+            retry("production", None),
+            Expect::Ignored(
+                |i| matches!(i, Ignored::CannotRetry(m) if m.starts_with("staging was rolled back from a1b2c3d4e5f6 (that rollback succeeded)") && m.ends_with("push a fix instead")),
+            ),
+        ),
+        case(
+            "a rollback of another environment that was called off changed nothing: set aside with the rest",
+            with(
+                to_approval(),
+                failed_in_production_then_staging_rolled_back(&[Event::RollbackOvertaken {
+                    env: env("staging"),
+                    by: RunId::parse(NEWER).unwrap(),
+                }]),
+            ),
+            retry("production", None),
+            Expect::Applied {
+                stages: "build=succeeded deploy:staging=succeeded smoke:staging=succeeded approval:production=succeeded deploy:production=queued smoke:production=pending",
+                commands: &["deploy production"],
+                status: InProgress,
+            },
+        ),
+        case(
             "not once a newer run has passed the environment",
             vec![green(), deploy_started("staging"), deploy_failed("staging")],
             retry("staging", Some(NEWER)),
@@ -1914,6 +1973,34 @@ fn retry_table() {
             (outcome, _) => panic!("{}: unexpected {outcome:?}", c.name),
         }
     }
+}
+
+#[test]
+fn a_retry_after_a_rollback_elsewhere_was_called_off_goes_all_the_way() {
+    let newer = RunId::parse("shop-cccccccccccccccccccccccccccccccccccccccc").unwrap();
+    let run = drive(
+        Mode::Delivery,
+        &with(
+            to_approval(),
+            failed_in_production_then_staging_rolled_back(&[Event::RollbackOvertaken {
+                env: env("staging"),
+                by: newer,
+            }]),
+        ),
+    );
+    assert_eq!(run.status(), RunStatus::Failed);
+    let (run, _) = step(&run, 20, retry("production", None));
+    assert_eq!(
+        run.retired.len(),
+        1,
+        "the called-off rollback is kept as an earlier attempt"
+    );
+    assert_eq!(run.rollbacks_in(&env("staging")).count(), 1);
+    let (run, _) = step(&run, 21, deploy_started("production"));
+    let (run, _) = step(&run, 22, deployed("production"));
+    let (run, commands) = step(&run, 23, smoke("production", true));
+    assert_eq!(describe(&commands), ["notify released production"]);
+    assert_eq!(run.status(), RunStatus::Released);
 }
 
 #[test]
