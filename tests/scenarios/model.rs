@@ -403,6 +403,28 @@ async fn found_a_retry_never_loses_a_rollback_of_another_environment() {
     m.finish().await;
 }
 
+/// Found at seed 128414609629935046: commit 6 is released to staging; commit 2, whose
+/// relation to 6 no push had shown yet, takes the lease by arrival order and its worker dies
+/// before the deploy starts. Then the push of 3 and 4 shows 2 to be an ancestor of 6. The
+/// redelivered message found its run holding the lease and was granted it without the
+/// newer-first rules, so 2 went over 6.
+#[tokio::test(start_paused = true)]
+async fn found_a_holder_asking_again_is_superseded_once_git_shows_it_older() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 2, 2]).await;
+    m.step(Push(2)).await; // before 4, commits [5, 6]
+    m.step(Advance(1)).await;
+    m.step(Ci(6, Green)).await;
+    m.step(Drain).await;
+    m.step(Push(0)).await; // before 0, commits [1, 2]
+    m.step(Ci(2, Green)).await;
+    m.step(Crash(Q::Deploy, 3)).await;
+    m.step(Push(1)).await; // before 2, commits [3, 4]
+    m.step(Advance(1)).await;
+    m.finish().await;
+}
+
 /// Found at seed 3706844830618179362: commit 3 is released to staging, but a store fault
 /// loses the settle that records it there; its smoke checks fail and the worker dies right
 /// after queueing the rollback. The sweep frees the expired lease while the rollback is still
@@ -430,7 +452,7 @@ async fn found_a_lease_freed_while_its_rollback_is_queued_keeps_the_release_in_d
 /// run 4 takes it and releases. Run 1's checks then fail and queue its automatic rollback,
 /// which must not restore run 1's backup over commit 4 and record commit 1 as what runs, or
 /// commit 2 (an ancestor of 4) goes over commit 4. The rollback's lease claim finds commit
-/// 4 released after run 1's deploy began, and calls the rollback off.
+/// 4 — neither run 1's release nor the one it goes back to — and calls the rollback off.
 #[tokio::test(start_paused = true)]
 async fn found_an_automatic_rollback_after_a_newer_release_is_superseded() {
     use Build::*;

@@ -304,28 +304,22 @@ impl Environment {
         let me = Place::new(run, opened_at);
         self.waiting
             .retain(|w| w.run != *run && now.duration_since(w.seen_at) < WAITER_TTL);
-        if let Some(lease) = self.lease.as_mut()
-            && lease.run == *run
-        {
+        // Newer first, also for a run that holds the lease already (a delivery that died
+        // after claiming, before its deploy started; a retry before the lease was freed):
+        // what git says may have changed since it claimed — a push can show the commit to be
+        // older than one that runs here — and no phase of this deploy has run yet.
+        let holding = self.lease.as_ref().is_some_and(|lease| lease.run == *run);
+        if let Some(by) = self.newer_than(me, lineage) {
+            if holding {
+                // Given up in the same write; its mark in doubt stays as it was.
+                self.lease = None;
+            }
+            return Claim::Superseded { by };
+        }
+        if holding && let Some(lease) = self.lease.as_mut() {
             lease.expires_at = later(now, ttl);
-            // Still held from an earlier attempt (a retry before the lease was freed).
             self.mark(run, opened_at, attempt);
             return Claim::Granted;
-        }
-        if let Some(current) = &self.current
-            && lineage.is_newer(current.place(), me)
-        {
-            return Claim::Superseded {
-                by: current.run.clone(),
-            };
-        }
-        let doubted = self.in_doubt.iter().filter(|d| lineage.is_newer(d.place(), me));
-        if let Some(doubt) = lineage.newest(doubted, |d| d.place()) {
-            return Claim::Superseded { by: doubt.run.clone() };
-        }
-        let newer = self.waiting.iter().filter(|w| lineage.is_newer(w.place(), me));
-        if let Some(newest) = lineage.newest(newer, |w| w.place()) {
-            return Claim::Superseded { by: newest.run.clone() };
         }
         let held = self.operator_at(now).map(|o| (o.holder(), o.expires_at)).or_else(|| {
             let lease = self.lease.as_ref().filter(|l| l.expires_at > now)?;
@@ -356,6 +350,22 @@ impl Environment {
         });
         self.mark(run, opened_at, attempt);
         Claim::Granted
+    }
+
+    /// The newest run that keeps `me` from deploying here, if any: the release that runs
+    /// here, a run in doubt here, or a run waiting in line, when newer than `me`.
+    fn newer_than(&self, me: Place<'_>, lineage: &Lineage) -> Option<RunId> {
+        if let Some(current) = &self.current
+            && lineage.is_newer(current.place(), me)
+        {
+            return Some(current.run.clone());
+        }
+        let doubted = self.in_doubt.iter().filter(|d| lineage.is_newer(d.place(), me));
+        if let Some(doubt) = lineage.newest(doubted, |d| d.place()) {
+            return Some(doubt.run.clone());
+        }
+        let newer = self.waiting.iter().filter(|w| lineage.is_newer(w.place(), me));
+        lineage.newest(newer, |w| w.place()).map(|w| w.run.clone())
     }
 
     /// Marks `run`'s deploy in doubt as its `attempt`-th attempt takes the lease. Earlier
@@ -804,6 +814,43 @@ mod tests {
             env.clone().claim(&run(1), at(5), 0, at(6), TTL, &UNKNOWN),
             Claim::Granted
         );
+    }
+
+    /// Found by the model (seed 128414609629935046): B (2) was released; A (1), whose
+    /// relation to B nobody had pushed yet, arrived later and took the lease by arrival
+    /// order, and its worker died before the deploy started. Then a push showed A to be
+    /// B's ancestor. A's message, delivered again, must not deploy A over B.
+    #[test]
+    fn a_holder_asking_again_is_superseded_when_git_has_since_shown_it_older() {
+        let mut env = Environment::default();
+        env.record(release(2, 0));
+        assert_eq!(env.claim(&run(1), at(5), 0, at(6), TTL, &UNKNOWN), Claim::Granted);
+        // Asking again, knowing no more: still granted, the lease renewed.
+        assert_eq!(env.claim(&run(1), at(5), 0, at(7), TTL, &UNKNOWN), Claim::Granted);
+        assert_eq!(env.lease.as_ref().unwrap().expires_at, at(17));
+        let git = lineage(&[(2, 1)]);
+        assert_eq!(
+            env.claim(&run(1), at(5), 0, at(8), TTL, &git),
+            Claim::Superseded { by: run(2) }
+        );
+        assert!(env.lease.is_none(), "given up in the same write");
+        assert!(
+            env.in_doubt.iter().any(|d| d.run == run(1)),
+            "its mark stays until a newer release clears it"
+        );
+        // A newer run waiting in line supersedes a holder asking again, as it would anyone.
+        let mut env = Environment::default();
+        env.claim(&run(1), at(0), 0, at(1), TTL, &UNKNOWN);
+        env.waiting.push(Waiter {
+            run: run(3),
+            opened_at: at(2),
+            seen_at: at(2),
+        });
+        assert_eq!(
+            env.claim(&run(1), at(0), 0, at(3), TTL, &UNKNOWN),
+            Claim::Superseded { by: run(3) }
+        );
+        assert!(env.lease.is_none());
     }
 
     #[test]

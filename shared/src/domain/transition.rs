@@ -63,7 +63,7 @@ pub enum Event {
     Superseded { env: EnvName, by: RunId },
     /// Another run's release (`by`) reached `env` after this run's queued rollback there was
     /// decided on — for one asked for by hand, after it was asked; for an automatic one,
-    /// after this run's deploy there began (its lease ran out and the newer run took it).
+    /// after this run's deploy took the lease (its lease ran out and another run took it).
     /// Going back now would undo that release too, so the rollback ends without running.
     RollbackOvertaken { env: EnvName, by: RunId },
     /// A worker starts watching the environment's health after the deploy.

@@ -182,12 +182,12 @@ async fn turn(app: &App, key: &StoreKey) -> tokio::sync::OwnedMutexGuard<()> {
 
 /// `run` asks for `env`'s lease to roll it back: no newer-first rule, only the lease. If
 /// another run's release reached `env` since the rollback was decided on
-/// ([`rollback_decided_at`]), the rollback is overtaken instead (`Claim::Superseded`, the
+/// ([`still_as_decided`]), the rollback is overtaken instead (`Claim::Superseded`, the
 /// record left as it was): going back now would undo that release too. Decided in the
 /// claim's write, so no release can come between the look and the lease.
 pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<Claim, EngineError> {
     let now = app.clock.now();
-    let decided_at = rollback_decided_at(run, env);
+    let as_decided = still_as_decided(run, env);
     app.update_environment(&run.pipeline, env, |record| {
         if let Some(operator) = record.operator_at(now) {
             return Claim::Wait {
@@ -211,7 +211,7 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
                 let overtaking = record
                     .current
                     .as_ref()
-                    .filter(|c| c.run != run.id && decided_at.is_some_and(|at| c.at > at));
+                    .filter(|c| as_decided.as_ref().is_some_and(|runs| !runs.contains(&c.run)));
                 if let Some(current) = overtaking {
                     return Claim::Superseded {
                         by: current.run.clone(),
@@ -236,21 +236,23 @@ pub async fn claim_for_rollback(app: &App, run: &Run, env: &EnvName) -> Result<C
     .await
 }
 
-/// Since when a release of another run at `env` overtakes `run`'s queued rollback there.
-/// One asked for by hand was asked of the run `env` ran then, so any other run's release
-/// there came since. An automatic one goes back from this run's deploy: a release recorded
-/// after that deploy began came from a run that took the lease when this run's ran out
-/// (`None` if the deploy never began: nothing is overtaken). Strictly after: a release
-/// recorded at the very instant the deploy began was the one before it.
-fn rollback_decided_at(run: &Run, env: &EnvName) -> Option<Timestamp> {
+/// The runs whose release may be what `env` runs when `run`'s queued rollback there claims
+/// the lease, if nothing happened there since the rollback was decided on; any other run's
+/// release came since, and overtakes the rollback. One asked for by hand was asked of the
+/// run `env` ran then: only `run` itself. An automatic one follows `run`'s own deploy, which
+/// took the lease over the release it goes back to (its plan's `to`) and may have been
+/// recorded over it: `run` or that release. Another run's release can only have come after
+/// `run`'s lease ran out. (`None`: no rollback plan, nothing to overtake.)
+fn still_as_decided(run: &Run, env: &EnvName) -> Option<Vec<RunId>> {
     let plan = run
         .stage(crate::domain::StageKind::Rollback, Some(env))?
         .rollback
         .as_ref()?;
-    if plan.manual {
-        return Some(Timestamp::MIN);
+    let mut runs = vec![run.id.clone()];
+    if !plan.manual {
+        runs.extend(plan.to.as_ref().map(|to| to.run.clone()));
     }
-    run.stage(crate::domain::StageKind::Deploy, Some(env))?.started_at
+    Some(runs)
 }
 
 /// Runs `work` while renewing `run`'s lease on `env` every [`LEASE_RENEW`].
