@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
 
 /// Latencies, in microseconds.
 pub type Latencies = Histogram<u64>;
@@ -62,39 +65,66 @@ where
     Ok(())
 }
 
-/// Sends requests `0..total` (built by `request`), `concurrency` at a time, and records how
-/// long each took to be answered in full and with what status. A request that gets no
-/// answer at all fails the load.
-pub async fn closed_loop<F>(
-    client: &reqwest::Client,
-    total: usize,
-    concurrency: usize,
-    request: F,
-) -> anyhow::Result<Answered>
+/// A request for [`closed_loop`]: its method, path, headers and body (the `Host` header is
+/// added).
+pub type Request = http::Request<Full<Bytes>>;
+
+/// Sends requests `0..total` (built by `request`) to the server at `base`
+/// (`http://127.0.0.1:<port>`), `concurrency` at a time, and records how long each took to be
+/// answered in full and with what status. A request that gets no answer at all fails the load.
+///
+/// Each of the `concurrency` clients has one HTTP/1.1 connection of its own, opened before
+/// its first request is timed, and sends its next request on it as soon as the last was
+/// answered — a plain hyper connection, not a pooled client: the load shares the machine's
+/// cores with the server, and the less of them it takes, the more the latencies measure the
+/// server rather than the load.
+pub async fn closed_loop<F>(base: &str, total: usize, concurrency: usize, request: F) -> anyhow::Result<Answered>
 where
-    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    F: Fn(usize) -> Request + Send + Sync + 'static,
 {
+    let authority = base
+        .strip_prefix("http://")
+        .with_context(|| format!("{base} is not a plain http:// address"))?
+        .trim_end_matches('/')
+        .to_owned();
+    let host = http::HeaderValue::from_str(&authority)?;
     let request = Arc::new(request);
     let next = Arc::new(AtomicUsize::new(0));
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, request, next) = (client.clone(), request.clone(), next.clone());
+        let (request, next, authority, host) = (request.clone(), next.clone(), authority.clone(), host.clone());
         clients.spawn(async move {
             let mut answered = Answered {
                 latencies: histogram()?,
                 statuses: BTreeMap::new(),
                 first_refusal: None,
             };
+            let stream = tokio::net::TcpStream::connect(&authority)
+                .await
+                .with_context(|| format!("cannot connect to {authority}"))?;
+            stream.set_nodelay(true)?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let driver = tokio::spawn(connection);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
-                    return Ok::<_, anyhow::Error>(answered);
+                    break;
                 }
-                let builder = request(&client, i);
+                let mut req = request(i);
+                req.headers_mut().insert(http::header::HOST, host.clone());
                 let started = Instant::now();
-                let answer = builder.send().await.with_context(|| format!("request {i}"))?;
+                sender
+                    .ready()
+                    .await
+                    .with_context(|| format!("request {i}: the connection closed"))?;
+                let answer = sender.send_request(req).await.with_context(|| format!("request {i}"))?;
                 let status = answer.status();
-                let body = answer.bytes().await.with_context(|| format!("request {i}'s answer"))?;
+                let body = answer
+                    .into_body()
+                    .collect()
+                    .await
+                    .with_context(|| format!("request {i}'s answer"))?
+                    .to_bytes();
                 let took = started.elapsed();
                 answered
                     .latencies
@@ -104,6 +134,9 @@ where
                     answered.first_refusal = Some(format!("{status}: {}", String::from_utf8_lossy(&body)));
                 }
             }
+            drop(sender);
+            driver.abort();
+            Ok::<_, anyhow::Error>(answered)
         });
     }
     let mut all = Answered {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use http_body_util::Full;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -37,9 +38,6 @@ const TARGET_RATIO: f64 = 3.0;
 
 pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
     let server = Server::start(&bins.get("slipway")?).await?;
-    let client = load::client(args.concurrency)?;
-    let healthz = format!("{}/healthz", server.base);
-    let hook = format!("{}/hooks/github", server.base);
 
     // Signed before the clock starts: the load measures slipway, not the client's HMACs.
     let pushes: Arc<Vec<_>> = Arc::new(
@@ -48,26 +46,26 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
             .collect(),
     );
 
-    // Warm up: open every connection once, so neither measurement pays for the handshakes.
-    let url = healthz.clone();
-    load::closed_loop(&client, args.concurrency, args.concurrency, move |c, _| c.get(&url)).await?;
+    // Warm up: the server's threads and caches, so neither measurement pays for them.
+    let healthz = |_| get("/healthz");
+    load::closed_loop(&server.base, args.concurrency, args.concurrency, healthz).await?;
 
-    let url = healthz.clone();
-    let health = load::closed_loop(&client, args.requests, args.concurrency, move |c, _| c.get(&url)).await?;
+    let health = load::closed_loop(&server.base, args.requests, args.concurrency, healthz).await?;
     anyhow::ensure!(
         health.refused(StatusCode::OK) == 0,
         "/healthz answered {:?}",
         health.statuses
     );
 
-    let acks = load::closed_loop(&client, args.requests, args.concurrency, move |c, i| {
+    let acks = load::closed_loop(&server.base, args.requests, args.concurrency, move |i| {
         let (body, signature) = &pushes[i];
-        c.post(&hook)
+        http::Request::post("/hooks/github")
             .header("content-type", "application/json")
             .header("x-github-event", "push")
             .header("x-github-delivery", format!("bench-{i}"))
             .header("x-hub-signature-256", signature)
-            .body(body.clone())
+            .body(Full::new(body.clone()))
+            .expect("a valid request")
     })
     .await
     .map_err(|e| e.context(format!("server log:\n{}", tail(&server.log()))))?;
@@ -108,4 +106,9 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
 pub fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A GET of `path` with no body.
+fn get(path: &str) -> load::Request {
+    http::Request::get(path).body(Full::default()).expect("a valid request")
 }
