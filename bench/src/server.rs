@@ -171,6 +171,20 @@ pub fn signed_push(sha: &str) -> (Bytes, String) {
     (Bytes::from(body), signature)
 }
 
+/// Where a git host POSTs a push.
+pub const PUSH_PATH: &str = "/hooks/github";
+
+/// The headers a git host sends with a signed push (its signature from [`signed_push`]) with
+/// the delivery id `delivery`.
+pub fn push_headers<'a>(delivery: &'a str, signature: &'a str) -> [(&'static str, &'a str); 4] {
+    [
+        ("content-type", "application/json"),
+        ("x-github-event", "push"),
+        ("x-github-delivery", delivery),
+        ("x-hub-signature-256", signature),
+    ]
+}
+
 /// The request a git host makes to deliver a signed push (from [`signed_push`]) with the
 /// delivery id `delivery`.
 pub fn push_request(
@@ -180,12 +194,11 @@ pub fn push_request(
     signed: &(Bytes, String),
 ) -> reqwest::RequestBuilder {
     let (body, signature) = signed;
-    client
-        .post(format!("{base}/hooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", delivery)
-        .header("x-hub-signature-256", signature)
+    push_headers(delivery, signature)
+        .into_iter()
+        .fold(client.post(format!("{base}{PUSH_PATH}")), |request, (name, value)| {
+            request.header(name, value)
+        })
         .body(body.clone())
 }
 

@@ -59,11 +59,11 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
 
     let acks = load::closed_loop(&server.base, args.requests, args.concurrency, move |i| {
         let (body, signature) = &pushes[i];
-        http::Request::post("/hooks/github")
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .header("x-github-delivery", format!("bench-{i}"))
-            .header("x-hub-signature-256", signature)
+        server::push_headers(&format!("bench-{i}"), signature)
+            .into_iter()
+            .fold(http::Request::post(server::PUSH_PATH), |request, (name, value)| {
+                request.header(name, value)
+            })
             .body(Full::new(body.clone()))
             .expect("a valid request")
     })
