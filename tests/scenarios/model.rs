@@ -473,3 +473,29 @@ async fn found_an_automatic_rollback_after_a_newer_release_is_superseded() {
     m.step(Ci(2, Green)).await;
     m.finish().await;
 }
+
+/// Found at seed 14704654883398374138: commit 4's worker dies after releasing to staging,
+/// before it records what it did, and its redelivered message marks the deploy failed with
+/// its outcome unknown. A retry of run 4 is then queued (its message lost to a failing
+/// queue), and the sweep frees the expired lease: the deploy stage, queued again, said
+/// "never ran", so the sweep cleared run 4's doubt and commit 2 (an ancestor of 4) went over
+/// it. A stage queued, waiting or superseded after an earlier attempt no longer says how that
+/// attempt ended: the doubt stays.
+#[tokio::test(start_paused = true)]
+async fn found_a_retry_queued_after_an_abandoned_deploy_keeps_its_doubt_when_the_sweep_frees_the_lease() {
+    use Build::*;
+    use Step::*;
+    let mut m = Model::start(&[2, 2]).await;
+    m.step(Push(1)).await; // before 2, commits [3, 4]
+    m.step(Ci(4, Green)).await;
+    m.step(Crash(Q::Deploy, 4)).await;
+    m.step(SendFails(2)).await;
+    m.step(Push(0)).await; // before 0, commits [1, 2]
+    m.step(Ci(2, Green)).await;
+    m.step(Advance(15)).await;
+    m.step(WorkTwo(Q::Deploy)).await;
+    m.step(SendFails(1)).await;
+    m.step(Retry(4)).await;
+    m.step(Sweep).await;
+    m.finish().await;
+}

@@ -411,10 +411,14 @@ fn outcome_of(run: &Run, env: &EnvName) -> EnvOutcome {
         busy: run.busy_in(env),
         // A deploy that never ran did not release; one that ended with its phases recorded
         // says whether it did. One still running, or that failed with no phases recorded
-        // (abandoned by a vanished worker), may have released.
+        // (abandoned by a vanished worker), may have released. So may an earlier attempt of
+        // one that has not run again yet (a retry queued, waiting or superseded): the stage
+        // no longer says how that attempt ended, and its mark, if still there, is kept.
         known: !rolling_back
             && deploy.is_none_or(|s| match s.status {
-                StageStatus::Pending | StageStatus::Queued | StageStatus::Skipped | StageStatus::Superseded => true,
+                StageStatus::Pending | StageStatus::Queued | StageStatus::Skipped | StageStatus::Superseded => {
+                    s.attempts == 0
+                }
                 StageStatus::Running => false,
                 _ => !s.phases.is_empty(),
             }),
