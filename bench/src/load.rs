@@ -155,7 +155,8 @@ where
     Ok(all)
 }
 
-fn histogram() -> anyhow::Result<Latencies> {
+/// An empty histogram of latencies.
+pub fn histogram() -> anyhow::Result<Latencies> {
     // 1 µs to 60 s, three significant digits.
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }

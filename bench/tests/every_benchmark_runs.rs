@@ -85,7 +85,7 @@ fn bench(args: &[&str]) {
 #[test]
 fn every_benchmark_runs_at_a_small_size() {
     build_binaries();
-    bench(&["webhook", "--requests", "200", "--concurrency", "20"]);
+    bench(&["webhook", "--requests", "200", "--concurrency", "20", "--loads", "2"]);
     bench(&["engine", "--runs", "40", "--concurrency", "4", "--spawns", "20"]);
     bench(&["coldstart", "--starts", "1"]);
     bench(&["requests"]);
