@@ -27,6 +27,26 @@ pub struct Answered {
 }
 
 impl Answered {
+    /// Nothing answered yet.
+    pub fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            latencies: histogram()?,
+            statuses: BTreeMap::new(),
+            first_refusal: None,
+        })
+    }
+
+    /// Takes in what `other` got back: its latencies, its statuses, its first refusal if this
+    /// had none.
+    pub fn add(&mut self, other: Answered) -> anyhow::Result<()> {
+        self.latencies.add(other.latencies)?;
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        self.first_refusal = self.first_refusal.take().or(other.first_refusal);
+        Ok(())
+    }
+
     /// How many answers were not `expected`.
     pub fn refused(&self, expected: reqwest::StatusCode) -> usize {
         self.statuses
@@ -94,11 +114,7 @@ where
     for _ in 0..concurrency {
         let (request, next, authority, host) = (request.clone(), next.clone(), authority.clone(), host.clone());
         clients.spawn(async move {
-            let mut answered = Answered {
-                latencies: histogram()?,
-                statuses: BTreeMap::new(),
-                first_refusal: None,
-            };
+            let mut answered = Answered::empty()?;
             let stream = tokio::net::TcpStream::connect(&authority)
                 .await
                 .with_context(|| format!("cannot connect to {authority}"))?;
@@ -139,24 +155,14 @@ where
             Ok::<_, anyhow::Error>(answered)
         });
     }
-    let mut all = Answered {
-        latencies: histogram()?,
-        statuses: BTreeMap::new(),
-        first_refusal: None,
-    };
+    let mut all = Answered::empty()?;
     while let Some(done) = clients.join_next().await {
-        let part = done??;
-        all.latencies.add(part.latencies)?;
-        for (status, n) in part.statuses {
-            *all.statuses.entry(status).or_default() += n;
-        }
-        all.first_refusal = all.first_refusal.or(part.first_refusal);
+        all.add(done??)?;
     }
     Ok(all)
 }
 
-/// An empty histogram of latencies.
-pub fn histogram() -> anyhow::Result<Latencies> {
+fn histogram() -> anyhow::Result<Latencies> {
     // 1 µs to 60 s, three significant digits.
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }

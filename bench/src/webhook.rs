@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http_body_util::Full;
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::Bins;
-use crate::load::{self, Latencies, ms};
+use crate::load::{self, ms};
 use crate::report::{Outcome, ratio};
 use crate::server::{self, Server};
 
@@ -49,34 +50,35 @@ const TARGET_RATIO: f64 = 3.0;
 
 /// What one load on a fresh server got back.
 struct Load {
-    health: Latencies,
+    health: load::Answered,
     acks: load::Answered,
 }
 
 pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
     anyhow::ensure!(args.loads > 0, "--loads must be at least 1");
     let bin = bins.get("slipway")?;
-    let mut loads = Vec::with_capacity(args.loads);
+    // Signed once, before any clock starts: the loads measure slipway, not the client's HMACs.
+    // Every load's server is new and shares the benchmarks' secret, so each takes the same.
+    let pushes: Arc<Vec<_>> = Arc::new(
+        (0..args.requests)
+            .map(|i| server::signed_push(&server::sha(i)))
+            .collect(),
+    );
+    let mut each_p99 = Vec::with_capacity(args.loads);
+    let mut each_h99 = Vec::with_capacity(args.loads);
+    let (mut health, mut acks) = (load::Answered::empty()?, load::Answered::empty()?);
     for _ in 0..args.loads {
-        loads.push(one_load(args, &bin).await?);
+        let one = one_load(args, &bin, pushes.clone()).await?;
+        each_p99.push(ms(&one.acks.latencies, 0.99));
+        each_h99.push(ms(&one.health.latencies, 0.99));
+        health.add(one.health)?;
+        acks.add(one.acks)?;
     }
-    let (mut health, mut acks) = (load::histogram()?, load::histogram()?);
-    let mut refused = 0;
-    let mut statuses = std::collections::BTreeMap::new();
-    let mut first_refusal = None;
-    for one in &loads {
-        health.add(&one.health)?;
-        acks.add(&one.acks.latencies)?;
-        // A push refused (503 when its run could not be opened in time) is a failed delivery:
-        // GitHub does not send it again by itself.
-        refused += one.acks.refused(StatusCode::CREATED);
-        for (status, n) in &one.acks.statuses {
-            *statuses.entry(*status).or_insert(0) += n;
-        }
-        first_refusal = first_refusal.or(one.acks.first_refusal.clone());
-    }
-    let each_p99: Vec<f64> = loads.iter().map(|l| ms(&l.acks.latencies, 0.99)).collect();
-    let each_h99: Vec<f64> = loads.iter().map(|l| ms(&l.health, 0.99)).collect();
+    // A push refused (503 when its run could not be opened in time) is a failed delivery:
+    // GitHub does not send it again by itself.
+    let refused = acks.refused(StatusCode::CREATED);
+    let (health, statuses, first_refusal) = (health.latencies, acks.statuses, acks.first_refusal);
+    let acks = acks.latencies;
     let total = args.requests * args.loads;
 
     let (p50, p99) = (ms(&acks, 0.50), ms(&acks, 0.99));
@@ -112,16 +114,9 @@ pub async fn run(args: &Args, bins: &Bins) -> anyhow::Result<Outcome> {
     })
 }
 
-/// One load on a server of its own: `/healthz`, then the pushes.
-async fn one_load(args: &Args, bin: &std::path::Path) -> anyhow::Result<Load> {
+/// One load on a server of its own: `/healthz`, then `pushes` (signed bodies and signatures).
+async fn one_load(args: &Args, bin: &std::path::Path, pushes: Arc<Vec<(Bytes, String)>>) -> anyhow::Result<Load> {
     let server = Server::start(bin).await?;
-
-    // Signed before the clock starts: the load measures slipway, not the client's HMACs.
-    let pushes: Arc<Vec<_>> = Arc::new(
-        (0..args.requests)
-            .map(|i| server::signed_push(&server::sha(i)))
-            .collect(),
-    );
 
     // Warm up: the server's threads and caches, so neither measurement pays for them.
     let healthz = |_| get("/healthz");
@@ -146,10 +141,7 @@ async fn one_load(args: &Args, bin: &std::path::Path) -> anyhow::Result<Load> {
     })
     .await
     .map_err(|e| e.context(format!("server log:\n{}", tail(&server.log()))))?;
-    Ok(Load {
-        health: health.latencies,
-        acks,
-    })
+    Ok(Load { health, acks })
 }
 
 /// The least and the greatest of `values`, in milliseconds: `11.2-43.1 ms`.
